@@ -1,0 +1,6 @@
+//! The initiator side of iSCSI (RFC 7143) for mpio.
+//!
+//! Protocol logic lives in sans-I/O state machines (PDU codec, text key
+//! negotiation, login with CHAP, the session with its connections); a thin
+//! tokio driver owns the sockets and the clocks.
+#![warn(missing_docs)]
