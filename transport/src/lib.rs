@@ -4,3 +4,6 @@
 //! negotiation, login with CHAP, the session with its connections); a thin
 //! tokio driver owns the sockets and the clocks.
 #![warn(missing_docs)]
+
+pub mod pdu;
+pub mod serial;
