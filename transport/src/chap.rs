@@ -1,0 +1,367 @@
+//! CHAP authentication (RFC 7143 section 12.1.3, RFC 1994) with MD5
+//! (CHAP_A=5), one-way and mutual.
+//!
+//! Secrets live in [`Secret`], which never prints its bytes and wipes them
+//! on drop, so no log line, error message or `Debug` output can carry one.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
+use md5::{Digest, Md5};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// Shortest secret accepted: 12 bytes (96 bits). The seeds refuse shorter
+/// ones (events 35/36, status 0xAFFF0048) and RFC 7143 section 12.1.3
+/// says the same for secrets used without IPsec.
+pub const MIN_SECRET_LEN: usize = 12;
+
+/// Longest CHAP name accepted: the RFC's 223-byte iSCSI name limit, since
+/// the name defaults to the initiator name (seed scenario E9).
+pub const MAX_NAME_LEN: usize = 223;
+
+/// Longest challenge we accept from a target: RFC 7143 section 12.1.3
+/// limits CHAP_C to 1024 bytes (seed event 33).
+pub const MAX_CHALLENGE_LEN: usize = 1024;
+
+/// Our challenges are 16 random bytes, the MD5 output size.
+const CHALLENGE_LEN: usize = 16;
+
+/// A CHAP secret. Its bytes are never printed and are wiped on drop.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    /// Parses a secret as an administrator writes it: text, or `0x` followed
+    /// by hex digits for a binary secret (as the seeds' tools do). A single
+    /// trailing newline (from a file) is dropped.
+    pub fn parse(text: &[u8]) -> Result<Secret, ChapError> {
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let bytes = match text.strip_prefix(b"0x").or_else(|| text.strip_prefix(b"0X")) {
+            Some(hex) => Zeroizing::new(decode_hex(hex).ok_or(ChapError::BadSecretEncoding)?),
+            None => Zeroizing::new(text.to_vec()),
+        };
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(ChapError::SecretTooShort { len: bytes.len() });
+        }
+        Ok(Secret(bytes))
+    }
+
+    fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose().ct_eq(other.expose()).into()
+    }
+}
+
+/// A CHAP name and its secret.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChapCredentials {
+    /// CHAP_N.
+    pub user: String,
+    /// The shared secret.
+    pub secret: Secret,
+}
+
+impl ChapCredentials {
+    /// Checks the name's length and characters.
+    pub fn new(user: impl Into<String>, secret: Secret) -> Result<ChapCredentials, ChapError> {
+        let user = user.into();
+        if user.is_empty() || user.len() > MAX_NAME_LEN {
+            return Err(ChapError::BadUserName { len: user.len() });
+        }
+        if user.bytes().any(|b| b == 0 || b == b'=' || b.is_ascii_control()) {
+            return Err(ChapError::BadUserCharacters);
+        }
+        Ok(ChapCredentials { user, secret })
+    }
+}
+
+/// CHAP configuration of a session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChapConfig {
+    /// What the target checks: our name and secret.
+    pub initiator: ChapCredentials,
+    /// For mutual CHAP, what we check: the target's name and secret.
+    pub target: Option<ChapCredentials>,
+}
+
+impl ChapConfig {
+    /// One-way or mutual CHAP. Refuses the same secret in both directions:
+    /// RFC 7143 section 12.1.3 forbids it, because a target could then
+    /// reflect our own challenge back and learn a valid response.
+    pub fn new(initiator: ChapCredentials, target: Option<ChapCredentials>) -> Result<ChapConfig, ChapError> {
+        if let Some(t) = &target
+            && t.secret == initiator.secret
+        {
+            return Err(ChapError::SameSecretBothWays);
+        }
+        Ok(ChapConfig { initiator, target })
+    }
+}
+
+/// Problems with CHAP configuration or with what the target sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChapError {
+    /// Seed events 35/36.
+    #[error(
+        "CHAP secret is {len} bytes; at least {MIN_SECRET_LEN} are required (96 bits): use a longer secret on both sides"
+    )]
+    SecretTooShort {
+        /// Its length.
+        len: usize,
+    },
+    /// A `0x` secret with bad hex digits.
+    #[error("CHAP secret starts with 0x but is not valid hex: write it as text, or as 0x followed by hex digits")]
+    BadSecretEncoding,
+    /// Name empty or too long.
+    #[error("CHAP user name is {len} bytes; it must be 1 to {MAX_NAME_LEN} bytes")]
+    BadUserName {
+        /// Its length.
+        len: usize,
+    },
+    /// Name with `=`, NUL or control characters.
+    #[error("CHAP user name contains '=', NUL or a control character")]
+    BadUserCharacters,
+    /// Mutual CHAP configured with one secret for both directions.
+    #[error("mutual CHAP needs different initiator and target secrets (RFC 7143 section 12.1.3)")]
+    SameSecretBothWays,
+    /// The target asked for a CHAP algorithm other than MD5 (seed event 14).
+    #[error("target chose CHAP_A={0}; only 5 (MD5) is supported")]
+    UnsupportedAlgorithm(String),
+    /// A CHAP key with a malformed value (seed events 15/16).
+    #[error("target sent an invalid {key}: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A challenge above 1024 bytes (seed event 33).
+    #[error("target's CHAP challenge is {0} bytes, over the {MAX_CHALLENGE_LEN}-byte limit")]
+    ChallengeTooLong(usize),
+    /// The target sent our own challenge back (reflection attack).
+    #[error("target sent back our own CHAP challenge: refusing a reflection attack")]
+    ReflectedChallenge,
+    /// Mutual CHAP: wrong CHAP_N from the target.
+    #[error("target authenticated as '{got}', expected '{expected}': check the target CHAP user")]
+    WrongTargetName {
+        /// Name received.
+        got: String,
+        /// Name configured.
+        expected: String,
+    },
+    /// Mutual CHAP: wrong CHAP_R from the target (seed event 17).
+    #[error("target failed mutual CHAP authentication (wrong response): check the target CHAP secret")]
+    TargetAuthFailed,
+    /// The operating system's random source failed (seed event 37).
+    #[error("cannot generate a CHAP challenge: the system random source failed")]
+    NoRandom,
+}
+
+/// The CHAP response: MD5(identifier || secret || challenge) (RFC 1994
+/// section 4.1).
+pub fn response(id: u8, secret: &Secret, challenge: &[u8]) -> [u8; 16] {
+    Md5::new().chain_update([id]).chain_update(secret.expose()).chain_update(challenge).finalize().into()
+}
+
+/// A challenge we send for mutual CHAP, and the check of the answer.
+pub struct OurChallenge {
+    id: u8,
+    challenge: [u8; CHALLENGE_LEN],
+}
+
+impl OurChallenge {
+    /// Draws a fresh identifier and challenge from the OS random source.
+    pub fn generate() -> Result<OurChallenge, ChapError> {
+        let mut buf = [0u8; CHALLENGE_LEN + 1];
+        getrandom::fill(&mut buf).map_err(|_| ChapError::NoRandom)?;
+        let [id, rest @ ..] = buf;
+        Ok(OurChallenge { id, challenge: rest })
+    }
+
+    /// A fixed challenge, for deterministic tests.
+    pub fn fixed(id: u8, challenge: [u8; CHALLENGE_LEN]) -> OurChallenge {
+        OurChallenge { id, challenge }
+    }
+
+    /// CHAP_I value.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// CHAP_C value (raw bytes).
+    pub fn challenge(&self) -> &[u8] {
+        &self.challenge
+    }
+
+    /// Checks the target's CHAP_N and CHAP_R against the configured target
+    /// credentials, comparing in constant time.
+    pub fn verify(&self, expected: &ChapCredentials, name: &str, resp: &[u8]) -> Result<(), ChapError> {
+        if name != expected.user {
+            return Err(ChapError::WrongTargetName { got: name.to_string(), expected: expected.user.clone() });
+        }
+        let want = response(self.id, &expected.secret, &self.challenge);
+        if bool::from(want.ct_eq(resp)) { Ok(()) } else { Err(ChapError::TargetAuthFailed) }
+    }
+}
+
+/// Decodes a CHAP binary value: `0x` hex or `0b` base64 (RFC 7143 section
+/// 6.1, binary-value).
+pub fn decode_binary(key: &'static str, value: &str) -> Result<Vec<u8>, ChapError> {
+    let bad = |reason| ChapError::InvalidKey { key, reason };
+    if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+        decode_hex(hex.as_bytes()).ok_or(bad("not valid hex"))
+    } else if let Some(b64) = value.strip_prefix("0b").or_else(|| value.strip_prefix("0B")) {
+        decode_base64(b64.as_bytes()).ok_or(bad("not valid base64"))
+    } else {
+        Err(bad("a binary value must start with 0x or 0b"))
+    }
+}
+
+/// Encodes a binary value as `0x` + lower-case hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + 2 * bytes.len());
+    s.push_str("0x");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
+    // An odd number of digits is allowed: the first nibble stands alone.
+    let digits: Vec<u8> = hex.iter().map(|c| (*c as char).to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
+    if digits.is_empty() {
+        return None;
+    }
+    let (head, rest) = digits.split_at(digits.len() % 2);
+    let mut out: Vec<u8> = head.to_vec();
+    out.extend(rest.chunks_exact(2).map(|p| match p {
+        [hi, lo] => (hi << 4) | lo,
+        _ => 0,
+    }));
+    Some(out)
+}
+
+fn decode_base64(s: &[u8]) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let s = match s {
+        [rest @ .., b'=', b'='] => rest,
+        [rest @ .., b'='] => rest,
+        _ => s,
+    };
+    if s.is_empty() || s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for group in s.chunks(4) {
+        let mut acc = 0u32;
+        for c in group {
+            acc = (acc << 6) | val(*c)?;
+        }
+        acc <<= 6 * (4 - group.len() as u32);
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(bytes.get(1..group.len()).unwrap_or_default());
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::parse(s.as_bytes()).unwrap()
+    }
+
+    /// A response computed independently (Python: hashlib.md5(bytes([7]) +
+    /// b"initsecret12" + bytes(range(16))).hexdigest()).
+    #[test]
+    fn md5_response_known_answer() {
+        let challenge: Vec<u8> = (0..16).collect();
+        let r = response(7, &secret("initsecret12"), &challenge);
+        assert_eq!(encode_hex(&r), "0xd1a3306f18652c9f89073cfba6ed6103");
+    }
+
+    #[test]
+    fn secrets_shorter_than_12_bytes_are_refused() {
+        assert_eq!(Secret::parse(b"elevenbytes").unwrap_err(), ChapError::SecretTooShort { len: 11 });
+        assert!(Secret::parse(b"twelve bytes").is_ok());
+        assert!(Secret::parse(b"twelve bytes\n").is_ok());
+        assert_eq!(Secret::parse(b"0x0102").unwrap_err(), ChapError::SecretTooShort { len: 2 });
+        assert!(Secret::parse(b"0x0102030405060708090a0b0c").is_ok());
+        assert_eq!(Secret::parse(b"0xzz0102030405060708090a0b0c").unwrap_err(), ChapError::BadSecretEncoding);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = secret("topsecretvalue");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        let c = ChapCredentials::new("user", s).unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn same_secret_both_ways_is_refused() {
+        let i = ChapCredentials::new("i", secret("samesecret1234")).unwrap();
+        let t = ChapCredentials::new("t", secret("samesecret1234")).unwrap();
+        assert_eq!(ChapConfig::new(i, Some(t)).unwrap_err(), ChapError::SameSecretBothWays);
+    }
+
+    #[test]
+    fn user_name_limits() {
+        let n223 = "a".repeat(223);
+        assert!(ChapCredentials::new(n223, secret("123456789012")).is_ok());
+        let n224 = "a".repeat(224);
+        assert_eq!(ChapCredentials::new(n224, secret("123456789012")).unwrap_err(), ChapError::BadUserName { len: 224 });
+        assert!(ChapCredentials::new("a=b", secret("123456789012")).is_err());
+    }
+
+    #[test]
+    fn mutual_verification() {
+        let ours = OurChallenge::fixed(9, [3; 16]);
+        let target = ChapCredentials::new("tgtuser", secret("tgtsecret123")).unwrap();
+        let good = response(9, &target.secret, &[3; 16]);
+        assert_eq!(ours.verify(&target, "tgtuser", &good), Ok(()));
+        assert_eq!(ours.verify(&target, "tgtuser", &[0; 16]), Err(ChapError::TargetAuthFailed));
+        assert!(matches!(ours.verify(&target, "other", &good), Err(ChapError::WrongTargetName { .. })));
+    }
+
+    #[test]
+    fn binary_values() {
+        assert_eq!(decode_binary("CHAP_C", "0x0a0B").unwrap(), vec![0x0a, 0x0b]);
+        assert_eq!(decode_binary("CHAP_C", "0xabc").unwrap(), vec![0x0a, 0xbc]);
+        assert_eq!(decode_binary("CHAP_C", "0bAQID").unwrap(), vec![1, 2, 3]);
+        assert_eq!(decode_binary("CHAP_C", "0bAQI=").unwrap(), vec![1, 2]);
+        assert!(decode_binary("CHAP_C", "0x").is_err());
+        assert!(decode_binary("CHAP_C", "1234").is_err());
+        assert!(decode_binary("CHAP_C", "0b@@@@").is_err());
+    }
+
+    #[test]
+    fn generated_challenges_differ() {
+        let a = OurChallenge::generate().unwrap();
+        let b = OurChallenge::generate().unwrap();
+        assert_ne!(a.challenge(), b.challenge());
+    }
+}

@@ -1,0 +1,147 @@
+//! One connection of a session: its phase, framing, StatSN and keepalive.
+
+use std::time::{Duration, Instant};
+
+use crate::config::ConnectionSpec;
+use crate::login::Login;
+use crate::pdu::frame::{Framing, TxQueue};
+use crate::serial::Sn;
+use crate::text::{ConnectionParams, Digest};
+
+/// Where a connection is in its life (RFC 7143 section 8.1.3, the
+/// initiator's connection states, folded to what an ERL 0 initiator
+/// needs):
+///
+/// ```text
+///   Idle --start--> Connecting --TCP up--> LoggingIn --final response--> Up
+///                       ^                      |                          |
+///                       |  retry_at            | failure                  | failure / logout
+///                       +------------------- Down <-----------------------+
+/// ```
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Not started yet (further MCS connections wait for the session).
+    Idle,
+    /// The driver is opening the TCP connection.
+    Connecting,
+    /// Login in progress.
+    LoggingIn { login: Box<Login>, deadline: Instant, leading: bool },
+    /// Full feature phase.
+    Up,
+    /// Failed or closed; reconnects at `retry_at` when set.
+    Down { retry_at: Option<Instant> },
+}
+
+/// Counters of one connection, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// PDUs sent.
+    pub pdus_sent: u64,
+    /// PDUs received.
+    pub pdus_received: u64,
+    /// Bytes queued for sending (headers, data, digests).
+    pub bytes_sent: u64,
+    /// Data-segment bytes received.
+    pub data_bytes_received: u64,
+    /// Header or data digest mismatches (each fails the connection).
+    pub digest_errors: u64,
+    /// PDUs for a task we do not know (late answers after an abort; seed
+    /// event 27), discarded.
+    pub unknown_itt: u64,
+    /// StatSN out of sequence (seed event 42), resynchronised.
+    pub statsn_gaps: u64,
+    /// Successful logins of this connection.
+    pub logins: u64,
+    /// Failed login attempts (connect failures included).
+    pub login_failures: u64,
+    /// Times this connection failed after being up.
+    pub failures: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) cid: u16,
+    pub(crate) spec: ConnectionSpec,
+    /// Portal to connect to: the configured one, or a redirection.
+    pub(crate) portal: String,
+    pub(crate) redirects: u32,
+    pub(crate) phase: Phase,
+    pub(crate) params: ConnectionParams,
+    pub(crate) framing: Framing,
+    pub(crate) exp_statsn: Sn,
+    pub(crate) tx: TxQueue,
+    pub(crate) last_rx: Instant,
+    /// Keepalive NOP-Out in flight: (ITT, sent at).
+    pub(crate) ping: Option<(u32, Instant)>,
+    /// SCSI commands with allegiance to this connection (the queue depth
+    /// that policies and metrics see).
+    pub(crate) in_flight: usize,
+    /// Next reconnect delay.
+    pub(crate) backoff: Duration,
+    /// The target asked for a logout: no new tasks; log out once empty or
+    /// at this deadline.
+    pub(crate) draining: Option<Instant>,
+    /// Our Logout for this connection is out; no new tasks.
+    pub(crate) logout_sent: bool,
+    pub(crate) stats: ConnStats,
+}
+
+impl Conn {
+    pub(crate) fn new(cid: u16, spec: ConnectionSpec, now: Instant, backoff: Duration) -> Conn {
+        Conn {
+            cid,
+            portal: spec.portal.clone(),
+            spec,
+            redirects: 0,
+            phase: Phase::Idle,
+            params: ConnectionParams::default(),
+            framing: Framing::default(),
+            exp_statsn: Sn(0),
+            tx: TxQueue::new(),
+            last_rx: now,
+            ping: None,
+            in_flight: 0,
+            backoff,
+            draining: None,
+            logout_sent: false,
+            stats: ConnStats::default(),
+        }
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(self.phase, Phase::Up)
+    }
+
+    /// Usable for new tasks.
+    pub(crate) fn accepts_tasks(&self) -> bool {
+        self.is_up() && self.draining.is_none() && !self.logout_sent
+    }
+
+    /// Resets the per-TCP-connection state for a new login.
+    pub(crate) fn reset_for_login(&mut self, now: Instant) {
+        self.framing = Framing::default();
+        self.params = ConnectionParams::default();
+        self.tx = TxQueue::new();
+        self.exp_statsn = Sn(0);
+        self.last_rx = now;
+        self.ping = None;
+        self.in_flight = 0;
+        self.draining = None;
+        self.logout_sent = false;
+    }
+
+    /// Switches to the negotiated framing at the end of login (digests
+    /// start with the first full feature phase PDU, RFC 7143 section 13.1).
+    pub(crate) fn enter_full_feature(&mut self, params: ConnectionParams, exp_statsn: u32, now: Instant) {
+        self.framing = Framing {
+            header_digest: params.header_digest == Digest::Crc32c,
+            data_digest: params.data_digest == Digest::Crc32c,
+            max_recv_data_segment_length: params.max_recv_data_segment_length,
+        };
+        self.params = params;
+        self.exp_statsn = Sn(exp_statsn);
+        self.last_rx = now;
+        self.phase = Phase::Up;
+        self.redirects = 0;
+    }
+}

@@ -1,0 +1,940 @@
+//! Deterministic tests of the session engine against a scripted target,
+//! with a virtual clock. These prove the state machine; the tests against
+//! tgtd prove the feature.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+use crate::config::{ConnectionSpec, SessionConfig};
+use crate::pdu::frame::Framing;
+use crate::pdu::*;
+use crate::text::{DigestPref, KeyValue, decode_pairs, encode_pairs};
+
+/// One connection's end at the target.
+struct TargetConn {
+    rx: BytesMut,
+    tx: TxQueue,
+    framing: Framing,
+    statsn: u32,
+}
+
+/// A scripted target: logs in whoever asks (AuthMethod=None), answers
+/// operational keys by echoing the offer, and leaves everything else to
+/// the test.
+struct Harness {
+    s: Session<u32>,
+    conns: Vec<TargetConn>,
+    now: Instant,
+    exp_cmdsn: u32,
+    max_cmdsn_window: u32,
+    tsih: u16,
+    /// Extra keys the target declares in the operational response.
+    declare: Vec<(String, String)>,
+    digests: bool,
+}
+
+fn cfg(n_conns: usize) -> SessionConfig {
+    let mut c = SessionConfig::new("iqn.2026-11.test:init", "iqn.2026-11.test:disk", "127.0.0.1:3260");
+    c.connections = (0..n_conns).map(|i| ConnectionSpec::to(format!("127.0.0.{}:3260", i + 1))).collect();
+    c.timeouts.nop_interval = Some(Duration::from_secs(5));
+    c.timeouts.nop_timeout = Duration::from_secs(5);
+    c.timeouts.command = Duration::from_secs(30);
+    c.timeouts.task_mgmt = Duration::from_secs(10);
+    c.timeouts.recovery = Some(Duration::from_secs(60));
+    c.timeouts.reconnect_min = Duration::from_secs(1);
+    c
+}
+
+impl Harness {
+    fn new(cfg: SessionConfig) -> Harness {
+        let now = Instant::now();
+        let n = cfg.connections.len();
+        let s = Session::new(cfg, now).unwrap();
+        Harness {
+            s,
+            conns: (0..n)
+                .map(|_| TargetConn { rx: BytesMut::new(), tx: TxQueue::new(), framing: Framing::default(), statsn: 100 })
+                .collect(),
+            now,
+            exp_cmdsn: 0,
+            max_cmdsn_window: 32,
+            tsih: 0x1234,
+            declare: vec![("MaxRecvDataSegmentLength".into(), "8192".into())],
+            digests: false,
+        }
+    }
+
+    fn events(&mut self) -> Vec<Event<u32>> {
+        std::iter::from_fn(|| self.s.poll_event()).collect()
+    }
+
+    /// Takes what the initiator sent on `cid`.
+    fn sent(&mut self, cid: u16) -> Vec<Pdu> {
+        let bytes = self.s.tx(cid).unwrap().take_all();
+        let c = &mut self.conns[cid as usize];
+        c.rx.extend_from_slice(&bytes);
+        let mut out = Vec::new();
+        while let Some(raw) = frame::decode(&mut c.rx, &c.framing).unwrap() {
+            out.push(Pdu::parse(raw).unwrap());
+        }
+        out
+    }
+
+    fn max_cmdsn(&self) -> u32 {
+        self.exp_cmdsn.wrapping_add(self.max_cmdsn_window).wrapping_sub(1)
+    }
+
+    /// Sends `pdu` from the target on `cid` and feeds it to the session.
+    fn reply(&mut self, cid: u16, pdu: Pdu) {
+        let c = &mut self.conns[cid as usize];
+        c.tx.push(&pdu.encode(), &c.framing);
+        let mut bytes = c.tx.take_all();
+        self.s.handle_bytes(cid, self.now, &mut bytes);
+    }
+
+    fn next_statsn(&mut self, cid: u16) -> u32 {
+        let c = &mut self.conns[cid as usize];
+        let sn = c.statsn;
+        c.statsn = c.statsn.wrapping_add(1);
+        sn
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.s.handle_timeout(self.now);
+    }
+
+    /// Expects a Connect for `cid` and reports the socket open.
+    fn accept(&mut self, cid: u16) {
+        let evs = self.events();
+        assert!(
+            evs.iter().any(|e| matches!(e, Event::Connect { cid: c, .. } if *c == cid)),
+            "expected Connect for {cid}, got {evs:?}"
+        );
+        self.conns[cid as usize].framing = Framing::default();
+        self.conns[cid as usize].rx.clear();
+        self.s.handle_connected(cid, self.now);
+    }
+
+    /// Runs a whole login on `cid`; returns the TSIH the initiator sent.
+    fn login(&mut self, cid: u16) -> u16 {
+        self.accept(cid);
+        let mut sent_tsih = None;
+        loop {
+            let pdus = self.sent(cid);
+            assert_eq!(pdus.len(), 1, "one login request at a time: {pdus:?}");
+            let Pdu::LoginRequest(req) = &pdus[0] else { panic!("expected a login request, got {pdus:?}") };
+            sent_tsih.get_or_insert(req.tsih);
+            self.exp_cmdsn = req.cmdsn;
+            let pairs = decode_pairs(&req.data).unwrap();
+            let (keys, next): (Vec<KeyValue>, Stage) = match req.csg {
+                Stage::Security => (vec![KeyValue::new("AuthMethod", "None")], Stage::Operational),
+                _ => (self.answer(&pairs), Stage::FullFeature),
+            };
+            let mut data = Vec::new();
+            encode_pairs(&keys, &mut data);
+            let statsn = self.next_statsn(cid);
+            let fin = next == Stage::FullFeature;
+            let rsp = LoginResponse {
+                transit: true,
+                continue_: false,
+                csg: req.csg,
+                nsg: next,
+                version_max: 0,
+                version_active: 0,
+                isid: req.isid,
+                tsih: if fin { self.tsih } else { 0 },
+                itt: req.itt,
+                statsn,
+                exp_cmdsn: self.exp_cmdsn,
+                max_cmdsn: self.max_cmdsn(),
+                status: LoginStatus::SUCCESS,
+                data: Bytes::from(data),
+            };
+            self.reply(cid, Pdu::LoginResponse(rsp));
+            if fin {
+                let c = &mut self.conns[cid as usize];
+                c.framing.header_digest = self.digests;
+                c.framing.data_digest = self.digests;
+                c.framing.max_recv_data_segment_length = 1 << 24;
+                return sent_tsih.unwrap();
+            }
+        }
+    }
+
+    /// Operational answers: echo offers (valid for every result function),
+    /// pick the digest the test wants, add declarations.
+    fn answer(&self, pairs: &[KeyValue]) -> Vec<KeyValue> {
+        let mut out = Vec::new();
+        for kv in pairs {
+            match kv.key.as_str() {
+                "HeaderDigest" | "DataDigest" => {
+                    let v = if self.digests && kv.value.contains("CRC32C") { "CRC32C" } else { "None" };
+                    out.push(KeyValue::new(&kv.key, v));
+                }
+                "MaxRecvDataSegmentLength" | "InitiatorName" | "TargetName" | "SessionType" | "InitiatorAlias" => {}
+                _ => out.push(kv.clone()),
+            }
+        }
+        for (k, v) in &self.declare {
+            out.push(KeyValue::new(k, v));
+        }
+        out
+    }
+
+    fn up(cfg: SessionConfig) -> Harness {
+        let mut h = Harness::new(cfg);
+        h.s.start(h.now);
+        assert_eq!(h.login(0), 0);
+        let evs = h.events();
+        assert!(evs.iter().any(|e| matches!(e, Event::SessionUp { tsih: 0x1234, reinstated: false })), "{evs:?}");
+        assert!(h.s.is_up());
+        h
+    }
+
+    fn scsi_response(&mut self, cid: u16, itt: u32, status: u8, data: Bytes) {
+        let statsn = self.next_statsn(cid);
+        let rsp = ScsiResponse {
+            itt,
+            response: 0,
+            status,
+            residual: Residual::None,
+            bidi_read_residual: Residual::None,
+            snack_tag: 0,
+            statsn,
+            exp_cmdsn: self.exp_cmdsn,
+            max_cmdsn: self.max_cmdsn(),
+            exp_datasn: 0,
+            data,
+        };
+        self.reply(cid, Pdu::ScsiResponse(rsp));
+    }
+
+    /// Takes the one SCSI command sent on `cid` and acknowledges its CmdSN.
+    fn command(&mut self, cid: u16) -> ScsiCommand {
+        let pdus = self.sent(cid);
+        let cmds: Vec<ScsiCommand> = pdus
+            .into_iter()
+            .filter_map(|p| match p {
+                Pdu::ScsiCommand(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
+        let c = cmds.into_iter().next().unwrap();
+        self.exp_cmdsn = c.cmdsn.wrapping_add(1);
+        c
+    }
+
+    fn done(&mut self) -> Vec<(u32, Result<Outcome, TaskError>)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::TaskDone { token, result } => Some((token, result)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn read10(lba: u32, blocks: u16) -> ScsiRequest {
+    let l = lba.to_be_bytes();
+    let b = blocks.to_be_bytes();
+    ScsiRequest::new(1 << 48, &[0x28, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0]).read(u32::from(blocks) * 512)
+}
+
+fn write10(lba: u32, data: Bytes) -> ScsiRequest {
+    let l = lba.to_be_bytes();
+    let b = ((data.len() / 512) as u16).to_be_bytes();
+    ScsiRequest::new(1 << 48, &[0x2a, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0]).write(data)
+}
+
+fn data_in(h: &mut Harness, itt: u32, datasn: u32, offset: u32, data: Bytes, status: Option<u8>) -> Pdu {
+    let statsn = if status.is_some() { h.next_statsn(0) } else { h.conns[0].statsn };
+    Pdu::DataIn(DataIn {
+        final_pdu: status.is_some(),
+        ack: false,
+        status,
+        residual: Residual::None,
+        lun: 0,
+        itt,
+        ttt: RESERVED_TAG,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        datasn,
+        buffer_offset: offset,
+        data,
+    })
+}
+
+#[test]
+fn login_negotiates_and_comes_up() {
+    let mut c = cfg(1);
+    c.offer.header_digest = DigestPref::PreferCrc32c;
+    c.offer.data_digest = DigestPref::PreferCrc32c;
+    let mut h = Harness::new(c);
+    h.digests = true;
+    h.declare = vec![("MaxRecvDataSegmentLength".into(), "65536".into()), ("TargetPortalGroupTag".into(), "1".into())];
+    h.s.start(h.now);
+    h.login(0);
+    assert!(h.s.is_up());
+    let p = h.s.connection_params(0).unwrap();
+    assert_eq!(p.max_xmit_data_segment_length, 65536);
+    assert_eq!(p.header_digest, crate::text::Digest::Crc32c);
+    // The first full feature PDU carries digests: a NOP round trip works.
+    h.s.nop(h.now, Bytes::from_static(b"ping"), 7);
+    let pdus = h.sent(0);
+    let Pdu::NopOut(n) = &pdus[0] else { panic!() };
+    let statsn = h.next_statsn(0);
+    let rsp = NopIn {
+        lun: 0,
+        itt: n.itt,
+        ttt: RESERVED_TAG,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        data: n.data.clone(),
+    };
+    h.reply(0, Pdu::NopIn(rsp));
+    assert_eq!(h.done(), vec![(7, Ok(Outcome::Nop(Bytes::from_static(b"ping"))))]);
+}
+
+#[test]
+fn read_with_phase_collapse() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 8), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    assert!(cmd.read && !cmd.write);
+    assert_eq!(cmd.expected_data_len, 4096);
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![1u8; 2048]), None);
+    h.reply(0, p);
+    let p = data_in(&mut h, cmd.itt, 1, 2048, Bytes::from(vec![2u8; 2048]), Some(0));
+    h.reply(0, p);
+    let done = h.done();
+    let (1, Ok(Outcome::Scsi(r))) = &done[0] else { panic!("{done:?}") };
+    assert!(r.is_good());
+    assert_eq!(r.data.len(), 4096);
+    assert_eq!(r.data.chunks().len(), 2, "chunks are kept, not copied");
+    let all = r.data.to_bytes();
+    assert_eq!(&all[..2048], &[1u8; 2048][..]);
+    assert_eq!(&all[2048..], &[2u8; 2048][..]);
+    assert_eq!(h.s.connection_queue_depth(0), 0);
+}
+
+#[test]
+fn read_then_response_with_sense() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let sense = Bytes::from_static(&[0, 8, 0x70, 0, 0x06, 0, 0, 0, 0, 0]);
+    h.scsi_response(0, cmd.itt, 2, sense);
+    let done = h.done();
+    let (1, Ok(Outcome::Scsi(r))) = &done[0] else { panic!("{done:?}") };
+    assert_eq!(r.status, 2);
+    assert_eq!(r.sense.as_deref(), Some(&[0x70, 0, 0x06, 0, 0, 0, 0, 0][..]));
+}
+
+#[test]
+fn data_in_beyond_the_buffer_fails_the_connection() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![0u8; 1024]), Some(0));
+    h.reply(0, p);
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::ConnectionDown { cid: 0, reason: ConnectionFailure::Protocol(m) } if m.contains("asked for 512"))),
+        "{evs:?}"
+    );
+    assert!(!h.s.is_up());
+}
+
+#[test]
+fn write_with_immediate_data_and_r2t() {
+    let mut h = Harness::up(cfg(1));
+    // Echoed offer: ImmediateData=Yes, InitialR2T=No, FirstBurstLength 64 KiB; target MRDSL 8192.
+    let data: Bytes = (0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
+    let data = data.slice(..196_608);
+    h.s.submit(h.now, write10(0, data.clone()), ConnPick::Any, 1);
+    let pdus = h.sent(0);
+    let Pdu::ScsiCommand(cmd) = &pdus[0] else { panic!() };
+    h.exp_cmdsn = cmd.cmdsn + 1;
+    assert!(cmd.write && !cmd.final_pdu);
+    assert_eq!(cmd.data.len(), 8192);
+    assert_eq!(cmd.expected_data_len, 196_608);
+    // Unsolicited Data-Out continue up to FirstBurstLength.
+    let outs: Vec<&DataOut> = pdus[1..].iter().map(|p| if let Pdu::DataOut(d) = p { d } else { panic!() }).collect();
+    assert_eq!(outs.len(), 7);
+    assert!(outs.iter().all(|d| d.ttt == RESERVED_TAG));
+    assert!(outs.last().unwrap().final_pdu);
+    assert_eq!(outs.last().unwrap().buffer_offset + 8192, 65536);
+    // One R2T for the rest, within MaxBurstLength.
+    let statsn = h.conns[0].statsn;
+    let r2t = R2t {
+        lun: 0,
+        itt: cmd.itt,
+        ttt: 0x55,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        r2tsn: 0,
+        buffer_offset: 65536,
+        desired_len: 131_072,
+    };
+    h.reply(0, Pdu::R2t(r2t));
+    let pdus = h.sent(0);
+    assert_eq!(pdus.len(), 16);
+    let mut expect = 65536;
+    for (i, p) in pdus.iter().enumerate() {
+        let Pdu::DataOut(d) = p else { panic!() };
+        assert_eq!((d.ttt, d.datasn, d.buffer_offset), (0x55, i as u32, expect));
+        assert_eq!(d.final_pdu, i == 15);
+        assert_eq!(d.data, data.slice(expect as usize..expect as usize + 8192));
+        expect += 8192;
+    }
+    h.scsi_response(0, cmd.itt, 0, Bytes::new());
+    assert!(matches!(&h.done()[..], [(1, Ok(Outcome::Scsi(r)))] if r.is_good()));
+}
+
+#[test]
+fn r2t_beyond_the_write_fails_the_connection() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, write10(0, Bytes::from(vec![0u8; 512])), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let r2t = R2t {
+        lun: 0,
+        itt: cmd.itt,
+        ttt: 1,
+        statsn: 0,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        r2tsn: 0,
+        buffer_offset: 0,
+        desired_len: 4096,
+    };
+    h.reply(0, Pdu::R2t(r2t));
+    assert!(!h.s.is_up());
+}
+
+#[test]
+fn cmdsn_window_holds_commands() {
+    let mut h = Harness::new(cfg(1));
+    h.max_cmdsn_window = 2;
+    h.s.start(h.now);
+    h.login(0);
+    h.events();
+    for i in 0..4 {
+        h.s.submit(h.now, read10(i, 1), ConnPick::Any, i);
+    }
+    let first: Vec<u32> = h.sent(0).iter().map(|p| if let Pdu::ScsiCommand(c) = p { c.cmdsn } else { panic!() }).collect();
+    assert_eq!(first.len(), 2, "only MaxCmdSN - ExpCmdSN + 1 commands may go");
+    assert_eq!(first[1], first[0] + 1);
+    // An unsolicited NOP-In opens the window.
+    h.exp_cmdsn = first[1] + 1;
+    let nop = NopIn {
+        lun: 0,
+        itt: RESERVED_TAG,
+        ttt: RESERVED_TAG,
+        statsn: h.conns[0].statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::NopIn(nop));
+    let next: Vec<u32> = h.sent(0).iter().map(|p| if let Pdu::ScsiCommand(c) = p { c.cmdsn } else { panic!() }).collect();
+    assert_eq!(next, vec![first[1] + 1, first[1] + 2]);
+}
+
+#[test]
+fn answers_target_ping() {
+    let mut h = Harness::up(cfg(1));
+    let nop = NopIn {
+        lun: 5,
+        itt: RESERVED_TAG,
+        ttt: 0xabcd,
+        statsn: h.conns[0].statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        data: Bytes::from_static(b"xy"),
+    };
+    h.reply(0, Pdu::NopIn(nop));
+    let pdus = h.sent(0);
+    let [Pdu::NopOut(out)] = &pdus[..] else { panic!("{pdus:?}") };
+    assert!(out.immediate);
+    assert_eq!((out.itt, out.ttt, out.lun), (RESERVED_TAG, 0xabcd, 5));
+    assert_eq!(out.data, Bytes::from_static(b"xy"));
+}
+
+#[test]
+fn keepalive_detects_a_silent_connection_and_reconnects() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    // 5 s of silence: a NOP-Out ping goes out.
+    h.advance(Duration::from_secs(5));
+    let pdus = h.sent(0);
+    assert!(matches!(&pdus[..], [Pdu::NopOut(n)] if n.itt != RESERVED_TAG && n.immediate), "{pdus:?}");
+    // Unanswered for nop_timeout: the connection is declared dead.
+    h.advance(Duration::from_secs(5));
+    let evs = h.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::ConnectionDown { cid: 0, reason: ConnectionFailure::NopTimeout(_) })));
+    assert!(evs.iter().any(|e| matches!(e, Event::SessionDown { permanent: false, .. })));
+    assert!(evs.iter().any(|e| matches!(e, Event::Close { cid: 0, .. })));
+    // The read is parked, not failed.
+    assert!(h.done().is_empty());
+    // DefaultTime2Wait (2 s) later the session reconnects and reinstates.
+    h.advance(Duration::from_secs(2));
+    h.login(0);
+    let evs = h.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::SessionUp { reinstated: true, .. })), "{evs:?}");
+    // The parked read is sent again on the new session.
+    let again = h.command(0);
+    assert_eq!(again.cdb, cmd.cdb);
+    h.scsi_response(0, again.itt, 0, Bytes::new());
+    assert!(matches!(&h.done()[..], [(1, Ok(Outcome::Scsi(_)))]));
+    assert_eq!(h.s.stats().retries, 1);
+}
+
+#[test]
+fn traffic_after_a_ping_keeps_the_connection() {
+    let mut h = Harness::up(cfg(1));
+    h.advance(Duration::from_secs(5));
+    let _ping = h.sent(0);
+    h.advance(Duration::from_secs(3));
+    let nop = NopIn {
+        lun: 0,
+        itt: RESERVED_TAG,
+        ttt: RESERVED_TAG,
+        statsn: h.conns[0].statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::NopIn(nop));
+    h.advance(Duration::from_secs(2));
+    assert!(h.s.is_up());
+}
+
+#[test]
+fn recovery_timeout_fails_parked_tasks() {
+    let mut c = cfg(1);
+    c.timeouts.recovery = Some(Duration::from_secs(3));
+    let mut h = Harness::up(c);
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    h.s.handle_closed(0, h.now, "reset".into());
+    h.advance(Duration::from_secs(2));
+    assert!(h.done().is_empty());
+    h.advance(Duration::from_secs(1));
+    let done = h.done();
+    assert!(
+        matches!(&done[..], [(1, Err(TaskError::ConnectionLost { cleared: false, .. }))]),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn zero_recovery_fails_at_once() {
+    let mut c = cfg(1);
+    c.timeouts.recovery = Some(Duration::ZERO);
+    let mut h = Harness::up(c);
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    h.s.handle_closed(0, h.now, "reset".into());
+    assert!(matches!(&h.done()[..], [(1, Err(TaskError::ConnectionLost { cleared: false, .. }))]));
+    // And new commands while down fail too.
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 2);
+    h.advance(Duration::from_millis(1));
+    assert!(matches!(&h.done()[..], [(2, Err(TaskError::ConnectionLost { cleared: true, .. }))]));
+}
+
+#[test]
+fn timed_out_command_is_aborted() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(9, 1), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    // Keep the link alive so only the command times out.
+    for _ in 0..6 {
+        h.advance(Duration::from_secs(5));
+        for p in h.sent(0) {
+            if let Pdu::NopOut(n) = p
+                && n.itt != RESERVED_TAG
+            {
+                let statsn = h.next_statsn(0);
+                let rsp = NopIn {
+                    lun: 0,
+                    itt: n.itt,
+                    ttt: RESERVED_TAG,
+                    statsn,
+                    exp_cmdsn: h.exp_cmdsn,
+                    max_cmdsn: h.max_cmdsn(),
+                    data: Bytes::new(),
+                };
+                h.reply(0, Pdu::NopIn(rsp));
+            }
+        }
+    }
+    h.advance(Duration::from_millis(1));
+    let pdus = h.sent(0);
+    let tmf = pdus.iter().find_map(|p| if let Pdu::TaskMgmtRequest(t) = p { Some(t.clone()) } else { None });
+    let tmf = tmf.unwrap_or_else(|| panic!("no ABORT TASK in {pdus:?}"));
+    assert_eq!(tmf.function, TmfFunction::ABORT_TASK);
+    assert_eq!((tmf.referenced_itt, tmf.ref_cmdsn, tmf.lun), (cmd.itt, cmd.cmdsn, cmd.lun));
+    let statsn = h.next_statsn(0);
+    let rsp = TaskMgmtResponse {
+        response: TmfResponse::FUNCTION_COMPLETE,
+        itt: tmf.itt,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+    };
+    h.reply(0, Pdu::TaskMgmtResponse(rsp));
+    let done = h.done();
+    assert!(matches!(&done[..], [(1, Err(TaskError::TimedOut(d)))] if *d >= Duration::from_secs(30)), "{done:?}");
+    assert!(h.s.is_up());
+    assert_eq!(h.s.stats().timeouts, 1);
+}
+
+#[test]
+fn unanswered_abort_kills_the_connection() {
+    let mut c = cfg(1);
+    c.timeouts.nop_interval = None;
+    c.timeouts.command = Duration::from_secs(2);
+    c.timeouts.task_mgmt = Duration::from_secs(3);
+    let mut h = Harness::up(c);
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    h.advance(Duration::from_secs(2));
+    assert!(h.sent(0).iter().any(|p| matches!(p, Pdu::TaskMgmtRequest(_))));
+    h.advance(Duration::from_secs(3));
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::ConnectionDown { reason: ConnectionFailure::TaskMgmtTimeout(_), .. })),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn lun_reset_terminates_the_lun_s_tasks() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.s.submit(h.now, read10(1, 1), ConnPick::Any, 2);
+    h.sent(0);
+    h.s.task_mgmt(h.now, TmfFunction::LOGICAL_UNIT_RESET, 1 << 48, 3);
+    let pdus = h.sent(0);
+    let [Pdu::TaskMgmtRequest(t)] = &pdus[..] else { panic!("{pdus:?}") };
+    let statsn = h.next_statsn(0);
+    let rsp = TaskMgmtResponse {
+        response: TmfResponse::FUNCTION_COMPLETE,
+        itt: t.itt,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+    };
+    h.reply(0, Pdu::TaskMgmtResponse(rsp));
+    let mut done = h.done();
+    done.sort_by_key(|d| d.0);
+    assert!(matches!(
+        &done[..],
+        [(1, Err(TaskError::Aborted)), (2, Err(TaskError::Aborted)), (3, Ok(Outcome::TaskMgmt))]
+    ));
+}
+
+#[test]
+fn rejected_command_fails_the_task() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    let pdus = h.sent(0);
+    let raw = pdus[0].encode();
+    let statsn = h.next_statsn(0);
+    let rej = Reject {
+        reason: RejectReason::COMMAND_NOT_SUPPORTED,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        datasn: 0,
+        data: Bytes::copy_from_slice(&raw.bhs.0),
+    };
+    h.reply(0, Pdu::Reject(rej));
+    assert!(matches!(&h.done()[..], [(1, Err(TaskError::Rejected(RejectReason::COMMAND_NOT_SUPPORTED)))]));
+    assert!(h.s.is_up());
+}
+
+#[test]
+fn unknown_itt_is_discarded_and_counted() {
+    let mut h = Harness::up(cfg(1));
+    h.scsi_response(0, 0x999, 0, Bytes::new());
+    assert!(h.s.is_up());
+    assert_eq!(h.s.connection_stats(0).unwrap().unknown_itt, 1);
+}
+
+#[test]
+fn long_text_response_is_continued() {
+    let mut c = cfg(1);
+    c.session_type = crate::config::SessionType::Discovery;
+    c.target_name = None;
+    let mut h = Harness::up(c);
+    h.s.text_request(h.now, &[KeyValue::new("SendTargets", "All")], 1);
+    let pdus = h.sent(0);
+    let [Pdu::TextRequest(req)] = &pdus[..] else { panic!() };
+    assert_eq!(&req.data[..], b"SendTargets=All\0");
+    h.exp_cmdsn = req.cmdsn + 1;
+    // First part, cut inside a pair.
+    let statsn = h.next_statsn(0);
+    h.reply(
+        0,
+        Pdu::TextResponse(TextResponse {
+            final_pdu: false,
+            continue_: true,
+            lun: 0,
+            itt: req.itt,
+            ttt: 0x77,
+            statsn,
+            exp_cmdsn: h.exp_cmdsn,
+            max_cmdsn: h.max_cmdsn(),
+            data: Bytes::from_static(b"TargetName=iqn.2026-11.test:a\0TargetAdd"),
+        }),
+    );
+    let pdus = h.sent(0);
+    let [Pdu::TextRequest(cont)] = &pdus[..] else { panic!("{pdus:?}") };
+    assert_eq!((cont.itt, cont.ttt), (req.itt, 0x77));
+    assert!(cont.data.is_empty());
+    h.exp_cmdsn = cont.cmdsn + 1;
+    let statsn = h.next_statsn(0);
+    h.reply(
+        0,
+        Pdu::TextResponse(TextResponse {
+            final_pdu: true,
+            continue_: false,
+            lun: 0,
+            itt: req.itt,
+            ttt: RESERVED_TAG,
+            statsn,
+            exp_cmdsn: h.exp_cmdsn,
+            max_cmdsn: h.max_cmdsn(),
+            data: Bytes::from_static(b"ress=127.0.0.1:3260,1\0"),
+        }),
+    );
+    let done = h.done();
+    let [(1, Ok(Outcome::Text(pairs)))] = &done[..] else { panic!("{done:?}") };
+    assert_eq!(pairs[1], KeyValue::new("TargetAddress", "127.0.0.1:3260,1"));
+}
+
+#[test]
+fn scsi_on_a_discovery_session_is_refused() {
+    let mut c = cfg(1);
+    c.session_type = crate::config::SessionType::Discovery;
+    c.target_name = None;
+    let mut h = Harness::up(c);
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    assert!(matches!(&h.done()[..], [(1, Err(TaskError::Invalid(_)))]));
+}
+
+#[test]
+fn mcs_second_connection_joins_with_the_tsih() {
+    let mut h = Harness::up(cfg(2));
+    assert_eq!(h.login(1), 0x1234, "an added connection carries the session's TSIH");
+    assert!(h.events().iter().any(|e| matches!(e, Event::ConnectionUp { cid: 1 })));
+    // Commands spread by queue depth over both connections.
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.s.submit(h.now, read10(1, 1), ConnPick::Any, 2);
+    let a = h.sent(0);
+    let b = h.sent(1);
+    assert_eq!((a.len(), b.len()), (1, 1));
+    // A chosen connection is honoured.
+    h.s.submit(h.now, read10(2, 1), ConnPick::Cid(1), 3);
+    assert!(h.sent(0).is_empty());
+    assert_eq!(h.sent(1).len(), 1);
+}
+
+#[test]
+fn mcs_failed_connection_is_logged_out_and_its_tasks_resent() {
+    let mut h = Harness::up(cfg(2));
+    h.login(1);
+    h.events();
+    h.s.submit(h.now, read10(7, 1), ConnPick::Cid(1), 1);
+    let lost = h.command(1);
+    h.s.handle_closed(1, h.now, "reset by peer".into());
+    let evs = h.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::ConnectionDown { cid: 1, .. })));
+    assert!(!evs.iter().any(|e| matches!(e, Event::SessionDown { .. })), "the session survives: {evs:?}");
+    // The failed CID is logged out through connection 0.
+    let pdus = h.sent(0);
+    let [Pdu::LogoutRequest(lo)] = &pdus[..] else { panic!("{pdus:?}") };
+    assert_eq!((lo.reason, lo.cid), (LogoutReason::CLOSE_CONNECTION, 1));
+    let statsn = h.next_statsn(0);
+    let rsp = LogoutResponse {
+        response: LogoutResponseCode::SUCCESS,
+        itt: lo.itt,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        time2wait: 0,
+        time2retain: 0,
+    };
+    h.reply(0, Pdu::LogoutResponse(rsp));
+    // Now that the target terminated it, the read goes out again. It was
+    // pinned to CID 1, which is down, so it waits for CID 1 to return.
+    assert!(h.sent(0).is_empty());
+    h.advance(Duration::from_secs(2));
+    h.login(1);
+    let again = h.command(1);
+    assert_eq!(again.cdb, lost.cdb);
+}
+
+#[test]
+fn async_logout_request_drains_and_relogs() {
+    let mut h = Harness::up(cfg(1));
+    let statsn = h.next_statsn(0);
+    let msg = AsyncMessage {
+        lun: 0,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        event: AsyncEvent::LOGOUT_REQUEST,
+        vcode: 0,
+        parameter1: 0,
+        parameter2: 0,
+        parameter3: 20,
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::AsyncMessage(msg));
+    let pdus = h.sent(0);
+    let [Pdu::LogoutRequest(lo)] = &pdus[..] else { panic!("{pdus:?}") };
+    assert_eq!(lo.reason, LogoutReason::CLOSE_CONNECTION);
+    // Commands submitted meanwhile wait.
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    assert!(h.sent(0).is_empty());
+    let statsn = h.next_statsn(0);
+    let rsp = LogoutResponse {
+        response: LogoutResponseCode::SUCCESS,
+        itt: lo.itt,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        time2wait: 2,
+        time2retain: 0,
+    };
+    h.reply(0, Pdu::LogoutResponse(rsp));
+    h.advance(Duration::from_secs(2));
+    h.login(0);
+    let cmd = h.command(0);
+    h.scsi_response(0, cmd.itt, 0, Bytes::new());
+    assert!(matches!(&h.done()[..], [(1, Ok(_))]));
+}
+
+#[test]
+fn logout_waits_for_commands_in_flight() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    h.s.logout(h.now, 2);
+    assert!(h.sent(0).is_empty(), "logout waits for the read");
+    h.scsi_response(0, cmd.itt, 0, Bytes::new());
+    let pdus = h.sent(0);
+    let [Pdu::LogoutRequest(lo)] = &pdus[..] else { panic!("{pdus:?}") };
+    assert_eq!(lo.reason, LogoutReason::CLOSE_SESSION);
+    let statsn = h.next_statsn(0);
+    let rsp = LogoutResponse {
+        response: LogoutResponseCode::SUCCESS,
+        itt: lo.itt,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        time2wait: 0,
+        time2retain: 0,
+    };
+    h.reply(0, Pdu::LogoutResponse(rsp));
+    let done = h.done();
+    assert!(matches!(&done[..], [(1, Ok(_)), (2, Ok(Outcome::LoggedOut))]), "{done:?}");
+    assert_eq!(h.s.state(), SessionState::Closed);
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 3);
+    assert!(matches!(&h.done()[..], [(3, Err(TaskError::SessionClosed))]));
+}
+
+#[test]
+fn login_redirect_reconnects_elsewhere() {
+    let mut h = Harness::new(cfg(1));
+    h.s.start(h.now);
+    h.accept(0);
+    let pdus = h.sent(0);
+    let Pdu::LoginRequest(req) = &pdus[0] else { panic!() };
+    let mut data = Vec::new();
+    encode_pairs(&[KeyValue::new("TargetAddress", "127.0.0.9:3261,1")], &mut data);
+    let rsp = LoginResponse {
+        transit: false,
+        continue_: false,
+        csg: Stage::Security,
+        nsg: Stage::Security,
+        version_max: 0,
+        version_active: 0,
+        isid: req.isid,
+        tsih: 0,
+        itt: req.itt,
+        statsn: 0,
+        exp_cmdsn: req.cmdsn,
+        max_cmdsn: req.cmdsn,
+        status: LoginStatus::TARGET_MOVED_TEMPORARILY,
+        data: Bytes::from(data),
+    };
+    h.reply(0, Pdu::LoginResponse(rsp));
+    let evs = h.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::Close { cid: 0, .. })));
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::Connect { cid: 0, portal } if portal == "127.0.0.9:3261")),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn permanent_login_failure_fails_waiting_commands() {
+    let mut h = Harness::new(cfg(1));
+    h.s.start(h.now);
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.accept(0);
+    let pdus = h.sent(0);
+    let Pdu::LoginRequest(req) = &pdus[0] else { panic!() };
+    let rsp = LoginResponse {
+        transit: false,
+        continue_: false,
+        csg: Stage::Security,
+        nsg: Stage::Security,
+        version_max: 0,
+        version_active: 0,
+        isid: req.isid,
+        tsih: 0,
+        itt: req.itt,
+        statsn: 0,
+        exp_cmdsn: req.cmdsn,
+        max_cmdsn: req.cmdsn,
+        status: LoginStatus::AUTHORIZATION_FAILURE,
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::LoginResponse(rsp));
+    let evs = h.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::SessionDown { permanent: true, .. })), "{evs:?}");
+    assert!(evs.iter().any(|e| matches!(e, Event::TaskDone { token: 1, result: Err(TaskError::SessionFailed(m)) } if m.contains("ACL"))));
+    assert_eq!(h.s.state(), SessionState::Failed);
+    assert_eq!(h.s.poll_timeout(), None, "no retry for an authorization failure");
+}
+
+#[test]
+fn connect_failures_back_off() {
+    let mut h = Harness::new(cfg(1));
+    h.s.start(h.now);
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        let evs = h.events();
+        assert!(evs.iter().any(|e| matches!(e, Event::Connect { .. })), "{evs:?}");
+        h.s.handle_connect_failed(0, h.now, "refused".into());
+        let next = h.s.poll_timeout().unwrap();
+        gaps.push(next - h.now);
+        h.now = next;
+        h.s.handle_timeout(h.now);
+    }
+    let secs: Vec<u64> = gaps.iter().map(Duration::as_secs).collect();
+    assert_eq!(secs, vec![2, 2, 4, 8, 16, 30], "DefaultTime2Wait floor, doubling, capped");
+}
