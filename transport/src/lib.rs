@@ -4,3 +4,8 @@
 //! negotiation, login with CHAP, the session with its connections); a thin
 //! tokio driver owns the sockets and the clocks.
 #![warn(missing_docs)]
+
+pub mod discovery;
+pub mod name;
+pub mod portal;
+pub mod text;
