@@ -8,9 +8,12 @@
 
 pub mod chap;
 pub mod config;
+pub mod discovery;
 pub mod driver;
 pub mod login;
+pub mod name;
 pub mod pdu;
+pub mod portal;
 pub mod serial;
 pub mod session;
 pub mod text;
