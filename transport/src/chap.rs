@@ -42,9 +42,11 @@ impl Secret {
     pub fn parse(text: &[u8]) -> Result<Secret, ChapError> {
         let text = text.strip_suffix(b"\n").unwrap_or(text);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let bytes = match text.strip_prefix(b"0x").or_else(|| text.strip_prefix(b"0X")) {
-            Some(hex) => Zeroizing::new(decode_hex(hex).ok_or(ChapError::BadSecretEncoding)?),
-            None => Zeroizing::new(text.to_vec()),
+        let bytes = if text.starts_with(b"0x") || text.starts_with(b"0X") {
+            let hex = std::str::from_utf8(text).map_err(|_| ChapError::BadSecretEncoding)?;
+            Zeroizing::new(crate::text::value::decode_binary(hex).map_err(|_| ChapError::BadSecretEncoding)?)
+        } else {
+            Zeroizing::new(text.to_vec())
         };
         if bytes.len() < MIN_SECRET_LEN {
             return Err(ChapError::SecretTooShort { len: bytes.len() });
@@ -216,76 +218,6 @@ impl OurChallenge {
     }
 }
 
-/// Decodes a CHAP binary value: `0x` hex or `0b` base64 (RFC 7143 section
-/// 6.1, binary-value).
-pub fn decode_binary(key: &'static str, value: &str) -> Result<Vec<u8>, ChapError> {
-    let bad = |reason| ChapError::InvalidKey { key, reason };
-    if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
-        decode_hex(hex.as_bytes()).ok_or(bad("not valid hex"))
-    } else if let Some(b64) = value.strip_prefix("0b").or_else(|| value.strip_prefix("0B")) {
-        decode_base64(b64.as_bytes()).ok_or(bad("not valid base64"))
-    } else {
-        Err(bad("a binary value must start with 0x or 0b"))
-    }
-}
-
-/// Encodes a binary value as `0x` + lower-case hex.
-pub fn encode_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(2 + 2 * bytes.len());
-    s.push_str("0x");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
-fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    // An odd number of digits is allowed: the first nibble stands alone.
-    let digits: Vec<u8> = hex.iter().map(|c| (*c as char).to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
-    if digits.is_empty() {
-        return None;
-    }
-    let (head, rest) = digits.split_at(digits.len() % 2);
-    let mut out: Vec<u8> = head.to_vec();
-    out.extend(rest.chunks_exact(2).map(|p| match p {
-        [hi, lo] => (hi << 4) | lo,
-        _ => 0,
-    }));
-    Some(out)
-}
-
-fn decode_base64(s: &[u8]) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let s = match s {
-        [rest @ .., b'=', b'='] => rest,
-        [rest @ .., b'='] => rest,
-        _ => s,
-    };
-    if s.is_empty() || s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for group in s.chunks(4) {
-        let mut acc = 0u32;
-        for c in group {
-            acc = (acc << 6) | val(*c)?;
-        }
-        acc <<= 6 * (4 - group.len() as u32);
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(bytes.get(1..group.len()).unwrap_or_default());
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +232,7 @@ mod tests {
     fn md5_response_known_answer() {
         let challenge: Vec<u8> = (0..16).collect();
         let r = response(7, &secret("initsecret12"), &challenge);
-        assert_eq!(encode_hex(&r), "0xd1a3306f18652c9f89073cfba6ed6103");
+        assert_eq!(crate::text::value::encode_hex(&r), "0xd1a3306f18652c9f89073cfba6ed6103");
     }
 
     #[test]
@@ -333,7 +265,10 @@ mod tests {
         let n223 = "a".repeat(223);
         assert!(ChapCredentials::new(n223, secret("123456789012")).is_ok());
         let n224 = "a".repeat(224);
-        assert_eq!(ChapCredentials::new(n224, secret("123456789012")).unwrap_err(), ChapError::BadUserName { len: 224 });
+        assert_eq!(
+            ChapCredentials::new(n224, secret("123456789012")).unwrap_err(),
+            ChapError::BadUserName { len: 224 }
+        );
         assert!(ChapCredentials::new("a=b", secret("123456789012")).is_err());
     }
 
@@ -345,17 +280,6 @@ mod tests {
         assert_eq!(ours.verify(&target, "tgtuser", &good), Ok(()));
         assert_eq!(ours.verify(&target, "tgtuser", &[0; 16]), Err(ChapError::TargetAuthFailed));
         assert!(matches!(ours.verify(&target, "other", &good), Err(ChapError::WrongTargetName { .. })));
-    }
-
-    #[test]
-    fn binary_values() {
-        assert_eq!(decode_binary("CHAP_C", "0x0a0B").unwrap(), vec![0x0a, 0x0b]);
-        assert_eq!(decode_binary("CHAP_C", "0xabc").unwrap(), vec![0x0a, 0xbc]);
-        assert_eq!(decode_binary("CHAP_C", "0bAQID").unwrap(), vec![1, 2, 3]);
-        assert_eq!(decode_binary("CHAP_C", "0bAQI=").unwrap(), vec![1, 2]);
-        assert!(decode_binary("CHAP_C", "0x").is_err());
-        assert!(decode_binary("CHAP_C", "1234").is_err());
-        assert!(decode_binary("CHAP_C", "0b@@@@").is_err());
     }
 
     #[test]

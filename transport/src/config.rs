@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::chap::ChapConfig;
+use crate::name::IscsiName;
 use crate::pdu::Isid;
+use crate::portal::Portal;
 use crate::text::OperationalOffer;
 
 /// The kind of session (RFC 7143 section 13.21, SessionType).
@@ -31,7 +33,7 @@ pub enum Auth {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionSpec {
     /// Target portal: host (IP or DNS name, resolved at every connect) and port.
-    pub portal: String,
+    pub portal: Portal,
     /// Bind the socket to this local address before connecting.
     pub source_addr: Option<IpAddr>,
     /// Bind the socket to this network interface (SO_BINDTODEVICE).
@@ -40,8 +42,8 @@ pub struct ConnectionSpec {
 
 impl ConnectionSpec {
     /// A connection to `portal` with no source binding.
-    pub fn to(portal: impl Into<String>) -> ConnectionSpec {
-        ConnectionSpec { portal: portal.into(), source_addr: None, interface: None }
+    pub fn to(portal: Portal) -> ConnectionSpec {
+        ConnectionSpec { portal, source_addr: None, interface: None }
     }
 }
 
@@ -101,11 +103,11 @@ impl Default for Timeouts {
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     /// Our iSCSI name.
-    pub initiator_name: String,
+    pub initiator_name: IscsiName,
     /// Optional InitiatorAlias.
     pub initiator_alias: Option<String>,
     /// The target's name; `None` for discovery sessions.
-    pub target_name: Option<String>,
+    pub target_name: Option<IscsiName>,
     /// Normal or discovery.
     pub session_type: SessionType,
     /// Our ISID: stable per configured path, so a reconnect reinstates the
@@ -131,11 +133,11 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// A normal session to `target` through one portal, with defaults.
-    pub fn new(initiator_name: impl Into<String>, target_name: impl Into<String>, portal: impl Into<String>) -> Self {
+    pub fn new(initiator_name: IscsiName, target_name: IscsiName, portal: Portal) -> Self {
         SessionConfig {
-            initiator_name: initiator_name.into(),
+            initiator_name,
             initiator_alias: None,
-            target_name: Some(target_name.into()),
+            target_name: Some(target_name),
             session_type: SessionType::Normal,
             isid: Isid::random_format(0),
             auth: Auth::None,
@@ -149,12 +151,11 @@ impl SessionConfig {
     }
 
     /// A discovery session through one portal.
-    pub fn discovery(initiator_name: impl Into<String>, portal: impl Into<String>) -> Self {
-        SessionConfig {
-            target_name: None,
-            session_type: SessionType::Discovery,
-            reconnect: false,
-            ..SessionConfig::new(initiator_name, String::new(), portal)
-        }
+    pub fn discovery(initiator_name: IscsiName, portal: Portal) -> Self {
+        let mut cfg = SessionConfig::new(initiator_name.clone(), initiator_name, portal);
+        cfg.target_name = None;
+        cfg.session_type = SessionType::Discovery;
+        cfg.reconnect = false;
+        cfg
     }
 }

@@ -6,15 +6,7 @@
 //! (C bit and Target Transfer Tag continuation) into one text data segment,
 //! decodes it with [`crate::text::decode_pairs`] and hands the pairs to
 //! [`parse_send_targets`].
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::fmt;
 
@@ -96,23 +88,13 @@ impl fmt::Display for SendTargetsWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendTargetsWarning::AddressWithoutTarget { address } => {
-                write!(
-                    f,
-                    "SendTargets response: TargetAddress={address:?} before any TargetName, ignored"
-                )
+                write!(f, "SendTargets response: TargetAddress={address:?} before any TargetName, ignored")
             }
             SendTargetsWarning::InvalidTargetName { name, error } => {
                 write!(f, "SendTargets response: skipping target {name:?}: {error}")
             }
-            SendTargetsWarning::InvalidAddress {
-                target,
-                address,
-                error,
-            } => {
-                write!(
-                    f,
-                    "SendTargets response: skipping address {address:?} of target {target}: {error}"
-                )
+            SendTargetsWarning::InvalidAddress { target, address, error } => {
+                write!(f, "SendTargets response: skipping address {address:?} of target {target}: {error}")
             }
             SendTargetsWarning::UnexpectedKey { key } => {
                 write!(
@@ -162,29 +144,21 @@ pub fn parse_send_targets(pairs: &[KeyValue]) -> SendTargetsResult {
                     let idx = match result.targets.iter().position(|t| t.name == name) {
                         Some(idx) => idx,
                         None => {
-                            result.targets.push(DiscoveredTarget {
-                                name,
-                                addresses: Vec::new(),
-                            });
+                            result.targets.push(DiscoveredTarget { name, addresses: Vec::new() });
                             result.targets.len() - 1
                         }
                     };
                     current = Current::Target(idx);
                 }
                 Err(error) => {
-                    result.warnings.push(SendTargetsWarning::InvalidTargetName {
-                        name: pair.value.clone(),
-                        error,
-                    });
+                    result.warnings.push(SendTargetsWarning::InvalidTargetName { name: pair.value.clone(), error });
                     current = Current::Skipped;
                 }
             },
             TARGET_ADDRESS => match current {
-                Current::None => result
-                    .warnings
-                    .push(SendTargetsWarning::AddressWithoutTarget {
-                        address: pair.value.clone(),
-                    }),
+                Current::None => {
+                    result.warnings.push(SendTargetsWarning::AddressWithoutTarget { address: pair.value.clone() })
+                }
                 Current::Skipped => {}
                 Current::Target(idx) => {
                     let Some(target) = result.targets.get_mut(idx) else {
@@ -204,9 +178,7 @@ pub fn parse_send_targets(pairs: &[KeyValue]) -> SendTargetsResult {
                     }
                 }
             },
-            other => result.warnings.push(SendTargetsWarning::UnexpectedKey {
-                key: other.to_owned(),
-            }),
+            other => result.warnings.push(SendTargetsWarning::UnexpectedKey { key: other.to_owned() }),
         }
     }
     result
@@ -227,14 +199,8 @@ mod tests {
     fn request_pairs_rfc7143_13_3() {
         assert_eq!(SendTargetsRequest::All.to_pair(), kv("SendTargets", "All"));
         let name = IscsiName::parse("iqn.2024-01.com.example:t1").unwrap();
-        assert_eq!(
-            SendTargetsRequest::Target(name).to_pair(),
-            kv("SendTargets", "iqn.2024-01.com.example:t1")
-        );
-        assert_eq!(
-            SendTargetsRequest::SessionTarget.to_pair(),
-            kv("SendTargets", "")
-        );
+        assert_eq!(SendTargetsRequest::Target(name).to_pair(), kv("SendTargets", "iqn.2024-01.com.example:t1"));
+        assert_eq!(SendTargetsRequest::SessionTarget.to_pair(), kv("SendTargets", ""));
     }
 
     #[test]
@@ -260,17 +226,11 @@ mod tests {
         let t1 = &r.targets[0].addresses;
         assert_eq!(t1.len(), 2);
         // G7: IPv6 in brackets.
-        assert_eq!(
-            t1[1].portal().host(),
-            &Host::Ip("2001:db8::10".parse().unwrap())
-        );
+        assert_eq!(t1[1].portal().host(), &Host::Ip("2001:db8::10".parse().unwrap()));
         assert_eq!(t1[1].tpgt(), Some(1));
         // G8: a DNS name, default port.
         let t2 = &r.targets[1].addresses[0];
-        assert_eq!(
-            t2.portal(),
-            &"san.example.com:3260".parse::<Portal>().unwrap()
-        );
+        assert_eq!(t2.portal(), &"san.example.com:3260".parse::<Portal>().unwrap());
         assert_eq!(t2.tpgt(), Some(2));
         // A record without addresses is kept.
         assert!(r.targets[2].addresses.is_empty());
@@ -292,13 +252,7 @@ mod tests {
         let r = parse_send_targets(&pairs);
         // Upper case is lowered; the illegal name is skipped with its address.
         let names: Vec<&str> = r.targets.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "iqn.2024-01.com.example:upper",
-                "iqn.2024-01.com.example:good"
-            ]
-        );
+        assert_eq!(names, ["iqn.2024-01.com.example:upper", "iqn.2024-01.com.example:good"]);
         assert_eq!(r.targets[0].addresses.len(), 1);
         assert_eq!(r.targets[1].addresses.len(), 1);
         assert_eq!(r.warnings.len(), 4);
@@ -306,16 +260,11 @@ mod tests {
             matches!(&r.warnings[0], SendTargetsWarning::AddressWithoutTarget { address } if address == "192.0.2.1:3260,1")
         );
         let w = r.warnings[1].to_string();
-        assert!(
-            w.contains("iqn.2024-01.com.example:bad_name") && w.contains("'_'"),
-            "{w}"
-        );
+        assert!(w.contains("iqn.2024-01.com.example:bad_name") && w.contains("'_'"), "{w}");
         assert!(
             matches!(&r.warnings[2], SendTargetsWarning::InvalidAddress { address, .. } if address == "0.0.0.0:3260,1")
         );
-        assert!(
-            matches!(&r.warnings[3], SendTargetsWarning::UnexpectedKey { key } if key == "TargetAlias")
-        );
+        assert!(matches!(&r.warnings[3], SendTargetsWarning::UnexpectedKey { key } if key == "TargetAlias"));
     }
 
     #[test]

@@ -20,7 +20,9 @@ use bytes::Bytes;
 
 use crate::chap::{self, ChapConfig, ChapError, OurChallenge};
 use crate::config::{Auth, SessionType};
+use crate::name::IscsiName;
 use crate::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Stage};
+use crate::portal::TargetAddress;
 use crate::text::value::{decode_binary, encode_hex, parse_number};
 use crate::text::{
     KeyValue, Negotiated, NegotiationError, NegotiationScope, Negotiator, OperationalOffer, TextAccumulator, TextError,
@@ -39,11 +41,11 @@ const MAX_EXCHANGES: u32 = 64;
 #[derive(Clone, Debug)]
 pub struct LoginSetup {
     /// InitiatorName.
-    pub initiator_name: String,
+    pub initiator_name: IscsiName,
     /// InitiatorAlias, if any.
     pub initiator_alias: Option<String>,
     /// TargetName (normal sessions).
-    pub target_name: Option<String>,
+    pub target_name: Option<IscsiName>,
     /// Normal or discovery.
     pub session_type: SessionType,
     /// ISID of the session.
@@ -94,16 +96,18 @@ pub enum LoginError {
     },
     /// The target redirected us (status 0x0101/0x0102); the session
     /// follows it.
-    #[error("target moved {} to {address}", if *permanent { "permanently" } else { "temporarily" })]
+    #[error("target moved {} to {}", if *permanent { "permanently" } else { "temporarily" }, address.portal())]
     Redirect {
-        /// The TargetAddress to log in to.
-        address: String,
+        /// Where to log in now.
+        address: TargetAddress,
         /// Moved permanently (update the configuration).
         permanent: bool,
     },
     /// CHAP is configured but the target offered AuthMethod=None: refusing
     /// a login without authentication (seed event 38).
-    #[error("target did not accept CHAP (it answered AuthMethod={0}): refusing to log in without authentication; enable CHAP on the target")]
+    #[error(
+        "target did not accept CHAP (it answered AuthMethod={0}): refusing to log in without authentication; enable CHAP on the target"
+    )]
     AuthDowngrade(String),
     /// The target requires authentication and none is configured (seed
     /// event 40).
@@ -161,14 +165,20 @@ fn status_fix(status: LoginStatus, chap_configured: bool, adding: bool) -> &'sta
         LoginStatus::AUTHENTICATION_FAILURE => {
             "the target requires authentication: configure a CHAP user and secret (--chap-user, --chap-secret-file)"
         }
-        LoginStatus::AUTHORIZATION_FAILURE => "the target's ACL does not allow this initiator name: add it on the target",
+        LoginStatus::AUTHORIZATION_FAILURE => {
+            "the target's ACL does not allow this initiator name: add it on the target"
+        }
         LoginStatus::NOT_FOUND => "no such target on this portal: check the target name (mpio discover lists them)",
         LoginStatus::TARGET_REMOVED => "the target was removed from this portal: check the target configuration",
         LoginStatus::UNSUPPORTED_VERSION => "the target does not speak iSCSI version 0 (RFC 7143)",
         LoginStatus::TOO_MANY_CONNECTIONS if adding => "target does not support MCS (MaxConnections=1): use MPIO",
         LoginStatus::TOO_MANY_CONNECTIONS => "the target has no room for another connection: retry later",
-        LoginStatus::MISSING_PARAMETER => "the target wants a login key we did not send: check the target's requirements",
-        LoginStatus::CANT_INCLUDE_IN_SESSION => "target cannot add this connection to the session (MCS refused): use MPIO",
+        LoginStatus::MISSING_PARAMETER => {
+            "the target wants a login key we did not send: check the target's requirements"
+        }
+        LoginStatus::CANT_INCLUDE_IN_SESSION => {
+            "target cannot add this connection to the session (MCS refused): use MPIO"
+        }
         LoginStatus::SESSION_TYPE_NOT_SUPPORTED => "the target does not allow this session type (normal or discovery)",
         LoginStatus::SESSION_DOES_NOT_EXIST => "the session to join is gone: the session will be re-established",
         LoginStatus::INVALID_DURING_LOGIN => "the target refused a request during login",
@@ -264,7 +274,7 @@ impl Login {
     /// The first request: who we are and how we authenticate.
     fn start(&mut self) {
         let s = &self.setup;
-        let mut keys = vec![KeyValue::new("InitiatorName", s.initiator_name.clone())];
+        let mut keys = vec![KeyValue::new("InitiatorName", s.initiator_name.as_str())];
         if let Some(alias) = &s.initiator_alias {
             keys.push(KeyValue::new("InitiatorAlias", alias.clone()));
         }
@@ -279,7 +289,7 @@ impl Login {
             keys.push(KeyValue::new("SessionType", st));
         }
         if let (SessionType::Normal, Some(t)) = (s.session_type, &s.target_name) {
-            keys.push(KeyValue::new("TargetName", t.clone()));
+            keys.push(KeyValue::new("TargetName", t.as_str()));
         }
         // Offer only what is configured: offering "CHAP,None" would let a
         // target (or a man in the middle) pick None (seed 001 line 212).
@@ -407,9 +417,11 @@ impl Login {
                 .and_then(|p| p.into_iter().find(|kv| kv.key == "TargetAddress"))
                 .map(|kv| kv.value);
             if let Some(address) = address {
-                return LoginError::Redirect {
-                    address,
-                    permanent: rsp.status == LoginStatus::TARGET_MOVED_PERMANENTLY,
+                return match address.parse::<TargetAddress>() {
+                    Ok(address) => {
+                        LoginError::Redirect { address, permanent: rsp.status == LoginStatus::TARGET_MOVED_PERMANENTLY }
+                    }
+                    Err(e) => LoginError::Protocol(format!("invalid redirect address {address:?}: {e}")),
                 };
             }
             // seed event 12: invalid data for a redirect.
@@ -442,7 +454,11 @@ impl Login {
         }
     }
 
-    fn on_chap_challenge(&mut self, chap: ChapConfig, pairs: &[KeyValue]) -> Result<(State, LoginProgress), LoginError> {
+    fn on_chap_challenge(
+        &mut self,
+        chap: ChapConfig,
+        pairs: &[KeyValue],
+    ) -> Result<(State, LoginProgress), LoginError> {
         let alg = find(pairs, "CHAP_A").ok_or(ChapError::InvalidKey { key: "CHAP_A", reason: "missing" })?;
         if alg != "5" {
             return Err(ChapError::UnsupportedAlgorithm(alg.to_string()).into());
@@ -453,8 +469,8 @@ impl Login {
             .and_then(|n| u8::try_from(n).ok())
             .ok_or(ChapError::InvalidKey { key: "CHAP_I", reason: "not a number from 0 to 255" })?;
         let challenge = find(pairs, "CHAP_C").ok_or(ChapError::InvalidKey { key: "CHAP_C", reason: "missing" })?;
-        let challenge =
-            decode_binary(challenge).map_err(|_| ChapError::InvalidKey { key: "CHAP_C", reason: "not hex or base64" })?;
+        let challenge = decode_binary(challenge)
+            .map_err(|_| ChapError::InvalidKey { key: "CHAP_C", reason: "not hex or base64" })?;
         if challenge.len() > chap::MAX_CHALLENGE_LEN {
             return Err(ChapError::ChallengeTooLong(challenge.len()).into());
         }
@@ -498,8 +514,8 @@ impl Login {
         {
             let name = find(pairs, "CHAP_N").ok_or(ChapError::TargetAuthFailed)?;
             let resp = find(pairs, "CHAP_R").ok_or(ChapError::TargetAuthFailed)?;
-            let resp =
-                decode_binary(resp).map_err(|_| ChapError::InvalidKey { key: "CHAP_R", reason: "not hex or base64" })?;
+            let resp = decode_binary(resp)
+                .map_err(|_| ChapError::InvalidKey { key: "CHAP_R", reason: "not hex or base64" })?;
             ours.verify(expected, name, &resp)?;
             verified = true;
         }
@@ -529,7 +545,7 @@ impl Login {
             (SessionType::Normal, false) => NegotiationScope::LeadingConnection,
             (SessionType::Normal, true) => NegotiationScope::AddedConnection,
         };
-        let mut negotiator = Box::new(Negotiator::new(&self.setup.offer, scope));
+        let mut negotiator = Box::new(Negotiator::new(&self.setup.offer, scope)?);
         let keys = negotiator.next_request();
         self.queue(&keys, true, Stage::FullFeature);
         Ok((State::ExpectOperationalResponse { negotiator }, LoginProgress::Continue))

@@ -14,15 +14,7 @@
 //! U+0061..U+007a) - ASCII digit characters ('0'..'9' = U+0030..U+0039)"
 //! and "In addition, any upper-case characters input via a user interface
 //! MUST be mapped to their lower-case equivalents."
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::fmt;
 use std::str::FromStr;
@@ -54,57 +46,33 @@ impl IscsiName {
             return Err(NameError::Empty);
         }
         if input.len() > IscsiName::MAX_LEN {
-            return Err(NameError::TooLong {
-                name: shown(),
-                len: input.len(),
-            });
+            return Err(NameError::TooLong { name: shown(), len: input.len() });
         }
         let mut name = String::with_capacity(input.len());
         for (position, ch) in input.char_indices() {
             if !ch.is_ascii() {
-                return Err(NameError::NonAscii {
-                    name: shown(),
-                    ch,
-                    position,
-                });
+                return Err(NameError::NonAscii { name: shown(), ch, position });
             }
             let ch = ch.to_ascii_lowercase();
             if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '.' | ':')) {
-                return Err(NameError::InvalidChar {
-                    name: shown(),
-                    ch,
-                    position,
-                });
+                return Err(NameError::InvalidChar { name: shown(), ch, position });
             }
             name.push(ch);
         }
         if let Some(rest) = name.strip_prefix("iqn.") {
-            check_iqn(rest).map_err(|reason| NameError::InvalidIqn {
-                name: shown(),
-                reason,
-            })?;
+            check_iqn(rest).map_err(|reason| NameError::InvalidIqn { name: shown(), reason })?;
         } else if let Some(rest) = name.strip_prefix("eui.") {
             // RFC 7143 section 4.2.7.5: "The format is "eui." followed by an
             // EUI-64 identifier (16 ASCII-encoded hexadecimal digits)."
             if !(rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit())) {
-                return Err(NameError::InvalidHex {
-                    name: shown(),
-                    prefix: "eui.",
-                    expected: "16",
-                });
+                return Err(NameError::InvalidHex { name: shown(), prefix: "eui.", expected: "16" });
             }
         } else if let Some(rest) = name.strip_prefix("naa.") {
             // RFC 7143 section 4.2.7.6: "The format is "naa." followed by an
             // NAA identifier represented in ASCII-encoded hexadecimal
             // digits." NAA identifiers are 64 or 128 bits.
-            if !((rest.len() == 16 || rest.len() == 32)
-                && rest.bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                return Err(NameError::InvalidHex {
-                    name: shown(),
-                    prefix: "naa.",
-                    expected: "16 or 32",
-                });
+            if !((rest.len() == 16 || rest.len() == 32) && rest.bytes().all(|b| b.is_ascii_hexdigit())) {
+                return Err(NameError::InvalidHex { name: shown(), prefix: "naa.", expected: "16 or 32" });
             }
         } else {
             return Err(NameError::UnknownType { name: shown() });
@@ -144,20 +112,11 @@ impl IscsiName {
 fn check_iqn(rest: &str) -> Result<(), IqnError> {
     let bytes = rest.as_bytes();
     let date = bytes.get(..7).ok_or(IqnError::Date)?;
-    let date_ok = date.iter().enumerate().all(|(i, b)| {
-        if i == 4 {
-            *b == b'-'
-        } else {
-            b.is_ascii_digit()
-        }
-    });
+    let date_ok = date.iter().enumerate().all(|(i, b)| if i == 4 { *b == b'-' } else { b.is_ascii_digit() });
     if !date_ok {
         return Err(IqnError::Date);
     }
-    let month = rest
-        .get(5..7)
-        .and_then(|m| m.parse::<u8>().ok())
-        .unwrap_or(0);
+    let month = rest.get(5..7).and_then(|m| m.parse::<u8>().ok()).unwrap_or(0);
     if !(1..=12).contains(&month) {
         return Err(IqnError::Month);
     }
@@ -238,9 +197,7 @@ pub enum NameError {
     #[error("the iSCSI name is empty")]
     Empty,
     /// Over 223 bytes.
-    #[error(
-        "iSCSI name {name:?} is {len} bytes long; at most 223 are allowed (RFC 7143 section 4.2.7.2)"
-    )]
+    #[error("iSCSI name {name:?} is {len} bytes long; at most 223 are allowed (RFC 7143 section 4.2.7.2)")]
     TooLong {
         /// The name.
         name: String,
@@ -274,9 +231,7 @@ pub enum NameError {
         position: usize,
     },
     /// Not `iqn.`, `eui.` or `naa.`.
-    #[error(
-        "iSCSI name {name:?} must start with \"iqn.\", \"eui.\" or \"naa.\" (RFC 7143 section 4.2.7.3)"
-    )]
+    #[error("iSCSI name {name:?} must start with \"iqn.\", \"eui.\" or \"naa.\" (RFC 7143 section 4.2.7.3)")]
     UnknownType {
         /// The name.
         name: String,
@@ -317,19 +272,10 @@ mod tests {
     #[test]
     fn valid_names_rfc7143_4_2_7() {
         let cases = [
-            (
-                "iqn.2001-04.com.example:storage:diskarrays-sn-a8675309",
-                NameType::Iqn,
-            ),
+            ("iqn.2001-04.com.example:storage:diskarrays-sn-a8675309", NameType::Iqn),
             ("iqn.2001-04.com.example", NameType::Iqn),
-            (
-                "iqn.2003-01.org.linux-iscsi.host.x8664:sn.abcdef",
-                NameType::Iqn,
-            ),
-            (
-                "iqn.1991-05.com.microsoft:host-1.example.com",
-                NameType::Iqn,
-            ),
+            ("iqn.2003-01.org.linux-iscsi.host.x8664:sn.abcdef", NameType::Iqn),
+            ("iqn.1991-05.com.microsoft:host-1.example.com", NameType::Iqn),
             ("iqn.2004-10.com.ubuntu:01:6d1e7d7f2a", NameType::Iqn),
             ("iqn.2024-12.localdomain:x", NameType::Iqn),
             ("iqn.2020-01.com.example:", NameType::Iqn),
@@ -350,14 +296,8 @@ mod tests {
     fn upper_case_is_folded_rfc7143_4_2_7_2() {
         let n = IscsiName::parse("IQN.2024-01.Com.Example:Host1").unwrap();
         assert_eq!(n.as_str(), "iqn.2024-01.com.example:host1");
-        assert_eq!(
-            IscsiName::parse("eui.02004567A425678D").unwrap().as_str(),
-            "eui.02004567a425678d"
-        );
-        assert_eq!(
-            IscsiName::parse("NAA.52004567BA64678D").unwrap().as_str(),
-            "naa.52004567ba64678d"
-        );
+        assert_eq!(IscsiName::parse("eui.02004567A425678D").unwrap().as_str(), "eui.02004567a425678d");
+        assert_eq!(IscsiName::parse("NAA.52004567BA64678D").unwrap().as_str(), "naa.52004567ba64678d");
     }
 
     #[test]
@@ -368,10 +308,7 @@ mod tests {
         assert!(IscsiName::parse(&exact).is_ok());
         let over = format!("{exact}b");
         assert_eq!(over.len(), 224);
-        assert!(matches!(
-            IscsiName::parse(&over),
-            Err(NameError::TooLong { len: 224, .. })
-        ));
+        assert!(matches!(IscsiName::parse(&over), Err(NameError::TooLong { len: 224, .. })));
     }
 
     #[test]
@@ -384,28 +321,12 @@ mod tests {
         ];
         for (s, ch, position) in cases {
             let e = IscsiName::parse(s).unwrap_err();
-            assert_eq!(
-                e,
-                NameError::InvalidChar {
-                    name: s.to_owned(),
-                    ch,
-                    position
-                },
-                "{s}"
-            );
-            assert!(
-                e.to_string()
-                    .contains(&format!("{ch:?} at byte {position}")),
-                "{e}"
-            );
+            assert_eq!(e, NameError::InvalidChar { name: s.to_owned(), ch, position }, "{s}");
+            assert!(e.to_string().contains(&format!("{ch:?} at byte {position}")), "{e}");
         }
         assert!(matches!(
             IscsiName::parse("iqn.2024-01.com.example:café"),
-            Err(NameError::NonAscii {
-                ch: 'é',
-                position: 27,
-                ..
-            })
+            Err(NameError::NonAscii { ch: 'é', position: 27, .. })
         ));
     }
 

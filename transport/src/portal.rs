@@ -5,15 +5,7 @@
 //! IPv6 address without port. HOST is an IPv4 address or a DNS name. The
 //! port defaults to 3260. [`TargetAddress`] adds the `,tpgt` suffix of
 //! SendTargets responses and login redirections.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -91,10 +83,7 @@ impl Portal {
 impl From<SocketAddr> for Portal {
     /// Note: no check is made; use [`Portal::new`] for untrusted addresses.
     fn from(addr: SocketAddr) -> Self {
-        Portal {
-            host: Host::Ip(addr.ip()),
-            port: addr.port(),
-        }
+        Portal { host: Host::Ip(addr.ip()), port: addr.port() }
     }
 }
 
@@ -117,10 +106,7 @@ impl FromStr for Portal {
             // address as specified in RFC 3986".
             let (inside, after) = rest
                 .split_once(']')
-                .ok_or_else(|| PortalError::InvalidHost {
-                    input: s.to_owned(),
-                    reason: "'[' without ']'",
-                })?;
+                .ok_or_else(|| PortalError::InvalidHost { input: s.to_owned(), reason: "'[' without ']'" })?;
             let ip: Ipv6Addr = inside.parse().map_err(|_| PortalError::InvalidHost {
                 input: s.to_owned(),
                 reason: "not an IPv6 address inside the brackets",
@@ -168,9 +154,7 @@ fn parse_host(host: &str) -> Result<Host, PortalError> {
 }
 
 fn parse_port(p: &str) -> Result<u16, PortalError> {
-    let invalid = || PortalError::InvalidPort {
-        input: p.to_owned(),
-    };
+    let invalid = || PortalError::InvalidPort { input: p.to_owned() };
     // `u16::from_str` accepts a leading '+'; a port is digits only.
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
@@ -192,10 +176,7 @@ fn check_ip(ip: IpAddr) -> Result<(), PortalError> {
         None
     };
     match reason {
-        Some(reason) => Err(PortalError::InvalidHost {
-            input: ip.to_string(),
-            reason,
-        }),
+        Some(reason) => Err(PortalError::InvalidHost { input: ip.to_string(), reason }),
         None => Ok(()),
     }
 }
@@ -204,10 +185,7 @@ fn check_ip(ip: IpAddr) -> Result<(), PortalError> {
 /// inner hyphens, at most 63 bytes each, 253 in all. A name whose last label
 /// is all digits is a mistyped IPv4 address, not a name.
 fn check_dns(name: &str) -> Result<(), PortalError> {
-    let bad = |reason| PortalError::InvalidHost {
-        input: name.to_owned(),
-        reason,
-    };
+    let bad = |reason| PortalError::InvalidHost { input: name.to_owned(), reason };
     if name.is_empty() {
         return Err(PortalError::Empty);
     }
@@ -216,28 +194,19 @@ fn check_dns(name: &str) -> Result<(), PortalError> {
     }
     for label in name.split('.') {
         if label.is_empty() {
-            return Err(bad(
-                "empty DNS label (two dots, or a dot at the start or end)",
-            ));
+            return Err(bad("empty DNS label (two dots, or a dot at the start or end)"));
         }
         if label.len() > 63 {
             return Err(bad("a DNS label has at most 63 characters"));
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(bad("a DNS name has only letters, digits, '-' and '.'"));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(bad("a DNS label cannot start or end with '-'"));
         }
     }
-    if name
-        .rsplit('.')
-        .next()
-        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if name.rsplit('.').next().is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit())) {
         return Err(bad("not a valid IPv4 address"));
     }
     Ok(())
@@ -286,17 +255,12 @@ impl FromStr for TargetAddress {
                 let tpgt = value::parse_number(tag)
                     .ok()
                     .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| PortalError::InvalidTpgt {
-                        input: tag.to_owned(),
-                    })?;
+                    .ok_or_else(|| PortalError::InvalidTpgt { input: tag.to_owned() })?;
                 (addr, Some(tpgt))
             }
             None => (s, None),
         };
-        Ok(TargetAddress {
-            portal: addr.parse()?,
-            tpgt,
-        })
+        Ok(TargetAddress { portal: addr.parse()?, tpgt })
     }
 }
 
@@ -331,9 +295,7 @@ pub enum PortalError {
         input: String,
     },
     /// The portal group tag is not a 16-bit number.
-    #[error(
-        "invalid portal group tag {input:?}: expected a number from 0 to 65535 (RFC 7143 section 13.9)"
-    )]
+    #[error("invalid portal group tag {input:?}: expected a number from 0 to 65535 (RFC 7143 section 13.9)")]
     InvalidTpgt {
         /// The tag text.
         input: String,
@@ -354,55 +316,15 @@ mod tests {
         let cases: &[(&str, Host, u16, &str)] = &[
             ("192.0.2.10", ip("192.0.2.10"), 3260, "192.0.2.10:3260"),
             ("192.0.2.10:3261", ip("192.0.2.10"), 3261, "192.0.2.10:3261"),
-            (
-                "[2001:db8::10]",
-                ip("2001:db8::10"),
-                3260,
-                "[2001:db8::10]:3260",
-            ),
-            (
-                "[2001:db8::10]:860",
-                ip("2001:db8::10"),
-                860,
-                "[2001:db8::10]:860",
-            ),
-            (
-                "2001:db8::10",
-                ip("2001:db8::10"),
-                3260,
-                "[2001:db8::10]:3260",
-            ),
+            ("[2001:db8::10]", ip("2001:db8::10"), 3260, "[2001:db8::10]:3260"),
+            ("[2001:db8::10]:860", ip("2001:db8::10"), 860, "[2001:db8::10]:860"),
+            ("2001:db8::10", ip("2001:db8::10"), 3260, "[2001:db8::10]:3260"),
             ("::1", ip("::1"), 3260, "[::1]:3260"),
-            (
-                "[::ffff:192.0.2.1]",
-                ip("::ffff:192.0.2.1"),
-                3260,
-                "[::ffff:192.0.2.1]:3260",
-            ),
-            (
-                "san.example.com",
-                Host::Dns("san.example.com".into()),
-                3260,
-                "san.example.com:3260",
-            ),
-            (
-                "SAN-1.Example.COM:3260",
-                Host::Dns("san-1.example.com".into()),
-                3260,
-                "san-1.example.com:3260",
-            ),
-            (
-                "localhost:65535",
-                Host::Dns("localhost".into()),
-                65535,
-                "localhost:65535",
-            ),
-            (
-                "1a.example",
-                Host::Dns("1a.example".into()),
-                3260,
-                "1a.example:3260",
-            ),
+            ("[::ffff:192.0.2.1]", ip("::ffff:192.0.2.1"), 3260, "[::ffff:192.0.2.1]:3260"),
+            ("san.example.com", Host::Dns("san.example.com".into()), 3260, "san.example.com:3260"),
+            ("SAN-1.Example.COM:3260", Host::Dns("san-1.example.com".into()), 3260, "san-1.example.com:3260"),
+            ("localhost:65535", Host::Dns("localhost".into()), 65535, "localhost:65535"),
+            ("1a.example", Host::Dns("1a.example".into()), 3260, "1a.example:3260"),
         ];
         for (s, host, port, shown) in cases {
             let p: Portal = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
@@ -410,10 +332,7 @@ mod tests {
             assert_eq!(p.to_string(), *shown);
             assert_eq!(shown.parse::<Portal>().unwrap(), p, "round trip of {s}");
         }
-        assert_eq!(
-            "192.0.2.10:1".parse::<Portal>().unwrap().socket_addr(),
-            Some("192.0.2.10:1".parse().unwrap())
-        );
+        assert_eq!("192.0.2.10:1".parse::<Portal>().unwrap().socket_addr(), Some("192.0.2.10:1".parse().unwrap()));
     }
 
     #[test]
@@ -452,13 +371,7 @@ mod tests {
         let long_label = format!("{}.example", "a".repeat(64));
         assert!(long_label.parse::<Portal>().is_err());
         let long_name = vec!["a".repeat(60); 5].join(".");
-        assert!(
-            long_name
-                .parse::<Portal>()
-                .unwrap_err()
-                .to_string()
-                .contains("253")
-        );
+        assert!(long_name.parse::<Portal>().unwrap_err().to_string().contains("253"));
     }
 
     #[test]
@@ -466,21 +379,9 @@ mod tests {
         // The RFC's own examples, plus the seeds' G7 form.
         let cases: &[(&str, &str, Option<u16>)] = &[
             ("10.0.0.1:5003,1", "10.0.0.1:5003", Some(1)),
-            (
-                "[1080:0:0:0:8:800:200C:417A],65",
-                "[1080::8:800:200c:417a]:3260",
-                Some(65),
-            ),
-            (
-                "[1080::8:800:200C:417A]:5003,1",
-                "[1080::8:800:200c:417a]:5003",
-                Some(1),
-            ),
-            (
-                "computingcenter.example.com,23",
-                "computingcenter.example.com:3260",
-                Some(23),
-            ),
+            ("[1080:0:0:0:8:800:200C:417A],65", "[1080::8:800:200c:417a]:3260", Some(65)),
+            ("[1080::8:800:200C:417A]:5003,1", "[1080::8:800:200c:417a]:5003", Some(1)),
+            ("computingcenter.example.com,23", "computingcenter.example.com:3260", Some(23)),
             ("[2001:db8::10]:3260,1", "[2001:db8::10]:3260", Some(1)),
             ("192.0.2.7", "192.0.2.7:3260", None),
             ("192.0.2.7:3260,0x10", "192.0.2.7:3260", Some(16)),
@@ -490,19 +391,9 @@ mod tests {
             let a: TargetAddress = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(a.portal().to_string(), *portal, "{s}");
             assert_eq!(a.tpgt(), *tpgt, "{s}");
-            assert_eq!(
-                a.to_string().parse::<TargetAddress>().unwrap(),
-                a,
-                "round trip of {s}"
-            );
+            assert_eq!(a.to_string().parse::<TargetAddress>().unwrap(), a, "round trip of {s}");
         }
-        for bad in [
-            "192.0.2.7,65536",
-            "192.0.2.7,",
-            "192.0.2.7,x",
-            ",1",
-            "0.0.0.0:3260,1",
-        ] {
+        for bad in ["192.0.2.7,65536", "192.0.2.7,", "192.0.2.7,x", ",1", "0.0.0.0:3260,1"] {
             assert!(bad.parse::<TargetAddress>().is_err(), "{bad}");
         }
     }

@@ -4,50 +4,27 @@
 //! (seed TCPConnectTime).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::ConnectionSpec;
-
-/// The iSCSI well-known port (RFC 7143 section 13.8... IANA 3260).
-pub const DEFAULT_PORT: u16 = 3260;
-
-/// Splits `host[:port]`, `[v6]:port` or a bare IPv6 address.
-pub fn split_host_port(portal: &str) -> (String, u16) {
-    let portal = portal.trim();
-    if let Some(rest) = portal.strip_prefix('[')
-        && let Some((host, tail)) = rest.split_once(']')
-    {
-        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT);
-        return (host.to_string(), port);
-    }
-    if portal.matches(':').count() > 1 {
-        return (portal.to_string(), DEFAULT_PORT);
-    }
-    match portal.rsplit_once(':') {
-        Some((host, port)) => match port.parse() {
-            Ok(p) => (host.to_string(), p),
-            Err(_) => (portal.to_string(), DEFAULT_PORT),
-        },
-        None => (portal.to_string(), DEFAULT_PORT),
-    }
-}
+use crate::portal::{Host, Portal};
 
 /// Resolves `portal` and connects to the first address that answers.
-pub async fn connect(portal: &str, spec: &ConnectionSpec, timeout: Duration) -> io::Result<TcpStream> {
-    let (host, port) = split_host_port(portal);
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
+pub(super) async fn connect(portal: &Portal, spec: &ConnectionSpec, timeout: Duration) -> io::Result<TcpStream> {
+    let port = portal.port();
+    let addrs: Vec<SocketAddr> = match portal.host() {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+        Host::Dns(host) => tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("resolving {host} timed out")))?
             .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?
             .collect(),
     };
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{} has no address", portal.host()));
     for addr in addrs {
         if let Some(src) = spec.source_addr
             && src.is_ipv4() != addr.is_ipv4()
@@ -60,7 +37,9 @@ pub async fn connect(portal: &str, spec: &ConnectionSpec, timeout: Duration) -> 
         match tokio::time::timeout(timeout, connect_one(addr, spec)).await {
             Ok(Ok(s)) => return Ok(s),
             Ok(Err(e)) => last = e,
-            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out after {timeout:?}")),
+            Err(_) => {
+                last = io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out after {timeout:?}"))
+            }
         }
     }
     Err(last)
@@ -88,19 +67,4 @@ async fn connect_one(addr: SocketAddr, spec: &ConnectionSpec) -> io::Result<TcpS
     // NOP-Out is the real detector.
     let _ = SockRef::from(&stream).set_keepalive(true);
     Ok(stream)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_host_port;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(split_host_port("10.0.0.1"), ("10.0.0.1".into(), 3260));
-        assert_eq!(split_host_port("10.0.0.1:3261"), ("10.0.0.1".into(), 3261));
-        assert_eq!(split_host_port("[fe80::1]:3262"), ("fe80::1".into(), 3262));
-        assert_eq!(split_host_port("[fe80::1]"), ("fe80::1".into(), 3260));
-        assert_eq!(split_host_port("fe80::1"), ("fe80::1".into(), 3260));
-        assert_eq!(split_host_port("san.example.com:3260"), ("san.example.com".into(), 3260));
-    }
 }

@@ -12,10 +12,8 @@
 
 mod connect;
 
-pub use connect::{DEFAULT_PORT, split_host_port};
-
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -463,8 +461,7 @@ impl Driver {
         for i in 0..self.slots.len() {
             let cid = i as u16;
             let mut budget = READ_BUDGET;
-            loop {
-                let Some(Slot::Open(io)) = self.slots.get_mut(i) else { break };
+            while let Some(Slot::Open(io)) = self.slots.get_mut(i) {
                 match io.stream.poll_read_ready(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Err(e)) => {
@@ -513,34 +510,28 @@ impl Driver {
 
     fn poll_writes(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        let mut slices = Vec::with_capacity(MAX_IOV);
         for i in 0..self.slots.len() {
             let cid = i as u16;
-            loop {
-                let Some(Slot::Open(io)) = self.slots.get_mut(i) else { break };
+            while let Some(Slot::Open(io)) = self.slots.get_mut(i) {
                 let Some(tx) = self.session.tx(cid) else { break };
                 if tx.is_empty() {
                     break;
                 }
-                match io.stream.poll_write_ready(cx) {
+                let res = match io.stream.poll_write_ready(cx) {
                     Poll::Pending => break,
-                    Poll::Ready(Err(e)) => {
-                        self.close_slot(i);
-                        self.session.handle_closed(cid, Instant::now(), e.to_string());
-                        progress = true;
-                        break;
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Ready(Ok(())) => {
+                        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                        let n = tx.io_slices(&mut slices);
+                        let written = io.stream.try_write_vectored(slices.get(..n).unwrap_or_default());
+                        if let Ok(w) = written {
+                            tx.advance(w);
+                        }
+                        written.map(|_| ())
                     }
-                    Poll::Ready(Ok(())) => {}
-                }
-                slices.clear();
-                tx.io_slices(&mut slices, MAX_IOV);
-                let res = io.stream.try_write_vectored(&slices);
-                slices.clear();
+                };
                 match res {
-                    Ok(n) => {
-                        tx.advance(n);
-                        progress = true;
-                    }
+                    Ok(()) => progress = true,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => {
                         self.close_slot(i);
@@ -569,7 +560,7 @@ impl Driver {
                     let _ = token.send(result);
                 }
                 Event::Connect { cid, portal } => {
-                    let spec = self.session.config().connections.get(usize::from(cid)).cloned();
+                    let spec = self.session.connection_spec(cid);
                     let timeout = self.session.config().timeouts.connect;
                     if let (Some(slot), Some(spec)) = (self.slots.get_mut(usize::from(cid)), spec) {
                         let fut = async move { connect::connect(&portal, &spec, timeout).await };
@@ -581,9 +572,9 @@ impl Driver {
                         if flush && let Some(tx) = self.session.tx(cid) {
                             // Best effort: the final PDUs may still fit the
                             // socket buffer.
-                            let mut slices = Vec::new();
-                            tx.io_slices(&mut slices, MAX_IOV);
-                            let _ = io.stream.try_write_vectored(&slices);
+                            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                            let n = tx.io_slices(&mut slices);
+                            let _ = io.stream.try_write_vectored(slices.get(..n).unwrap_or_default());
                         }
                         self.close_slot(usize::from(cid));
                     }
@@ -642,7 +633,7 @@ impl Driver {
                     };
                     ConnectionSnapshot {
                         cid,
-                        portal: s.connection_portal(cid).unwrap_or_default().to_string(),
+                        portal: s.connection_portal(cid).map(ToString::to_string).unwrap_or_default(),
                         up: s.connection_up(cid),
                         local_addr: io.and_then(|io| io.local),
                         peer_addr: io.and_then(|io| io.peer),

@@ -9,9 +9,9 @@ use crate::text::{KeyValue, decode_pairs, encode_pairs};
 
 fn setup(auth: Auth) -> LoginSetup {
     LoginSetup {
-        initiator_name: "iqn.2026-11.test:init".into(),
+        initiator_name: "iqn.2026-11.test:init".parse().unwrap(),
         initiator_alias: None,
-        target_name: Some("iqn.2026-11.test:disk".into()),
+        target_name: Some("iqn.2026-11.test:disk".parse().unwrap()),
         session_type: SessionType::Normal,
         isid: Isid([0x80, 1, 2, 3, 4, 5]),
         tsih: 0,
@@ -130,7 +130,7 @@ fn one_way_chap() {
     let req = login.poll_request().unwrap();
     assert_eq!(value(&pairs(&req), "CHAP_A"), Some("5"));
     let challenge: Vec<u8> = (0..16).collect();
-    let c_hex = crate::chap::encode_hex(&challenge);
+    let c_hex = encode_hex(&challenge);
     login
         .handle_response(r.make(&req, false, Stage::Security, &[("CHAP_A", "5"), ("CHAP_I", "7"), ("CHAP_C", &c_hex)]))
         .unwrap();
@@ -154,15 +154,20 @@ fn mutual_chap_verifies_the_target() {
         login.handle_response(r.make(&req, false, Stage::Security, &[("AuthMethod", "CHAP")])).unwrap();
         let req = login.poll_request().unwrap();
         login
-            .handle_response(r.make(&req, false, Stage::Security, &[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", "0x0102")]))
+            .handle_response(r.make(
+                &req,
+                false,
+                Stage::Security,
+                &[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", "0x0102")],
+            ))
             .unwrap();
         let req = login.poll_request().unwrap();
         let p = pairs(&req);
         assert_eq!(value(&p, "CHAP_I"), Some("3"));
-        assert_eq!(value(&p, "CHAP_C"), Some(crate::chap::encode_hex(&[0xaa; 16]).as_str()));
+        assert_eq!(value(&p, "CHAP_C"), Some(encode_hex(&[0xaa; 16]).as_str()));
         let secret = if good { "tgtsecret123" } else { "wrongsecret1" };
-        let resp = crate::chap::response(3, &Secret::parse(secret.as_bytes()).unwrap(), &[0xaa; 16]);
-        let resp = crate::chap::encode_hex(&resp);
+        let resp = chap::response(3, &Secret::parse(secret.as_bytes()).unwrap(), &[0xaa; 16]);
+        let resp = encode_hex(&resp);
         let result =
             login.handle_response(r.make(&req, true, Stage::Operational, &[("CHAP_N", "tgtuser"), ("CHAP_R", &resp)]));
         if good {
@@ -184,7 +189,7 @@ fn reflected_challenge_is_refused() {
     let req = login.poll_request().unwrap();
     login.handle_response(r.make(&req, false, Stage::Security, &[("AuthMethod", "CHAP")])).unwrap();
     let req = login.poll_request().unwrap();
-    let ours = crate::chap::encode_hex(&[0xaa; 16]);
+    let ours = encode_hex(&[0xaa; 16]);
     let e = login
         .handle_response(r.make(&req, false, Stage::Security, &[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", &ours)]))
         .unwrap_err();
@@ -246,7 +251,7 @@ fn unsupported_chap_algorithm_and_bad_values() {
     let req = login.poll_request().unwrap();
     login.handle_response(r.make(&req, false, Stage::Security, &[("AuthMethod", "CHAP")])).unwrap();
     let req = login.poll_request().unwrap();
-    let big = crate::chap::encode_hex(&[1u8; 1025]);
+    let big = encode_hex(&[1u8; 1025]);
     let e = login
         .handle_response(r.make(&req, false, Stage::Security, &[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", &big)]))
         .unwrap_err();
@@ -284,7 +289,10 @@ fn too_many_connections_on_an_added_connection_means_no_mcs() {
     let req = login.poll_request().unwrap();
     assert_eq!(value(&pairs(&req), "SessionType"), None, "SessionType is leading-only");
     let e = login.handle_response(r.status(&req, LoginStatus::TOO_MANY_CONNECTIONS, &[])).unwrap_err();
-    assert_eq!(e.to_string(), "target does not support MCS (MaxConnections=1): use MPIO (one session per path) instead");
+    assert_eq!(
+        e.to_string(),
+        "target does not support MCS (MaxConnections=1): use MPIO (one session per path) instead"
+    );
 }
 
 #[test]
@@ -293,9 +301,13 @@ fn redirect_carries_the_address() {
     let mut r = Rsp { statsn: 1 };
     let req = login.poll_request().unwrap();
     let e = login
-        .handle_response(r.status(&req, LoginStatus::TARGET_MOVED_PERMANENTLY, &[("TargetAddress", "[fe80::1]:3261,2")]))
+        .handle_response(r.status(
+            &req,
+            LoginStatus::TARGET_MOVED_PERMANENTLY,
+            &[("TargetAddress", "[fe80::1]:3261,2")],
+        ))
         .unwrap_err();
-    assert_eq!(e, LoginError::Redirect { address: "[fe80::1]:3261,2".into(), permanent: true });
+    assert_eq!(e, LoginError::Redirect { address: "[fe80::1]:3261,2".parse().unwrap(), permanent: true });
     let mut login = Login::new(setup(Auth::None));
     let req = login.poll_request().unwrap();
     let e = login.handle_response(r.status(&req, LoginStatus::TARGET_MOVED_TEMPORARILY, &[])).unwrap_err();
@@ -339,5 +351,8 @@ fn mismatched_header_fields_are_protocol_errors() {
     assert!(matches!(login.handle_response(rsp).unwrap_err(), LoginError::Protocol(_)));
     let mut login = Login::new(setup(Auth::None));
     let req = login.poll_request().unwrap();
-    assert_eq!(login.handle_response(r.make(&req, true, Stage::Operational, &[])).unwrap_err(), LoginError::NoAuthMethod);
+    assert_eq!(
+        login.handle_response(r.make(&req, true, Stage::Operational, &[])).unwrap_err(),
+        LoginError::NoAuthMethod
+    );
 }

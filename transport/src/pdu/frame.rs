@@ -220,9 +220,15 @@ impl TxQueue {
         self.len == 0
     }
 
-    /// Fills `out` with the first chunks, for a vectored write.
-    pub fn io_slices<'a>(&'a self, out: &mut Vec<std::io::IoSlice<'a>>, max: usize) {
-        out.extend(self.chunks.iter().take(max).map(|c| std::io::IoSlice::new(c)));
+    /// Fills `out` with the first chunks, for a vectored write; returns how
+    /// many were filled.
+    pub fn io_slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in out.iter_mut().zip(self.chunks.iter()) {
+            *slot = std::io::IoSlice::new(chunk);
+            n += 1;
+        }
+        n
     }
 
     /// The chunks in order (for tests and in-memory transports).

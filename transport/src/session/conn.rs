@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use crate::config::ConnectionSpec;
 use crate::login::Login;
 use crate::pdu::frame::{Framing, TxQueue};
+use crate::portal::Portal;
 use crate::serial::Sn;
 use crate::text::{ConnectionParams, Digest};
 
@@ -63,7 +64,7 @@ pub(crate) struct Conn {
     pub(crate) cid: u16,
     pub(crate) spec: ConnectionSpec,
     /// Portal to connect to: the configured one, or a redirection.
-    pub(crate) portal: String,
+    pub(crate) portal: Portal,
     pub(crate) redirects: u32,
     pub(crate) phase: Phase,
     pub(crate) params: ConnectionParams,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::request::ScsiResult;
 use crate::login::LoginError;
 use crate::pdu::{RejectReason, TmfResponse};
+use crate::portal::Portal;
 use crate::text::KeyValue;
 
 /// Why a task did not complete with a SCSI status.
@@ -82,7 +83,7 @@ pub enum ConnectionFailure {
     #[error("connect to {portal} failed: {reason}")]
     Connect {
         /// The portal.
-        portal: String,
+        portal: Portal,
         /// The OS error.
         reason: String,
     },
@@ -124,9 +125,9 @@ pub enum Event<T> {
     Connect {
         /// The connection.
         cid: u16,
-        /// Where to connect (host:port; may differ from the configured
-        /// portal after a login redirection).
-        portal: String,
+        /// Where to connect (may differ from the configured portal after a
+        /// login redirection).
+        portal: Portal,
     },
     /// The driver must close the socket of `cid` (after writing what is
     /// queued, when `flush` is set).

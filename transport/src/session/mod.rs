@@ -51,8 +51,8 @@ use crate::login::{Login, LoginError, LoginOutcome, LoginProgress, LoginSetup};
 use crate::pdu::frame::{self, TxQueue};
 use crate::pdu::{
     AsyncEvent, AsyncMessage, DataIn, LogoutReason, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu,
-    R2t, RESERVED_TAG, Reject, ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse,
-    TmfFunction, TmfResponse,
+    R2t, RESERVED_TAG, Reject, ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction,
+    TmfResponse,
 };
 use crate::serial::Sn;
 use crate::text::{KeyValue, SessionParams, decode_pairs, encode_pairs};
@@ -162,7 +162,7 @@ impl<T> Session<T> {
         if cfg.connections.is_empty() {
             return Err(ConfigError::NoConnection);
         }
-        if cfg.session_type == SessionType::Normal && cfg.target_name.as_deref().is_none_or(str::is_empty) {
+        if cfg.session_type == SessionType::Normal && cfg.target_name.is_none() {
             return Err(ConfigError::NoTargetName);
         }
         if cfg.connections.len() > usize::from(u16::MAX) {
@@ -173,8 +173,12 @@ impl<T> Session<T> {
         cfg.offer.max_connections = cfg.offer.max_connections.max(n);
         cfg.offer.validate().map_err(|e| ConfigError::Offer(e.to_string()))?;
         let backoff = cfg.timeouts.reconnect_min;
-        let conns =
-            cfg.connections.iter().enumerate().map(|(i, spec)| Conn::new(i as u16, spec.clone(), now, backoff)).collect();
+        let conns = cfg
+            .connections
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| Conn::new(i as u16, spec.clone(), now, backoff))
+            .collect();
         Ok(Session {
             cfg,
             state: SessionState::Starting,
@@ -249,8 +253,13 @@ impl<T> Session<T> {
     }
 
     /// The portal connection `cid` uses now (after redirections).
-    pub fn connection_portal(&self, cid: u16) -> Option<&str> {
-        self.conn(cid).map(|c| c.portal.as_str())
+    pub fn connection_portal(&self, cid: u16) -> Option<&crate::portal::Portal> {
+        self.conn(cid).map(|c| &c.portal)
+    }
+
+    /// The configuration of connection `cid`, with its current portal.
+    pub fn connection_spec(&self, cid: u16) -> Option<crate::config::ConnectionSpec> {
+        self.conn(cid).map(|c| crate::config::ConnectionSpec { portal: c.portal.clone(), ..c.spec.clone() })
     }
 
     /// Session counters.
@@ -285,7 +294,8 @@ impl<T> Session<T> {
     /// Submits a SCSI command. Its completion comes as
     /// [`Event::TaskDone`] with `token`.
     pub fn submit(&mut self, now: Instant, req: ScsiRequest, pick: ConnPick, token: T) -> TaskId {
-        let kind = Kind::Scsi(ScsiTask { req, data: ReadData::default(), next_datasn: 0, next_r2tsn: 0, aborting: false });
+        let kind =
+            Kind::Scsi(ScsiTask { req, data: ReadData::default(), next_datasn: 0, next_r2tsn: 0, aborting: false });
         self.enqueue(now, Task::new(Owner::User(token), kind, pick))
     }
 
@@ -561,11 +571,7 @@ impl<T> Session<T> {
         if logging_in {
             match pdu {
                 Pdu::LoginResponse(rsp) => self.on_login_response(cid, now, rsp),
-                other => self.login_failed(
-                    cid,
-                    now,
-                    LoginError::Protocol(format!("{} during login", other.opcode())),
-                ),
+                other => self.login_failed(cid, now, LoginError::Protocol(format!("{} during login", other.opcode()))),
             }
             return;
         }
@@ -608,9 +614,9 @@ impl<T> Session<T> {
         let Phase::LoggingIn { login, .. } = &mut c.phase else { return };
         match login.handle_response(rsp) {
             Ok(LoginProgress::Continue) => {
-                while let Some(req) = login.poll_request() {
-                    let pdu = Pdu::LoginRequest(req);
-                    push_pdu(c, &pdu);
+                let reqs: Vec<_> = std::iter::from_fn(|| login.poll_request()).collect();
+                for req in reqs {
+                    push_pdu(c, &Pdu::LoginRequest(req));
                 }
             }
             Ok(LoginProgress::Done(outcome)) => self.login_done(cid, now, outcome),
@@ -672,9 +678,7 @@ impl<T> Session<T> {
             && c.redirects < self.cfg.max_redirects
         {
             c.redirects += 1;
-            // TargetAddress is host[:port][,tpgt]; the portal group tag is
-            // not part of where to connect.
-            let portal = address.split(',').next().unwrap_or(address).to_string();
+            let portal = address.portal().clone();
             info!(cid, from = %c.portal, to = %portal, permanent, "login redirected");
             if *permanent {
                 c.spec.portal = portal.clone();
@@ -786,6 +790,7 @@ impl<T> Session<T> {
         }
         self.connection_down(cid, now, reason, true);
         self.apply_zero_recovery();
+        self.pump(now);
     }
 
     fn protocol_error(&mut self, cid: u16, now: Instant, msg: String) {
@@ -813,7 +818,11 @@ impl<T> Session<T> {
         let Some(task) = self.tasks.remove(&r.itt) else { return self.unknown_itt(cid, Opcode::SCSI_RESPONSE, r.itt) };
         if task.cid != cid || !matches!(task.kind, Kind::Scsi(_)) {
             self.tasks.insert(r.itt, task);
-            return self.protocol_error(cid, now, format!("SCSI Response for ITT {:#x} on the wrong connection or task", r.itt));
+            return self.protocol_error(
+                cid,
+                now,
+                format!("SCSI Response for ITT {:#x} on the wrong connection or task", r.itt),
+            );
         }
         let mut task = task;
         let Kind::Scsi(s) = &mut task.kind else { return };
@@ -834,7 +843,11 @@ impl<T> Session<T> {
         self.ack(cid, d.status.map(|_| d.statsn), d.exp_cmdsn, d.max_cmdsn);
         let Some(task) = self.tasks.get_mut(&d.itt) else { return self.unknown_itt(cid, Opcode::DATA_IN, d.itt) };
         let (Kind::Scsi(s), true) = (&mut task.kind, task.cid == cid) else {
-            return self.protocol_error(cid, now, format!("Data-In for ITT {:#x}, which is not a read on this connection", d.itt));
+            return self.protocol_error(
+                cid,
+                now,
+                format!("Data-In for ITT {:#x}, which is not a read on this connection", d.itt),
+            );
         };
         let expected = s.req.read_len as usize;
         // DataPDUInOrder=Yes and DataSequenceInOrder=Yes (we require both):
@@ -852,7 +865,11 @@ impl<T> Session<T> {
         }
         if s.data.len() + d.data.len() > expected {
             // Seed event 26: never let a target write past the buffer.
-            let msg = format!("target sent {} bytes for ITT {:#x}, which asked for {expected}", s.data.len() + d.data.len(), d.itt);
+            let msg = format!(
+                "target sent {} bytes for ITT {:#x}, which asked for {expected}",
+                s.data.len() + d.data.len(),
+                d.itt
+            );
             return self.protocol_error(cid, now, msg);
         }
         s.next_datasn = s.next_datasn.wrapping_add(1);
@@ -875,7 +892,11 @@ impl<T> Session<T> {
         let Some(task) = self.tasks.get_mut(&r.itt) else { return self.unknown_itt(cid, Opcode::R2T, r.itt) };
         let max_burst = self.params.max_burst_length;
         let (Kind::Scsi(s), true) = (&mut task.kind, task.cid == cid) else {
-            return self.protocol_error(cid, now, format!("R2T for ITT {:#x}, which is not a write on this connection", r.itt));
+            return self.protocol_error(
+                cid,
+                now,
+                format!("R2T for ITT {:#x}, which is not a write on this connection", r.itt),
+            );
         };
         let write_len = s.req.data_out.len() as u64;
         if u64::from(r.buffer_offset) + u64::from(r.desired_len) > write_len || r.desired_len > max_burst {
@@ -929,7 +950,9 @@ impl<T> Session<T> {
 
     fn on_tmf_response(&mut self, cid: u16, now: Instant, r: TaskMgmtResponse) {
         self.ack(cid, Some(r.statsn), r.exp_cmdsn, r.max_cmdsn);
-        let Some(task) = self.tasks.remove(&r.itt) else { return self.unknown_itt(cid, Opcode::TASK_MGMT_RESPONSE, r.itt) };
+        let Some(task) = self.tasks.remove(&r.itt) else {
+            return self.unknown_itt(cid, Opcode::TASK_MGMT_RESPONSE, r.itt);
+        };
         let Kind::TaskMgmt { function, lun, referenced_itt, .. } = task.kind else {
             self.tasks.insert(r.itt, task);
             return self.protocol_error(cid, now, format!("Task Management Response for ITT {:#x}, not a TMF", r.itt));
@@ -977,7 +1000,9 @@ impl<T> Session<T> {
 
     fn on_text_response(&mut self, cid: u16, now: Instant, r: TextResponse) {
         self.ack(cid, Some(r.statsn), r.exp_cmdsn, r.max_cmdsn);
-        let Some(mut task) = self.tasks.remove(&r.itt) else { return self.unknown_itt(cid, Opcode::TEXT_RESPONSE, r.itt) };
+        let Some(mut task) = self.tasks.remove(&r.itt) else {
+            return self.unknown_itt(cid, Opcode::TEXT_RESPONSE, r.itt);
+        };
         let Kind::Text { acc, ttt, .. } = &mut task.kind else {
             self.tasks.insert(r.itt, task);
             return self.protocol_error(cid, now, format!("Text Response for ITT {:#x}, not a text request", r.itt));
@@ -1010,7 +1035,9 @@ impl<T> Session<T> {
 
     fn on_logout_response(&mut self, cid: u16, now: Instant, r: LogoutResponse) {
         self.ack(cid, Some(r.statsn), r.exp_cmdsn, r.max_cmdsn);
-        let Some(task) = self.tasks.remove(&r.itt) else { return self.unknown_itt(cid, Opcode::LOGOUT_RESPONSE, r.itt) };
+        let Some(task) = self.tasks.remove(&r.itt) else {
+            return self.unknown_itt(cid, Opcode::LOGOUT_RESPONSE, r.itt);
+        };
         let Kind::Logout { reason, cid: out_cid } = task.kind else {
             self.tasks.insert(r.itt, task);
             return self.protocol_error(cid, now, format!("Logout Response for ITT {:#x}, not a logout", r.itt));
@@ -1028,7 +1055,12 @@ impl<T> Session<T> {
             Owner::AsyncLogout => {
                 // The target asked for it; log in again after Time2Wait.
                 self.requeue_tasks_of(out_cid, now);
-                self.close_connection(out_cid, now, Duration::from_secs(r.time2wait.into()), "logged out on the target's request");
+                self.close_connection(
+                    out_cid,
+                    now,
+                    Duration::from_secs(r.time2wait.into()),
+                    "logged out on the target's request",
+                );
             }
             _ if reason == LogoutReason::CLOSE_SESSION => {
                 info!(tsih = self.tsih, "iSCSI session logged out");
@@ -1036,7 +1068,10 @@ impl<T> Session<T> {
                 self.close_all(TaskError::SessionClosed);
             }
             _ => {
-                self.finish(task, if ok { Ok(Outcome::LoggedOut) } else { Err(TaskError::Invalid(r.response.to_string())) });
+                self.finish(
+                    task,
+                    if ok { Ok(Outcome::LoggedOut) } else { Err(TaskError::Invalid(r.response.to_string())) },
+                );
             }
         }
     }
@@ -1077,7 +1112,11 @@ impl<T> Session<T> {
             AsyncEvent::DROP_ALL_CONNECTIONS => {
                 let cids: Vec<u16> = self.conns.iter().filter(|c| c.is_up()).map(|c| c.cid).collect();
                 for c in cids {
-                    self.fail_connection(c, now, ConnectionFailure::TargetRequest("target drops all connections".into()));
+                    self.fail_connection(
+                        c,
+                        now,
+                        ConnectionFailure::TargetRequest("target drops all connections".into()),
+                    );
                     self.delay_reconnect(c, now, a.parameter2);
                 }
             }
@@ -1229,9 +1268,11 @@ impl<T> Session<T> {
                                 self.finish(t, Ok(Outcome::LoggedOut));
                                 self.close_all(TaskError::SessionClosed);
                             }
-                            Owner::CleanupLogout { .. } => {
-                                self.fail_connection(cid, now, ConnectionFailure::Protocol("no answer to Logout".into()))
-                            }
+                            Owner::CleanupLogout { .. } => self.fail_connection(
+                                cid,
+                                now,
+                                ConnectionFailure::Protocol("no answer to Logout".into()),
+                            ),
                             _ => {
                                 let wait = self.cfg.timeouts.reconnect_min;
                                 self.finish(t, Ok(Outcome::LoggedOut));
@@ -1252,8 +1293,9 @@ impl<T> Session<T> {
 
     fn recovery_timers(&mut self, now: Instant) {
         let Some(rec) = self.cfg.timeouts.recovery else { return };
-        let (expired, keep): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.parked).into_iter().partition(|t| t.parked.as_ref().is_some_and(|(at, ..)| *at + rec <= now));
+        let (expired, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|t| t.parked.as_ref().is_some_and(|(at, ..)| *at + rec <= now));
         self.parked = keep;
         for t in expired {
             let reason = t.parked.as_ref().map(|(_, _, r)| r.clone()).unwrap_or_default();
@@ -1267,7 +1309,10 @@ impl<T> Session<T> {
                     break;
                 }
                 let Some((t, _)) = self.queue.pop_front() else { break };
-                self.complete(t, Err(TaskError::ConnectionLost { reason: "no connection to the target".into(), cleared: true }));
+                self.complete(
+                    t,
+                    Err(TaskError::ConnectionLost { reason: "no connection to the target".into(), cleared: true }),
+                );
             }
         }
     }
@@ -1329,10 +1374,7 @@ impl<T> Session<T> {
         c.ping = None;
         c.in_flight = 0;
         self.events.push_back(Event::Close { cid, flush: true });
-        self.events.push_back(Event::ConnectionDown {
-            cid,
-            reason: ConnectionFailure::TargetRequest(why.to_string()),
-        });
+        self.events.push_back(Event::ConnectionDown { cid, reason: ConnectionFailure::TargetRequest(why.to_string()) });
         if !self.conns.iter().any(Conn::is_up) && self.state == SessionState::Up {
             self.state = SessionState::Recovering;
             self.down_since = Some(now);
@@ -1368,9 +1410,10 @@ impl<T> Session<T> {
         let mut i = 0;
         while i < self.urgent.len() {
             let pick = self.urgent.get(i).map(|t| t.pick);
-            let is_session_logout = self.urgent.get(i).is_some_and(|t| {
-                matches!(t.kind, Kind::Logout { reason: LogoutReason::CLOSE_SESSION, .. })
-            });
+            let is_session_logout = self
+                .urgent
+                .get(i)
+                .is_some_and(|t| matches!(t.kind, Kind::Logout { reason: LogoutReason::CLOSE_SESSION, .. }));
             if is_session_logout && self.user_tasks_in_flight() > 0 {
                 i += 1;
                 continue;
@@ -1402,14 +1445,19 @@ impl<T> Session<T> {
     }
 
     fn user_tasks_in_flight(&self) -> usize {
-        self.tasks.values().filter(|t| matches!(t.owner, Owner::User(_)) && !matches!(t.kind, Kind::Logout { .. })).count()
+        self.tasks
+            .values()
+            .filter(|t| matches!(t.owner, Owner::User(_)) && !matches!(t.kind, Kind::Logout { .. }))
+            .count()
     }
 
     fn pick_conn(&self, pick: ConnPick, urgent: bool) -> Option<u16> {
         let usable = |c: &Conn| if urgent { c.is_up() } else { c.accepts_tasks() };
         match pick {
             ConnPick::Cid(cid) => self.conn(cid).filter(|c| usable(c)).map(|c| c.cid),
-            ConnPick::Any => self.conns.iter().filter(|c| usable(c)).min_by_key(|c| (c.in_flight, c.cid)).map(|c| c.cid),
+            ConnPick::Any => {
+                self.conns.iter().filter(|c| usable(c)).min_by_key(|c| (c.in_flight, c.cid)).map(|c| c.cid)
+            }
         }
     }
 
@@ -1511,8 +1559,9 @@ impl<T> Session<T> {
 
     /// Sends parked tasks whose connection `pred` says is cleaned up again.
     fn release_parked(&mut self, pred: impl Fn(u16) -> bool) {
-        let (release, keep): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.parked).into_iter().partition(|t| t.parked.as_ref().is_some_and(|(_, c, _)| pred(*c)));
+        let (release, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|t| t.parked.as_ref().is_some_and(|(_, c, _)| pred(*c)));
         self.parked = keep;
         let now_q = release.first().and_then(|t| t.parked.as_ref().map(|(at, ..)| *at));
         for mut t in release.into_iter().rev() {

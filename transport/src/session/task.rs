@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::request::{ReadData, ScsiRequest};
-use crate::pdu::{DataOut, LogoutReason, Pdu, RESERVED_TAG, Residual, ScsiCommand, TmfFunction};
+use crate::pdu::{DataOut, LogoutReason, Pdu, RESERVED_TAG, ScsiCommand, TmfFunction};
 use crate::text::{ConnectionParams, SessionParams};
 
 /// Which connection a task must use.
@@ -41,11 +41,25 @@ pub(crate) enum Owner<T> {
 #[derive(Debug)]
 pub(crate) enum Kind {
     Scsi(ScsiTask),
-    TaskMgmt { function: TmfFunction, lun: u64, referenced_itt: u32, ref_cmdsn: u32 },
+    TaskMgmt {
+        function: TmfFunction,
+        lun: u64,
+        referenced_itt: u32,
+        ref_cmdsn: u32,
+    },
     /// `ttt` is the target's tag while a long response continues.
-    Text { request: Bytes, acc: Vec<u8>, ttt: u32 },
-    Nop { data: Bytes },
-    Logout { reason: LogoutReason, cid: u16 },
+    Text {
+        request: Bytes,
+        acc: Vec<u8>,
+        ttt: u32,
+    },
+    Nop {
+        data: Bytes,
+    },
+    Logout {
+        reason: LogoutReason,
+        cid: u16,
+    },
 }
 
 impl Kind {
@@ -86,7 +100,18 @@ pub(crate) struct Task<T> {
 
 impl<T> Task<T> {
     pub(crate) fn new(owner: Owner<T>, kind: Kind, pick: ConnPick) -> Task<T> {
-        Task { id: super::TaskId(0), owner, kind, pick, cid: 0, itt: RESERVED_TAG, cmdsn: 0, sent_at: None, deadline: None, parked: None }
+        Task {
+            id: super::TaskId(0),
+            owner,
+            kind,
+            pick,
+            cid: 0,
+            itt: RESERVED_TAG,
+            cmdsn: 0,
+            sent_at: None,
+            deadline: None,
+            parked: None,
+        }
     }
 
     pub(crate) fn timeout(&self, default: Duration, task_mgmt: Duration, logout: Duration) -> Option<Duration> {
@@ -116,7 +141,6 @@ pub(crate) struct Burst {
     pub(crate) immediate_data: bool,
     pub(crate) initial_r2t: bool,
     pub(crate) first_burst: u32,
-    pub(crate) max_burst: u32,
     /// The target's MaxRecvDataSegmentLength on this connection.
     pub(crate) max_xmit: u32,
 }
@@ -127,7 +151,6 @@ impl Burst {
             immediate_data: s.immediate_data,
             initial_r2t: s.initial_r2t,
             first_burst: s.first_burst_length,
-            max_burst: s.max_burst_length,
             max_xmit: c.max_xmit_data_segment_length.max(512),
         }
     }
@@ -151,11 +174,8 @@ pub(crate) fn command_pdus(
     let req = &task.req;
     let write_len = req.data_out.len() as u32;
     let read_len = req.read_len;
-    let imm = if write_len > 0 && burst.immediate_data {
-        write_len.min(burst.first_burst).min(burst.max_xmit)
-    } else {
-        0
-    };
+    let imm =
+        if write_len > 0 && burst.immediate_data { write_len.min(burst.first_burst).min(burst.max_xmit) } else { 0 };
     let unsolicited = if write_len > 0 && !burst.initial_r2t { write_len.min(burst.first_burst) } else { imm };
     let (edtl, bidi_read_len) = match (write_len > 0, read_len > 0) {
         (true, true) => (write_len, Some(read_len)),
@@ -217,14 +237,6 @@ pub(crate) fn data_out_pdus(
     }
 }
 
-/// The residual a response reports, checked against what arrived.
-pub(crate) fn residual_ok(expected: u32, received: usize, residual: Residual) -> bool {
-    match residual {
-        Residual::Underflow(n) => received as u64 + u64::from(n) == u64::from(expected),
-        _ => received as u64 <= u64::from(expected),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,7 +252,7 @@ mod tests {
     }
 
     fn burst(immediate_data: bool, initial_r2t: bool) -> Burst {
-        Burst { immediate_data, initial_r2t, first_burst: 65536, max_burst: 262144, max_xmit: 8192 }
+        Burst { immediate_data, initial_r2t, first_burst: 65536, max_xmit: 8192 }
     }
 
     fn plan(task: &ScsiTask, b: Burst) -> Vec<Pdu> {
@@ -249,8 +261,11 @@ mod tests {
         v
     }
 
-    /// (immediate bytes, [(offset, len, final)...] unsolicited Data-Out)
-    fn shape(pdus: &[Pdu]) -> (usize, bool, Vec<(u32, usize, bool, u32)>) {
+    /// (offset, length, final, DataSN) of one Data-Out.
+    type Out = (u32, usize, bool, u32);
+
+    /// (immediate bytes, F bit of the command, unsolicited Data-Out)
+    fn shape(pdus: &[Pdu]) -> (usize, bool, Vec<Out>) {
         let Pdu::ScsiCommand(cmd) = &pdus[0] else { panic!() };
         let outs = pdus[1..]
             .iter()
@@ -317,18 +332,10 @@ mod tests {
     fn data_out_slices_share_the_buffer() {
         let t = write_task(20_000);
         let mut v = Vec::new();
-        data_out_pdus(&t.req, 1, 99, 4096, 16_000, 0, 8192, &mut |p| v.push(p));
+        data_out_pdus(&t.req, 1, 99, 4096, 15_904, 0, 8192, &mut |p| v.push(p));
         let Pdu::DataOut(first) = &v[0] else { panic!() };
         assert_eq!(first.ttt, 99);
         assert_eq!(first.data.as_ptr(), t.req.data_out[4096..].as_ptr());
         assert_eq!(v.len(), 2);
-    }
-
-    #[test]
-    fn residual_checks() {
-        assert!(residual_ok(4096, 4096, Residual::None));
-        assert!(residual_ok(4096, 1024, Residual::Underflow(3072)));
-        assert!(!residual_ok(4096, 1024, Residual::Underflow(10)));
-        assert!(!residual_ok(4096, 5000, Residual::None));
     }
 }

@@ -51,11 +51,6 @@ impl Window {
             self.max_cmdsn = max;
         }
     }
-
-    /// Commands the target can still accept.
-    pub(crate) fn room(&self) -> u32 {
-        self.cmdsn.distance_to(self.max_cmdsn).map_or(0, |d| d + 1)
-    }
 }
 
 #[cfg(test)]
@@ -65,14 +60,11 @@ mod tests {
     #[test]
     fn opens_and_closes() {
         let mut w = Window::new(10, 10, 11);
-        assert_eq!(w.room(), 2);
         assert_eq!(w.take(), 10);
         assert_eq!(w.take(), 11);
         assert!(!w.is_open());
-        assert_eq!(w.room(), 0);
         w.update(12, 20);
         assert!(w.is_open());
-        assert_eq!(w.room(), 9);
     }
 
     #[test]
@@ -94,7 +86,6 @@ mod tests {
     #[test]
     fn wraps() {
         let mut w = Window::new(u32::MAX, u32::MAX, 1);
-        assert_eq!(w.room(), 3);
         assert_eq!(w.take(), u32::MAX);
         assert_eq!(w.take(), 0);
         assert!(w.is_open());

@@ -6,15 +6,7 @@
 //! be cut anywhere. [`TextAccumulator`] glues the pieces back together (with a
 //! size cap, so a hostile target cannot make us allocate without bound) and
 //! [`split_segments`] cuts an outgoing one into PDU-sized pieces.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,10 +23,7 @@ pub struct KeyValue {
 impl KeyValue {
     /// Builds a pair.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: value.into(),
-        }
+        KeyValue { key: key.into(), value: value.into() }
     }
 }
 
@@ -78,15 +67,8 @@ const LARGE_BINARY_KEYS: &[&str] = &[
 
 /// Keys whose value is a list-of-values: each element is a simple value of
 /// at most 255 bytes, the whole list is capped at [`MAX_VALUE_LEN`].
-const LIST_KEYS: &[&str] = &[
-    "AuthMethod",
-    "HeaderDigest",
-    "DataDigest",
-    "CHAP_A",
-    "TaskReporting",
-    "X#NodeArchitecture",
-    "SRP_GROUP",
-];
+const LIST_KEYS: &[&str] =
+    &["AuthMethod", "HeaderDigest", "DataDigest", "CHAP_A", "TaskReporting", "X#NodeArchitecture", "SRP_GROUP"];
 
 /// Standard keys with a simple value: 255 bytes at most.
 const SIMPLE_KEYS: &[&str] = &[
@@ -141,10 +123,7 @@ pub enum ValueLimit {
 /// keys), which we answer NotUnderstood anyway.
 pub fn value_limit(key: &str) -> ValueLimit {
     if LIST_KEYS.contains(&key) {
-        ValueLimit::List {
-            element: MAX_SIMPLE_VALUE_LEN,
-            total: MAX_VALUE_LEN,
-        }
+        ValueLimit::List { element: MAX_SIMPLE_VALUE_LEN, total: MAX_VALUE_LEN }
     } else if SIMPLE_KEYS.contains(&key) && !LARGE_BINARY_KEYS.contains(&key) {
         ValueLimit::Simple(MAX_SIMPLE_VALUE_LEN)
     } else {
@@ -174,21 +153,14 @@ fn check_key(key: &str) -> Result<(), TextError> {
         return Err(TextError::EmptyKey);
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(TextError::KeyTooLong {
-            key: truncate(key, MAX_KEY_LEN),
-            len: key.len(),
-        });
+        return Err(TextError::KeyTooLong { key: truncate(key, MAX_KEY_LEN), len: key.len() });
     }
     for (position, ch) in key.char_indices() {
         let ok = ch.is_ascii_alphanumeric()
             || matches!(ch, '.' | '-' | '+' | '@' | '_')
             || (ch == '#' && position == 1 && key.starts_with('X'));
         if !ok {
-            return Err(TextError::InvalidKeyChar {
-                key: key.to_owned(),
-                ch,
-                position,
-            });
+            return Err(TextError::InvalidKeyChar { key: key.to_owned(), ch, position });
         }
     }
     Ok(())
@@ -198,27 +170,15 @@ fn check_value(key: &str, value: &str) -> Result<(), TextError> {
     match value_limit(key) {
         ValueLimit::Simple(limit) => {
             if value.len() > limit {
-                return Err(TextError::ValueTooLong {
-                    key: key.to_owned(),
-                    len: value.len(),
-                    limit,
-                });
+                return Err(TextError::ValueTooLong { key: key.to_owned(), len: value.len(), limit });
             }
         }
         ValueLimit::List { element, total } => {
             if value.len() > total {
-                return Err(TextError::ValueTooLong {
-                    key: key.to_owned(),
-                    len: value.len(),
-                    limit: total,
-                });
+                return Err(TextError::ValueTooLong { key: key.to_owned(), len: value.len(), limit: total });
             }
             if let Some(long) = value.split(',').find(|e| e.len() > element) {
-                return Err(TextError::ValueTooLong {
-                    key: key.to_owned(),
-                    len: long.len(),
-                    limit: element,
-                });
+                return Err(TextError::ValueTooLong { key: key.to_owned(), len: long.len(), limit: element });
             }
         }
     }
@@ -248,10 +208,7 @@ pub fn decode_pairs(data: &[u8]) -> Result<Vec<KeyValue>, TextError> {
             continue;
         }
         let Some(eq) = raw.iter().position(|&b| b == b'=') else {
-            return Err(TextError::MissingEquals {
-                offset: start,
-                text: lossy_prefix(raw),
-            });
+            return Err(TextError::MissingEquals { offset: start, text: lossy_prefix(raw) });
         };
         let (key_bytes, rest) = raw.split_at(eq);
         let value_bytes = rest.get(1..).unwrap_or_default();
@@ -261,27 +218,17 @@ pub fn decode_pairs(data: &[u8]) -> Result<Vec<KeyValue>, TextError> {
             Ok(k) => k,
             Err(_) => {
                 let lossy = String::from_utf8_lossy(key_bytes);
-                let (position, ch) = lossy
-                    .char_indices()
-                    .find(|&(_, c)| c == char::REPLACEMENT_CHARACTER)
-                    .unwrap_or((0, '?'));
-                return Err(TextError::InvalidKeyChar {
-                    key: truncate(&lossy, MAX_KEY_LEN),
-                    ch,
-                    position,
-                });
+                let (position, ch) =
+                    lossy.char_indices().find(|&(_, c)| c == char::REPLACEMENT_CHARACTER).unwrap_or((0, '?'));
+                return Err(TextError::InvalidKeyChar { key: truncate(&lossy, MAX_KEY_LEN), ch, position });
             }
         };
         check_key(key)?;
-        let value = std::str::from_utf8(value_bytes).map_err(|e| TextError::NotUtf8 {
-            key: key.to_owned(),
-            offset: start + eq + 1 + e.valid_up_to(),
-        })?;
+        let value = std::str::from_utf8(value_bytes)
+            .map_err(|e| TextError::NotUtf8 { key: key.to_owned(), offset: start + eq + 1 + e.valid_up_to() })?;
         check_value(key, value)?;
         if !seen.insert(key) && !key_may_repeat(key) {
-            return Err(TextError::DuplicateKey {
-                key: key.to_owned(),
-            });
+            return Err(TextError::DuplicateKey { key: key.to_owned() });
         }
         pairs.push(KeyValue::new(key, value));
     }
@@ -332,10 +279,7 @@ impl TextAccumulator {
 
     /// An empty accumulator that refuses more than `limit` bytes in total.
     pub fn with_limit(limit: usize) -> TextAccumulator {
-        TextAccumulator {
-            buf: Vec::new(),
-            limit,
-        }
+        TextAccumulator { buf: Vec::new(), limit }
     }
 
     /// Appends one PDU's data segment. Fails, without keeping anything of
@@ -343,10 +287,7 @@ impl TextAccumulator {
     pub fn push(&mut self, segment: &[u8]) -> Result<(), TextError> {
         let total = self.buf.len().saturating_add(segment.len());
         if total > self.limit {
-            return Err(TextError::TooLarge {
-                len: total,
-                limit: self.limit,
-            });
+            return Err(TextError::TooLarge { len: total, limit: self.limit });
         }
         self.buf.extend_from_slice(segment);
         Ok(())
@@ -398,11 +339,7 @@ pub struct TextSegments<'a> {
 /// Empty `data` yields one empty segment, since a Login or Text Request is
 /// sent even with nothing to say. A `max_len` of 0 is treated as 1.
 pub fn split_segments(data: &[u8], max_len: usize) -> TextSegments<'_> {
-    TextSegments {
-        rest: data,
-        max: max_len.max(1),
-        done: false,
-    }
+    TextSegments { rest: data, max: max_len.max(1), done: false }
 }
 
 impl<'a> Iterator for TextSegments<'a> {
@@ -458,9 +395,7 @@ pub enum TextError {
         len: usize,
     },
     /// A value longer than its key allows.
-    #[error(
-        "value of {key} is {len} bytes long; at most {limit} are allowed (RFC 7143 section 6.1)"
-    )]
+    #[error("value of {key} is {len} bytes long; at most {limit} are allowed (RFC 7143 section 6.1)")]
     ValueTooLong {
         /// The key.
         key: String,
@@ -479,17 +414,13 @@ pub enum TextError {
         offset: usize,
     },
     /// A key given twice where the RFC forbids it.
-    #[error(
-        "key {key} appears twice; RFC 7143 section 6.3 forbids declaring or negotiating a key more than once"
-    )]
+    #[error("key {key} appears twice; RFC 7143 section 6.3 forbids declaring or negotiating a key more than once")]
     DuplicateKey {
         /// The key.
         key: String,
     },
     /// More text than the accumulator accepts.
-    #[error(
-        "text data of {len} bytes exceeds the limit of {limit} bytes; the target sent too much key=value data"
-    )]
+    #[error("text data of {len} bytes exceeds the limit of {limit} bytes; the target sent too much key=value data")]
     TooLarge {
         /// Total length that was attempted.
         len: usize,
@@ -525,11 +456,7 @@ mod tests {
         let data = b"HeaderDigest=None\0MaxRecvDataSegmentLength=8192\0TargetAlias=\0";
         assert_eq!(
             decode_pairs(data).unwrap(),
-            vec![
-                kv("HeaderDigest", "None"),
-                kv("MaxRecvDataSegmentLength", "8192"),
-                kv("TargetAlias", "")
-            ]
+            vec![kv("HeaderDigest", "None"), kv("MaxRecvDataSegmentLength", "8192"), kv("TargetAlias", "")]
         );
     }
 
@@ -541,10 +468,7 @@ mod tests {
     #[test]
     fn tolerates_padding_and_missing_last_nul() {
         assert_eq!(decode_pairs(b"A=1\0\0\0\0").unwrap(), vec![kv("A", "1")]);
-        assert_eq!(
-            decode_pairs(b"A=1\0\0B=2").unwrap(),
-            vec![kv("A", "1"), kv("B", "2")]
-        );
+        assert_eq!(decode_pairs(b"A=1\0\0B=2").unwrap(), vec![kv("A", "1"), kv("B", "2")]);
         assert_eq!(decode_pairs(b"").unwrap(), vec![]);
         assert_eq!(decode_pairs(b"\0\0").unwrap(), vec![]);
     }
@@ -554,63 +478,18 @@ mod tests {
         let long_key = "K".repeat(64);
         let ok_key = "K".repeat(63);
         let cases: Vec<(Vec<u8>, Option<TextError>)> = vec![
-            (
-                b"NoEquals\0".to_vec(),
-                Some(TextError::MissingEquals {
-                    offset: 0,
-                    text: "NoEquals".into(),
-                }),
-            ),
+            (b"NoEquals\0".to_vec(), Some(TextError::MissingEquals { offset: 0, text: "NoEquals".into() })),
             (b"A=1\0=x\0".to_vec(), Some(TextError::EmptyKey)),
-            (
-                b"Bad Key=1\0".to_vec(),
-                Some(TextError::InvalidKeyChar {
-                    key: "Bad Key".into(),
-                    ch: ' ',
-                    position: 3,
-                }),
-            ),
-            (
-                b"Bad/=1\0".to_vec(),
-                Some(TextError::InvalidKeyChar {
-                    key: "Bad/".into(),
-                    ch: '/',
-                    position: 3,
-                }),
-            ),
-            (
-                b"Y#x=1\0".to_vec(),
-                Some(TextError::InvalidKeyChar {
-                    key: "Y#x".into(),
-                    ch: '#',
-                    position: 1,
-                }),
-            ),
+            (b"Bad Key=1\0".to_vec(), Some(TextError::InvalidKeyChar { key: "Bad Key".into(), ch: ' ', position: 3 })),
+            (b"Bad/=1\0".to_vec(), Some(TextError::InvalidKeyChar { key: "Bad/".into(), ch: '/', position: 3 })),
+            (b"Y#x=1\0".to_vec(), Some(TextError::InvalidKeyChar { key: "Y#x".into(), ch: '#', position: 1 })),
             (b"X#NodeArchitecture=a\0".to_vec(), None),
             (b"X-com.example_key+@=1\0".to_vec(), None),
-            (
-                format!("{long_key}=1\0").into_bytes(),
-                Some(TextError::KeyTooLong {
-                    key: ok_key.clone(),
-                    len: 64,
-                }),
-            ),
+            (format!("{long_key}=1\0").into_bytes(), Some(TextError::KeyTooLong { key: ok_key.clone(), len: 64 })),
             (format!("{ok_key}=1\0").into_bytes(), None),
-            (
-                b"TargetAlias=\xff\xfe\0".to_vec(),
-                Some(TextError::NotUtf8 {
-                    key: "TargetAlias".into(),
-                    offset: 12,
-                }),
-            ),
-            (
-                b"A=1\0A=2\0".to_vec(),
-                Some(TextError::DuplicateKey { key: "A".into() }),
-            ),
-            (
-                b"TargetName=a\0TargetName=b\0TargetAddress=x\0TargetAddress=y\0".to_vec(),
-                None,
-            ),
+            (b"TargetAlias=\xff\xfe\0".to_vec(), Some(TextError::NotUtf8 { key: "TargetAlias".into(), offset: 12 })),
+            (b"A=1\0A=2\0".to_vec(), Some(TextError::DuplicateKey { key: "A".into() })),
+            (b"TargetName=a\0TargetName=b\0TargetAddress=x\0TargetAddress=y\0".to_vec(), None),
         ];
         for (data, want) in cases {
             let got = decode_pairs(&data);
@@ -643,11 +522,7 @@ mod tests {
         assert!(!ok("X-com.example.big", &"a".repeat(MAX_VALUE_LEN + 1)));
         assert_eq!(
             decode_pairs(format!("MaxBurstLength={v256}\0").as_bytes()),
-            Err(TextError::ValueTooLong {
-                key: "MaxBurstLength".into(),
-                len: 256,
-                limit: 255
-            })
+            Err(TextError::ValueTooLong { key: "MaxBurstLength".into(), len: 256, limit: 255 })
         );
     }
 
@@ -674,20 +549,14 @@ mod tests {
         assert_eq!(acc.len(), 34);
         let data = acc.take();
         assert!(acc.is_empty());
-        assert_eq!(
-            decode_pairs(&data).unwrap(),
-            vec![kv("HeaderDigest", "None"), kv("DataDigest", "None")]
-        );
+        assert_eq!(decode_pairs(&data).unwrap(), vec![kv("HeaderDigest", "None"), kv("DataDigest", "None")]);
     }
 
     #[test]
     fn accumulator_caps_total_size() {
         let mut acc = TextAccumulator::with_limit(10);
         acc.push(b"12345").unwrap();
-        assert_eq!(
-            acc.push(b"123456"),
-            Err(TextError::TooLarge { len: 11, limit: 10 })
-        );
+        assert_eq!(acc.push(b"123456"), Err(TextError::TooLarge { len: 11, limit: 10 }));
         // The refused segment was not kept.
         assert_eq!(acc.len(), 5);
         acc.push(b"12345").unwrap();
@@ -702,28 +571,11 @@ mod tests {
         let data = [1u8; 20];
         let segs: Vec<_> = split_segments(&data, 8).collect();
         assert_eq!(segs.len(), 3);
-        assert_eq!(
-            segs.iter()
-                .map(|s| (s.data.len(), s.more))
-                .collect::<Vec<_>>(),
-            [(8, true), (8, true), (4, false)]
-        );
+        assert_eq!(segs.iter().map(|s| (s.data.len(), s.more)).collect::<Vec<_>>(), [(8, true), (8, true), (4, false)]);
         let exact: Vec<_> = split_segments(&data, 20).collect();
-        assert_eq!(
-            exact,
-            [TextSegment {
-                data: &data,
-                more: false
-            }]
-        );
+        assert_eq!(exact, [TextSegment { data: &data, more: false }]);
         let empty: Vec<_> = split_segments(&[], 8192).collect();
-        assert_eq!(
-            empty,
-            [TextSegment {
-                data: &[],
-                more: false
-            }]
-        );
+        assert_eq!(empty, [TextSegment { data: &[], more: false }]);
         assert_eq!(split_segments(&data, 0).count(), 20);
     }
 

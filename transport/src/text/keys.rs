@@ -1,14 +1,6 @@
 //! Operational text keys (RFC 7143 section 13): what we offer, and what the
 //! negotiation produced.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::fmt;
 
@@ -229,20 +221,14 @@ impl OperationalOffer {
     /// rules that tie keys together.
     pub fn validate(&self) -> Result<(), NegotiationError> {
         let checks: [(Key, u64); 8] = [
-            (
-                Key::MaxRecvDataSegmentLength,
-                u64::from(self.max_recv_data_segment_length),
-            ),
+            (Key::MaxRecvDataSegmentLength, u64::from(self.max_recv_data_segment_length)),
             (Key::MaxBurstLength, u64::from(self.max_burst_length)),
             (Key::FirstBurstLength, u64::from(self.first_burst_length)),
             (Key::MaxConnections, u64::from(self.max_connections)),
             (Key::DefaultTime2Wait, u64::from(self.default_time2wait)),
             (Key::DefaultTime2Retain, u64::from(self.default_time2retain)),
             (Key::MaxOutstandingR2T, u64::from(self.max_outstanding_r2t)),
-            (
-                Key::ErrorRecoveryLevel,
-                u64::from(self.error_recovery_level),
-            ),
+            (Key::ErrorRecoveryLevel, u64::from(self.error_recovery_level)),
         ];
         for (key, value) in checks {
             if let Some((min, max)) = key.range() {
@@ -250,10 +236,7 @@ impl OperationalOffer {
                     return Err(NegotiationError::InvalidOffer {
                         key: key.name(),
                         value: value.to_string(),
-                        reason: format!(
-                            "must be within {min}..={max} (RFC 7143 section {})",
-                            key.section()
-                        ),
+                        reason: format!("must be within {min}..={max} (RFC 7143 section {})", key.section()),
                     });
                 }
             }
@@ -472,12 +455,7 @@ impl Key {
             "OFMarker" | "IFMarker" => Key::Marker,
             "OFMarkInt" | "IFMarkInt" => Key::MarkInt,
             "AuthMethod" | "TargetAuth" => Key::Security,
-            _ if ["CHAP_", "SRP_", "KRB_", "SPKM_"]
-                .iter()
-                .any(|p| name.starts_with(p)) =>
-            {
-                Key::Security
-            }
+            _ if ["CHAP_", "SRP_", "KRB_", "SPKM_"].iter().any(|p| name.starts_with(p)) => Key::Security,
             _ => return None,
         })
     }
@@ -581,9 +559,7 @@ impl Key {
         let data = (u64::from(MIN_DATA_LENGTH), u64::from(MAX_DATA_LENGTH));
         match self {
             Key::MaxConnections | Key::MaxOutstandingR2T => Some((1, 65_535)),
-            Key::MaxRecvDataSegmentLength | Key::MaxBurstLength | Key::FirstBurstLength => {
-                Some(data)
-            }
+            Key::MaxRecvDataSegmentLength | Key::MaxBurstLength | Key::FirstBurstLength => Some(data),
             Key::DefaultTime2Wait | Key::DefaultTime2Retain => Some((0, 3600)),
             Key::ErrorRecoveryLevel => Some((0, 2)),
             Key::ProtocolLevel => Some((0, 31)),
@@ -643,19 +619,9 @@ mod tests {
         assert_eq!(o.first_burst_length, 65_536);
         assert!(!o.initial_r2t);
         assert!(o.immediate_data);
-        assert_eq!(
-            (
-                o.max_connections,
-                o.default_time2wait,
-                o.default_time2retain
-            ),
-            (1, 2, 20)
-        );
+        assert_eq!((o.max_connections, o.default_time2wait, o.default_time2retain), (1, 2, 20));
         assert_eq!((o.max_outstanding_r2t, o.error_recovery_level), (1, 0));
-        assert_eq!(
-            (o.header_digest, o.data_digest),
-            (DigestPref::None, DigestPref::None)
-        );
+        assert_eq!((o.header_digest, o.data_digest), (DigestPref::None, DigestPref::None));
         assert_eq!(o.validate(), Ok(()));
     }
 
@@ -663,35 +629,20 @@ mod tests {
     fn session_defaults_are_the_rfc_defaults_rfc7143_13() {
         let s = SessionParams::default();
         assert_eq!(s.max_connections, 1);
-        assert!(
-            s.initial_r2t && s.immediate_data && s.data_pdu_in_order && s.data_sequence_in_order
-        );
-        assert_eq!(
-            (s.max_burst_length, s.first_burst_length),
-            (262_144, 65_536)
-        );
+        assert!(s.initial_r2t && s.immediate_data && s.data_pdu_in_order && s.data_sequence_in_order);
+        assert_eq!((s.max_burst_length, s.first_burst_length), (262_144, 65_536));
         assert_eq!((s.default_time2wait, s.default_time2retain), (2, 20));
         assert_eq!((s.max_outstanding_r2t, s.error_recovery_level), (1, 0));
         let c = ConnectionParams::default();
-        assert_eq!(
-            (
-                c.max_recv_data_segment_length,
-                c.max_xmit_data_segment_length
-            ),
-            (8192, 8192)
-        );
+        assert_eq!((c.max_recv_data_segment_length, c.max_xmit_data_segment_length), (8192, 8192));
     }
 
     #[test]
     fn offer_validation_rfc7143_13() {
         type Edit = fn(&mut OperationalOffer);
         let bad: &[(&str, Edit)] = &[
-            ("MaxRecvDataSegmentLength", |o| {
-                o.max_recv_data_segment_length = 511
-            }),
-            ("MaxRecvDataSegmentLength", |o| {
-                o.max_recv_data_segment_length = 1 << 24
-            }),
+            ("MaxRecvDataSegmentLength", |o| o.max_recv_data_segment_length = 511),
+            ("MaxRecvDataSegmentLength", |o| o.max_recv_data_segment_length = 1 << 24),
             ("MaxBurstLength", |o| o.max_burst_length = 100),
             ("FirstBurstLength", |o| o.first_burst_length = 511),
             ("FirstBurstLength", |o| o.first_burst_length = 262_145),

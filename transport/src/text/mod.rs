@@ -10,15 +10,7 @@
 //! - [`negotiate`]: the initiator side of operational parameter negotiation.
 //!
 //! Everything here is sans-I/O: bytes and pairs in, pairs and bytes out.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 pub mod codec;
 pub mod keys;
@@ -26,12 +18,12 @@ pub mod negotiate;
 pub mod value;
 
 pub use codec::{
-    KeyValue, TextAccumulator, TextError, TextSegment, TextSegments, decode_pairs, encode_pair,
-    encode_pairs, split_segments,
+    KeyValue, TextAccumulator, TextError, TextSegment, TextSegments, decode_pairs, encode_pair, encode_pairs,
+    split_segments,
 };
 pub use keys::{
-    ConnectionParams, Digest, DigestPref, Negotiated, NegotiationScope, OperationalOffer,
-    SessionParams, TargetDeclarations,
+    ConnectionParams, Digest, DigestPref, Negotiated, NegotiationScope, OperationalOffer, SessionParams,
+    TargetDeclarations,
 };
 pub use negotiate::{NegotiationError, Negotiator};
 pub use value::{SpecialValue, ValueError};

@@ -19,23 +19,15 @@
 //!
 //! Errors are sticky, as in rustls: after a failure every call returns the
 //! same error.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::collections::HashSet;
 
 use super::codec::KeyValue;
 use super::keys::{
-    ConnectionParams, DATA_DIGEST, DATA_PDU_IN_ORDER, DATA_SEQUENCE_IN_ORDER, Digest, DigestPref,
-    HEADER_DIGEST, Key, MAX_DATA_LENGTH, MAX_RECV_DATA_SEGMENT_LENGTH, Negotiated,
-    NegotiationScope, OperationalOffer, Rule, SessionParams, TARGET_ADDRESS, TargetDeclarations,
+    ConnectionParams, DATA_DIGEST, DATA_PDU_IN_ORDER, DATA_SEQUENCE_IN_ORDER, Digest, DigestPref, HEADER_DIGEST, Key,
+    MAX_DATA_LENGTH, MAX_RECV_DATA_SEGMENT_LENGTH, Negotiated, NegotiationScope, OperationalOffer, Rule, SessionParams,
+    TARGET_ADDRESS, TargetDeclarations,
 };
 use super::value::{self, SpecialValue};
 
@@ -93,10 +85,7 @@ pub struct Negotiator {
 impl Negotiator {
     /// Prepares the offers for `scope`. Fails if `offer` breaks an RFC 7143
     /// section 13 range or rule ([`OperationalOffer::validate`]).
-    pub fn new(
-        offer: &OperationalOffer,
-        scope: NegotiationScope,
-    ) -> Result<Negotiator, NegotiationError> {
+    pub fn new(offer: &OperationalOffer, scope: NegotiationScope) -> Result<Negotiator, NegotiationError> {
         offer.validate()?;
         let mut offered = vec![
             Offered {
@@ -113,12 +102,7 @@ impl Negotiator {
             },
         ];
         if scope == NegotiationScope::LeadingConnection {
-            let num = |key, n: u64| Offered {
-                key,
-                ours: Ours::Number(n),
-                answered: false,
-                reply_required: true,
-            };
+            let num = |key, n: u64| Offered { key, ours: Ours::Number(n), answered: false, reply_required: true };
             // RFC 7143 section 6.2.2: "the two cases in which answers are
             // OPTIONAL are: - The Boolean function is "AND" and the value "No"
             // is received. ... - The Boolean function is "OR" and the value
@@ -136,17 +120,11 @@ impl Negotiator {
                 num(Key::MaxBurstLength, u64::from(offer.max_burst_length)),
                 num(Key::FirstBurstLength, u64::from(offer.first_burst_length)),
                 num(Key::DefaultTime2Wait, u64::from(offer.default_time2wait)),
-                num(
-                    Key::DefaultTime2Retain,
-                    u64::from(offer.default_time2retain),
-                ),
+                num(Key::DefaultTime2Retain, u64::from(offer.default_time2retain)),
                 num(Key::MaxOutstandingR2T, u64::from(offer.max_outstanding_r2t)),
                 boolean(Key::DataPduInOrder, true),
                 boolean(Key::DataSequenceInOrder, true),
-                num(
-                    Key::ErrorRecoveryLevel,
-                    u64::from(offer.error_recovery_level),
-                ),
+                num(Key::ErrorRecoveryLevel, u64::from(offer.error_recovery_level)),
             ]);
         }
         let mut session = SessionParams::default();
@@ -206,11 +184,7 @@ impl Negotiator {
         let mut out = Vec::new();
         if !self.offers_sent {
             self.offers_sent = true;
-            out.extend(
-                self.offered
-                    .iter()
-                    .map(|o| KeyValue::new(o.key.name(), o.wire_value())),
-            );
+            out.extend(self.offered.iter().map(|o| KeyValue::new(o.key.name(), o.wire_value())));
             // RFC 7143 section 13.12: "The initiator or target declares the
             // maximum data segment length in bytes it can receive in an
             // iSCSI PDU."
@@ -254,28 +228,17 @@ impl Negotiator {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if let Some(o) = self
-            .offered
-            .iter()
-            .find(|o| o.reply_required && !o.answered)
-        {
-            return Err(NegotiationError::Unanswered {
-                key: o.key.name(),
-                offered: o.wire_value(),
-            });
+        if let Some(o) = self.offered.iter().find(|o| o.reply_required && !o.answered) {
+            return Err(NegotiationError::Unanswered { key: o.key.name(), offered: o.wire_value() });
         }
         if self.scope == NegotiationScope::LeadingConnection {
             // Seed events 61/62: "Target set DataPDUInOrder=No when Yes was
             // requested" fails the login; mpio only implements in-order data.
             if !self.session.data_pdu_in_order {
-                return Err(NegotiationError::InOrderDataRefused {
-                    key: DATA_PDU_IN_ORDER,
-                });
+                return Err(NegotiationError::InOrderDataRefused { key: DATA_PDU_IN_ORDER });
             }
             if !self.session.data_sequence_in_order {
-                return Err(NegotiationError::InOrderDataRefused {
-                    key: DATA_SEQUENCE_IN_ORDER,
-                });
+                return Err(NegotiationError::InOrderDataRefused { key: DATA_SEQUENCE_IN_ORDER });
             }
             // RFC 7143 section 13.14: "FirstBurstLength MUST NOT exceed
             // MaxBurstLength." (seed event 4). FirstBurstLength is
@@ -291,11 +254,7 @@ impl Negotiator {
                 });
             }
         }
-        Ok(Negotiated {
-            session: self.session,
-            connection: self.connection,
-            target: self.target,
-        })
+        Ok(Negotiated { session: self.session, connection: self.connection, target: self.target })
     }
 
     fn handle_pair(&mut self, pair: &KeyValue) -> Result<(), NegotiationError> {
@@ -304,9 +263,7 @@ impl Negotiator {
         // initiator and target. ... if detected by the initiator, the
         // initiator MUST drop the connection."
         if pair.key != TARGET_ADDRESS && !self.seen.insert(pair.key.clone()) {
-            return Err(NegotiationError::DuplicateKey {
-                key: pair.key.clone(),
-            });
+            return Err(NegotiationError::DuplicateKey { key: pair.key.clone() });
         }
         let Some(key) = Key::from_name(&pair.key) else {
             return self.answer_unknown(pair);
@@ -355,12 +312,8 @@ impl Negotiator {
                 // considered a protocol error." With Minimum the target may
                 // only lower our value, with Maximum only raise it.
                 match key.rule() {
-                    Rule::Min if n > offered => {
-                        Err(wrong_direction(key, value, offered, "Minimum", "at most"))
-                    }
-                    Rule::Max if n < offered => {
-                        Err(wrong_direction(key, value, offered, "Maximum", "at least"))
-                    }
+                    Rule::Min if n > offered => Err(wrong_direction(key, value, offered, "Minimum", "at most")),
+                    Rule::Max if n < offered => Err(wrong_direction(key, value, offered, "Maximum", "at least")),
                     _ => {
                         self.set_number(key, n);
                         Ok(())
@@ -368,14 +321,11 @@ impl Negotiator {
                 }
             }
             Ours::Bool(offered) => {
-                let b = value::parse_bool(value)
-                    .map_err(|e| invalid_value(key.name(), value, &e.to_string()))?;
+                let b = value::parse_bool(value).map_err(|e| invalid_value(key.name(), value, &e.to_string()))?;
                 match (key.rule(), offered, b) {
                     // OR with our Yes can only be Yes; for the data ordering
                     // keys this is also seed events 61/62.
-                    (Rule::Or, true, false)
-                        if matches!(key, Key::DataPduInOrder | Key::DataSequenceInOrder) =>
-                    {
+                    (Rule::Or, true, false) if matches!(key, Key::DataPduInOrder | Key::DataSequenceInOrder) => {
                         Err(NegotiationError::InOrderDataRefused { key: key.name() })
                     }
                     (Rule::Or, true, false) => Err(contradiction(key, value, offered, "OR")),
@@ -396,12 +346,7 @@ impl Negotiator {
     /// the negotiated key is left at its current value (or default if no
     /// value was set)." We treat Irrelevant and NotUnderstood the same way,
     /// unless the key is one we require (a mandatory CRC32C digest).
-    fn answered_special(
-        &mut self,
-        key: Key,
-        ours: Ours,
-        special: SpecialValue,
-    ) -> Result<(), NegotiationError> {
+    fn answered_special(&mut self, key: Key, ours: Ours, special: SpecialValue) -> Result<(), NegotiationError> {
         if let Ours::List(pref) = ours {
             if pref.is_required() {
                 return Err(digest_refused(key, special.as_str()));
@@ -449,10 +394,7 @@ impl Negotiator {
         // (in particular the use of "Reject", "Irrelevant", and
         // "NotUnderstood" as proposed values)."
         if SpecialValue::parse(value).is_some() {
-            return Err(NegotiationError::ReservedValueProposed {
-                key: pair.key.clone(),
-                value: value.to_owned(),
-            });
+            return Err(NegotiationError::ReservedValueProposed { key: pair.key.clone(), value: value.to_owned() });
         }
         let irrelevant = match self.scope {
             // Session-wide ("LO") keys have no meaning on a connection that
@@ -480,11 +422,7 @@ impl Negotiator {
         if key == Key::TaskReporting {
             // RFC 7143 section 13.23: mpio implements the RFC3720 task
             // reporting semantics only.
-            let answer = if value::split_list(value).any(|v| v == "RFC3720") {
-                "RFC3720"
-            } else {
-                "Reject"
-            };
+            let answer = if value::split_list(value).any(|v| v == "RFC3720") { "RFC3720" } else { "Reject" };
             self.answer(pair, answer);
             return Ok(());
         }
@@ -494,10 +432,7 @@ impl Negotiator {
         // not support, does not understand, or is not allowed to use any of
         // the proposed options with a specific originator, it may use the
         // constant "Reject" or terminate the negotiation."
-        match value::split_list(value)
-            .filter_map(Digest::parse)
-            .find(|d| pref.accepts(*d))
-        {
+        match value::split_list(value).filter_map(Digest::parse).find(|d| pref.accepts(*d)) {
             Some(d) => {
                 self.set_digest(key, d);
                 self.answer(pair, d.as_str());
@@ -523,11 +458,7 @@ impl Negotiator {
             return;
         };
         let ours = self.our_number(key);
-        let result = if rule == Rule::Min {
-            theirs.min(ours)
-        } else {
-            theirs.max(ours)
-        };
+        let result = if rule == Rule::Min { theirs.min(ours) } else { theirs.max(ours) };
         self.set_number(key, result);
         self.answer(pair, &value::format_number(result));
     }
@@ -549,11 +480,7 @@ impl Negotiator {
         // received and the value that the accepting party would have
         // selected if given the choice." We always answer, which the RFC
         // allows even where the answer is optional.
-        let result = if rule == Rule::And {
-            theirs && ours
-        } else {
-            theirs || ours
-        };
+        let result = if rule == Rule::And { theirs && ours } else { theirs || ours };
         self.set_bool(key, result);
         self.answer(pair, value::format_bool(result));
     }
@@ -563,8 +490,7 @@ impl Negotiator {
         match key {
             Key::MaxRecvDataSegmentLength => {
                 let n = self.parse_in_range(key, value)?;
-                self.connection.max_xmit_data_segment_length =
-                    u32::try_from(n).unwrap_or(MAX_DATA_LENGTH);
+                self.connection.max_xmit_data_segment_length = u32::try_from(n).unwrap_or(MAX_DATA_LENGTH);
             }
             Key::TargetPortalGroupTag => {
                 // RFC 7143 section 13.9: "TargetPortalGroupTag=<16-bit-binary-value>".
@@ -586,10 +512,7 @@ impl Negotiator {
     /// private `X-` and public `X#` extension keys we do not implement.
     fn answer_unknown(&mut self, pair: &KeyValue) -> Result<(), NegotiationError> {
         if SpecialValue::parse(&pair.value).is_some() {
-            return Err(NegotiationError::ReservedValueProposed {
-                key: pair.key.clone(),
-                value: pair.value.clone(),
-            });
+            return Err(NegotiationError::ReservedValueProposed { key: pair.key.clone(), value: pair.value.clone() });
         }
         self.answer(pair, SpecialValue::NotUnderstood.as_str());
         Ok(())
@@ -600,8 +523,7 @@ impl Negotiator {
     }
 
     fn parse_in_range(&self, key: Key, value: &str) -> Result<u64, NegotiationError> {
-        let n = value::parse_number(value)
-            .map_err(|e| invalid_value(key.name(), value, &e.to_string()))?;
+        let n = value::parse_number(value).map_err(|e| invalid_value(key.name(), value, &e.to_string()))?;
         let (min, max) = key.range().unwrap_or((0, u64::MAX));
         if n < min || n > max {
             return Err(NegotiationError::OutOfRange {
@@ -616,11 +538,7 @@ impl Negotiator {
     }
 
     fn pref(&self, key: Key) -> DigestPref {
-        if key == Key::HeaderDigest {
-            self.offer.header_digest
-        } else {
-            self.offer.data_digest
-        }
+        if key == Key::HeaderDigest { self.offer.header_digest } else { self.offer.data_digest }
     }
 
     fn our_number(&self, key: Key) -> u64 {
@@ -652,9 +570,7 @@ impl Negotiator {
         match key {
             Key::MaxConnections => s.max_connections = u16::try_from(n).unwrap_or(1),
             Key::MaxBurstLength => s.max_burst_length = u32::try_from(n).unwrap_or(MAX_DATA_LENGTH),
-            Key::FirstBurstLength => {
-                s.first_burst_length = u32::try_from(n).unwrap_or(MAX_DATA_LENGTH)
-            }
+            Key::FirstBurstLength => s.first_burst_length = u32::try_from(n).unwrap_or(MAX_DATA_LENGTH),
             Key::DefaultTime2Wait => s.default_time2wait = u16::try_from(n).unwrap_or(3600),
             Key::DefaultTime2Retain => s.default_time2retain = u16::try_from(n).unwrap_or(0),
             Key::MaxOutstandingR2T => s.max_outstanding_r2t = u16::try_from(n).unwrap_or(1),
@@ -676,16 +592,9 @@ impl Negotiator {
 }
 
 fn digest_refused(key: Key, answered: &str) -> NegotiationError {
-    let (key, setting) = if key == Key::HeaderDigest {
-        (HEADER_DIGEST, "header_digest")
-    } else {
-        (DATA_DIGEST, "data_digest")
-    };
-    NegotiationError::DigestRefused {
-        key,
-        answered: answered.to_owned(),
-        setting,
-    }
+    let (key, setting) =
+        if key == Key::HeaderDigest { (HEADER_DIGEST, "header_digest") } else { (DATA_DIGEST, "data_digest") };
+    NegotiationError::DigestRefused { key, answered: answered.to_owned(), setting }
 }
 
 fn wrong_direction(
@@ -715,11 +624,7 @@ fn contradiction(key: Key, value: &str, offered: bool, function: &'static str) -
 }
 
 fn invalid_value(key: &str, value: &str, expected: &str) -> NegotiationError {
-    NegotiationError::InvalidValue {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        expected: expected.to_owned(),
-    }
+    NegotiationError::InvalidValue { key: key.to_owned(), value: value.to_owned(), expected: expected.to_owned() }
 }
 
 /// An operational negotiation that cannot produce a working session.
@@ -906,10 +811,7 @@ mod tests {
     }
 
     fn leading() -> Negotiator {
-        negotiator(
-            &OperationalOffer::default(),
-            NegotiationScope::LeadingConnection,
-        )
+        negotiator(&OperationalOffer::default(), NegotiationScope::LeadingConnection)
     }
 
     /// A compliant target that accepts every default offer (LIO-like).
@@ -943,10 +845,7 @@ mod tests {
         p
     }
 
-    fn negotiate(
-        offer: &OperationalOffer,
-        response: &[KeyValue],
-    ) -> Result<Negotiated, NegotiationError> {
+    fn negotiate(offer: &OperationalOffer, response: &[KeyValue]) -> Result<Negotiated, NegotiationError> {
         let mut n = negotiator(offer, NegotiationScope::LeadingConnection);
         n.handle_response(response)?;
         n.finish()
@@ -958,11 +857,7 @@ mod tests {
 
     #[test]
     fn leading_connection_offers_every_key_rfc7143_13() {
-        let mut n = Negotiator::new(
-            &OperationalOffer::default(),
-            NegotiationScope::LeadingConnection,
-        )
-        .unwrap();
+        let mut n = Negotiator::new(&OperationalOffer::default(), NegotiationScope::LeadingConnection).unwrap();
         let req = n.next_request();
         assert_eq!(
             req,
@@ -989,21 +884,11 @@ mod tests {
 
     #[test]
     fn added_connection_and_discovery_offer_only_connection_keys_rfc7143_13() {
-        let offer = OperationalOffer {
-            header_digest: DigestPref::PreferCrc32c,
-            ..OperationalOffer::default()
-        };
-        for scope in [
-            NegotiationScope::AddedConnection,
-            NegotiationScope::Discovery,
-        ] {
+        let offer = OperationalOffer { header_digest: DigestPref::PreferCrc32c, ..OperationalOffer::default() };
+        for scope in [NegotiationScope::AddedConnection, NegotiationScope::Discovery] {
             let mut n = Negotiator::new(&offer, scope).unwrap();
             let req = n.next_request();
-            assert_eq!(
-                keys_of(&req),
-                ["HeaderDigest", "DataDigest", "MaxRecvDataSegmentLength"],
-                "{scope:?}"
-            );
+            assert_eq!(keys_of(&req), ["HeaderDigest", "DataDigest", "MaxRecvDataSegmentLength"], "{scope:?}");
             assert_eq!(req.first().unwrap().value, "CRC32C,None");
         }
     }
@@ -1043,11 +928,7 @@ mod tests {
         // (our preference, target's answer, expected digest or error fragment)
         let cases: &[(P, &str, Result<Digest, &str>)] = &[
             (P::None, "None", Ok(Digest::None)),
-            (
-                P::None,
-                "CRC32C",
-                Err("not one of the values we offered (None)"),
-            ),
+            (P::None, "CRC32C", Err("not one of the values we offered (None)")),
             (P::Crc32c, "CRC32C", Ok(Digest::Crc32c)),
             (
                 P::Crc32c,
@@ -1056,41 +937,18 @@ mod tests {
                     "target refused HeaderDigest=CRC32C (it answered None): set header_digest = none or enable digests on the target",
                 ),
             ),
-            (
-                P::Crc32c,
-                "Reject",
-                Err("target refused HeaderDigest=CRC32C (it answered Reject)"),
-            ),
-            (
-                P::Crc32c,
-                "NotUnderstood",
-                Err("target refused HeaderDigest=CRC32C (it answered NotUnderstood)"),
-            ),
+            (P::Crc32c, "Reject", Err("target refused HeaderDigest=CRC32C (it answered Reject)")),
+            (P::Crc32c, "NotUnderstood", Err("target refused HeaderDigest=CRC32C (it answered NotUnderstood)")),
             (P::PreferCrc32c, "CRC32C", Ok(Digest::Crc32c)),
             (P::PreferCrc32c, "None", Ok(Digest::None)),
             (P::PreferCrc32c, "Reject", Ok(Digest::None)),
             (P::PreferNone, "CRC32C", Ok(Digest::Crc32c)),
-            (
-                P::PreferNone,
-                "MD5",
-                Err("not one of the values we offered (None,CRC32C)"),
-            ),
-            (
-                P::PreferNone,
-                "CRC32C,None",
-                Err("not one of the values we offered"),
-            ),
-            (
-                P::PreferNone,
-                "crc32c",
-                Err("not one of the values we offered"),
-            ),
+            (P::PreferNone, "MD5", Err("not one of the values we offered (None,CRC32C)")),
+            (P::PreferNone, "CRC32C,None", Err("not one of the values we offered")),
+            (P::PreferNone, "crc32c", Err("not one of the values we offered")),
         ];
         for (pref, answer, want) in cases {
-            let offer = OperationalOffer {
-                header_digest: *pref,
-                ..OperationalOffer::default()
-            };
+            let offer = OperationalOffer { header_digest: *pref, ..OperationalOffer::default() };
             let got = negotiate(&offer, &with("HeaderDigest", answer));
             match (want, got) {
                 (Ok(d), Ok(r)) => assert_eq!(r.connection.header_digest, *d, "{pref:?} {answer}"),
@@ -1100,10 +958,7 @@ mod tests {
                 (want, got) => panic!("{pref:?} {answer}: want {want:?}, got {got:?}"),
             }
         }
-        let offer = OperationalOffer {
-            data_digest: DigestPref::Crc32c,
-            ..OperationalOffer::default()
-        };
+        let offer = OperationalOffer { data_digest: DigestPref::Crc32c, ..OperationalOffer::default() };
         let e = negotiate(&offer, &with("DataDigest", "None")).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -1116,122 +971,27 @@ mod tests {
         // (key, answer, Ok(stored) or error fragment); offers are the defaults.
         type Get = fn(&SessionParams) -> u64;
         let cases: &[(&str, &str, Get, Result<u64, &str>)] = &[
-            (
-                "MaxBurstLength",
-                "65536",
-                |s| u64::from(s.max_burst_length),
-                Ok(65_536),
-            ),
-            (
-                "MaxBurstLength",
-                "0x40000",
-                |s| u64::from(s.max_burst_length),
-                Ok(262_144),
-            ),
-            (
-                "MaxBurstLength",
-                "262145",
-                |s| u64::from(s.max_burst_length),
-                Err("must be at most 262144"),
-            ),
-            (
-                "MaxBurstLength",
-                "511",
-                |s| u64::from(s.max_burst_length),
-                Err("outside the range 512..=16777215"),
-            ),
-            (
-                "MaxBurstLength",
-                "lots",
-                |s| u64::from(s.max_burst_length),
-                Err("not a number"),
-            ),
-            (
-                "FirstBurstLength",
-                "512",
-                |s| u64::from(s.first_burst_length),
-                Ok(512),
-            ),
-            (
-                "FirstBurstLength",
-                "65537",
-                |s| u64::from(s.first_burst_length),
-                Err("result function is Minimum"),
-            ),
-            (
-                "MaxConnections",
-                "0",
-                |s| u64::from(s.max_connections),
-                Err("outside the range 1..=65535"),
-            ),
-            (
-                "MaxConnections",
-                "2",
-                |s| u64::from(s.max_connections),
-                Err("must be at most 1"),
-            ),
-            (
-                "DefaultTime2Retain",
-                "0",
-                |s| u64::from(s.default_time2retain),
-                Ok(0),
-            ),
-            (
-                "DefaultTime2Retain",
-                "21",
-                |s| u64::from(s.default_time2retain),
-                Err("Minimum"),
-            ),
-            (
-                "DefaultTime2Retain",
-                "3601",
-                |s| u64::from(s.default_time2retain),
-                Err("0..=3600"),
-            ),
-            (
-                "MaxOutstandingR2T",
-                "2",
-                |s| u64::from(s.max_outstanding_r2t),
-                Err("at most 1"),
-            ),
+            ("MaxBurstLength", "65536", |s| u64::from(s.max_burst_length), Ok(65_536)),
+            ("MaxBurstLength", "0x40000", |s| u64::from(s.max_burst_length), Ok(262_144)),
+            ("MaxBurstLength", "262145", |s| u64::from(s.max_burst_length), Err("must be at most 262144")),
+            ("MaxBurstLength", "511", |s| u64::from(s.max_burst_length), Err("outside the range 512..=16777215")),
+            ("MaxBurstLength", "lots", |s| u64::from(s.max_burst_length), Err("not a number")),
+            ("FirstBurstLength", "512", |s| u64::from(s.first_burst_length), Ok(512)),
+            ("FirstBurstLength", "65537", |s| u64::from(s.first_burst_length), Err("result function is Minimum")),
+            ("MaxConnections", "0", |s| u64::from(s.max_connections), Err("outside the range 1..=65535")),
+            ("MaxConnections", "2", |s| u64::from(s.max_connections), Err("must be at most 1")),
+            ("DefaultTime2Retain", "0", |s| u64::from(s.default_time2retain), Ok(0)),
+            ("DefaultTime2Retain", "21", |s| u64::from(s.default_time2retain), Err("Minimum")),
+            ("DefaultTime2Retain", "3601", |s| u64::from(s.default_time2retain), Err("0..=3600")),
+            ("MaxOutstandingR2T", "2", |s| u64::from(s.max_outstanding_r2t), Err("at most 1")),
             // Maximum: the target may only raise our value.
-            (
-                "DefaultTime2Wait",
-                "10",
-                |s| u64::from(s.default_time2wait),
-                Ok(10),
-            ),
-            (
-                "DefaultTime2Wait",
-                "1",
-                |s| u64::from(s.default_time2wait),
-                Err("result function is Maximum"),
-            ),
-            (
-                "DefaultTime2Wait",
-                "3601",
-                |s| u64::from(s.default_time2wait),
-                Err("0..=3600"),
-            ),
+            ("DefaultTime2Wait", "10", |s| u64::from(s.default_time2wait), Ok(10)),
+            ("DefaultTime2Wait", "1", |s| u64::from(s.default_time2wait), Err("result function is Maximum")),
+            ("DefaultTime2Wait", "3601", |s| u64::from(s.default_time2wait), Err("0..=3600")),
             // ErrorRecoveryLevel: we offer the configured level and accept lower.
-            (
-                "ErrorRecoveryLevel",
-                "0",
-                |s| u64::from(s.error_recovery_level),
-                Ok(0),
-            ),
-            (
-                "ErrorRecoveryLevel",
-                "1",
-                |s| u64::from(s.error_recovery_level),
-                Err("at most 0"),
-            ),
-            (
-                "ErrorRecoveryLevel",
-                "3",
-                |s| u64::from(s.error_recovery_level),
-                Err("0..=2"),
-            ),
+            ("ErrorRecoveryLevel", "0", |s| u64::from(s.error_recovery_level), Ok(0)),
+            ("ErrorRecoveryLevel", "1", |s| u64::from(s.error_recovery_level), Err("at most 0")),
+            ("ErrorRecoveryLevel", "3", |s| u64::from(s.error_recovery_level), Err("0..=2")),
         ];
         for (key, answer, get, want) in cases {
             let got = negotiate(&OperationalOffer::default(), &with(key, answer));
@@ -1245,10 +1005,7 @@ mod tests {
             }
         }
         // A higher configured ERL negotiated down (RFC 7143 section 13.20).
-        let offer = OperationalOffer {
-            error_recovery_level: 2,
-            ..OperationalOffer::default()
-        };
+        let offer = OperationalOffer { error_recovery_level: 2, ..OperationalOffer::default() };
         let r = negotiate(&offer, &with("ErrorRecoveryLevel", "1")).unwrap();
         assert_eq!(r.session.error_recovery_level, 1);
     }
@@ -1261,30 +1018,15 @@ mod tests {
             // ImmediateData: AND.
             ("ImmediateData", true, Some("Yes"), Ok(true)),
             ("ImmediateData", true, Some("No"), Ok(false)),
-            (
-                "ImmediateData",
-                true,
-                None,
-                Err("never answered our ImmediateData=Yes"),
-            ),
+            ("ImmediateData", true, None, Err("never answered our ImmediateData=Yes")),
             ("ImmediateData", false, None, Ok(false)),
             ("ImmediateData", false, Some("No"), Ok(false)),
-            (
-                "ImmediateData",
-                false,
-                Some("Yes"),
-                Err("result function is AND"),
-            ),
+            ("ImmediateData", false, Some("Yes"), Err("result function is AND")),
             ("ImmediateData", true, Some("yes"), Err("not a boolean")),
             // InitialR2T: OR.
             ("InitialR2T", false, Some("No"), Ok(false)),
             ("InitialR2T", false, Some("Yes"), Ok(true)),
-            (
-                "InitialR2T",
-                false,
-                None,
-                Err("never answered our InitialR2T=No"),
-            ),
+            ("InitialR2T", false, None, Err("never answered our InitialR2T=No")),
             ("InitialR2T", true, None, Ok(true)),
             ("InitialR2T", true, Some("Yes"), Ok(true)),
             ("InitialR2T", true, Some("No"), Err("result function is OR")),
@@ -1301,13 +1043,8 @@ mod tests {
             if let Some(a) = answer {
                 response.push(kv(key, a));
             }
-            let got = negotiate(&offer, &response).map(|r| {
-                if *key == "ImmediateData" {
-                    r.session.immediate_data
-                } else {
-                    r.session.initial_r2t
-                }
-            });
+            let got = negotiate(&offer, &response)
+                .map(|r| if *key == "ImmediateData" { r.session.immediate_data } else { r.session.initial_r2t });
             match (want, got) {
                 (Ok(v), Ok(g)) => assert_eq!(g, *v, "{key} ours={ours} answer={answer:?}"),
                 (Err(msg), Err(e)) => assert!(e.to_string().contains(msg), "{key} {answer:?}: {e}"),
@@ -1338,11 +1075,7 @@ mod tests {
             assert_eq!(
                 e,
                 NegotiationError::InOrderDataRefused {
-                    key: if key == "DataPDUInOrder" {
-                        DATA_PDU_IN_ORDER
-                    } else {
-                        DATA_SEQUENCE_IN_ORDER
-                    }
+                    key: if key == "DataPDUInOrder" { DATA_PDU_IN_ORDER } else { DATA_SEQUENCE_IN_ORDER }
                 }
             );
             assert!(e.to_string().contains("only supports in-order data"), "{e}");
@@ -1354,10 +1087,7 @@ mod tests {
         let mut response = with("MaxBurstLength", "16384");
         assert_eq!(
             negotiate(&OperationalOffer::default(), &response),
-            Err(NegotiationError::FirstBurstExceedsMaxBurst {
-                first_burst: 65_536,
-                max_burst: 16_384
-            })
+            Err(NegotiationError::FirstBurstExceedsMaxBurst { first_burst: 65_536, max_burst: 16_384 })
         );
         // Both lowered consistently: fine.
         response.retain(|p| p.key != "FirstBurstLength");
@@ -1369,11 +1099,7 @@ mod tests {
         response.push(kv("FirstBurstLength", "Irrelevant"));
         negotiate(&OperationalOffer::default(), &response).unwrap();
         // Irrelevant when InitialR2T=Yes and ImmediateData=No.
-        let offer = OperationalOffer {
-            initial_r2t: true,
-            immediate_data: false,
-            ..OperationalOffer::default()
-        };
+        let offer = OperationalOffer { initial_r2t: true, immediate_data: false, ..OperationalOffer::default() };
         let mut response = with("MaxBurstLength", "16384");
         response.retain(|p| p.key != "InitialR2T" && p.key != "ImmediateData");
         negotiate(&offer, &response).unwrap();
@@ -1388,43 +1114,19 @@ mod tests {
         assert_eq!(r.connection.max_xmit_data_segment_length, 8192);
         assert_eq!(r.connection.max_recv_data_segment_length, 262_144);
         // The target declares its own value, independent of ours.
-        let r = negotiate(
-            &OperationalOffer::default(),
-            &with("MaxRecvDataSegmentLength", "1048576"),
-        )
-        .unwrap();
+        let r = negotiate(&OperationalOffer::default(), &with("MaxRecvDataSegmentLength", "1048576")).unwrap();
         assert_eq!(r.connection.max_xmit_data_segment_length, 1_048_576);
         for bad in ["511", "16777216", "x"] {
-            let e = negotiate(
-                &OperationalOffer::default(),
-                &with("MaxRecvDataSegmentLength", bad),
-            )
-            .unwrap_err();
+            let e = negotiate(&OperationalOffer::default(), &with("MaxRecvDataSegmentLength", bad)).unwrap_err();
             assert!(e.to_string().contains("MaxRecvDataSegmentLength"), "{e}");
         }
         // TargetAddress may repeat (redirection); TargetPortalGroupTag is 16-bit.
         let mut response = accept_all();
-        response.extend(pairs(&[
-            ("TargetAddress", "10.0.0.1:3260,1"),
-            ("TargetAddress", "[2001:db8::1],2"),
-        ]));
+        response.extend(pairs(&[("TargetAddress", "10.0.0.1:3260,1"), ("TargetAddress", "[2001:db8::1],2")]));
         let r = negotiate(&OperationalOffer::default(), &response).unwrap();
-        assert_eq!(
-            r.target.target_address,
-            ["10.0.0.1:3260,1", "[2001:db8::1],2"]
-        );
-        assert!(
-            negotiate(
-                &OperationalOffer::default(),
-                &with("TargetPortalGroupTag", "65536")
-            )
-            .is_err()
-        );
-        let r = negotiate(
-            &OperationalOffer::default(),
-            &with("TargetPortalGroupTag", "0x10"),
-        )
-        .unwrap();
+        assert_eq!(r.target.target_address, ["10.0.0.1:3260,1", "[2001:db8::1],2"]);
+        assert!(negotiate(&OperationalOffer::default(), &with("TargetPortalGroupTag", "65536")).is_err());
+        let r = negotiate(&OperationalOffer::default(), &with("TargetPortalGroupTag", "0x10")).unwrap();
         assert_eq!(r.target.target_portal_group_tag, Some(16));
         // Declarations need no answer.
         let mut n = leading();
@@ -1439,32 +1141,22 @@ mod tests {
             // InitialR2T default Yes, MaxConnections default 1, T2W default 2.
             let r = negotiate(&OperationalOffer::default(), &with("InitialR2T", special)).unwrap();
             assert_eq!(r.session.initial_r2t, defaults.initial_r2t, "{special}");
-            let offer = OperationalOffer {
-                default_time2wait: 5,
-                max_burst_length: 65_536,
-                ..OperationalOffer::default()
-            };
+            let offer =
+                OperationalOffer { default_time2wait: 5, max_burst_length: 65_536, ..OperationalOffer::default() };
             let mut response = with("DefaultTime2Wait", special);
             response.retain(|p| p.key != "MaxBurstLength");
             response.push(kv("MaxBurstLength", special));
             let r = negotiate(&offer, &response).unwrap();
             assert_eq!(r.session.default_time2wait, 2, "{special}");
             assert_eq!(r.session.max_burst_length, 262_144, "{special}");
-            let r = negotiate(
-                &OperationalOffer::default(),
-                &with("DataPDUInOrder", special),
-            )
-            .unwrap();
+            let r = negotiate(&OperationalOffer::default(), &with("DataPDUInOrder", special)).unwrap();
             assert!(r.session.data_pdu_in_order);
         }
     }
 
     #[test]
     fn target_originated_keys_are_answered_rfc7143_6_2() {
-        let offer = OperationalOffer {
-            max_burst_length: 65_536,
-            ..OperationalOffer::default()
-        };
+        let offer = OperationalOffer { max_burst_length: 65_536, ..OperationalOffer::default() };
         // Discovery: we offer only digests and MRDSL, so the target originates the rest.
         let mut n = negotiator(&offer, NegotiationScope::Discovery);
         n.handle_response(&pairs(&[
@@ -1503,31 +1195,18 @@ mod tests {
         );
         assert!(n.is_settled());
         let r = n.finish().unwrap();
-        assert_eq!(
-            (r.session.default_time2wait, r.session.default_time2retain),
-            (2, 20)
-        );
+        assert_eq!((r.session.default_time2wait, r.session.default_time2retain), (2, 20));
         assert_eq!(r.session.max_connections, 1);
-        assert_eq!(
-            r.session.max_burst_length, 262_144,
-            "irrelevant keys keep the default"
-        );
+        assert_eq!(r.session.max_burst_length, 262_144, "irrelevant keys keep the default");
     }
 
     #[test]
     fn responder_applies_the_result_functions_rfc7143_6_2_2() {
         // AddedConnection offers only digests; session keys the target
         // originates there are answered Irrelevant.
-        let mut n = negotiator(
-            &OperationalOffer::default(),
-            NegotiationScope::AddedConnection,
-        );
-        n.handle_response(&pairs(&[
-            ("HeaderDigest", "None"),
-            ("DataDigest", "None"),
-            ("MaxBurstLength", "512"),
-        ]))
-        .unwrap();
+        let mut n = negotiator(&OperationalOffer::default(), NegotiationScope::AddedConnection);
+        n.handle_response(&pairs(&[("HeaderDigest", "None"), ("DataDigest", "None"), ("MaxBurstLength", "512")]))
+            .unwrap();
         assert_eq!(n.next_request(), pairs(&[("MaxBurstLength", "Irrelevant")]));
         assert_eq!(n.finish().unwrap().session, SessionParams::default());
 
@@ -1554,33 +1233,15 @@ mod tests {
         // responder side the tests remove the key from our offers first.
         // (our preference, the target's offer, our answer, the result or None for an error)
         let cases: &[(DigestPref, &str, &str, Option<Digest>)] = &[
-            (
-                DigestPref::PreferNone,
-                "CRC32C,None",
-                "CRC32C",
-                Some(Digest::Crc32c),
-            ),
+            (DigestPref::PreferNone, "CRC32C,None", "CRC32C", Some(Digest::Crc32c)),
             (DigestPref::None, "CRC32C,None", "None", Some(Digest::None)),
             (DigestPref::None, "CRC32C", "Reject", Some(Digest::None)),
-            (
-                DigestPref::Crc32c,
-                "None,CRC32C",
-                "CRC32C",
-                Some(Digest::Crc32c),
-            ),
-            (
-                DigestPref::PreferCrc32c,
-                "MD5,None",
-                "None",
-                Some(Digest::None),
-            ),
+            (DigestPref::Crc32c, "None,CRC32C", "CRC32C", Some(Digest::Crc32c)),
+            (DigestPref::PreferCrc32c, "MD5,None", "None", Some(Digest::None)),
             (DigestPref::Crc32c, "None", "", None),
         ];
         for (pref, theirs, answer, want) in cases {
-            let offer = OperationalOffer {
-                header_digest: *pref,
-                ..OperationalOffer::default()
-            };
+            let offer = OperationalOffer { header_digest: *pref, ..OperationalOffer::default() };
             // A negotiator that did not offer HeaderDigest, so the target's
             // HeaderDigest is an offer we must answer.
             let mut n = Negotiator::new(&offer, NegotiationScope::Discovery).unwrap();
@@ -1590,29 +1251,17 @@ mod tests {
             match want {
                 Some(d) => {
                     r.unwrap();
-                    assert_eq!(
-                        n.next_request(),
-                        [kv("HeaderDigest", answer)],
-                        "{pref:?} {theirs}"
-                    );
+                    assert_eq!(n.next_request(), [kv("HeaderDigest", answer)], "{pref:?} {theirs}");
                     assert_eq!(n.finish().unwrap().connection.header_digest, *d);
                 }
                 None => {
                     let e = r.unwrap_err();
-                    assert!(
-                        e.to_string()
-                            .starts_with("target refused HeaderDigest=CRC32C"),
-                        "{e}"
-                    );
+                    assert!(e.to_string().starts_with("target refused HeaderDigest=CRC32C"), "{e}");
                 }
             }
         }
         // Booleans as responder: AND and OR with our preference.
-        let offer = OperationalOffer {
-            immediate_data: true,
-            initial_r2t: false,
-            ..OperationalOffer::default()
-        };
+        let offer = OperationalOffer { immediate_data: true, initial_r2t: false, ..OperationalOffer::default() };
         let cases: &[(&str, &str, &str)] = &[
             ("ImmediateData", "Yes", "Yes"),
             ("ImmediateData", "No", "No"),
@@ -1637,35 +1286,21 @@ mod tests {
         response.push(kv("ImmediateData", "Yes"));
         assert_eq!(
             negotiate(&OperationalOffer::default(), &response),
-            Err(NegotiationError::DuplicateKey {
-                key: "ImmediateData".into()
-            })
+            Err(NegotiationError::DuplicateKey { key: "ImmediateData".into() })
         );
         // Duplicates across two responses too.
         let mut n = leading();
         n.handle_response(&accept_all()).unwrap();
-        assert!(
-            n.handle_response(&[kv("TargetAlias", "a"), kv("TargetAlias", "b")])
-                .is_err()
-        );
+        assert!(n.handle_response(&[kv("TargetAlias", "a"), kv("TargetAlias", "b")]).is_err());
         // Reserved constants as proposals.
         let mut n = leading();
         let e = n.handle_response(&[kv("X-vendor", "Reject")]).unwrap_err();
-        assert!(
-            matches!(e, NegotiationError::ReservedValueProposed { .. }),
-            "{e}"
-        );
+        assert!(matches!(e, NegotiationError::ReservedValueProposed { .. }), "{e}");
         let mut n = negotiator(&OperationalOffer::default(), NegotiationScope::Discovery);
-        assert!(
-            n.handle_response(&[kv("DefaultTime2Wait", "Irrelevant")])
-                .is_err()
-        );
+        assert!(n.handle_response(&[kv("DefaultTime2Wait", "Irrelevant")]).is_err());
         // Security keys do not belong here.
         let mut n = leading();
-        assert!(matches!(
-            n.handle_response(&[kv("CHAP_A", "5")]),
-            Err(NegotiationError::UnexpectedKey { .. })
-        ));
+        assert!(matches!(n.handle_response(&[kv("CHAP_A", "5")]), Err(NegotiationError::UnexpectedKey { .. })));
     }
 
     #[test]
@@ -1687,10 +1322,7 @@ mod tests {
         assert!(!n.is_settled());
         assert_eq!(
             n.finish(),
-            Err(NegotiationError::Unanswered {
-                key: keys::MAX_BURST_LENGTH,
-                offered: "262144".into()
-            })
+            Err(NegotiationError::Unanswered { key: keys::MAX_BURST_LENGTH, offered: "262144".into() })
         );
         // Nothing sent at all.
         let n = Negotiator::new(&OperationalOffer::default(), NegotiationScope::Discovery).unwrap();
@@ -1700,10 +1332,7 @@ mod tests {
 
     #[test]
     fn invalid_offer_is_refused() {
-        let offer = OperationalOffer {
-            first_burst_length: 1 << 20,
-            ..OperationalOffer::default()
-        };
+        let offer = OperationalOffer { first_burst_length: 1 << 20, ..OperationalOffer::default() };
         let e = Negotiator::new(&offer, NegotiationScope::LeadingConnection).unwrap_err();
         assert!(e.to_string().contains("FirstBurstLength"), "{e}");
     }

@@ -2,15 +2,7 @@
 //!
 //! The helpers here know nothing about keys; callers wrap a [`ValueError`]
 //! with the key name so the user sees which pair was wrong.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::fmt;
 
@@ -99,16 +91,10 @@ pub fn parse_number(value: &str) -> Result<u64, ValueError> {
     if value.is_empty() {
         return Err(ValueError::Empty);
     }
-    if let Some(hex) = value
-        .strip_prefix("0x")
-        .or_else(|| value.strip_prefix("0X"))
-    {
+    if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
         return parse_hex_u64(hex);
     }
-    if let Some(b64) = value
-        .strip_prefix("0b")
-        .or_else(|| value.strip_prefix("0B"))
-    {
+    if let Some(b64) = value.strip_prefix("0b").or_else(|| value.strip_prefix("0B")) {
         let bytes = decode_base64(b64)?;
         let mut n: u64 = 0;
         for b in bytes {
@@ -124,10 +110,7 @@ pub fn parse_number(value: &str) -> Result<u64, ValueError> {
         if !c.is_ascii_digit() {
             return Err(ValueError::NotANumber);
         }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(c - b'0')))
-            .ok_or(ValueError::Overflow)?;
+        n = n.checked_mul(10).and_then(|n| n.checked_add(u64::from(c - b'0'))).ok_or(ValueError::Overflow)?;
     }
     Ok(n)
 }
@@ -194,16 +177,10 @@ pub fn decode_binary(value: &str) -> Result<Vec<u8>, ValueError> {
     if value.is_empty() {
         return Err(ValueError::Empty);
     }
-    if let Some(hex) = value
-        .strip_prefix("0x")
-        .or_else(|| value.strip_prefix("0X"))
-    {
+    if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
         return decode_hex(hex);
     }
-    if let Some(b64) = value
-        .strip_prefix("0b")
-        .or_else(|| value.strip_prefix("0B"))
-    {
+    if let Some(b64) = value.strip_prefix("0b").or_else(|| value.strip_prefix("0B")) {
         return decode_base64(b64);
     }
     Err(ValueError::NotBinary)
@@ -216,18 +193,12 @@ fn decode_hex(hex: &str) -> Result<Vec<u8>, ValueError> {
     let mut out = Vec::with_capacity(hex.len().div_ceil(2));
     let mut digits = hex.bytes();
     if hex.len() % 2 == 1 {
-        let first = digits
-            .next()
-            .and_then(hex_digit)
-            .ok_or(ValueError::BadHex)?;
+        let first = digits.next().and_then(hex_digit).ok_or(ValueError::BadHex)?;
         out.push(first);
     }
     while let Some(hi) = digits.next() {
         let hi = hex_digit(hi).ok_or(ValueError::BadHex)?;
-        let lo = digits
-            .next()
-            .and_then(hex_digit)
-            .ok_or(ValueError::BadHex)?;
+        let lo = digits.next().and_then(hex_digit).ok_or(ValueError::BadHex)?;
         out.push((hi << 4) | lo);
     }
     Ok(out)
@@ -242,9 +213,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
         for nibble in [b >> 4, b & 0x0f] {
             // `nibble` < 16, so the lookup cannot miss; the fallback keeps the
             // code panic-free.
-            s.push(char::from(
-                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
+            s.push(char::from(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0')));
         }
     }
     s
@@ -356,11 +325,7 @@ mod tests {
 
     #[test]
     fn special_values_rfc7143_6_2() {
-        for sv in [
-            SpecialValue::NotUnderstood,
-            SpecialValue::Irrelevant,
-            SpecialValue::Reject,
-        ] {
+        for sv in [SpecialValue::NotUnderstood, SpecialValue::Irrelevant, SpecialValue::Reject] {
             assert_eq!(SpecialValue::parse(sv.as_str()), Some(sv));
         }
         assert_eq!(SpecialValue::parse("reject"), None);
@@ -369,10 +334,7 @@ mod tests {
 
     #[test]
     fn lists_rfc7143_6_1() {
-        assert_eq!(
-            split_list("CRC32C,None").collect::<Vec<_>>(),
-            ["CRC32C", "None"]
-        );
+        assert_eq!(split_list("CRC32C,None").collect::<Vec<_>>(), ["CRC32C", "None"]);
         assert_eq!(split_list("None").collect::<Vec<_>>(), ["None"]);
     }
 
