@@ -378,8 +378,9 @@ pub fn read_capacity16(alloc: u32) -> Command {
 }
 
 /// REPORT LUNS (SPC-4): SELECT REPORT in byte 2, allocation length in bytes
-/// 6-9. SPC-4 makes an allocation length below 16 an error (tgtd answers
-/// ILLEGAL REQUEST 24/00 to 8), so the builder refuses it.
+/// 6-9. SPC-3 made an allocation length below 16 an error and SPC-4 says it
+/// "should be at least 16"; tgtd answers ILLEGAL REQUEST 24/00 to 8. The
+/// builder refuses it.
 pub fn report_luns(select: ReportLunsSelect, alloc: u32) -> Result<Command, CdbError> {
     if alloc < 16 {
         return Err(CdbError::InvalidValue {
@@ -500,6 +501,10 @@ pub fn write16(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Result<Comma
 /// flush completes), LBA in bytes 2-9, NUMBER OF LOGICAL BLOCKS in bytes
 /// 10-13 where 0 means "from `lba` to the end of the LU" (so `(0, 0)`
 /// flushes everything). No data.
+///
+/// IMMED is optional in SBC-3: tgtd 1.0.85 rejects it with ILLEGAL REQUEST
+/// 24/00 (for SYNCHRONIZE CACHE(10) too), so a flush for an NBD/ublk FLUSH
+/// should use `immed = false`.
 pub fn synchronize_cache16(lba: u64, blocks: u32, immed: bool) -> Result<Command, CdbError> {
     check_range("SYNCHRONIZE CACHE(16)", lba, u64::from(blocks), 1u128 << 64)?;
     let flags = if immed { 0x02 } else { 0 };

@@ -32,6 +32,33 @@
 //!   information, COMPARE AND WRITE, EXTENDED COPY, variable-length (32-byte)
 //!   CDBs, or READ FULL STATUS parsing.
 //!
+//! # Example
+//!
+//! ```
+//! use mpio_dsm::{DeviceIdentification, Sense, cdb, vpd::VpdPage};
+//!
+//! // Ask for the device identification page...
+//! let cmd = cdb::inquiry_vpd(VpdPage::DEVICE_IDENTIFICATION, 255);
+//! assert_eq!(cmd.cdb.as_bytes(), [0x12, 0x01, 0x83, 0x00, 0xff, 0x00]);
+//! // ...the transport sends it and hands back the Data-In bytes:
+//! let page = [
+//!     0x00, 0x83, 0x00, 0x0c, // direct access, page 83h, 12 bytes
+//!     0x01, 0x03, 0x00, 0x08, // binary, LU, NAA, 8 bytes
+//!     0x50, 0x01, 0x40, 0x50, 0x00, 0x00, 0x00, 0x01,
+//! ];
+//! let id = DeviceIdentification::parse(&page)?.lu_identity();
+//! assert_eq!(id.unwrap().as_str(), "naa.5001405000000001");
+//!
+//! // A CHECK CONDITION's data segment: SenseLength, then sense data.
+//! let seg = [0, 18, 0x70, 0, 0x02, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x04, 0x02, 0, 0, 0, 0];
+//! let sense = Sense::from_iscsi_segment(&seg)?.unwrap();
+//! assert_eq!(
+//!     sense.to_string(),
+//!     "NOT READY (02): LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED (04/02)"
+//! );
+//! # Ok::<(), mpio_dsm::ParseError>(())
+//! ```
+//!
 //! # Rules
 //!
 //! - Parsers never panic on input: every read goes through a bounds-checked

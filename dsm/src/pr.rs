@@ -298,7 +298,7 @@ impl PrCapabilities {
             PrType::EXCLUSIVE_ACCESS_ALL_REGISTRANTS => 0,
             _ => return None,
         };
-        Some(self.type_mask >> bit & 1 == 1)
+        Some((self.type_mask >> bit) & 1 == 1)
     }
 }
 

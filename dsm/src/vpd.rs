@@ -52,8 +52,8 @@ pub fn required_len(header: &[u8]) -> Option<usize> {
 }
 
 /// The common VPD header, checked: right page code, whole page present.
-/// Returns the qualifier, device type and a reader over the page (header
-/// included, so offsets match the SPC/SBC tables) positioned at byte 4.
+/// Returns the qualifier, device type and the page (header included, so
+/// offsets match the SPC/SBC tables; bytes past PAGE LENGTH dropped).
 fn page<'a>(
     buf: &'a [u8],
     want: VpdPage,
@@ -531,7 +531,7 @@ impl BlockLimits {
         let u32_at = |o| u32::try_from(field::<4>(p, o)).unwrap_or(0);
         let uga = u32_at(32);
         Ok(BlockLimits {
-            wsnz: field::<1>(p, 4) & 1 == 1,
+            wsnz: (field::<1>(p, 4) & 1) == 1,
             max_compare_and_write_len: u8::try_from(field::<1>(p, 5)).unwrap_or(0),
             optimal_transfer_granularity: u16::try_from(field::<2>(p, 6)).unwrap_or(0),
             max_transfer_len: u32_at(8),
