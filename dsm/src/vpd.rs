@@ -724,6 +724,20 @@ mod tests {
     }
 
     #[test]
+    fn tgtd_naa_collides_for_similar_scsi_ids() {
+        // tgtd derives its NAA 6 designator from the hex digits of scsi_id:
+        // LUN 2 with scsi_id=XYID123 and LUN 3 with scsi_id=MYID123 report
+        // the same NAA, so the LU identity alone would merge two different
+        // LUs. The T10 designator and the serial number (VPD 80h) differ.
+        const TGTD_VPD83_XYID123: &str = "0083004802010024585949443132330000000000000000000000000000000000000000000000000000000000010300083000000100000002010300106000000000000000000000000000d123";
+        let a = DeviceIdentification::parse(&hex(TGTD_VPD83_XYID123)).unwrap();
+        let b = DeviceIdentification::parse(&hex(TGTD_VPD83_LUN3)).unwrap();
+        assert_eq!(a.lu_identity(), b.lu_identity());
+        assert_ne!(a.designators[0].identity(), b.designators[0].identity());
+        assert_ne!(a.designators[1].identity(), b.designators[1].identity());
+    }
+
+    #[test]
     fn tgtd_short_allocation_is_truncated() {
         // INQUIRY EVPD 83h with allocation length 8: tgtd sends 8 bytes.
         let e = DeviceIdentification::parse(&hex("0083004802010024")).unwrap_err();
