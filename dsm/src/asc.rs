@@ -185,11 +185,7 @@ impl fmt::Display for AscAscq {
         match self.description() {
             Some(t) => write!(f, "{t} ({:02X}/{:02X})", self.asc, self.ascq),
             None if self.is_vendor_specific() => {
-                write!(
-                    f,
-                    "ASC/ASCQ {:02X}/{:02X} (VENDOR SPECIFIC)",
-                    self.asc, self.ascq
-                )
+                write!(f, "ASC/ASCQ {:02X}/{:02X} (VENDOR SPECIFIC)", self.asc, self.ascq)
             }
             None => write!(f, "ASC/ASCQ {:02X}/{:02X}", self.asc, self.ascq),
         }
@@ -209,36 +205,21 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         for w in TABLE.windows(2) {
-            assert!(
-                (w[0].0, w[0].1) < (w[1].0, w[1].1),
-                "{:?} !< {:?}",
-                w[0],
-                w[1]
-            );
+            assert!((w[0].0, w[0].1) < (w[1].0, w[1].1), "{:?} !< {:?}", w[0], w[1]);
         }
     }
 
     #[test]
     fn brief_codes_all_have_text() {
         // The codes the multipath layer must be able to name.
-        let mut want = vec![
-            (0x0c, 0),
-            (0x11, 0),
-            (0x20, 0),
-            (0x21, 0),
-            (0x24, 0),
-            (0x25, 0),
-        ];
+        let mut want = vec![(0x0c, 0), (0x11, 0), (0x20, 0), (0x21, 0), (0x24, 0), (0x25, 0)];
         want.extend((0..=0x0c).map(|q| (0x04, q)));
         want.extend([(0x27, 0), (0x28, 0), (0x3a, 0), (0x3f, 0x03), (0x3f, 0x0e)]);
         want.extend((0..=7).map(|q| (0x29, q)));
         want.extend((1..=7).map(|q| (0x2a, q)));
         want.extend([(0x2a, 0x09), (0x44, 0), (0x47, 0), (0x4b, 0), (0x55, 0x03)]);
         for (a, q) in want {
-            assert!(
-                AscAscq::new(a, q).description().is_some(),
-                "{a:02x}/{q:02x}"
-            );
+            assert!(AscAscq::new(a, q).description().is_some(), "{a:02x}/{q:02x}");
         }
     }
 
@@ -249,18 +230,9 @@ mod tests {
             "LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED (04/02)"
         );
         assert_eq!(AscAscq::new(0x5a, 0x07).to_string(), "ASC/ASCQ 5A/07");
-        assert_eq!(
-            AscAscq::new(0x80, 0x01).to_string(),
-            "ASC/ASCQ 80/01 (VENDOR SPECIFIC)"
-        );
-        assert_eq!(
-            AscAscq::new(0x04, 0x81).to_string(),
-            "ASC/ASCQ 04/81 (VENDOR SPECIFIC)"
-        );
-        assert_eq!(
-            format!("{:?}", AscAscq::RESERVATIONS_PREEMPTED),
-            "AscAscq(2A/03)"
-        );
+        assert_eq!(AscAscq::new(0x80, 0x01).to_string(), "ASC/ASCQ 80/01 (VENDOR SPECIFIC)");
+        assert_eq!(AscAscq::new(0x04, 0x81).to_string(), "ASC/ASCQ 04/81 (VENDOR SPECIFIC)");
+        assert_eq!(format!("{:?}", AscAscq::RESERVATIONS_PREEMPTED), "AscAscq(2A/03)");
         assert!(AscAscq::new(0x4d, 0x17).description().is_some());
         assert!(AscAscq::new(0x40, 0x81).description().is_some());
         assert!(AscAscq::new(0x40, 0x01).description().is_none());

@@ -97,9 +97,7 @@ impl Capacity {
         let last_lba = r.u64("returned logical block address")?;
         let block_len = r.u32("logical block length")?;
         let b12 = r.u8("protection type").unwrap_or(0);
-        let b13 = r
-            .u8("logical blocks per physical block exponent")
-            .unwrap_or(0);
+        let b13 = r.u8("logical blocks per physical block exponent").unwrap_or(0);
         let w14 = r.u16("lowest aligned logical block address").unwrap_or(0);
         let [b14, _] = w14.to_be_bytes();
         Ok(Capacity {
@@ -128,8 +126,7 @@ impl Capacity {
     /// Physical block length in bytes (`block_len << lbppbe`), `None` on
     /// overflow.
     pub fn physical_block_len(&self) -> Option<u32> {
-        1u32.checked_shl(u32::from(self.lbppbe))?
-            .checked_mul(self.block_len)
+        1u32.checked_shl(u32::from(self.lbppbe))?.checked_mul(self.block_len)
     }
 
     /// Protection type 1-3 (SBC-3 "Protection types"), or `None` when
@@ -202,10 +199,7 @@ mod tests {
         let c = Capacity::parse_read_capacity16(&b).unwrap();
         assert_eq!(c.blocks(), Some(10_000_000_000));
         assert_eq!(c.capacity_bytes(), Some(10_000_000_000 * 4096));
-        assert_eq!(
-            (c.p_type, c.prot_en, c.protection_type()),
-            (2, true, Some(3))
-        );
+        assert_eq!((c.p_type, c.prot_en, c.protection_type()), (2, true, Some(3)));
         assert_eq!((c.p_i_exponent, c.lbppbe), (2, 1));
         assert_eq!(c.physical_block_len(), Some(8192));
         assert!(c.lbpme && c.lbprz);

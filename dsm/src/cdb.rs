@@ -99,15 +99,12 @@ impl Cdb {
     /// A CDB from raw bytes (for raw pass-through, e.g. a CLI `scsi raw`).
     /// Errors if `bytes` is empty or longer than 16.
     pub fn from_bytes(bytes: &[u8]) -> Result<Cdb, CdbError> {
-        let len = u8::try_from(bytes.len())
-            .ok()
-            .filter(|l| (1..=16).contains(l))
-            .ok_or(CdbError::InvalidValue {
-                command: "CDB",
-                field: "length",
-                value: bytes.len() as u64,
-                problem: "is not between 1 and 16 bytes",
-            })?;
+        let len = u8::try_from(bytes.len()).ok().filter(|l| (1..=16).contains(l)).ok_or(CdbError::InvalidValue {
+            command: "CDB",
+            field: "length",
+            value: bytes.len() as u64,
+            problem: "is not between 1 and 16 bytes",
+        })?;
         let mut out = [0u8; 16];
         for (d, s) in out.iter_mut().zip(bytes) {
             *d = *s;
@@ -131,9 +128,7 @@ impl Cdb {
 
     /// The CDB's bytes (6, 10, 12 or 16 for the builders here).
     pub fn as_bytes(&self) -> &[u8] {
-        self.bytes
-            .get(..usize::from(self.len))
-            .unwrap_or(&self.bytes)
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&self.bytes)
     }
 
     /// The CDB zero-padded to 16 bytes, as the iSCSI BHS carries it.
@@ -208,20 +203,12 @@ pub enum DataDirection {
 impl DataDirection {
     /// Read of `len` bytes, or `None` when `len` is 0.
     pub const fn read(len: u32) -> DataDirection {
-        if len == 0 {
-            DataDirection::None
-        } else {
-            DataDirection::Read { len }
-        }
+        if len == 0 { DataDirection::None } else { DataDirection::Read { len } }
     }
 
     /// Write of `len` bytes, or `None` when `len` is 0.
     pub const fn write(len: u32) -> DataDirection {
-        if len == 0 {
-            DataDirection::None
-        } else {
-            DataDirection::Write { len }
-        }
+        if len == 0 { DataDirection::None } else { DataDirection::Write { len } }
     }
 
     /// The Expected Data Transfer Length: 0 for `None`.
@@ -269,20 +256,9 @@ const FUA: u8 = 0x08;
 /// `blocks * block_len` as an iSCSI Expected Data Transfer Length.
 fn transfer_len(command: &'static str, blocks: u32, block_len: u32) -> Result<u32, CdbError> {
     if block_len == 0 {
-        return Err(CdbError::InvalidValue {
-            command,
-            field: "block length",
-            value: 0,
-            problem: "must be non-zero",
-        });
+        return Err(CdbError::InvalidValue { command, field: "block length", value: 0, problem: "must be non-zero" });
     }
-    blocks
-        .checked_mul(block_len)
-        .ok_or(CdbError::TransferTooLong {
-            command,
-            blocks,
-            block_len,
-        })
+    blocks.checked_mul(block_len).ok_or(CdbError::TransferTooLong { command, blocks, block_len })
 }
 
 /// `lba + blocks` must not pass `limit` (2^64 for 16-byte CDBs, 2^32 for
@@ -297,11 +273,7 @@ fn check_range(command: &'static str, lba: u64, blocks: u64, limit: u128) -> Res
         });
     }
     if u128::from(lba).saturating_add(u128::from(blocks)) > limit {
-        return Err(CdbError::LbaOverflow {
-            command,
-            lba,
-            blocks,
-        });
+        return Err(CdbError::LbaOverflow { command, lba, blocks });
     }
     Ok(())
 }
@@ -315,14 +287,7 @@ pub fn test_unit_ready() -> Command {
 /// REQUEST SENSE (SPC-4): byte 1 bit 0 DESC asks for descriptor-format
 /// sense, byte 4 is the allocation length (SPC-4 recommends 252).
 pub fn request_sense(alloc: u8, descriptor: bool) -> Command {
-    let cdb = [
-        Opcode::REQUEST_SENSE.0,
-        u8::from(descriptor),
-        0,
-        0,
-        alloc,
-        0,
-    ];
+    let cdb = [Opcode::REQUEST_SENSE.0, u8::from(descriptor), 0, 0, alloc, 0];
     Command::new(Cdb::from_array(cdb), DataDirection::read(u32::from(alloc)))
 }
 
@@ -356,24 +321,7 @@ pub fn read_capacity10() -> Command {
 /// 10h, allocation length in bytes 10-13. 32 returns every field.
 pub fn read_capacity16(alloc: u32) -> Command {
     let [a0, a1, a2, a3] = alloc.to_be_bytes();
-    let cdb = [
-        Opcode::SERVICE_ACTION_IN_16.0,
-        SA_READ_CAPACITY_16,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        a0,
-        a1,
-        a2,
-        a3,
-        0,
-        0,
-    ];
+    let cdb = [Opcode::SERVICE_ACTION_IN_16.0, SA_READ_CAPACITY_16, 0, 0, 0, 0, 0, 0, 0, 0, a0, a1, a2, a3, 0, 0];
     Command::new(Cdb::from_array(cdb), DataDirection::read(alloc))
 }
 
@@ -391,24 +339,8 @@ pub fn report_luns(select: ReportLunsSelect, alloc: u32) -> Result<Command, CdbE
         });
     }
     let [a0, a1, a2, a3] = alloc.to_be_bytes();
-    let cdb = [
-        Opcode::REPORT_LUNS.0,
-        0,
-        select.0,
-        0,
-        0,
-        0,
-        a0,
-        a1,
-        a2,
-        a3,
-        0,
-        0,
-    ];
-    Ok(Command::new(
-        Cdb::from_array(cdb),
-        DataDirection::read(alloc),
-    ))
+    let cdb = [Opcode::REPORT_LUNS.0, 0, select.0, 0, 0, 0, a0, a1, a2, a3, 0, 0];
+    Ok(Command::new(Cdb::from_array(cdb), DataDirection::read(alloc)))
 }
 
 fn rw10(
@@ -455,10 +387,7 @@ pub fn read10(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Result<Comman
 pub fn write10(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Result<Command, CdbError> {
     let cdb = rw10(Opcode::WRITE_10, "WRITE(10)", lba, blocks, block_len, fua)?;
     let len = transfer_len("WRITE(10)", blocks, block_len)?;
-    Ok(Command::new(
-        Cdb::from_array(cdb),
-        DataDirection::write(len),
-    ))
+    Ok(Command::new(Cdb::from_array(cdb), DataDirection::write(len)))
 }
 
 /// Shared layout of the 16-byte block commands (READ/WRITE/SYNCHRONIZE
@@ -467,9 +396,7 @@ pub fn write10(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Result<Comma
 fn lba16(op: Opcode, flags: u8, lba: u64, blocks: u32) -> Cdb {
     let [l0, l1, l2, l3, l4, l5, l6, l7] = lba.to_be_bytes();
     let [n0, n1, n2, n3] = blocks.to_be_bytes();
-    Cdb::from_array([
-        op.0, flags, l0, l1, l2, l3, l4, l5, l6, l7, n0, n1, n2, n3, 0, 0,
-    ])
+    Cdb::from_array([op.0, flags, l0, l1, l2, l3, l4, l5, l6, l7, n0, n1, n2, n3, 0, 0])
 }
 
 /// READ(16) (SBC-3): LBA (64-bit) in bytes 2-9, TRANSFER LENGTH (32-bit,
@@ -479,10 +406,7 @@ pub fn read16(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Result<Comman
     check_range("READ(16)", lba, u64::from(blocks), 1u128 << 64)?;
     let len = transfer_len("READ(16)", blocks, block_len)?;
     let flags = if fua { FUA } else { 0 };
-    Ok(Command::new(
-        lba16(Opcode::READ_16, flags, lba, blocks),
-        DataDirection::read(len),
-    ))
+    Ok(Command::new(lba16(Opcode::READ_16, flags, lba, blocks), DataDirection::read(len)))
 }
 
 /// WRITE(16) (SBC-3): layout as [`read16`]; the caller sends
@@ -491,10 +415,7 @@ pub fn write16(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Result<Comma
     check_range("WRITE(16)", lba, u64::from(blocks), 1u128 << 64)?;
     let len = transfer_len("WRITE(16)", blocks, block_len)?;
     let flags = if fua { FUA } else { 0 };
-    Ok(Command::new(
-        lba16(Opcode::WRITE_16, flags, lba, blocks),
-        DataDirection::write(len),
-    ))
+    Ok(Command::new(lba16(Opcode::WRITE_16, flags, lba, blocks), DataDirection::write(len)))
 }
 
 /// SYNCHRONIZE CACHE(16) (SBC-3): IMMED in byte 1 bit 1 (return before the
@@ -508,10 +429,7 @@ pub fn write16(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Result<Comma
 pub fn synchronize_cache16(lba: u64, blocks: u32, immed: bool) -> Result<Command, CdbError> {
     check_range("SYNCHRONIZE CACHE(16)", lba, u64::from(blocks), 1u128 << 64)?;
     let flags = if immed { 0x02 } else { 0 };
-    Ok(Command::new(
-        lba16(Opcode::SYNCHRONIZE_CACHE_16, flags, lba, blocks),
-        DataDirection::None,
-    ))
+    Ok(Command::new(lba16(Opcode::SYNCHRONIZE_CACHE_16, flags, lba, blocks), DataDirection::None))
 }
 
 /// Flags of WRITE SAME(16), byte 1 (SBC-3; NDOB from SBC-4).
@@ -532,12 +450,7 @@ pub struct WriteSameFlags {
 /// LU" in SBC-3 when the target's WSNZ bit is 0; the builder refuses it,
 /// since no caller here means that and a zero from an arithmetic slip
 /// would wipe the LU.
-pub fn write_same16(
-    lba: u64,
-    blocks: u32,
-    block_len: u32,
-    flags: WriteSameFlags,
-) -> Result<Command, CdbError> {
+pub fn write_same16(lba: u64, blocks: u32, block_len: u32, flags: WriteSameFlags) -> Result<Command, CdbError> {
     const NAME: &str = "WRITE SAME(16)";
     if blocks == 0 {
         return Err(CdbError::InvalidValue {
@@ -559,15 +472,8 @@ pub fn write_same16(
     if flags.ndob {
         b1 |= 0x01;
     }
-    let data = if flags.ndob {
-        DataDirection::None
-    } else {
-        DataDirection::write(len)
-    };
-    Ok(Command::new(
-        lba16(Opcode::WRITE_SAME_16, b1, lba, blocks),
-        data,
-    ))
+    let data = if flags.ndob { DataDirection::None } else { DataDirection::write(len) };
+    Ok(Command::new(lba16(Opcode::WRITE_SAME_16, b1, lba, blocks), data))
 }
 
 /// One UNMAP block descriptor (SBC-3, UNMAP block descriptor): 16 bytes,
@@ -590,10 +496,7 @@ pub const UNMAP_MAX_DESCRIPTORS: usize = (u16::MAX as usize - 8) / 16;
 /// LENGTH = 16 * count) followed by the descriptors. The caller should
 /// also respect the target's limits in VPD 0xB0 (maximum unmap LBA count
 /// and block descriptor count).
-pub fn unmap(
-    descriptors: &[UnmapDescriptor],
-    anchor: bool,
-) -> Result<(Command, Vec<u8>), CdbError> {
+pub fn unmap(descriptors: &[UnmapDescriptor], anchor: bool) -> Result<(Command, Vec<u8>), CdbError> {
     let params = unmap_parameter_list(descriptors)?;
     let plen = u16::try_from(params.len()).map_err(|_| CdbError::FieldOverflow {
         command: "UNMAP",
@@ -603,10 +506,7 @@ pub fn unmap(
     })?;
     let [p0, p1] = plen.to_be_bytes();
     let cdb = [Opcode::UNMAP.0, u8::from(anchor), 0, 0, 0, 0, 0, p0, p1, 0];
-    Ok((
-        Command::new(Cdb::from_array(cdb), DataDirection::write(u32::from(plen))),
-        params,
-    ))
+    Ok((Command::new(Cdb::from_array(cdb), DataDirection::write(u32::from(plen))), params))
 }
 
 /// The UNMAP parameter list alone (see [`unmap`]).
@@ -656,45 +556,19 @@ mod tests {
         assert_eq!(test_unit_ready().cdb.as_bytes(), &[0u8; 6]);
         assert_eq!(test_unit_ready().data, DataDirection::None);
         assert_eq!(inquiry(255).cdb.as_bytes(), &[0x12, 0, 0, 0, 0xff, 0]);
-        assert_eq!(
-            inquiry_vpd(VpdPage::DEVICE_IDENTIFICATION, 256)
-                .cdb
-                .as_bytes(),
-            &[0x12, 1, 0x83, 0x01, 0x00, 0]
-        );
-        assert_eq!(
-            read_capacity16(32).cdb.as_bytes(),
-            &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0]
-        );
-        assert_eq!(
-            read_capacity10().cdb.as_bytes(),
-            &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(inquiry_vpd(VpdPage::DEVICE_IDENTIFICATION, 256).cdb.as_bytes(), &[0x12, 1, 0x83, 0x01, 0x00, 0]);
+        assert_eq!(read_capacity16(32).cdb.as_bytes(), &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0]);
+        assert_eq!(read_capacity10().cdb.as_bytes(), &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(read_capacity10().data, DataDirection::Read { len: 8 });
         assert_eq!(
-            report_luns(ReportLunsSelect::DEFAULT, 256)
-                .unwrap()
-                .cdb
-                .as_bytes(),
+            report_luns(ReportLunsSelect::DEFAULT, 256).unwrap().cdb.as_bytes(),
             &[0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
         );
-        assert_eq!(
-            read10(100, 8, 512, false).unwrap().cdb.as_bytes(),
-            &[0x28, 0, 0, 0, 0, 100, 0, 0, 8, 0]
-        );
-        assert_eq!(
-            write10(200, 1, 512, true).unwrap().cdb.as_bytes(),
-            &[0x2a, 0x08, 0, 0, 0, 200, 0, 0, 1, 0]
-        );
-        assert_eq!(
-            request_sense(252, true).cdb.as_bytes(),
-            &[0x03, 1, 0, 0, 252, 0]
-        );
+        assert_eq!(read10(100, 8, 512, false).unwrap().cdb.as_bytes(), &[0x28, 0, 0, 0, 0, 100, 0, 0, 8, 0]);
+        assert_eq!(write10(200, 1, 512, true).unwrap().cdb.as_bytes(), &[0x2a, 0x08, 0, 0, 0, 200, 0, 0, 1, 0]);
+        assert_eq!(request_sense(252, true).cdb.as_bytes(), &[0x03, 1, 0, 0, 252, 0]);
         let c = read16(0x0102_0304_0506_0708, 0x10, 4096, true).unwrap();
-        assert_eq!(
-            c.cdb.as_bytes(),
-            &[0x88, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0x10, 0, 0]
-        );
+        assert_eq!(c.cdb.as_bytes(), &[0x88, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0x10, 0, 0]);
         assert_eq!(c.data, DataDirection::Read { len: 0x10000 });
         assert_eq!(c.cdb.padded(), {
             let mut p = [0u8; 16];
@@ -702,34 +576,11 @@ mod tests {
             p
         });
         let s = synchronize_cache16(0, 0, true).unwrap();
-        assert_eq!(
-            s.cdb.as_bytes(),
-            &[0x91, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
-        let w = write_same16(
-            8,
-            16,
-            512,
-            WriteSameFlags {
-                unmap: true,
-                ndob: false,
-                anchor: false,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            w.cdb.as_bytes(),
-            &[0x93, 0x08, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 16, 0, 0]
-        );
+        assert_eq!(s.cdb.as_bytes(), &[0x91, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let w = write_same16(8, 16, 512, WriteSameFlags { unmap: true, ndob: false, anchor: false }).unwrap();
+        assert_eq!(w.cdb.as_bytes(), &[0x93, 0x08, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 16, 0, 0]);
         assert_eq!(w.data, DataDirection::Write { len: 512 });
-        let (u, p) = unmap(
-            &[UnmapDescriptor {
-                lba: 0x20,
-                blocks: 8,
-            }],
-            false,
-        )
-        .unwrap();
+        let (u, p) = unmap(&[UnmapDescriptor { lba: 0x20, blocks: 8 }], false).unwrap();
         assert_eq!(u.cdb.as_bytes(), &[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0]);
         assert_eq!(
             p,
@@ -743,14 +594,8 @@ mod tests {
 
     #[test]
     fn debug_names_the_opcode() {
-        assert_eq!(
-            format!("{:?}", test_unit_ready().cdb),
-            "Cdb(TEST_UNIT_READY 00 00 00 00 00 00)"
-        );
-        assert_eq!(
-            format!("{:?}", Cdb::from_bytes(&[0xc0, 1]).unwrap()),
-            "Cdb(Opcode(0xc0) c0 01)"
-        );
+        assert_eq!(format!("{:?}", test_unit_ready().cdb), "Cdb(TEST_UNIT_READY 00 00 00 00 00 00)");
+        assert_eq!(format!("{:?}", Cdb::from_bytes(&[0xc0, 1]).unwrap()), "Cdb(Opcode(0xc0) c0 01)");
         assert_eq!(Opcode::READ_16.to_string(), "READ(16)");
         assert_eq!(read_capacity16(32).cdb.service_action(), Some(0x10));
         assert_eq!(read16(0, 1, 512, false).unwrap().cdb.service_action(), None);
@@ -762,10 +607,7 @@ mod tests {
             read10(1 << 32, 1, 512, false).unwrap_err().to_string(),
             "READ(10): LBA 4294967296 exceeds the field maximum 4294967295"
         );
-        assert!(matches!(
-            read10(u64::from(u32::MAX), 2, 512, false),
-            Err(CdbError::LbaOverflow { .. })
-        ));
+        assert!(matches!(read10(u64::from(u32::MAX), 2, 512, false), Err(CdbError::LbaOverflow { .. })));
         assert!(read10(u64::from(u32::MAX), 1, 512, false).is_ok());
         assert_eq!(
             write10(0, 65536, 512, false).unwrap_err().to_string(),
@@ -776,14 +618,8 @@ mod tests {
             "READ(16): 8388608 blocks of 512 bytes exceed a 32-bit transfer length"
         );
         assert!(read16(u64::MAX, 1, 512, false).is_ok());
-        assert!(matches!(
-            read16(u64::MAX, 2, 512, false),
-            Err(CdbError::LbaOverflow { .. })
-        ));
-        assert!(matches!(
-            read16(0, 1, 0, false),
-            Err(CdbError::InvalidValue { .. })
-        ));
+        assert!(matches!(read16(u64::MAX, 2, 512, false), Err(CdbError::LbaOverflow { .. })));
+        assert!(matches!(read16(0, 1, 0, false), Err(CdbError::InvalidValue { .. })));
         assert!(report_luns(ReportLunsSelect::ALL, 15).is_err());
         assert!(write_same16(0, 0, 512, WriteSameFlags::default()).is_err());
         let many = vec![UnmapDescriptor { lba: 0, blocks: 1 }; UNMAP_MAX_DESCRIPTORS + 1];
@@ -801,17 +637,7 @@ mod tests {
         assert_eq!(read16(5, 0, 512, false).unwrap().data, DataDirection::None);
         assert_eq!(inquiry(0).data, DataDirection::None);
         assert_eq!(
-            write_same16(
-                0,
-                1,
-                512,
-                WriteSameFlags {
-                    ndob: true,
-                    ..Default::default()
-                }
-            )
-            .unwrap()
-            .data,
+            write_same16(0, 1, 512, WriteSameFlags { ndob: true, ..Default::default() }).unwrap().data,
             DataDirection::None
         );
     }

@@ -24,12 +24,7 @@ impl<'a> Reader<'a> {
     /// A reader over `buf`; `what` names the structure, `within` the
     /// container in length-overrun errors ("page", "sense data", ...).
     pub(crate) fn new(what: &'static str, within: &'static str, buf: &'a [u8]) -> Self {
-        Reader {
-            buf,
-            pos: 0,
-            what,
-            within,
-        }
+        Reader { buf, pos: 0, what, within }
     }
 
     /// Bytes not yet read.
@@ -54,27 +49,14 @@ impl<'a> Reader<'a> {
                 self.pos = self.pos.saturating_add(n);
                 Ok(s)
             }
-            None => Err(ParseError::Short {
-                what: self.what,
-                field,
-                need: n,
-                left: rest.len(),
-            }),
+            None => Err(ParseError::Short { what: self.what, field, need: n, left: rest.len() }),
         }
     }
 
     /// The next `N` bytes as an array.
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        field: &'static str,
-    ) -> Result<[u8; N], ParseError> {
+    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ParseError> {
         let s = self.take(N, field)?;
-        <[u8; N]>::try_from(s).map_err(|_| ParseError::Short {
-            what: self.what,
-            field,
-            need: N,
-            left: s.len(),
-        })
+        <[u8; N]>::try_from(s).map_err(|_| ParseError::Short { what: self.what, field, need: N, left: s.len() })
     }
 
     /// One byte.
@@ -113,20 +95,10 @@ impl<'a> Reader<'a> {
     /// A sub-reader over the next `len` bytes, where `len` came from a
     /// length field named `field`. Errors with `LengthOverrun` if the
     /// container has fewer bytes left.
-    pub(crate) fn sub(
-        &mut self,
-        len: usize,
-        field: &'static str,
-    ) -> Result<Reader<'a>, ParseError> {
+    pub(crate) fn sub(&mut self, len: usize, field: &'static str) -> Result<Reader<'a>, ParseError> {
         let left = self.left();
         if len > left {
-            return Err(ParseError::LengthOverrun {
-                what: self.what,
-                field,
-                len,
-                within: self.within,
-                left,
-            });
+            return Err(ParseError::LengthOverrun { what: self.what, field, len, within: self.within, left });
         }
         let bytes = self.take(len, field)?;
         Ok(Reader::new(self.what, self.within, bytes))
@@ -146,16 +118,9 @@ pub(crate) const fn bit(b: u8, n: u32) -> bool {
 /// safe to print or use as a key.
 pub(crate) fn ascii_text(bytes: &[u8], trim_leading: bool) -> String {
     let pad = |b: &u8| *b == b' ' || *b == 0;
-    let end = bytes
-        .iter()
-        .rposition(|b| !pad(b))
-        .map_or(0, |i| i.saturating_add(1));
+    let end = bytes.iter().rposition(|b| !pad(b)).map_or(0, |i| i.saturating_add(1));
     let body = bytes.get(..end).unwrap_or(&[]);
-    let start = if trim_leading {
-        body.iter().position(|b| !pad(b)).unwrap_or(body.len())
-    } else {
-        0
-    };
+    let start = if trim_leading { body.iter().position(|b| !pad(b)).unwrap_or(body.len()) } else { 0 };
     let body = body.get(start..).unwrap_or(&[]);
     let mut s = String::with_capacity(body.len());
     for &b in body {
@@ -199,10 +164,7 @@ mod tests {
     fn sub_reader_names_the_length_field() {
         let mut r = Reader::new("VPD page 0x83", "page", &[0; 12]);
         let e = r.sub(40, "designator length").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "VPD page 0x83: designator length 40 exceeds page (12 bytes left)"
-        );
+        assert_eq!(e.to_string(), "VPD page 0x83: designator length 40 exceeds page (12 bytes left)");
         let mut s = r.sub(4, "x").unwrap();
         assert_eq!(s.left(), 4);
         assert_eq!(s.u32("y").unwrap(), 0);
@@ -212,10 +174,7 @@ mod tests {
     #[test]
     fn ascii_text_trims_and_escapes() {
         assert_eq!(ascii_text(b"IET     ", false), "IET");
-        assert_eq!(
-            ascii_text(b"IET     00010001\0\0\0", false),
-            "IET     00010001"
-        );
+        assert_eq!(ascii_text(b"IET     00010001\0\0\0", false), "IET     00010001");
         assert_eq!(ascii_text(b"      beaf11", true), "beaf11");
         assert_eq!(ascii_text(b"      beaf11", false), "      beaf11");
         assert_eq!(ascii_text(b"a\x01b\xff ", false), "a\\x01b\\xff");

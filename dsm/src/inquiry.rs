@@ -153,11 +153,7 @@ impl StandardInquiry {
         let full = 5usize.saturating_add(usize::from(additional_length));
         let d = buf.get(..buf.len().min(full)).unwrap_or(buf);
         let byte = |i: usize| d.get(i).copied().unwrap_or(0);
-        let text = |from: usize, to: usize| {
-            d.get(from..to)
-                .map(|s| ascii_text(s, true))
-                .unwrap_or_default()
-        };
+        let text = |from: usize, to: usize| d.get(from..to).map(|s| ascii_text(s, true)).unwrap_or_default();
         let (b5, b6, b7) = (byte(5), byte(6), byte(7));
         let version_descriptors = d
             .get(58..74.min(d.len()))
@@ -200,8 +196,7 @@ impl StandardInquiry {
     /// True when a disk is attached at this LUN: qualifier CONNECTED and
     /// device type DIRECT ACCESS. The multipath layer claims only these.
     pub fn is_connected_disk(&self) -> bool {
-        self.qualifier == PeripheralQualifier::CONNECTED
-            && self.device_type == DeviceType::DIRECT_ACCESS
+        self.qualifier == PeripheralQualifier::CONNECTED && self.device_type == DeviceType::DIRECT_ACCESS
     }
 }
 
@@ -256,10 +251,7 @@ mod tests {
         // version descriptors, full_len says 66.
         let b = hex(TGTD_LUN1);
         let i = StandardInquiry::parse(&b[..36]).unwrap();
-        assert_eq!(
-            (i.vendor.as_str(), i.product.as_str(), i.revision.as_str()),
-            ("IET", "VIRTUAL-DISK", "0001")
-        );
+        assert_eq!((i.vendor.as_str(), i.product.as_str(), i.revision.as_str()), ("IET", "VIRTUAL-DISK", "0001"));
         assert!(i.version_descriptors.is_empty());
         assert_eq!(i.full_len(), 66);
         // Cut inside PRODUCT: the partial field is reported empty.

@@ -72,15 +72,7 @@
 //! - Wire code points are newtypes with named constants (rustls style), so
 //!   unknown values survive and print in hex.
 #![warn(missing_docs)]
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 mod codec;
 mod macros;
@@ -98,21 +90,16 @@ pub mod vpd;
 
 pub use asc::AscAscq;
 pub use capacity::{Capacity, ReadCapacity10, prefer_read_capacity16};
-pub use cdb::{
-    Cdb, Command, DataDirection, Opcode, ReportLunsSelect, UnmapDescriptor, WriteSameFlags,
-};
+pub use cdb::{Cdb, Command, DataDirection, Opcode, ReportLunsSelect, UnmapDescriptor, WriteSameFlags};
 pub use error::{CdbError, ParseError};
 pub use inquiry::{DeviceType, PeripheralQualifier, StandardInquiry, Tpgs};
 pub use lun::{Lun, LunTooLarge, ReportLuns};
-pub use pr::{
-    PrCapabilities, PrInAction, PrKeys, PrOutAction, PrOutParameters, PrReservation, PrType,
-};
+pub use pr::{PrCapabilities, PrInAction, PrKeys, PrOutAction, PrOutParameters, PrReservation, PrType};
 pub use sense::{Sense, SenseFormat, SenseKey, SenseKeySpecific};
 pub use status::ScsiStatus;
 pub use vpd::{
-    Association, BlockLimits, CodeSet, Designator, DesignatorType, DeviceIdentification,
-    LogicalBlockProvisioning, LuIdentity, ProtocolId, ProvisioningType, SupportedPages,
-    UnitSerialNumber, VpdPage,
+    Association, BlockLimits, CodeSet, Designator, DesignatorType, DeviceIdentification, LogicalBlockProvisioning,
+    LuIdentity, ProtocolId, ProvisioningType, SupportedPages, UnitSerialNumber, VpdPage,
 };
 
 #[cfg(test)]
@@ -120,9 +107,6 @@ mod testutil {
     /// Bytes from a hex string (test vectors).
     pub(crate) fn hex(s: &str) -> Vec<u8> {
         assert!(s.len() % 2 == 0, "odd hex length");
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 }

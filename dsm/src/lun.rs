@@ -54,10 +54,7 @@ impl Lun {
             *b1 = small;
             return Ok(Lun(b));
         }
-        let flat = u16::try_from(n)
-            .ok()
-            .filter(|v| *v <= MAX_FLAT_LUN)
-            .ok_or(LunTooLarge(n))?;
+        let flat = u16::try_from(n).ok().filter(|v| *v <= MAX_FLAT_LUN).ok_or(LunTooLarge(n))?;
         let [hi, lo] = flat.to_be_bytes();
         let [b0, b1, ..] = &mut b;
         *b0 = 0x40 | hi;
@@ -143,9 +140,7 @@ impl ReportLuns {
         let [a, b, c, d] = *header.get(..4)? else {
             return None;
         };
-        usize::try_from(u32::from_be_bytes([a, b, c, d]))
-            .ok()?
-            .checked_add(8)
+        usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?.checked_add(8)
     }
 
     /// Parses REPORT LUNS data. A list longer than the buffer is
@@ -166,11 +161,7 @@ impl ReportLuns {
         }
         let len = usize::try_from(list_len).unwrap_or(usize::MAX);
         if r.left() < len {
-            return Err(ParseError::Truncated {
-                what: WHAT,
-                need: len.saturating_add(8),
-                have: buf.len(),
-            });
+            return Err(ParseError::Truncated { what: WHAT, need: len.saturating_add(8), have: buf.len() });
         }
         let mut list = r.sub(len, "LUN list length")?;
         let mut luns = Vec::with_capacity(len / 8);
@@ -190,22 +181,10 @@ mod tests {
     #[test]
     fn encode_numbers() {
         assert_eq!(Lun::from_number(0).unwrap(), Lun::ZERO);
-        assert_eq!(
-            Lun::from_number(1).unwrap().to_bytes(),
-            [0, 1, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            Lun::from_number(255).unwrap().to_bytes(),
-            [0, 255, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            Lun::from_number(256).unwrap().to_bytes(),
-            [0x41, 0, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            Lun::from_number(16383).unwrap().as_u64_be(),
-            0x7fff_0000_0000_0000
-        );
+        assert_eq!(Lun::from_number(1).unwrap().to_bytes(), [0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Lun::from_number(255).unwrap().to_bytes(), [0, 255, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Lun::from_number(256).unwrap().to_bytes(), [0x41, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Lun::from_number(16383).unwrap().as_u64_be(), 0x7fff_0000_0000_0000);
         assert_eq!(
             Lun::from_number(16384).unwrap_err().to_string(),
             "LUN 16384 is above 16383, the largest single-level flat space LUN"
@@ -222,20 +201,14 @@ mod tests {
         assert!(Lun::REPORT_LUNS_WELL_KNOWN.is_well_known());
         assert_eq!(Lun::REPORT_LUNS_WELL_KNOWN.address_method(), 3);
         assert_eq!(Lun::from_u64_be(0x4005_0000_0000_0000).to_string(), "5");
-        assert_eq!(
-            format!("{:?}", Lun::REPORT_LUNS_WELL_KNOWN),
-            "Lun(c101000000000000)"
-        );
+        assert_eq!(format!("{:?}", Lun::REPORT_LUNS_WELL_KNOWN), "Lun(c101000000000000)");
     }
 
     #[test]
     fn tgtd_report_luns() {
         // tgtd 1.0.85, REPORT LUNS to LUN 0 with allocation length 256:
         // controller LUN 0 and disks 1, 2 in peripheral device addressing.
-        let r = ReportLuns::parse(&hex(
-            "0000001800000000000000000000000000010000000000000002000000000000",
-        ))
-        .unwrap();
+        let r = ReportLuns::parse(&hex("0000001800000000000000000000000000010000000000000002000000000000")).unwrap();
         let n: Vec<_> = r.luns.iter().map(|l| l.number()).collect();
         assert_eq!(n, [Some(0), Some(1), Some(2)]);
         assert_eq!(r.luns[1], Lun::from_number(1).unwrap());
@@ -249,15 +222,10 @@ mod tests {
     fn report_luns_errors() {
         assert!(ReportLuns::parse(&[0, 0, 0]).is_err());
         assert_eq!(
-            ReportLuns::parse(&hex("0000000c00000000"))
-                .unwrap_err()
-                .to_string(),
+            ReportLuns::parse(&hex("0000000c00000000")).unwrap_err().to_string(),
             "REPORT LUNS data: LUN list length 0xc is not a multiple of 8"
         );
-        assert_eq!(
-            ReportLuns::parse(&hex("0000000000000000")).unwrap().luns,
-            vec![]
-        );
+        assert_eq!(ReportLuns::parse(&hex("0000000000000000")).unwrap().luns, vec![]);
         // Trailing bytes past the list (a larger allocation) are ignored.
         let r = ReportLuns::parse(&hex("000000080000000000010000000000000000")).unwrap();
         assert_eq!(r.luns.len(), 1);

@@ -128,13 +128,8 @@ pub fn persistent_reserve_out(
     let [k0, k1, k2, k3, k4, k5, k6, k7] = params.reservation_key.to_be_bytes();
     let [s0, s1, s2, s3, s4, s5, s6, s7] = params.service_action_key.to_be_bytes();
     let flags = (u8::from(params.all_tg_pt) << 2) | u8::from(params.aptpl);
-    let list = [
-        k0, k1, k2, k3, k4, k5, k6, k7, s0, s1, s2, s3, s4, s5, s6, s7, 0, 0, 0, 0, flags, 0, 0, 0,
-    ];
-    Ok((
-        Command::new(Cdb::from_array(cdb), DataDirection::write(u32::from(len))),
-        list,
-    ))
+    let list = [k0, k1, k2, k3, k4, k5, k6, k7, s0, s1, s2, s3, s4, s5, s6, s7, 0, 0, 0, 0, flags, 0, 0, 0];
+    Ok((Command::new(Cdb::from_array(cdb), DataDirection::write(u32::from(len))), list))
 }
 
 /// Reads the 8-byte PRGENERATION + ADDITIONAL LENGTH header shared by READ
@@ -145,11 +140,7 @@ fn pr_in_header<'a>(what: &'static str, buf: &'a [u8]) -> Result<(u32, Reader<'a
     let add = r.u32("additional length")?;
     let len = usize::try_from(add).unwrap_or(usize::MAX);
     if r.left() < len {
-        return Err(ParseError::Truncated {
-            what,
-            need: len.saturating_add(8),
-            have: buf.len(),
-        });
+        return Err(ParseError::Truncated { what, need: len.saturating_add(8), have: buf.len() });
     }
     Ok((generation, r.sub(len, "additional length")?))
 }
@@ -216,21 +207,14 @@ impl PrReservation {
         const WHAT: &str = "PERSISTENT RESERVE IN READ RESERVATION data";
         let (generation, mut r) = pr_in_header(WHAT, buf)?;
         if r.is_empty() {
-            return Ok(PrReservation {
-                generation,
-                reservation: None,
-            });
+            return Ok(PrReservation { generation, reservation: None });
         }
         let key = r.u64("reservation key")?;
         r.skip(5, "obsolete")?;
         let st = r.u8("scope and type")?;
         Ok(PrReservation {
             generation,
-            reservation: Some(Reservation {
-                key,
-                scope: st >> 4,
-                pr_type: PrType(st & 0x0f),
-            }),
+            reservation: Some(Reservation { key, scope: st >> 4, pr_type: PrType(st & 0x0f) }),
         })
     }
 }
@@ -260,11 +244,7 @@ pub struct PrCapabilities {
 impl PrCapabilities {
     /// Parses REPORT CAPABILITIES data (at least 6 bytes).
     pub fn parse(buf: &[u8]) -> Result<PrCapabilities, ParseError> {
-        let mut r = Reader::new(
-            "PERSISTENT RESERVE IN REPORT CAPABILITIES data",
-            "data",
-            buf,
-        );
+        let mut r = Reader::new("PERSISTENT RESERVE IN REPORT CAPABILITIES data", "data", buf);
         r.skip(2, "length")?;
         let b2 = r.u8("capabilities")?;
         let b3 = r.u8("TMV")?;
@@ -314,26 +294,14 @@ mod tests {
         let c = persistent_reserve_in(PrInAction::READ_KEYS, 512);
         assert_eq!(c.cdb.as_bytes(), hex("5e000000000000020000").as_slice());
         assert_eq!(c.data, DataDirection::Read { len: 512 });
-        let p = PrOutParameters {
-            reservation_key: 0xaaaa,
-            ..Default::default()
-        };
-        let (c, l) =
-            persistent_reserve_out(PrOutAction::RESERVE, PrType::WRITE_EXCLUSIVE, &p).unwrap();
+        let p = PrOutParameters { reservation_key: 0xaaaa, ..Default::default() };
+        let (c, l) = persistent_reserve_out(PrOutAction::RESERVE, PrType::WRITE_EXCLUSIVE, &p).unwrap();
         assert_eq!(c.cdb.as_bytes(), hex("5f010100000000001800").as_slice());
         assert_eq!(c.data, DataDirection::Write { len: 24 });
-        assert_eq!(
-            l.as_slice(),
-            hex("000000000000aaaa00000000000000000000000000000000").as_slice()
-        );
+        assert_eq!(l.as_slice(), hex("000000000000aaaa00000000000000000000000000000000").as_slice());
         assert_eq!(&l[..8], &0xaaaau64.to_be_bytes());
         assert_eq!(&l[8..], &[0u8; 16]);
-        let p = PrOutParameters {
-            reservation_key: 1,
-            service_action_key: 2,
-            all_tg_pt: true,
-            aptpl: true,
-        };
+        let p = PrOutParameters { reservation_key: 1, service_action_key: 2, all_tg_pt: true, aptpl: true };
         let (_, l) = persistent_reserve_out(PrOutAction::REGISTER, PrType(0), &p).unwrap();
         assert_eq!(&l[8..16], &2u64.to_be_bytes());
         assert_eq!(l[20], 0x05);
@@ -347,25 +315,12 @@ mod tests {
         // A reserved Write Exclusive.
         let k = PrKeys::parse(&hex("0000000200000010000000000000aaaa000000000000bbbb")).unwrap();
         assert_eq!((k.generation, k.keys), (2, vec![0xaaaa, 0xbbbb]));
-        let r =
-            PrReservation::parse(&hex("0000000200000010000000000000aaaa0000000000010000")).unwrap();
-        assert_eq!(
-            r.reservation,
-            Some(Reservation {
-                key: 0xaaaa,
-                scope: 0,
-                pr_type: PrType::WRITE_EXCLUSIVE
-            })
-        );
+        let r = PrReservation::parse(&hex("0000000200000010000000000000aaaa0000000000010000")).unwrap();
+        assert_eq!(r.reservation, Some(Reservation { key: 0xaaaa, scope: 0, pr_type: PrType::WRITE_EXCLUSIVE }));
         // No registrations / no reservation.
         let k = PrKeys::parse(&hex("0000000000000000")).unwrap();
         assert!(k.keys.is_empty());
-        assert_eq!(
-            PrReservation::parse(&hex("0000000000000000"))
-                .unwrap()
-                .reservation,
-            None
-        );
+        assert_eq!(PrReservation::parse(&hex("0000000000000000")).unwrap().reservation, None);
         // REPORT CAPABILITIES: no SIP_C/ATP_C/PTPL_C, TMV, all six types.
         let c = PrCapabilities::parse(&hex("00080080ea010000")).unwrap();
         assert!(!c.sip_c && !c.atp_c && !c.ptpl_c && c.tmv);

@@ -115,20 +115,16 @@ impl SenseKeySpecific {
         let value = u16::from_be_bytes([b1, b2]);
         let bit_ptr = if bit(b0, 3) { Some(b0 & 0x07) } else { None };
         Some(match key {
-            SenseKey::ILLEGAL_REQUEST => SenseKeySpecific::FieldPointer {
-                in_cdb: bit(b0, 6),
-                bit: bit_ptr,
-                byte: value,
-            },
+            SenseKey::ILLEGAL_REQUEST => {
+                SenseKeySpecific::FieldPointer { in_cdb: bit(b0, 6), bit: bit_ptr, byte: value }
+            }
             SenseKey::RECOVERED_ERROR | SenseKey::MEDIUM_ERROR | SenseKey::HARDWARE_ERROR => {
                 SenseKeySpecific::ActualRetryCount(value)
             }
             SenseKey::NO_SENSE | SenseKey::NOT_READY => SenseKeySpecific::Progress(value),
-            SenseKey::COPY_ABORTED => SenseKeySpecific::SegmentPointer {
-                segment_descriptor: bit(b0, 5),
-                bit: bit_ptr,
-                byte: value,
-            },
+            SenseKey::COPY_ABORTED => {
+                SenseKeySpecific::SegmentPointer { segment_descriptor: bit(b0, 5), bit: bit_ptr, byte: value }
+            }
             SenseKey::UNIT_ATTENTION => SenseKeySpecific::UnitAttentionQueueOverflow(bit(b0, 0)),
             _ => SenseKeySpecific::Other(b),
         })
@@ -197,8 +193,7 @@ fn byte_at(d: &[u8], i: usize) -> Option<u8> {
 }
 
 fn array_at<const N: usize>(d: &[u8], i: usize) -> Option<[u8; N]> {
-    d.get(i..i.checked_add(N)?)
-        .and_then(|s| <[u8; N]>::try_from(s).ok())
+    d.get(i..i.checked_add(N)?).and_then(|s| <[u8; N]>::try_from(s).ok())
 }
 
 impl Sense {
@@ -272,10 +267,7 @@ impl Sense {
             Some(i) if bit(b0, 7) => Some(u64::from(u32::from_be_bytes(i))),
             _ => None,
         };
-        let command_specific = array_at::<4>(d, 8)
-            .map(u32::from_be_bytes)
-            .filter(|v| *v != 0)
-            .map(u64::from);
+        let command_specific = array_at::<4>(d, 8).map(u32::from_be_bytes).filter(|v| *v != 0).map(u64::from);
         Ok(Sense {
             format: SenseFormat::Fixed,
             deferred,
@@ -319,10 +311,7 @@ impl Sense {
             };
             let data = body.rest();
             s.apply_descriptor(kind, data);
-            s.descriptors.push(SenseDescriptor {
-                kind,
-                data: data.to_vec(),
-            });
+            s.descriptors.push(SenseDescriptor { kind, data: data.to_vec() });
         }
         s.truncated = truncated;
         Ok(s)
@@ -341,8 +330,7 @@ impl Sense {
             (0x01, 10) => self.command_specific = array_at::<8>(data, 2).map(u64::from_be_bytes),
             // Sense key specific, bytes 4-6.
             (0x02, 6) => {
-                self.sense_key_specific =
-                    array_at::<3>(data, 2).and_then(|b| SenseKeySpecific::decode(self.key, b));
+                self.sense_key_specific = array_at::<3>(data, 2).and_then(|b| SenseKeySpecific::decode(self.key, b));
             }
             // Field replaceable unit, byte 3.
             (0x03, 2) => self.fru = byte_at(data, 1).filter(|f| *f != 0),
@@ -428,17 +416,11 @@ mod tests {
         assert_eq!(s.information, None);
         assert_eq!(s.command_specific, None);
         assert_eq!(s.sense_key_specific, None);
-        assert_eq!(
-            s.to_string(),
-            "UNIT ATTENTION (06): POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (29/00)"
-        );
+        assert_eq!(s.to_string(), "UNIT ATTENTION (06): POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (29/00)");
 
         let s = Sense::parse(&hex(TGTD_NOT_READY)).unwrap();
         assert_eq!(s.key, SenseKey::NOT_READY);
-        assert_eq!(
-            s.to_string(),
-            "NOT READY (02): LOGICAL UNIT IS IN PROCESS OF BECOMING READY (04/01)"
-        );
+        assert_eq!(s.to_string(), "NOT READY (02): LOGICAL UNIT IS IN PROCESS OF BECOMING READY (04/01)");
         let codes = [
             (TGTD_BAD_OPCODE, AscAscq::INVALID_COMMAND_OPERATION_CODE),
             (TGTD_LBA_RANGE, AscAscq::LBA_OUT_OF_RANGE),
@@ -450,10 +432,7 @@ mod tests {
             assert!(s.is(code), "{s}");
         }
         let s = Sense::parse(&hex(TGTD_PREEMPTED)).unwrap();
-        assert_eq!(
-            s.to_string(),
-            "UNIT ATTENTION (06): RESERVATIONS PREEMPTED (2A/03)"
-        );
+        assert_eq!(s.to_string(), "UNIT ATTENTION (06): RESERVATIONS PREEMPTED (2A/03)");
     }
 
     #[test]
@@ -470,9 +449,7 @@ mod tests {
             "iSCSI sense segment: SenseLength needs 2 bytes, 1 left"
         );
         assert_eq!(
-            Sense::from_iscsi_segment(&[0, 40, 0x70, 0, 6])
-                .unwrap_err()
-                .to_string(),
+            Sense::from_iscsi_segment(&[0, 40, 0x70, 0, 6]).unwrap_err().to_string(),
             "iSCSI sense segment: SenseLength 40 exceeds data segment (3 bytes left)"
         );
     }
@@ -481,9 +458,7 @@ mod tests {
     fn fixed_with_all_fields() {
         // Deferred MEDIUM ERROR with VALID information (LBA 0x12345678),
         // command-specific info, FRU 0x42 and an actual retry count of 3.
-        let b = [
-            0xf1, 0, 0x23, 0x12, 0x34, 0x56, 0x78, 10, 0, 0, 0, 9, 0x11, 0x00, 0x42, 0x80, 0, 3,
-        ];
+        let b = [0xf1, 0, 0x23, 0x12, 0x34, 0x56, 0x78, 10, 0, 0, 0, 9, 0x11, 0x00, 0x42, 0x80, 0, 3];
         let s = Sense::parse(&b).unwrap();
         assert!(s.deferred);
         assert_eq!(s.key, SenseKey::MEDIUM_ERROR);
@@ -491,31 +466,16 @@ mod tests {
         assert_eq!(s.information, Some(0x1234_5678));
         assert_eq!(s.command_specific, Some(9));
         assert_eq!(s.fru, Some(0x42));
-        assert_eq!(
-            s.sense_key_specific,
-            Some(SenseKeySpecific::ActualRetryCount(3))
-        );
-        assert_eq!(
-            s.to_string(),
-            "MEDIUM ERROR (03): UNRECOVERED READ ERROR (11/00) [deferred]"
-        );
+        assert_eq!(s.sense_key_specific, Some(SenseKeySpecific::ActualRetryCount(3)));
+        assert_eq!(s.to_string(), "MEDIUM ERROR (03): UNRECOVERED READ ERROR (11/00) [deferred]");
     }
 
     #[test]
     fn fixed_field_pointer() {
         // ILLEGAL REQUEST 24/00, field pointer: CDB byte 2, bit 4 (BPV).
-        let b = [
-            0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xcc, 0, 2,
-        ];
+        let b = [0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xcc, 0, 2];
         let s = Sense::parse(&b).unwrap();
-        assert_eq!(
-            s.sense_key_specific,
-            Some(SenseKeySpecific::FieldPointer {
-                in_cdb: true,
-                bit: Some(4),
-                byte: 2
-            })
-        );
+        assert_eq!(s.sense_key_specific, Some(SenseKeySpecific::FieldPointer { in_cdb: true, bit: Some(4), byte: 2 }));
     }
 
     #[test]
@@ -529,10 +489,7 @@ mod tests {
         assert_eq!(s.sense_key_specific, None);
         // Only 3 bytes: key only.
         let s = Sense::parse(&[0x70, 0, 2]).unwrap();
-        assert_eq!(
-            (s.key, s.asc, s.ascq, s.truncated),
-            (SenseKey::NOT_READY, 0, 0, true)
-        );
+        assert_eq!((s.key, s.asc, s.ascq, s.truncated), (SenseKey::NOT_READY, 0, 0, true));
         // An additional sense length of 6 (SCSI-2 style, 14 bytes) is complete.
         let s = Sense::parse(&[0x70, 0, 5, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0x20, 0]).unwrap();
         assert!(!s.truncated);
@@ -558,19 +515,10 @@ mod tests {
         assert!(s.is(AscAscq::UNRECOVERED_READ_ERROR));
         assert_eq!(s.information, Some(0x1_0000_0000));
         assert_eq!(s.command_specific, Some(5));
-        assert_eq!(
-            s.sense_key_specific,
-            Some(SenseKeySpecific::ActualRetryCount(7))
-        );
+        assert_eq!(s.sense_key_specific, Some(SenseKeySpecific::ActualRetryCount(7)));
         assert!(s.ili);
         assert_eq!(s.descriptors.len(), 4);
-        assert_eq!(
-            s.descriptors[3],
-            SenseDescriptor {
-                kind: 5,
-                data: vec![0, 0x20]
-            }
-        );
+        assert_eq!(s.descriptors[3], SenseDescriptor { kind: 5, data: vec![0, 0x20] });
     }
 
     #[test]
@@ -583,9 +531,7 @@ mod tests {
         assert_eq!(s.information, None);
         assert!(s.descriptors.is_empty());
         // Information descriptor with VALID clear is not reported.
-        let b = [
-            0x72, 0x05, 0x24, 0, 0, 0, 0, 12, 0x00, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9,
-        ];
+        let b = [0x72, 0x05, 0x24, 0, 0, 0, 0, 12, 0x00, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
         let s = Sense::parse(&b).unwrap();
         assert_eq!(s.information, None);
         assert_eq!(s.descriptors.len(), 1);
@@ -597,10 +543,7 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(
-            Sense::parse(&[]).unwrap_err().to_string(),
-            "sense data: response code needs 1 bytes, 0 left"
-        );
+        assert_eq!(Sense::parse(&[]).unwrap_err().to_string(), "sense data: response code needs 1 bytes, 0 left");
         assert_eq!(
             Sense::parse(&[0x7f, 0, 0]).unwrap_err().to_string(),
             "sense data: response code 0x7f is not 70h-73h (fixed or descriptor format)"
@@ -615,10 +558,7 @@ mod tests {
         assert_eq!(format!("{:?}", SenseKey::COMPLETED), "COMPLETED");
         assert_eq!(format!("{:?}", SenseKey(0xc)), "SenseKey(0x0c)");
         let s = Sense::new(SenseKey(0xc), 0, 0);
-        assert_eq!(
-            s.to_string(),
-            "RESERVED SENSE KEY (0C): NO ADDITIONAL SENSE INFORMATION (00/00)"
-        );
+        assert_eq!(s.to_string(), "RESERVED SENSE KEY (0C): NO ADDITIONAL SENSE INFORMATION (00/00)");
     }
 
     /// Test-only encoder (fixed or descriptor format) for round trips.

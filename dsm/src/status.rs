@@ -48,10 +48,7 @@ mod tests {
     #[test]
     fn names_and_hex() {
         assert_eq!(ScsiStatus::CHECK_CONDITION.to_string(), "CHECK CONDITION");
-        assert_eq!(
-            format!("{:?}", ScsiStatus::CHECK_CONDITION),
-            "CHECK_CONDITION"
-        );
+        assert_eq!(format!("{:?}", ScsiStatus::CHECK_CONDITION), "CHECK_CONDITION");
         assert_eq!(format!("{:?}", ScsiStatus(0x18)), "RESERVATION_CONFLICT");
         assert_eq!(ScsiStatus(0x1c).to_string(), "0x1c");
         assert_eq!(format!("{:?}", ScsiStatus(0x1c)), "ScsiStatus(0x1c)");

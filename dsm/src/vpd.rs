@@ -68,11 +68,7 @@ fn page<'a>(
     let len = usize::from(r.u16("page length")?);
     let need = len.saturating_add(4);
     let Some(whole) = buf.get(..need) else {
-        return Err(ParseError::Truncated {
-            what,
-            need,
-            have: buf.len(),
-        });
+        return Err(ParseError::Truncated { what, need, have: buf.len() });
     };
     Ok((PeripheralQualifier(b0 >> 5), DeviceType(b0 & 0x1f), whole))
 }
@@ -103,17 +99,8 @@ impl SupportedPages {
     /// Parses VPD page 00h.
     pub fn parse(buf: &[u8]) -> Result<SupportedPages, ParseError> {
         let (qualifier, device_type, p) = page(buf, VpdPage::SUPPORTED_PAGES, "VPD page 0x00")?;
-        let pages = p
-            .get(4..)
-            .unwrap_or(&[])
-            .iter()
-            .map(|b| VpdPage(*b))
-            .collect();
-        Ok(SupportedPages {
-            qualifier,
-            device_type,
-            pages,
-        })
+        let pages = p.get(4..).unwrap_or(&[]).iter().map(|b| VpdPage(*b)).collect();
+        Ok(SupportedPages { qualifier, device_type, pages })
     }
 
     /// True if `page` is listed.
@@ -143,12 +130,7 @@ impl UnitSerialNumber {
     pub fn parse(buf: &[u8]) -> Result<UnitSerialNumber, ParseError> {
         let (qualifier, device_type, p) = page(buf, VpdPage::UNIT_SERIAL_NUMBER, "VPD page 0x80")?;
         let raw = p.get(4..).unwrap_or(&[]);
-        Ok(UnitSerialNumber {
-            qualifier,
-            device_type,
-            serial: ascii_text(raw, true),
-            raw: raw.to_vec(),
-        })
+        Ok(UnitSerialNumber { qualifier, device_type, serial: ascii_text(raw, true), raw: raw.to_vec() })
     }
 }
 
@@ -305,10 +287,7 @@ impl Designator {
     /// The protocol, when SPC-4 says the field means something: PIV set
     /// and association target port or target device.
     pub fn protocol(&self) -> Option<ProtocolId> {
-        let port_or_device = matches!(
-            self.association,
-            Association::TARGET_PORT | Association::TARGET_DEVICE
-        );
+        let port_or_device = matches!(self.association, Association::TARGET_PORT | Association::TARGET_DEVICE);
         (self.piv && port_or_device).then_some(self.protocol_identifier)
     }
 
@@ -326,10 +305,9 @@ impl Designator {
     /// 16-bit identifier in bytes 2-3 of the value.
     pub fn port_identifier(&self) -> Option<u16> {
         match (self.designator_type, self.value.as_slice()) {
-            (
-                DesignatorType::RELATIVE_TARGET_PORT | DesignatorType::TARGET_PORT_GROUP,
-                [_, _, hi, lo],
-            ) => Some(u16::from_be_bytes([*hi, *lo])),
+            (DesignatorType::RELATIVE_TARGET_PORT | DesignatorType::TARGET_PORT_GROUP, [_, _, hi, lo]) => {
+                Some(u16::from_be_bytes([*hi, *lo]))
+            }
             _ => None,
         }
     }
@@ -439,11 +417,7 @@ impl DeviceIdentification {
         while !r.is_empty() {
             designators.push(Designator::read(&mut r)?);
         }
-        Ok(DeviceIdentification {
-            qualifier,
-            device_type,
-            designators,
-        })
+        Ok(DeviceIdentification { qualifier, device_type, designators })
     }
 
     /// The best designator of the logical unit itself (association 0)
@@ -616,11 +590,7 @@ impl LogicalBlockProvisioning {
         let b6 = r.u8("provisioning type")?;
         let threshold_percentage = r.u8("threshold percentage")?;
         let dp = bit(b5, 0);
-        let provisioning_group = if dp && !r.is_empty() {
-            Some(Designator::read(&mut r)?)
-        } else {
-            None
-        };
+        let provisioning_group = if dp && !r.is_empty() { Some(Designator::read(&mut r)?) } else { None };
         Ok(LogicalBlockProvisioning {
             threshold_exponent,
             lbpu: bit(b5, 7),
@@ -653,10 +623,8 @@ mod tests {
     // LUN 1 is a 256 MiB disk, LUN 2 a 3 GiB disk with thin_provisioning=1,
     // LUN 3 has --params scsi_id=MYID123,scsi_sn=SN999.
     const TGTD_VPD00: &str = "00000006008083b0b1b2";
-    const TGTD_VPD80_LUN1: &str =
-        "00800024202020202020202020202020202020202020202020202020202020202020626561663131";
-    const TGTD_VPD80_LUN3: &str =
-        "0080002420202020202020202020202020202020202020202020202020202020202020534e393939";
+    const TGTD_VPD80_LUN1: &str = "00800024202020202020202020202020202020202020202020202020202020202020626561663131";
+    const TGTD_VPD80_LUN3: &str = "0080002420202020202020202020202020202020202020202020202020202020202020534e393939";
     const TGTD_VPD83_LUN1: &str = "00830048020100244945542020202020303030313030303100000000000000000000000000000000000000000103000830000001000000010103001060000000000000000e00000000010001";
     const TGTD_VPD83_LUN3: &str = "00830048020100244d5949443132330000000000000000000000000000000000000000000000000000000000010300083000000100000003010300106000000000000000000000000000d123";
     const TGTD_VPDB0_LUN1: &str = "00b0003c008000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
@@ -668,10 +636,7 @@ mod tests {
     fn tgtd_supported_pages() {
         let s = SupportedPages::parse(&hex(TGTD_VPD00)).unwrap();
         assert_eq!(s.device_type, DeviceType::DIRECT_ACCESS);
-        assert_eq!(
-            s.pages,
-            [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2].map(VpdPage).to_vec()
-        );
+        assert_eq!(s.pages, [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2].map(VpdPage).to_vec());
         assert!(s.supports(VpdPage::LOGICAL_BLOCK_PROVISIONING));
         assert!(!s.supports(VpdPage::EXTENDED_INQUIRY));
     }
@@ -681,12 +646,7 @@ mod tests {
         let s = UnitSerialNumber::parse(&hex(TGTD_VPD80_LUN1)).unwrap();
         assert_eq!(s.serial, "beaf11");
         assert_eq!(s.raw.len(), 36);
-        assert_eq!(
-            UnitSerialNumber::parse(&hex(TGTD_VPD80_LUN3))
-                .unwrap()
-                .serial,
-            "SN999"
-        );
+        assert_eq!(UnitSerialNumber::parse(&hex(TGTD_VPD80_LUN3)).unwrap().serial, "SN999");
     }
 
     #[test]
@@ -708,19 +668,13 @@ mod tests {
         assert_eq!(naa6.naa(), Some(6));
         assert_eq!(naa6.code_set, CodeSet::BINARY);
         assert_eq!(d.lu_designator(), Some(naa6));
-        assert_eq!(
-            d.lu_identity().unwrap().to_string(),
-            "naa.60000000000000000e00000000010001"
-        );
+        assert_eq!(d.lu_identity().unwrap().to_string(), "naa.60000000000000000e00000000010001");
         assert_eq!(d.relative_target_port(), None);
         assert_eq!(d.target_port_group(), None);
 
         let d = DeviceIdentification::parse(&hex(TGTD_VPD83_LUN3)).unwrap();
         assert_eq!(d.designators[0].identity().unwrap().as_str(), "t10.MYID123");
-        assert_eq!(
-            d.lu_identity().unwrap().as_str(),
-            "naa.6000000000000000000000000000d123"
-        );
+        assert_eq!(d.lu_identity().unwrap().as_str(), "naa.6000000000000000000000000000d123");
     }
 
     #[test]
@@ -742,10 +696,7 @@ mod tests {
         // INQUIRY EVPD 83h with allocation length 8: tgtd sends 8 bytes.
         let e = DeviceIdentification::parse(&hex("0083004802010024")).unwrap_err();
         assert_eq!(e.required_len(), Some(76));
-        assert_eq!(
-            e.to_string(),
-            "VPD page 0x83: header says 76 bytes, 8 received (allocation length too small?)"
-        );
+        assert_eq!(e.to_string(), "VPD page 0x83: header says 76 bytes, 8 received (allocation length too small?)");
         assert_eq!(required_len(&hex("0083004802010024")), Some(76));
         assert_eq!(required_len(&[0, 0x83, 0]), None);
     }
@@ -844,44 +795,20 @@ mod tests {
             tpg.clone(),
         ]))
         .unwrap();
-        assert_eq!(
-            d.lu_identity().unwrap().as_str(),
-            "naa.6001405a2b3c4d5e6f70811223344556"
-        );
+        assert_eq!(d.lu_identity().unwrap().as_str(), "naa.6001405a2b3c4d5e6f70811223344556");
         assert_eq!(d.relative_target_port(), Some(1));
         assert_eq!(d.target_port_group(), Some(7));
         assert_eq!(d.designators[7].protocol(), Some(ProtocolId::ISCSI));
 
-        let pick = |ds: &[Vec<u8>]| {
-            DeviceIdentification::parse(&page83(ds))
-                .unwrap()
-                .lu_identity()
-                .map(String::from)
-        };
+        let pick = |ds: &[Vec<u8>]| DeviceIdentification::parse(&page83(ds)).unwrap().lu_identity().map(String::from);
+        assert_eq!(pick(&[desig(1, 0x03, &naa2), desig(1, 0x03, &naa5)]).unwrap(), "naa.5000c50012345678");
         assert_eq!(
-            pick(&[desig(1, 0x03, &naa2), desig(1, 0x03, &naa5)]).unwrap(),
-            "naa.5000c50012345678"
-        );
-        assert_eq!(
-            pick(&[
-                desig(1, 0x03, &hex("3000000100000001")),
-                desig(1, 0x03, &naa2)
-            ])
-            .unwrap(),
+            pick(&[desig(1, 0x03, &hex("3000000100000001")), desig(1, 0x03, &naa2)]).unwrap(),
             "naa.2000001122334455"
         );
-        assert_eq!(
-            pick(&[t10.clone(), name.clone(), desig(1, 0x02, &eui)]).unwrap(),
-            "eui.0011223344556677"
-        );
-        assert_eq!(
-            pick(&[t10.clone(), name.clone()]).unwrap(),
-            "iqn.2003-01.org.x:lu"
-        );
-        assert_eq!(
-            pick(std::slice::from_ref(&t10)).unwrap(),
-            "t10.LIO-ORG disk0"
-        );
+        assert_eq!(pick(&[t10.clone(), name.clone(), desig(1, 0x02, &eui)]).unwrap(), "eui.0011223344556677");
+        assert_eq!(pick(&[t10.clone(), name.clone()]).unwrap(), "iqn.2003-01.org.x:lu");
+        assert_eq!(pick(std::slice::from_ref(&t10)).unwrap(), "t10.LIO-ORG disk0");
         // Only port designators: no LU identity.
         assert_eq!(pick(&[port_naa6, rtp, tpg]), None);
         // Malformed ones are skipped: NAA 6 of 8 bytes, EUI-64 as ASCII,
@@ -902,9 +829,7 @@ mod tests {
     #[test]
     fn page_errors() {
         assert_eq!(
-            DeviceIdentification::parse(&hex(TGTD_VPDB2_LUN2))
-                .unwrap_err()
-                .to_string(),
+            DeviceIdentification::parse(&hex(TGTD_VPDB2_LUN2)).unwrap_err().to_string(),
             "VPD page 0x83: page code is 0xb2"
         );
         // Designator length 40 with 12 bytes left in the page.
@@ -919,9 +844,7 @@ mod tests {
         assert!(DeviceIdentification::parse(&p).is_err());
         // B2 with a page length below 4.
         assert_eq!(
-            LogicalBlockProvisioning::parse(&[0, 0xb2, 0, 2, 0, 0])
-                .unwrap_err()
-                .to_string(),
+            LogicalBlockProvisioning::parse(&[0, 0xb2, 0, 2, 0, 0]).unwrap_err().to_string(),
             "VPD page 0xb2: provisioning type needs 1 bytes, 0 left"
         );
         assert!(SupportedPages::parse(&[0, 0]).is_err());
