@@ -380,15 +380,20 @@ impl Login {
         }
     }
 
-    /// Checks that hold for every response.
+    /// Checks that hold for every response. A response that refuses the
+    /// login is judged by its status alone: targets do not always echo the
+    /// ISID or a sensible StatSN in it (tgtd sends ISID 0 with 0x0203).
     fn check_header(&mut self, rsp: &LoginResponse) -> Result<(), LoginError> {
         if rsp.itt != self.setup.itt {
             return Err(LoginError::Protocol(format!("ITT {:#x}, expected {:#x}", rsp.itt, self.setup.itt)));
         }
+        if rsp.status != LoginStatus::SUCCESS {
+            return Ok(());
+        }
         if rsp.isid != self.setup.isid {
             return Err(LoginError::Protocol(format!("ISID {} does not match ours ({})", rsp.isid, self.setup.isid)));
         }
-        if rsp.status.class() == 0 && rsp.version_active != 0 {
+        if rsp.version_active != 0 {
             return Err(LoginError::Status {
                 status: LoginStatus::UNSUPPORTED_VERSION,
                 chap_configured: self.chap_configured(),
@@ -398,12 +403,12 @@ impl Login {
         // "the StatSN ... in the first Login Response ... sets the initial
         // value" (section 11.13.4); later ones must follow in order.
         match self.exp_statsn {
-            Some(exp) if rsp.status == LoginStatus::SUCCESS && rsp.statsn != exp => {
+            Some(exp) if rsp.statsn != exp => {
                 return Err(LoginError::Protocol(format!("StatSN {} out of order (expected {exp})", rsp.statsn)));
             }
             _ => self.exp_statsn = Some(rsp.statsn.wrapping_add(1)),
         }
-        if rsp.status == LoginStatus::SUCCESS && rsp.csg != self.csg {
+        if rsp.csg != self.csg {
             return Err(LoginError::Protocol(format!("response in stage {:?}, we are in {:?}", rsp.csg, self.csg)));
         }
         Ok(())

@@ -251,6 +251,13 @@ impl SessionHandle {
         }
     }
 
+    /// SendTargets=All on a discovery session (RFC 7143 appendix C): the
+    /// targets and their portals.
+    pub async fn send_targets(&self) -> Result<crate::discovery::SendTargetsResult, TaskError> {
+        let pairs = self.text(vec![crate::discovery::SendTargetsRequest::All.to_pair()]).await?;
+        Ok(crate::discovery::parse_send_targets(&pairs))
+    }
+
     /// Pings the target with a NOP-Out.
     pub async fn nop(&self) -> Result<(), TaskError> {
         self.call(|reply| Command::Nop { reply }).await.map(|_| ())

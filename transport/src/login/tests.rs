@@ -349,6 +349,13 @@ fn mismatched_header_fields_are_protocol_errors() {
     let mut rsp = r.make(&req, true, Stage::Operational, &[("AuthMethod", "None")]);
     rsp.isid = Isid([0; 6]);
     assert!(matches!(login.handle_response(rsp).unwrap_err(), LoginError::Protocol(_)));
+    // A refusal is judged by its status, whatever the ISID (tgtd sends 0).
+    let mut login = Login::new(setup(Auth::None));
+    let req = login.poll_request().unwrap();
+    let mut rsp = r.status(&req, LoginStatus::NOT_FOUND, &[]);
+    rsp.isid = Isid([0; 6]);
+    let e = login.handle_response(rsp).unwrap_err();
+    assert!(matches!(e, LoginError::Status { status: LoginStatus::NOT_FOUND, .. }), "{e}");
     let mut login = Login::new(setup(Auth::None));
     let req = login.poll_request().unwrap();
     assert_eq!(
