@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests, and the end-to-end tests
+# against real tgtd targets and network faults. Installs what they need
+# first (a fresh Debian machine has only Rust, gcc, Python and qemu-utils).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -E env "PATH=$PATH" "$@"; fi; }
+
+as_root ./scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test (end-to-end tests need root: tgtd, iptables, tc)"
+as_root cargo test --workspace
