@@ -1,73 +1,126 @@
-//! Test fixtures for mpio's end-to-end tests: real targets, real faults.
-//!
-//! Integration tests in `tests/tests/*.rs` use these to talk to real
-//! peers instead of mocks (DESIGN.md, "Real peers for testing"):
-//!
-//! * [`tgtd::Tgtd`]: a private tgtd with its own control port, portals on
-//!   `127.0.0.1..n`, targets and LUs (file-backed or null), CHAP, and
-//!   runtime fault levers (delete a connection, target offline, LU not
-//!   ready, remove a portal). Its module docs list what tgtd does in each
-//!   case, as verified on the dev machine.
-//! * [`netfault::Blackhole`] and [`netfault::RateLimit`]: iptables and tc
-//!   guards for one `address:port`, undone on Drop.
-//! * [`wait::wait_until`] / [`wait::wait_for`]: poll external state with a
-//!   deadline; never sleep a fixed time.
-//! * [`cmd`]: run tools with a deadline (SIGKILL), [`cmd::ChildGuard`] for
-//!   background processes; [`libiscsi`] wraps `iscsi-inq`, `iscsi-ls`,
-//!   `iscsi-perf` as a reference initiator.
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use mpio_tests::{libiscsi, netfault::Blackhole, require_root};
-//! use mpio_tests::tgtd::{LunSpec, TargetSpec, Tgtd};
-//!
-//! require_root();
-//! let tgtd = Tgtd::builder()
-//!     .portals(2)
-//!     .target(TargetSpec::new("disk1").lun(LunSpec::file(16 << 20)))
-//!     .start()?;
-//! {
-//!     let _cut = Blackhole::new(tgtd.portal(1))?; // path 2 goes silent
-//!     // ... exercise failover to portal 0 ...
-//! } // rules removed here, even if the test panicked
-//! assert!(libiscsi::inq(&tgtd.url(1, 1, 1), Duration::from_secs(10))?.success());
-//! # Ok::<(), mpio_tests::Error>(())
-//! ```
-//!
-//! # Running
-//!
-//! The tests need root (tgtd, iptables, tc) and the packages of
-//! `scripts/install-test-deps.sh`: `cargo test -p mpio-tests` as root, or
-//! `sudo -E cargo test -p mpio-tests`.
-//!
-//! # Parallelism
-//!
-//! Tests run in parallel, as threads of one binary and as several binaries.
-//! Every fixture owns its resources: a tgtd control port and TCP port, a
-//! temp dir, iptables rules and a tc class that match only its own
-//! `address:port`. Host-wide numbers are handed out through lock files in
-//! `/tmp/mpio-tests` ([`slot`]) that the kernel releases when a process
-//! dies, which also lets the next fixture clean up after a killed test.
-
+//! Helpers shared by the end-to-end tests in `tests/tests/`: sessions to a
+//! testbed target, data patterns that reveal misplaced or stale blocks.
 #![warn(missing_docs)]
 
-pub mod cmd;
-pub mod error;
-pub mod libiscsi;
-pub mod netfault;
-pub mod slot;
-pub mod tgtd;
-pub mod wait;
+use std::time::Duration;
 
-pub use error::{Error, Result};
+use bytes::Bytes;
+use mpio_dsm::{Lun, cdb};
+use mpio_mpath::scsi::{LuAccess, request};
+use mpio_testbed::tgtd::Tgtd;
+use mpio_transport::{ConnectionSpec, ScsiRequest, SessionConfig};
 
-/// Panics with instructions unless the process runs as root (effective uid
-/// 0). Call it first in every test that starts a fixture.
-pub fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!(
-            "this test needs root: it starts tgtd and changes iptables/tc rules. \
-             Run `sudo -E cargo test -p mpio-tests` (after scripts/install-test-deps.sh)."
-        );
+/// The initiator name the tests log in with.
+pub const INITIATOR: &str = "iqn.2026-11.test.mpio:initiator";
+
+/// A session configuration to target `tid` of `tgtd` through portal
+/// `portal`, with timers short enough for tests.
+pub fn session_config(tgtd: &Tgtd, tid: u32, portal: usize) -> SessionConfig {
+    let mut cfg = SessionConfig::new(
+        INITIATOR.parse().expect("valid initiator name"),
+        tgtd.iqn(tid).parse().expect("valid target name"),
+        tgtd.portal(portal).into(),
+    );
+    cfg.timeouts.connect = Duration::from_secs(5);
+    cfg.timeouts.login = Duration::from_secs(5);
+    cfg
+}
+
+/// The same configuration with one connection per listed portal (MCS).
+pub fn mcs_config(tgtd: &Tgtd, tid: u32, portals: &[usize]) -> SessionConfig {
+    let mut cfg = session_config(tgtd, tid, portals[0]);
+    cfg.connections = portals.iter().map(|p| ConnectionSpec::to(tgtd.portal(*p).into())).collect();
+    cfg
+}
+
+/// LUN 1, where the testbed puts the first disk (LUN 0 is tgtd's
+/// controller).
+pub fn lun1() -> Lun {
+    Lun::from_number(1).expect("LUN 1")
+}
+
+/// `len` bytes whose every 8-byte word holds its absolute byte offset
+/// xored with `seed`: any block read from the wrong place, or a stale
+/// version of it, shows up in a comparison.
+pub fn pattern(offset: u64, len: usize, seed: u64) -> Bytes {
+    let mut v = Vec::with_capacity(len);
+    let mut at = offset;
+    while v.len() < len {
+        v.extend_from_slice(&(at ^ seed).to_le_bytes());
+        at += 8;
     }
+    v.truncate(len);
+    Bytes::from(v)
+}
+
+/// A WRITE(16) of `data` at byte `offset` (512-byte blocks).
+pub fn write_at(offset: u64, data: Bytes) -> ScsiRequest {
+    let cmd = cdb::write16(offset / 512, (data.len() / 512) as u32, 512, false).expect("WRITE(16)");
+    request(lun1(), &cmd, data)
+}
+
+/// A READ(16) of `len` bytes at byte `offset` (512-byte blocks).
+pub fn read_at(offset: u64, len: usize) -> ScsiRequest {
+    let cmd = cdb::read16(offset / 512, (len / 512) as u32, 512, false).expect("READ(16)");
+    request(lun1(), &cmd, Bytes::new())
+}
+
+/// Clears the UNIT ATTENTION a new nexus gets, so tests can count on GOOD.
+pub async fn ready(session: &mpio_transport::SessionHandle) {
+    LuAccess::new(session.clone(), lun1()).test_unit_ready().await.expect("TEST UNIT READY");
+}
+
+/// Waits for the first event that `pred` accepts; panics with what was
+/// seen instead after `timeout`.
+pub async fn wait_event(
+    rx: &mut tokio::sync::broadcast::Receiver<mpio_transport::SessionEvent>,
+    timeout: Duration,
+    what: &str,
+    mut pred: impl FnMut(&mpio_transport::SessionEvent) -> bool,
+) -> mpio_transport::SessionEvent {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ev)) if pred(&ev) => return ev,
+            Ok(Ok(ev)) => seen.push(format!("{ev:?}")),
+            Ok(Err(e)) => panic!("event stream ended while waiting for {what}: {e}; seen {seen:?}"),
+            Err(_) => panic!("no {what} within {timeout:?}; seen {seen:?}"),
+        }
+    }
+}
+
+/// Panics unless `actual == expected`, naming the first differing byte
+/// instead of printing megabytes.
+#[track_caller]
+pub fn assert_data(actual: &[u8], expected: &[u8], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let first = actual.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(actual.len().min(expected.len()));
+    let show = |d: &[u8]| d.iter().skip(first).take(16).map(|b| format!("{b:02x}")).collect::<String>();
+    panic!(
+        "{what}: {} bytes read, {} expected; first difference at byte {first}: {} vs {}",
+        actual.len(),
+        expected.len(),
+        show(actual),
+        show(expected)
+    );
+}
+
+/// Writes `data` at byte `offset` of LUN 1 and expects GOOD, retrying the
+/// UNIT ATTENTIONs a new or reinstated nexus reports (as every SCSI
+/// initiator does; `mpath::scsi::LuAccess::run`).
+pub async fn write_good(s: &mpio_transport::SessionHandle, offset: u64, data: Bytes) {
+    let cmd = cdb::write16(offset / 512, (data.len() / 512) as u32, 512, false).expect("WRITE(16)");
+    let r = LuAccess::new(s.clone(), lun1()).run("WRITE(16)", &cmd, data).await;
+    r.unwrap_or_else(|e| panic!("write of at {offset}: {e}"));
+}
+
+/// Reads `len` bytes at byte `offset` of LUN 1, expecting GOOD (UNIT
+/// ATTENTIONs retried).
+pub async fn read_good(s: &mpio_transport::SessionHandle, offset: u64, len: usize) -> Bytes {
+    let cmd = cdb::read16(offset / 512, (len / 512) as u32, 512, false).expect("READ(16)");
+    let r = LuAccess::new(s.clone(), lun1()).run("READ(16)", &cmd, Bytes::new()).await;
+    r.unwrap_or_else(|e| panic!("read at {offset}: {e}")).data.to_bytes()
 }

@@ -134,6 +134,16 @@ pub enum LoginError {
     /// The connection closed during login (seed event 59).
     #[error("target closed the connection during login")]
     Closed,
+    /// The target kept redirecting (seed event 12).
+    #[error(
+        "target redirected the login {count} times in a row, last to {last}: check the target's redirection settings"
+    )]
+    RedirectLoop {
+        /// Redirections followed.
+        count: u32,
+        /// The last address.
+        last: String,
+    },
     /// Adding a connection to a session whose target negotiated
     /// MaxConnections=1.
     #[error("target does not support MCS (MaxConnections=1): use MPIO (one session per path) instead")]
@@ -371,6 +381,14 @@ impl Login {
         }
         let text = self.incoming.take();
         let pairs = decode_pairs(&text)?;
+        if tracing::enabled!(tracing::Level::TRACE) {
+            // CHAP values are not secrets, but keep the log free of them.
+            let shown: Vec<String> = pairs
+                .iter()
+                .map(|kv| if kv.key.starts_with("CHAP_") { format!("{}=...", kv.key) } else { format!("{kv:?}") })
+                .collect();
+            tracing::trace!(cid = self.setup.cid, keys = ?shown, "login response keys");
+        }
         match state {
             State::ExpectSecurityResponse => self.on_security(&rsp, &pairs),
             State::ExpectChapChallenge { chap } => self.on_chap_challenge(chap, &pairs),

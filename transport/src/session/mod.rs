@@ -689,6 +689,12 @@ impl<T> Session<T> {
             self.events.push_back(Event::Connect { cid, portal });
             return;
         }
+        let e = match e {
+            LoginError::Redirect { address, .. } => {
+                LoginError::RedirectLoop { count: c.redirects, last: address.portal().to_string() }
+            }
+            e => e,
+        };
         warn!(cid, portal = %c.portal, error = %e, "iSCSI login failed");
         let retry = e.is_retryable();
         self.connection_down(cid, now, ConnectionFailure::Login(e), retry);
@@ -960,15 +966,23 @@ impl<T> Session<T> {
         let confirmed = r.response == TmfResponse::FUNCTION_COMPLETE
             || (function == TmfFunction::ABORT_TASK && r.response == TmfResponse::TASK_DOES_NOT_EXIST);
         if let Owner::TimeoutAbort { itt } = task.owner {
-            if !confirmed {
-                // The task may still run: only dropping the connection
-                // (and with it every task on it) is safe now.
-                let msg = format!("ABORT TASK for a timed-out command answered '{}'", r.response);
-                return self.fail_connection(cid, now, ConnectionFailure::Protocol(msg));
+            let outstanding = self.tasks.contains_key(&itt);
+            if r.response == TmfResponse::FUNCTION_COMPLETE {
+                if let Some(t) = self.tasks.remove(&itt) {
+                    let elapsed = t.sent_at.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+                    self.finish(t, Err(TaskError::TimedOut(elapsed)));
+                }
+                return;
             }
-            if let Some(t) = self.tasks.remove(&itt) {
-                let elapsed = t.sent_at.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
-                self.finish(t, Err(TaskError::TimedOut(elapsed)));
+            if outstanding {
+                // Either the abort failed, or the target says the task does
+                // not exist although it never answered it: it lost the
+                // command (tgtd drops commands while offline). The state of
+                // this nexus cannot be trusted: drop the connection, so the
+                // session is reinstated and its tasks sent again (seed
+                // section 3.5, "abort task, then session recovery").
+                let msg = format!("timed-out command ITT {itt:#x}: ABORT TASK answered '{}'", r.response);
+                return self.fail_connection(cid, now, ConnectionFailure::Protocol(msg));
             }
             return;
         }

@@ -961,3 +961,37 @@ fn connect_failures_back_off() {
     let secs: Vec<u64> = gaps.iter().map(Duration::as_secs).collect();
     assert_eq!(secs, vec![2, 2, 4, 8, 16, 30], "DefaultTime2Wait floor, doubling, capped");
 }
+
+#[test]
+fn abort_of_a_lost_command_drops_the_connection() {
+    let mut c = cfg(1);
+    c.timeouts.nop_interval = None;
+    c.timeouts.command = Duration::from_secs(2);
+    let mut h = Harness::up(c);
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    h.advance(Duration::from_secs(2));
+    let pdus = h.sent(0);
+    let [Pdu::TaskMgmtRequest(t)] = &pdus[..] else { panic!("{pdus:?}") };
+    // tgtd while offline: the command was dropped, so the abort finds nothing.
+    let statsn = h.next_statsn(0);
+    let rsp = TaskMgmtResponse {
+        response: TmfResponse::TASK_DOES_NOT_EXIST,
+        itt: t.itt,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+    };
+    h.reply(0, Pdu::TaskMgmtResponse(rsp));
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::ConnectionDown { reason: ConnectionFailure::Protocol(m), .. } if m.contains("task does not exist"))),
+        "{evs:?}"
+    );
+    // The read waits for the reinstated session and is sent again.
+    h.advance(Duration::from_secs(2));
+    h.login(0);
+    let again = h.command(0);
+    h.scsi_response(0, again.itt, 0, Bytes::new());
+    assert!(matches!(&h.done()[..], [(1, Ok(_))]));
+}

@@ -75,6 +75,8 @@ pub struct Negotiator {
     answers: Vec<KeyValue>,
     /// Keys the target has sent during this login.
     seen: HashSet<String>,
+    /// Keys the target originated and we answered.
+    responded: HashSet<String>,
     session: SessionParams,
     connection: ConnectionParams,
     target: TargetDeclarations,
@@ -145,6 +147,7 @@ impl Negotiator {
             offered,
             answers: Vec::new(),
             seen: HashSet::new(),
+            responded: HashSet::new(),
             session,
             connection,
             target: TargetDeclarations::default(),
@@ -258,6 +261,13 @@ impl Negotiator {
     }
 
     fn handle_pair(&mut self, pair: &KeyValue) -> Result<(), NegotiationError> {
+        // A target that objects to our answer to a key it originated
+        // ("MaxConnections=Reject" after our reply; tgtd does this) has
+        // nothing left to negotiate on that key: its value stays as it was.
+        // Tolerated rather than treated as a redeclaration.
+        if self.responded.contains(&pair.key) && SpecialValue::parse(&pair.value).is_some() {
+            return Ok(());
+        }
         // RFC 7143 section 6.3: "An attempt to renegotiate or redeclare
         // parameters not specifically allowed MUST be detected by the
         // initiator and target. ... if detected by the initiator, the
@@ -396,14 +406,16 @@ impl Negotiator {
         if SpecialValue::parse(value).is_some() {
             return Err(NegotiationError::ReservedValueProposed { key: pair.key.clone(), value: value.to_owned() });
         }
-        let irrelevant = match self.scope {
-            // Session-wide ("LO") keys have no meaning on a connection that
-            // joins an existing session.
-            NegotiationScope::AddedConnection => key.leading_only(),
-            NegotiationScope::Discovery => key.irrelevant_in_discovery(),
-            NegotiationScope::LeadingConnection => false,
-        };
-        if irrelevant {
+        // Session-wide ("LO") keys have no meaning on a connection that
+        // joins an existing session, so the RFC has the target not send
+        // them there. tgtd does anyway (MaxConnections), and rejects an
+        // "Irrelevant" answer; echoing its value agrees without changing
+        // anything, since the session keeps its leading connection's values.
+        if self.scope == NegotiationScope::AddedConnection && key.leading_only() {
+            self.answer(pair, &pair.value);
+            return Ok(());
+        }
+        if self.scope == NegotiationScope::Discovery && key.irrelevant_in_discovery() {
             self.answer(pair, SpecialValue::Irrelevant.as_str());
             return Ok(());
         }
@@ -519,6 +531,7 @@ impl Negotiator {
     }
 
     fn answer(&mut self, pair: &KeyValue, value: &str) {
+        self.responded.insert(pair.key.clone());
         self.answers.push(KeyValue::new(pair.key.clone(), value));
     }
 
@@ -1203,11 +1216,13 @@ mod tests {
     #[test]
     fn responder_applies_the_result_functions_rfc7143_6_2_2() {
         // AddedConnection offers only digests; session keys the target
-        // originates there are answered Irrelevant.
+        // originates there (tgtd sends MaxConnections) are echoed, and a
+        // Reject of that echo is tolerated.
         let mut n = negotiator(&OperationalOffer::default(), NegotiationScope::AddedConnection);
-        n.handle_response(&pairs(&[("HeaderDigest", "None"), ("DataDigest", "None"), ("MaxBurstLength", "512")]))
+        n.handle_response(&pairs(&[("HeaderDigest", "None"), ("DataDigest", "None"), ("MaxConnections", "2")]))
             .unwrap();
-        assert_eq!(n.next_request(), pairs(&[("MaxBurstLength", "Irrelevant")]));
+        assert_eq!(n.next_request(), pairs(&[("MaxConnections", "2")]));
+        n.handle_response(&pairs(&[("MaxConnections", "Reject")])).unwrap();
         assert_eq!(n.finish().unwrap().session, SessionParams::default());
 
         // Keys we never offer, originated by the target on a leading

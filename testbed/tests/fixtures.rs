@@ -8,11 +8,11 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mpio_tests::cmd::{ChildGuard, Outcome};
-use mpio_tests::netfault::{self, Blackhole, RateLimit};
-use mpio_tests::tgtd::{LunSpec, TargetSpec, TargetState, Tgtd};
-use mpio_tests::wait::wait_for;
-use mpio_tests::{libiscsi, require_root};
+use mpio_testbed::cmd::{ChildGuard, Outcome};
+use mpio_testbed::netfault::{self, Blackhole, RateLimit};
+use mpio_testbed::tgtd::{LunSpec, TargetSpec, TargetState, Tgtd};
+use mpio_testbed::wait::wait_for;
+use mpio_testbed::{libiscsi, require_root};
 
 const INQ_TIMEOUT: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(20);
@@ -51,36 +51,21 @@ fn perf_session(tgtd: &Tgtd, portal: usize, initiator: &str) -> (ChildGuard, u32
             c.iter().any(|c| c.initiator == initiator)
         })
         .expect("iscsi-perf's session");
-    let sid = conns
-        .iter()
-        .find(|c| c.initiator == initiator)
-        .map(|c| c.sid);
+    let sid = conns.iter().find(|c| c.initiator == initiator).map(|c| c.sid);
     (perf, sid.expect("listed above"))
 }
 
 /// Reads done by session `sid` on LUN 1.
 fn reads(tgtd: &Tgtd, sid: u32) -> u64 {
     let stats = tgtd.session_stats(1, sid).expect("session stats");
-    stats
-        .luns
-        .iter()
-        .find(|l| l.lun == 1)
-        .map_or(0, |l| l.read_cmds)
+    stats.luns.iter().find(|l| l.lun == 1).map_or(0, |l| l.read_cmds)
 }
 
 /// Waits until session `sid` makes progress (`moving`) or none for 500 ms.
 fn wait_reads(tgtd: &Tgtd, sid: u32, moving: bool) -> u64 {
     let mut last = None;
-    let what = if moving {
-        "reads to progress"
-    } else {
-        "reads to stop"
-    };
-    let interval = if moving {
-        POLL
-    } else {
-        Duration::from_millis(500)
-    };
+    let what = if moving { "reads to progress" } else { "reads to stop" };
+    let interval = if moving { POLL } else { Duration::from_millis(500) };
     wait_for(what, WAIT, interval, || {
         let now = reads(tgtd, sid);
         let prev = last.replace(now);
@@ -99,11 +84,7 @@ fn parallel_fixtures_serve_their_luns_on_every_portal() {
         thread::spawn(|| {
             Tgtd::builder()
                 .portals(2)
-                .target(
-                    TargetSpec::new("disk1")
-                        .lun(LunSpec::file(16 << 20).block_size(4096))
-                        .lun(LunSpec::null()),
-                )
+                .target(TargetSpec::new("disk1").lun(LunSpec::file(16 << 20).block_size(4096)).lun(LunSpec::null()))
                 .start()
                 .expect("start tgtd")
         })
@@ -152,11 +133,7 @@ fn libiscsi_session_is_listed_and_its_connection_can_be_deleted() {
     let (cid, peer) = session.connections[0];
     assert!(peer.is_loopback(), "{peer}");
     let nexus = tgtd.show().unwrap()[0].nexuses.clone();
-    assert!(
-        nexus
-            .iter()
-            .any(|n| n.sid == sid && n.initiator == initiator)
-    );
+    assert!(nexus.iter().any(|n| n.sid == sid && n.initiator == initiator));
 
     tgtd.delete_connection(1, sid, cid).unwrap();
     // The session goes with its only connection; libiscsi logs in again.
@@ -233,44 +210,19 @@ fn chap_one_way_and_mutual() {
     let (user, secret) = ("inituser", "initsecret12");
     let (tuser, tsecret) = ("tgtuser", "tgtsecret123");
     let tgtd = Tgtd::builder()
-        .target(
-            TargetSpec::new("chap1")
-                .lun(LunSpec::file(1 << 20))
-                .chap(user, secret),
-        )
-        .target(
-            TargetSpec::new("chap2")
-                .lun(LunSpec::file(1 << 20))
-                .chap(user, secret)
-                .mutual_chap(tuser, tsecret),
-        )
+        .target(TargetSpec::new("chap1").lun(LunSpec::file(1 << 20)).chap(user, secret))
+        .target(TargetSpec::new("chap2").lun(LunSpec::file(1 << 20)).chap(user, secret).mutual_chap(tuser, tsecret))
         .start()
         .unwrap();
     let p = tgtd.portal(0);
     assert!(!inq(&tgtd.url(0, 1, 1)).success(), "login without CHAP");
-    assert!(
-        !inq(&libiscsi::chap_url(
-            p,
-            tgtd.iqn(1),
-            1,
-            user,
-            "wrongsecret12"
-        ))
-        .success()
-    );
+    assert!(!inq(&libiscsi::chap_url(p, tgtd.iqn(1), 1, user, "wrongsecret12")).success());
     assert_inq_ok(&libiscsi::chap_url(p, tgtd.iqn(1), 1, user, secret));
 
-    let mutual =
-        |ts: &str| libiscsi::mutual_chap_url(p, tgtd.iqn(2), 1, (user, secret), (tuser, ts));
+    let mutual = |ts: &str| libiscsi::mutual_chap_url(p, tgtd.iqn(2), 1, (user, secret), (tuser, ts));
     assert_inq_ok(&mutual(tsecret));
-    assert!(
-        !inq(&mutual("wrongsecret1")).success(),
-        "target proved a wrong secret"
-    );
-    assert_eq!(
-        tgtd.show().unwrap()[1].accounts,
-        [user.to_owned(), format!("{tuser} (outgoing)")]
-    );
+    assert!(!inq(&mutual("wrongsecret1")).success(), "target proved a wrong secret");
+    assert_eq!(tgtd.show().unwrap()[1].accounts, [user.to_owned(), format!("{tuser} (outgoing)")]);
 }
 
 #[test]
@@ -289,12 +241,7 @@ fn runtime_portals_and_params() {
     tgtd.set_param(1, "HeaderDigest", "CRC32C,None").unwrap();
     let params = tgtd.params(1).unwrap();
     assert_eq!(params["MaxConnections"], "4");
-    assert!(
-        tgtd.set_param(1, "NoSuchKey", "1")
-            .unwrap_err()
-            .to_string()
-            .contains("invalid request")
-    );
+    assert!(tgtd.set_param(1, "NoSuchKey", "1").unwrap_err().to_string().contains("invalid request"));
 }
 
 /// Bytes per second a bulk TCP transfer to `addr` achieves in `dur`.
@@ -335,15 +282,9 @@ fn rate_limit_limits_only_its_address_and_port() {
     assert_eq!(netfault::rate_limit_filters(addr).unwrap(), 2);
 
     let rate = measure(limited, Duration::from_millis(1500));
-    assert!(
-        (0.6..1.4).contains(&(rate / limit as f64)),
-        "limited to {limit} B/s, measured {rate:.0} B/s"
-    );
+    assert!((0.6..1.4).contains(&(rate / limit as f64)), "limited to {limit} B/s, measured {rate:.0} B/s");
     let unlimited = measure(free, Duration::from_millis(300));
-    assert!(
-        unlimited > 10.0 * limit as f64,
-        "other port: {unlimited:.0} B/s"
-    );
+    assert!(unlimited > 10.0 * limit as f64, "other port: {unlimited:.0} B/s");
 
     assert!(netfault::tc_classes().unwrap().contains(&class));
     drop(guard);

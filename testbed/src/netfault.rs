@@ -53,9 +53,7 @@ pub const TC_HANDLE: &str = "6d70";
 fn v4(addr: SocketAddr) -> Result<SocketAddrV4> {
     match addr {
         SocketAddr::V4(a) => Ok(a),
-        SocketAddr::V6(_) => Err(Error::Environment(format!(
-            "netfault supports IPv4 only, got {addr}"
-        ))),
+        SocketAddr::V6(_) => Err(Error::Environment(format!("netfault supports IPv4 only, got {addr}"))),
     }
 }
 
@@ -79,10 +77,7 @@ pub fn iptables() -> Result<&'static str> {
              (scripts/install-test-deps.sh)"
                 .to_owned()
         } else {
-            format!(
-                "iptables does not work here (root? kernel nf_tables/ip_tables?): {}",
-                problems.join("; ")
-            )
+            format!("iptables does not work here (root? kernel nf_tables/ip_tables?): {}", problems.join("; "))
         })
     });
     found.clone().map_err(Error::Environment)
@@ -94,12 +89,9 @@ pub fn check_tc() -> Result<()> {
     static FOUND: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     FOUND
         .get_or_init(|| {
-            cmd::run_ok(
-                Command::new("tc").args(["qdisc", "show", "dev", "lo"]),
-                CMD_TIMEOUT,
-            )
-            .map(drop)
-            .map_err(|e| e.to_string())
+            cmd::run_ok(Command::new("tc").args(["qdisc", "show", "dev", "lo"]), CMD_TIMEOUT)
+                .map(drop)
+                .map_err(|e| e.to_string())
         })
         .clone()
         .map_err(Error::Environment)
@@ -130,28 +122,10 @@ impl Blackhole {
         let comment = format!("{COMMENT_PREFIX}{}", slot.number());
         let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
         let rule = |host: &str, port_opt: &str| -> Vec<String> {
-            let words = [
-                "-p",
-                "tcp",
-                host,
-                &ip,
-                port_opt,
-                &port,
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-                "-j",
-                "DROP",
-            ];
+            let words = ["-p", "tcp", host, &ip, port_opt, &port, "-m", "comment", "--comment", &comment, "-j", "DROP"];
             words.iter().map(|w| w.to_string()).collect()
         };
-        let mut guard = Blackhole {
-            addr,
-            iptables,
-            rules: Vec::new(),
-            slot: Some(slot),
-        };
+        let mut guard = Blackhole { addr, iptables, rules: Vec::new(), slot: Some(slot) };
         for r in [rule("-d", "--dport"), rule("-s", "--sport")] {
             let mut args = vec!["-w".to_owned(), "-I".to_owned(), "OUTPUT".to_owned()];
             args.extend(r.iter().cloned());
@@ -218,18 +192,10 @@ fn sweep_stale_blackholes(iptables: &str) {
         return;
     };
     for line in text.lines() {
-        let words: Vec<String> = line
-            .split_whitespace()
-            .map(|w| w.trim_matches('"').to_owned())
-            .collect();
-        let slot = words
-            .iter()
-            .find_map(|w| w.strip_prefix(COMMENT_PREFIX))
-            .and_then(|n| n.parse::<u32>().ok());
+        let words: Vec<String> = line.split_whitespace().map(|w| w.trim_matches('"').to_owned()).collect();
+        let slot = words.iter().find_map(|w| w.strip_prefix(COMMENT_PREFIX)).and_then(|n| n.parse::<u32>().ok());
         let Some(n) = slot else { continue };
-        if words.first().map(String::as_str) != Some("-A")
-            || slot::is_held(BLACKHOLE_KIND, n).unwrap_or(true)
-        {
+        if words.first().map(String::as_str) != Some("-A") || slot::is_held(BLACKHOLE_KIND, n).unwrap_or(true) {
             continue;
         }
         let mut args = vec!["-w".to_owned(), "-D".to_owned()];
@@ -260,9 +226,7 @@ impl RateLimit {
         let addr = v4(addr)?;
         check_tc()?;
         if bytes_per_sec == 0 {
-            return Err(Error::Environment(
-                "RateLimit of 0 bytes/s: use a Blackhole".into(),
-            ));
+            return Err(Error::Environment("RateLimit of 0 bytes/s: use a Blackhole".into()));
         }
         let lock = slot::lock_global("tc")?;
         ensure_root_qdisc()?;
@@ -277,11 +241,7 @@ impl RateLimit {
             return Err(e);
         }
         drop(lock);
-        Ok(RateLimit {
-            addr,
-            bytes_per_sec,
-            slot: Some(slot),
-        })
+        Ok(RateLimit { addr, bytes_per_sec, slot: Some(slot) })
     }
 
     /// The limited address.
@@ -296,10 +256,7 @@ impl RateLimit {
 
     /// The tc class id, e.g. `6d70:1`.
     pub fn class_id(&self) -> String {
-        format!(
-            "{TC_HANDLE}:{:x}",
-            self.slot.as_ref().map_or(0, Slot::number)
-        )
+        format!("{TC_HANDLE}:{:x}", self.slot.as_ref().map_or(0, Slot::number))
     }
 
     /// Removes the limit now, reporting errors (Drop only prints them).
@@ -391,10 +348,7 @@ fn tc(args: &[&str]) -> Result<String> {
 
 /// Class ids (`6d70:1f`) of live or leftover [`RateLimit`]s.
 pub fn tc_classes() -> Result<Vec<String>> {
-    Ok(class_minors()?
-        .into_iter()
-        .map(|n| format!("{TC_HANDLE}:{n:x}"))
-        .collect())
+    Ok(class_minors()?.into_iter().map(|n| format!("{TC_HANDLE}:{n:x}")).collect())
 }
 
 /// How many tc filters on `lo` select traffic to or from `addr` (2 per
@@ -414,14 +368,8 @@ fn count_filters(text: &str, addr: SocketAddrV4) -> usize {
     let ip = u32::from(*addr.ip());
     let port = u32::from(addr.port());
     let wanted = [
-        [
-            format!("{ip:08x}/ffffffff at 16"),
-            format!("{port:08x}/0000ffff at 20"),
-        ],
-        [
-            format!("{ip:08x}/ffffffff at 12"),
-            format!("{:08x}/ffff0000 at 20", port << 16),
-        ],
+        [format!("{ip:08x}/ffffffff at 16"), format!("{port:08x}/0000ffff at 20")],
+        [format!("{ip:08x}/ffffffff at 12"), format!("{:08x}/ffff0000 at 20", port << 16)],
     ];
     // Each filter is a "filter ... fh ..." line followed by its "match" lines.
     let mut filters: Vec<Vec<&str>> = Vec::new();
@@ -434,14 +382,7 @@ fn count_filters(text: &str, addr: SocketAddrV4) -> usize {
             filters.push(Vec::new());
         }
     }
-    filters
-        .iter()
-        .filter(|f| {
-            wanted
-                .iter()
-                .any(|w| w.iter().all(|m| f.contains(&m.as_str())))
-        })
-        .count()
+    filters.iter().filter(|f| wanted.iter().any(|w| w.iter().all(|m| f.contains(&m.as_str())))).count()
 }
 
 /// Minor numbers of the classes under our root qdisc.
@@ -474,40 +415,12 @@ fn ensure_root_qdisc() -> Result<()> {
              RateLimit needs `tc qdisc add dev lo root handle {TC_HANDLE}: htb`"
         )));
     }
-    tc(&[
-        "qdisc",
-        "add",
-        "dev",
-        "lo",
-        "root",
-        "handle",
-        &root(),
-        "htb",
-    ])
-    .map(drop)
+    tc(&["qdisc", "add", "dev", "lo", "root", "handle", &root(), "htb"]).map(drop)
 }
 
 fn remove_class(n: u32) -> Result<()> {
-    let filters = tc(&[
-        "filter",
-        "del",
-        "dev",
-        "lo",
-        "parent",
-        &root(),
-        "protocol",
-        "ip",
-        "prio",
-        &n.to_string(),
-    ]);
-    let class = tc(&[
-        "class",
-        "del",
-        "dev",
-        "lo",
-        "classid",
-        &format!("{TC_HANDLE}:{n:x}"),
-    ]);
+    let filters = tc(&["filter", "del", "dev", "lo", "parent", &root(), "protocol", "ip", "prio", &n.to_string()]);
+    let class = tc(&["class", "del", "dev", "lo", "classid", &format!("{TC_HANDLE}:{n:x}")]);
     filters.and(class).map(drop)
 }
 

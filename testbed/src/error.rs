@@ -90,18 +90,11 @@ pub enum Error {
 impl Error {
     /// Wraps an [`io::Error`] with what the fixture was doing.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// A parse error over `text`.
     pub(crate) fn parse(what: &str, detail: impl Into<String>, text: &str) -> Self {
-        Error::Parse {
-            what: what.to_owned(),
-            detail: detail.into(),
-            text: text.to_owned(),
-        }
+        Error::Parse { what: what.to_owned(), detail: detail.into(), text: text.to_owned() }
     }
 }

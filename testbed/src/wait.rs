@@ -8,14 +8,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use mpio_tests::wait::wait_until;
+//! use mpio_testbed::wait::wait_until;
 //! # fn connections() -> usize { 2 }
 //! let n = wait_until("tgtd to show 2 connections", Duration::from_secs(10),
 //!                    Duration::from_millis(50), || {
 //!     let n = connections();
 //!     (n == 2).then_some(n)
 //! })?;
-//! # Ok::<(), mpio_tests::wait::WaitError>(())
+//! # Ok::<(), mpio_testbed::wait::WaitError>(())
 //! ```
 
 use std::fmt;
@@ -38,11 +38,7 @@ pub struct WaitError {
 
 impl fmt::Display for WaitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "timed out after {:?} ({} checks) waiting for {}",
-            self.timeout, self.attempts, self.what
-        )?;
+        write!(f, "timed out after {:?} ({} checks) waiting for {}", self.timeout, self.attempts, self.what)?;
         if let Some(last) = &self.last {
             write!(f, "; last seen: {last}")?;
         }
@@ -110,26 +106,18 @@ mod tests {
     #[test]
     fn returns_the_value_once_the_condition_holds() {
         let mut n = 0;
-        let got = wait_until(
-            "n to reach 3",
-            Duration::from_secs(5),
-            Duration::ZERO,
-            || {
-                n += 1;
-                (n == 3).then_some(n * 10)
-            },
-        );
+        let got = wait_until("n to reach 3", Duration::from_secs(5), Duration::ZERO, || {
+            n += 1;
+            (n == 3).then_some(n * 10)
+        });
         assert_eq!(got, Ok(30));
     }
 
     #[test]
     fn timeout_names_what_was_awaited_and_the_last_reason() {
-        let err = wait_for(
-            "2 connections",
-            Duration::from_millis(30),
-            Duration::from_millis(10),
-            || Err::<(), _>("1 connection"),
-        )
+        let err = wait_for("2 connections", Duration::from_millis(30), Duration::from_millis(10), || {
+            Err::<(), _>("1 connection")
+        })
         .unwrap_err();
         assert!(err.attempts >= 2, "{err}");
         let text = err.to_string();

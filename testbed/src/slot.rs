@@ -1,6 +1,6 @@
 //! Numbered resource slots shared by all test processes on the host.
 //!
-//! A slot is a lock file `/tmp/mpio-tests/<kind>-<n>.lock` held with
+//! A slot is a lock file `/tmp/mpio-testbed/<kind>-<n>.lock` held with
 //! `flock(LOCK_EX)` for as long as the owner uses resource `n` (a tgtd control
 //! port, a tc class, the iptables rules of one [`Blackhole`]). flock locks
 //! belong to an open file description, so they exclude both other processes
@@ -20,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::error::{Error, Result};
 
 /// Directory of the lock files.
-pub const LOCK_DIR: &str = "/tmp/mpio-tests";
+pub const LOCK_DIR: &str = "/tmp/mpio-testbed";
 
 /// A held slot; dropping it releases the lock (the file stays).
 #[derive(Debug)]
@@ -69,10 +69,7 @@ pub fn try_acquire(kind: &str, n: u32) -> Result<Option<Slot>> {
     match Flock::lock(open(&path)?, FlockArg::LockExclusiveNonblock) {
         Ok(file) => Ok(Some(Slot { n, path, file })),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(Error::io(
-            format!("flock {}", path.display()),
-            std::io::Error::from(e),
-        )),
+        Err((_, e)) => Err(Error::io(format!("flock {}", path.display()), std::io::Error::from(e))),
     }
 }
 

@@ -30,11 +30,8 @@ fn tree(text: &str) -> Vec<Node<'_>> {
         }
         out
     }
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| (l.len() - l.trim_start().len(), l.trim()))
-        .collect();
+    let lines: Vec<(usize, &str)> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| (l.len() - l.trim_start().len(), l.trim())).collect();
     build(&lines, &mut 0, 0)
 }
 
@@ -56,9 +53,7 @@ impl<'a> Node<'a> {
 }
 
 fn number<T: std::str::FromStr>(what: &str, field: &str, s: &str, text: &str) -> Result<T> {
-    s.trim()
-        .parse()
-        .map_err(|_| Error::parse(what, format!("bad {field} {s:?}"), text))
+    s.trim().parse().map_err(|_| Error::parse(what, format!("bad {field} {s:?}"), text))
 }
 
 fn required<'a>(what: &str, field: &str, v: Option<&'a str>, text: &str) -> Result<&'a str> {
@@ -206,22 +201,14 @@ pub(crate) fn parse_targets(text: &str) -> Result<Vec<TargetStatus>> {
     let mut out = Vec::new();
     for node in tree(text) {
         let Some(rest) = node.text.strip_prefix("Target ") else {
-            return Err(Error::parse(
-                WHAT,
-                format!("unexpected line {:?}", node.text),
-                text,
-            ));
+            return Err(Error::parse(WHAT, format!("unexpected line {:?}", node.text), text));
         };
-        let (tid, iqn) = rest
-            .split_once(':')
-            .ok_or_else(|| Error::parse(WHAT, format!("bad target line {:?}", node.text), text))?;
+        let (tid, iqn) =
+            rest.split_once(':').ok_or_else(|| Error::parse(WHAT, format!("bad target line {:?}", node.text), text))?;
         let system = node.section("System information:");
         let state = required(WHAT, "State", system.and_then(|s| s.child("State")), text)?;
         let mut nexuses = Vec::new();
-        for n in node
-            .section("I_T nexus information:")
-            .map_or(&[][..], |s| &s.children)
-        {
+        for n in node.section("I_T nexus information:").map_or(&[][..], |s| &s.children) {
             let sid = required(WHAT, "I_T nexus", n.value("I_T nexus"), text)?;
             let who = required(WHAT, "Initiator", n.child("Initiator"), text)?;
             let (initiator, alias) = match who.rsplit_once(" alias: ") {
@@ -245,22 +232,14 @@ pub(crate) fn parse_targets(text: &str) -> Result<Vec<TargetStatus>> {
             });
         }
         let mut luns = Vec::new();
-        for l in node
-            .section("LUN information:")
-            .map_or(&[][..], |s| &s.children)
-        {
+        for l in node.section("LUN information:").map_or(&[][..], |s| &s.children) {
             let lun = required(WHAT, "LUN", l.value("LUN"), text)?;
             // "Size: 67 MB, Block size: 512"
             let size = required(WHAT, "Size", l.child("Size"), text)?;
             let (mb, bs) = size
                 .split_once(" MB, Block size: ")
                 .ok_or_else(|| Error::parse(WHAT, format!("bad Size line {size:?}"), text))?;
-            let path = required(
-                WHAT,
-                "Backing store path",
-                l.child("Backing store path"),
-                text,
-            )?;
+            let path = required(WHAT, "Backing store path", l.child("Backing store path"), text)?;
             luns.push(LunStatus {
                 lun: number(WHAT, "LUN", lun, text)?,
                 device_type: required(WHAT, "Type", l.child("Type"), text)?.to_owned(),
@@ -272,9 +251,7 @@ pub(crate) fn parse_targets(text: &str) -> Result<Vec<TargetStatus>> {
             });
         }
         let list = |title: &str| -> Vec<String> {
-            node.section(title)
-                .map(|s| s.children.iter().map(|c| c.text.to_owned()).collect())
-                .unwrap_or_default()
+            node.section(title).map(|s| s.children.iter().map(|c| c.text.to_owned()).collect()).unwrap_or_default()
         };
         out.push(TargetStatus {
             tid: number(WHAT, "tid", tid, text)?,
@@ -370,17 +347,10 @@ pub(crate) fn parse_session_stats(text: &str) -> Result<SessionStats> {
     let mut table = "";
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if line.starts_with("tgt lun sid") || line.starts_with("sid cid") {
-            table = if line.starts_with("tgt") {
-                "lun"
-            } else {
-                "conn"
-            };
+            table = if line.starts_with("tgt") { "lun" } else { "conn" };
             continue;
         }
-        let f: Vec<u64> = line
-            .split_whitespace()
-            .map(|w| number(WHAT, "counter", w, text))
-            .collect::<Result<_>>()?;
+        let f: Vec<u64> = line.split_whitespace().map(|w| number(WHAT, "counter", w, text)).collect::<Result<_>>()?;
         let id = |i: usize| u32::try_from(f[i]).unwrap_or(u32::MAX);
         match (table, f.len()) {
             ("lun", 12) => stats.luns.push(LunStats {
@@ -404,11 +374,7 @@ pub(crate) fn parse_session_stats(text: &str) -> Result<SessionStats> {
                 rsp_pdus: f[7],
             }),
             _ => {
-                return Err(Error::parse(
-                    WHAT,
-                    format!("unexpected line {line:?}"),
-                    text,
-                ));
+                return Err(Error::parse(WHAT, format!("unexpected line {line:?}"), text));
             }
         }
     }
@@ -584,10 +550,7 @@ sid cid rxdata_octets txdata_octets dataout_pdus datain_pdus cmd_pdus rsp_pdus
         let s = parse_session_stats(text).unwrap();
         assert_eq!(s.luns.len(), 2);
         assert_eq!(s.luns[0].lun, 1);
-        assert_eq!(
-            (s.luns[0].read_cmds, s.luns[0].write_bytes, s.luns[0].errors),
-            (26257, 4096, 1)
-        );
+        assert_eq!((s.luns[0].read_cmds, s.luns[0].write_bytes, s.luns[0].errors), (26257, 4096, 1));
         assert_eq!(s.connections[0].cid, 0);
         assert_eq!(s.connections[0].datain_pdus, 3);
         assert_eq!(s.connections[1].rx_octets, 276);
@@ -599,12 +562,6 @@ sid cid rxdata_octets txdata_octets dataout_pdus datain_pdus cmd_pdus rsp_pdus
         assert_eq!(p["HeaderDigest"], "CRC32C");
         assert!(parse_params("x", "oops\n").is_err());
         let portals = parse_portals("Portal: 127.0.0.2:13260,1\nPortal: [::1]:3260,1\n").unwrap();
-        assert_eq!(
-            portals,
-            [
-                ("127.0.0.2:13260".to_owned(), 1),
-                ("[::1]:3260".to_owned(), 1)
-            ]
-        );
+        assert_eq!(portals, [("127.0.0.2:13260".to_owned(), 1), ("[::1]:3260".to_owned(), 1)]);
     }
 }

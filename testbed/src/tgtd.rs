@@ -2,14 +2,14 @@
 //! portals, targets, backing files and log, stopped by pid when dropped.
 //!
 //! ```no_run
-//! use mpio_tests::tgtd::{LunSpec, TargetSpec, Tgtd};
+//! use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 //! let tgtd = Tgtd::builder()
 //!     .portals(2) // 127.0.0.1:P and 127.0.0.2:P, P free on both
 //!     .target(TargetSpec::new("disk1").lun(LunSpec::file(64 << 20)).max_connections(4))
 //!     .start()?;
 //! let url = tgtd.url(1, 1, 1); // iscsi://127.0.0.2:P/iqn.2026-11.test.mpio:disk1/1
 //! let image = tgtd.backing_file(1, 1); // read it to check what the initiator wrote
-//! # Ok::<(), mpio_tests::Error>(())
+//! # Ok::<(), mpio_testbed::Error>(())
 //! ```
 //!
 //! # Isolation
@@ -80,10 +80,7 @@
 
 mod show;
 
-pub use show::{
-    ConnStats, ConnectionInfo, LunStats, LunStatus, NexusInfo, SessionInfo, SessionStats,
-    TargetStatus,
-};
+pub use show::{ConnStats, ConnectionInfo, LunStats, LunStatus, NexusInfo, SessionInfo, SessionStats, TargetStatus};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -144,20 +141,12 @@ pub struct LunSpec {
 impl LunSpec {
     /// A LU backed by a sparse file of `size` bytes.
     pub fn file(size: u64) -> LunSpec {
-        LunSpec {
-            backing: Backing::File { size },
-            block_size: None,
-            params: Vec::new(),
-        }
+        LunSpec { backing: Backing::File { size }, block_size: None, params: Vec::new() }
     }
 
     /// A `--bstype null` LU (for benchmarks: no storage cost).
     pub fn null() -> LunSpec {
-        LunSpec {
-            backing: Backing::Null,
-            block_size: None,
-            params: Vec::new(),
-        }
+        LunSpec { backing: Backing::Null, block_size: None, params: Vec::new() }
     }
 
     /// Logical block size (`--blocksize`, default 512).
@@ -190,11 +179,7 @@ impl TargetSpec {
     /// otherwise [`IQN_PREFIX`] + `name`. Without [`Self::initiator_name`]
     /// it accepts every initiator (`bind --initiator-address ALL`).
     pub fn new(name: &str) -> TargetSpec {
-        let iqn = if name.starts_with("iqn.") {
-            name.to_owned()
-        } else {
-            format!("{IQN_PREFIX}{name}")
-        };
+        let iqn = if name.starts_with("iqn.") { name.to_owned() } else { format!("{IQN_PREFIX}{name}") };
         TargetSpec {
             iqn,
             luns: Vec::new(),
@@ -283,19 +268,14 @@ impl TgtdBuilder {
     /// portals, targets, LUs, ACLs, parameters and accounts.
     pub fn start(self) -> Result<Tgtd> {
         if self.portals == 0 || self.portals == 255 {
-            return Err(Error::Environment(format!(
-                "Tgtd::builder().portals({}): need 1..=254",
-                self.portals
-            )));
+            return Err(Error::Environment(format!("Tgtd::builder().portals({}): need 1..=254", self.portals)));
         }
         let dir = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempdir()
             .map_err(|e| Error::io("cannot create a temp dir for tgtd", e))?;
         let log_path = dir.path().join("tgtd.log");
-        let addrs: Vec<Ipv4Addr> = (1..=self.portals)
-            .map(|i| Ipv4Addr::new(127, 0, 0, i))
-            .collect();
+        let addrs: Vec<Ipv4Addr> = (1..=self.portals).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
 
         // Slots of control ports another tgtd holds; kept locked (so that
         // `acquire` skips them) until we are done.
@@ -340,12 +320,7 @@ impl TgtdBuilder {
                 child: Some(child),
                 control_port: n,
                 port,
-                portals: Mutex::new(
-                    addrs
-                        .iter()
-                        .map(|a| SocketAddr::new((*a).into(), port))
-                        .collect(),
-                ),
+                portals: Mutex::new(addrs.iter().map(|a| SocketAddr::new((*a).into(), port)).collect()),
                 targets: Vec::new(),
                 log_path,
                 dir,
@@ -415,10 +390,7 @@ pub struct Tgtd {
 impl Tgtd {
     /// A builder with one portal and no targets.
     pub fn builder() -> TgtdBuilder {
-        TgtdBuilder {
-            portals: 1,
-            targets: Vec::new(),
-        }
+        TgtdBuilder { portals: 1, targets: Vec::new() }
     }
 
     /// tgtd's process id.
@@ -439,18 +411,13 @@ impl Tgtd {
     /// Current portals (builder portals plus [`Self::add_portal`] minus
     /// [`Self::remove_portal`]).
     pub fn portals(&self) -> Vec<SocketAddr> {
-        self.portals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.portals.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Portal `index` of [`Self::portals`]; panics if there is none.
     pub fn portal(&self, index: usize) -> SocketAddr {
         let portals = self.portals();
-        *portals
-            .get(index)
-            .unwrap_or_else(|| panic!("tgtd has {} portals, no #{index}", portals.len()))
+        *portals.get(index).unwrap_or_else(|| panic!("tgtd has {} portals, no #{index}", portals.len()))
     }
 
     /// The targets made by the builder.
@@ -511,36 +478,16 @@ impl Tgtd {
     /// Adds a portal (`--mode portal --op new`); fails if the address is in
     /// use. Any 127/8 address works on `lo`.
     pub fn add_portal(&self, addr: SocketAddr) -> Result<()> {
-        self.tgtadm(&[
-            "--mode",
-            "portal",
-            "--op",
-            "new",
-            "--param",
-            &format!("portal={addr}"),
-        ])?;
-        self.portals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(addr);
+        self.tgtadm(&["--mode", "portal", "--op", "new", "--param", &format!("portal={addr}")])?;
+        self.portals.lock().unwrap_or_else(|e| e.into_inner()).push(addr);
         Ok(())
     }
 
     /// Removes a portal: its listener closes, new logins fail; sessions that
     /// came in through it keep working.
     pub fn remove_portal(&self, addr: SocketAddr) -> Result<()> {
-        self.tgtadm(&[
-            "--mode",
-            "portal",
-            "--op",
-            "delete",
-            "--param",
-            &format!("portal={addr}"),
-        ])?;
-        self.portals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != addr);
+        self.tgtadm(&["--mode", "portal", "--op", "delete", "--param", &format!("portal={addr}")])?;
+        self.portals.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != addr);
         Ok(())
     }
 
@@ -551,23 +498,12 @@ impl Tgtd {
 
     /// Creates a CHAP account (accounts are per tgtd, bound per target).
     pub fn add_account(&self, user: &str, secret: &str) -> Result<()> {
-        self.tgtadm(&[
-            "--mode",
-            "account",
-            "--op",
-            "new",
-            "--user",
-            user,
-            "--password",
-            secret,
-        ])
-        .map(drop)
+        self.tgtadm(&["--mode", "account", "--op", "new", "--user", user, "--password", secret]).map(drop)
     }
 
     /// Deletes a CHAP account.
     pub fn delete_account(&self, user: &str) -> Result<()> {
-        self.tgtadm(&["--mode", "account", "--op", "delete", "--user", user])
-            .map(drop)
+        self.tgtadm(&["--mode", "account", "--op", "delete", "--user", user]).map(drop)
     }
 
     /// Binds an account to target `tid`: incoming (the initiator
@@ -584,9 +520,7 @@ impl Tgtd {
 
     fn account_op(&self, op: &str, tid: u32, user: &str, outgoing: bool) -> Result<()> {
         let tid = tid.to_string();
-        let mut args = vec![
-            "--mode", "account", "--op", op, "--tid", &tid, "--user", user,
-        ];
+        let mut args = vec!["--mode", "account", "--op", op, "--tid", &tid, "--user", user];
         if outgoing {
             args.push("--outgoing");
         }
@@ -596,31 +530,13 @@ impl Tgtd {
     /// Sets a target parameter (see [`TargetSpec::param`]); it applies to
     /// sessions that log in afterwards.
     pub fn set_param(&self, tid: u32, key: &str, value: &str) -> Result<()> {
-        self.tgtadm(&[
-            "--mode",
-            "target",
-            "--op",
-            "update",
-            "--tid",
-            &tid.to_string(),
-            "--name",
-            key,
-            "--value",
-            value,
-        ])
-        .map(drop)
+        self.tgtadm(&["--mode", "target", "--op", "update", "--tid", &tid.to_string(), "--name", key, "--value", value])
+            .map(drop)
     }
 
     /// Target parameters (`--mode target --op show --tid T`).
     pub fn params(&self, tid: u32) -> Result<BTreeMap<String, String>> {
-        let text = self.tgtadm(&[
-            "--mode",
-            "target",
-            "--op",
-            "show",
-            "--tid",
-            &tid.to_string(),
-        ])?;
+        let text = self.tgtadm(&["--mode", "target", "--op", "show", "--tid", &tid.to_string()])?;
         show::parse_params("tgtadm --mode target --op show --tid", &text)
     }
 
@@ -667,14 +583,7 @@ impl Tgtd {
     /// Every connection of target `tid` (`--mode conn --op show`), sorted by
     /// sid and cid.
     pub fn connections(&self, tid: u32) -> Result<Vec<ConnectionInfo>> {
-        show::parse_connections(&self.tgtadm(&[
-            "--mode",
-            "conn",
-            "--op",
-            "show",
-            "--tid",
-            &tid.to_string(),
-        ])?)
+        show::parse_connections(&self.tgtadm(&["--mode", "conn", "--op", "show", "--tid", &tid.to_string()])?)
     }
 
     /// Sessions of target `tid` with their connections, sorted by sid.
@@ -693,16 +602,11 @@ impl Tgtd {
         mut pred: impl FnMut(&[ConnectionInfo]) -> bool,
     ) -> Result<Vec<ConnectionInfo>> {
         let what = format!("tgtd -C {} tid {tid}: {what}", self.control_port);
-        Ok(wait_for(
-            &what,
-            timeout,
-            Duration::from_millis(20),
-            || match self.connections(tid) {
-                Ok(c) if pred(&c) => Ok(c),
-                Ok(c) => Err(format!("{c:?}")),
-                Err(e) => Err(e.to_string()),
-            },
-        )?)
+        Ok(wait_for(&what, timeout, Duration::from_millis(20), || match self.connections(tid) {
+            Ok(c) if pred(&c) => Ok(c),
+            Ok(c) => Err(format!("{c:?}")),
+            Err(e) => Err(e.to_string()),
+        })?)
     }
 
     /// Closes one connection from the target side
@@ -750,9 +654,7 @@ impl Tgtd {
             return Err(Error::Environment("tgtd already stopped".into()));
         };
         let wait = |child: &mut Child| {
-            child
-                .try_wait()
-                .map_err(|e| Error::io(format!("waiting for tgtd pid {}", self.pid), e))
+            child.try_wait().map_err(|e| Error::io(format!("waiting for tgtd pid {}", self.pid), e))
         };
         if let Some(status) = wait(&mut child)? {
             return Ok(status);
@@ -772,31 +674,19 @@ impl Tgtd {
             let offline = ["--mode", "target", "--op", "update", "--tid", &tid];
             let offline = [&offline[..], &["--name", "state", "--value", "offline"]].concat();
             let _ = tgtadm(self.control_port, &offline, short);
-            let delete = [
-                "--mode", "target", "--op", "delete", "--force", "--tid", &tid,
-            ];
+            let delete = ["--mode", "target", "--op", "delete", "--force", "--tid", &tid];
             let _ = wait_for("target delete", short, Duration::from_millis(20), || {
                 tgtadm(self.control_port, &delete, short)
             });
         }
-        let _ = tgtadm(
-            self.control_port,
-            &["--mode", "system", "--op", "delete"],
-            short,
-        );
-        let exited = wait_until(
-            "tgtd to exit",
-            STOP_TIMEOUT,
-            Duration::from_millis(10),
-            || wait(&mut child).ok().flatten(),
-        );
+        let _ = tgtadm(self.control_port, &["--mode", "system", "--op", "delete"], short);
+        let exited =
+            wait_until("tgtd to exit", STOP_TIMEOUT, Duration::from_millis(10), || wait(&mut child).ok().flatten());
         let status = match exited {
             Ok(status) => status,
             Err(_) => {
                 let _ = child.kill();
-                child
-                    .wait()
-                    .map_err(|e| Error::io(format!("reaping tgtd pid {}", self.pid), e))?
+                child.wait().map_err(|e| Error::io(format!("reaping tgtd pid {}", self.pid), e))?
             }
         };
         clear_owner(&mut self.slot);
@@ -808,16 +698,7 @@ impl Tgtd {
         let mut out = Vec::new();
         for (tid, spec) in (1u32..).zip(specs) {
             let t = tid.to_string();
-            self.tgtadm(&[
-                "--mode",
-                "target",
-                "--op",
-                "new",
-                "--tid",
-                &t,
-                "--targetname",
-                &spec.iqn,
-            ])?;
+            self.tgtadm(&["--mode", "target", "--op", "new", "--tid", &t, "--targetname", &spec.iqn])?;
             let mut luns = Vec::new();
             for (lun, l) in (1u32..).zip(&spec.luns) {
                 luns.push(self.create_lun(tid, lun, l)?);
@@ -826,28 +707,10 @@ impl Tgtd {
                 self.set_param(tid, key, value)?;
             }
             if spec.initiator_names.is_empty() {
-                self.tgtadm(&[
-                    "--mode",
-                    "target",
-                    "--op",
-                    "bind",
-                    "--tid",
-                    &t,
-                    "--initiator-address",
-                    "ALL",
-                ])?;
+                self.tgtadm(&["--mode", "target", "--op", "bind", "--tid", &t, "--initiator-address", "ALL"])?;
             }
             for name in &spec.initiator_names {
-                self.tgtadm(&[
-                    "--mode",
-                    "target",
-                    "--op",
-                    "bind",
-                    "--tid",
-                    &t,
-                    "--initiator-name",
-                    name,
-                ])?;
+                self.tgtadm(&["--mode", "target", "--op", "bind", "--tid", &t, "--initiator-name", name])?;
             }
             let chap = spec.incoming.iter().map(|a| (a, false));
             for ((user, secret), outgoing) in chap.chain(spec.outgoing.iter().map(|a| (a, true))) {
@@ -857,27 +720,14 @@ impl Tgtd {
                 }
                 self.bind_account(tid, user, outgoing)?;
             }
-            out.push(TargetInfo {
-                tid,
-                iqn: spec.iqn.clone(),
-                luns,
-            });
+            out.push(TargetInfo { tid, iqn: spec.iqn.clone(), luns });
         }
         Ok(out)
     }
 
     fn create_lun(&self, tid: u32, lun: u32, spec: &LunSpec) -> Result<LunInfo> {
         let (t, l) = (tid.to_string(), lun.to_string());
-        let mut args = vec![
-            "--mode",
-            "logicalunit",
-            "--op",
-            "new",
-            "--tid",
-            &t,
-            "--lun",
-            &l,
-        ];
+        let mut args = vec!["--mode", "logicalunit", "--op", "new", "--tid", &t, "--lun", &l];
         let path = match spec.backing {
             Backing::File { size } => {
                 let path = self.dir().join(format!("tid{tid}-lun{lun}.img"));
@@ -901,12 +751,7 @@ impl Tgtd {
         if !spec.params.is_empty() {
             self.lun_params(tid, lun, &spec.params.join(","))?;
         }
-        Ok(LunInfo {
-            lun,
-            backing: spec.backing.clone(),
-            path,
-            block_size: spec.block_size.unwrap_or(512),
-        })
+        Ok(LunInfo { lun, backing: spec.backing.clone(), path, block_size: spec.block_size.unwrap_or(512) })
     }
 }
 
@@ -933,21 +778,14 @@ impl Drop for Tgtd {
 
 fn tgtadm(control_port: u32, args: &[&str], timeout: Duration) -> Result<String> {
     cmd::run_ok(
-        Command::new("tgtadm")
-            .arg("-C")
-            .arg(control_port.to_string())
-            .args(["--lld", "iscsi"])
-            .args(args),
+        Command::new("tgtadm").arg("-C").arg(control_port.to_string()).args(["--lld", "iscsi"]).args(args),
         timeout,
     )
 }
 
 fn spawn_tgtd(control_port: u32, portal: SocketAddr, log: &Path) -> Result<Child> {
-    let file =
-        File::create(log).map_err(|e| Error::io(format!("cannot create {}", log.display()), e))?;
-    let file2 = file
-        .try_clone()
-        .map_err(|e| Error::io("cannot dup the log fd", e))?;
+    let file = File::create(log).map_err(|e| Error::io(format!("cannot create {}", log.display()), e))?;
+    let file2 = file.try_clone().map_err(|e| Error::io("cannot dup the log fd", e))?;
     cmd::spawn(
         Command::new("tgtd")
             .arg("-f")
@@ -969,11 +807,7 @@ fn wait_ready(child: &mut Child, control_port: u32) -> Result<(), Option<ExitSta
         if let Ok(Some(status)) = child.try_wait() {
             return Ok(Err(status));
         }
-        let probe = tgtadm(
-            control_port,
-            &["--mode", "system", "--op", "show"],
-            Duration::from_secs(5),
-        );
+        let probe = tgtadm(control_port, &["--mode", "system", "--op", "show"], Duration::from_secs(5));
         probe.map(|_| Ok(()))
     });
     match ready {
@@ -989,26 +823,13 @@ fn wait_ready(child: &mut Child, control_port: u32) -> Result<(), Option<ExitSta
 /// Checks that tgtd listens on `first` (it only logs a failed bind of its
 /// start-up portal) and adds a portal on each of `more` with the same port.
 fn add_portals(control_port: u32, first: SocketAddr, more: &[Ipv4Addr]) -> Result<()> {
-    let text = tgtadm(
-        control_port,
-        &["--mode", "portal", "--op", "show"],
-        TGTADM_TIMEOUT,
-    )?;
-    if !show::parse_portals(&text)?
-        .iter()
-        .any(|(p, _)| *p == first.to_string())
-    {
-        return Err(Error::Environment(format!(
-            "tgtd could not bind its portal {first} (port taken meanwhile)"
-        )));
+    let text = tgtadm(control_port, &["--mode", "portal", "--op", "show"], TGTADM_TIMEOUT)?;
+    if !show::parse_portals(&text)?.iter().any(|(p, _)| *p == first.to_string()) {
+        return Err(Error::Environment(format!("tgtd could not bind its portal {first} (port taken meanwhile)")));
     }
     for ip in more {
         let portal = format!("portal={}", SocketAddr::new((*ip).into(), first.port()));
-        tgtadm(
-            control_port,
-            &["--mode", "portal", "--op", "new", "--param", &portal],
-            TGTADM_TIMEOUT,
-        )?;
+        tgtadm(control_port, &["--mode", "portal", "--op", "new", "--param", &portal], TGTADM_TIMEOUT)?;
     }
     Ok(())
 }
@@ -1016,22 +837,14 @@ fn add_portals(control_port: u32, first: SocketAddr, more: &[Ipv4Addr]) -> Resul
 /// A port that is free on every address in `addrs`.
 fn free_port(addrs: &[Ipv4Addr]) -> Result<u16> {
     for _ in 0..50 {
-        let probe = TcpListener::bind((addrs[0], 0))
-            .map_err(|e| Error::io(format!("cannot bind {}:0", addrs[0]), e))?;
-        let port = probe
-            .local_addr()
-            .map_err(|e| Error::io("getsockname", e))?
-            .port();
-        if addrs[1..]
-            .iter()
-            .all(|a| TcpListener::bind((*a, port)).is_ok())
-        {
+        let probe =
+            TcpListener::bind((addrs[0], 0)).map_err(|e| Error::io(format!("cannot bind {}:0", addrs[0]), e))?;
+        let port = probe.local_addr().map_err(|e| Error::io("getsockname", e))?.port();
+        if addrs[1..].iter().all(|a| TcpListener::bind((*a, port)).is_ok()) {
             return Ok(port);
         }
     }
-    Err(Error::Environment(format!(
-        "found no TCP port free on all of {addrs:?}"
-    )))
+    Err(Error::Environment(format!("found no TCP port free on all of {addrs:?}")))
 }
 
 fn read_log(path: &Path) -> String {
@@ -1076,16 +889,11 @@ fn kill_orphan(slot: &mut Slot) -> Result<()> {
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         // A zombie (its parent died too and nobody reaps it) holds nothing.
         let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
+            .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
             .unwrap_or(true);
         !zombie
             && args.first().is_some_and(|a| a.ends_with(b"tgtd"))
-            && args
-                .windows(2)
-                .any(|w| w[0] == b"-C" && w[1] == n.to_string().as_bytes())
+            && args.windows(2).any(|w| w[0] == b"-C" && w[1] == n.to_string().as_bytes())
     };
     if !is_our_tgtd(pid) {
         clear_owner(slot);
@@ -1093,12 +901,9 @@ fn kill_orphan(slot: &mut Slot) -> Result<()> {
     }
     eprintln!("killing tgtd pid {pid} (-C {n}) left behind by a dead test process");
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    wait_until(
-        &format!("orphaned tgtd pid {pid} to die"),
-        Duration::from_secs(10),
-        Duration::from_millis(10),
-        || (!is_our_tgtd(pid)).then_some(()),
-    )?;
+    wait_until(&format!("orphaned tgtd pid {pid} to die"), Duration::from_secs(10), Duration::from_millis(10), || {
+        (!is_our_tgtd(pid)).then_some(())
+    })?;
     // Its owner is dead, so is the fixture: remove its temp dir if it is one
     // this module made.
     if let Some(dir) = lines.next().map(Path::new) {

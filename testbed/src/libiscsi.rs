@@ -36,29 +36,20 @@ pub fn mutual_chap_url(
     (user, secret): (&str, &str),
     (target_user, target_secret): (&str, &str),
 ) -> String {
-    format!(
-        "{}?target_user={target_user}&target_password={target_secret}",
-        chap_url(portal, iqn, lun, user, secret)
-    )
+    format!("{}?target_user={target_user}&target_password={target_secret}", chap_url(portal, iqn, lun, user, secret))
 }
 
 /// `iscsi-inq -i INITIATOR_IQN <url>` (standard INQUIRY); the outcome has
 /// `status: None` if it was killed at `timeout`.
 pub fn inq(url: &str, timeout: Duration) -> Result<Outcome> {
-    cmd::run(
-        Command::new("iscsi-inq").args(["-i", INITIATOR_IQN, url]),
-        timeout,
-    )
+    cmd::run(Command::new("iscsi-inq").args(["-i", INITIATOR_IQN, url]), timeout)
 }
 
 /// `iscsi-ls -i INITIATOR_IQN -s iscsi://<portal>`: SendTargets discovery
 /// plus a login to each target to list its LUNs.
 pub fn ls(portal: SocketAddr, timeout: Duration) -> Result<Outcome> {
     let url = format!("iscsi://{portal}");
-    cmd::run(
-        Command::new("iscsi-ls").args(["-i", INITIATOR_IQN, "-s", &url]),
-        timeout,
-    )
+    cmd::run(Command::new("iscsi-ls").args(["-i", INITIATOR_IQN, "-s", &url]), timeout)
 }
 
 /// Starts `iscsi-perf -i <initiator> <args> <url>` in the background
@@ -66,11 +57,5 @@ pub fn ls(portal: SocketAddr, timeout: Duration) -> Result<Outcome> {
 /// `args`: `["-b", "8", "-m", "4", "-t", "600"]` (blocks per I/O, queue
 /// depth, seconds).
 pub fn perf(url: &str, initiator: &str, args: &[&str], log: &Path) -> Result<ChildGuard> {
-    ChildGuard::spawn_logged(
-        Command::new("iscsi-perf")
-            .args(["-i", initiator])
-            .args(args)
-            .arg(url),
-        log,
-    )
+    ChildGuard::spawn_logged(Command::new("iscsi-perf").args(["-i", initiator]).args(args).arg(url), log)
 }

@@ -38,14 +38,8 @@ const PACKAGES: &[(&str, &str)] = &[
 
 /// The Debian package that ships `program` ("?" if unknown).
 pub fn package_for(program: &str) -> &'static str {
-    let name = Path::new(program)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(program);
-    PACKAGES
-        .iter()
-        .find(|(p, _)| *p == name)
-        .map_or("?", |(_, pkg)| pkg)
+    let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or(program);
+    PACKAGES.iter().find(|(p, _)| *p == name).map_or("?", |(_, pkg)| pkg)
 }
 
 /// `cmd` as a shell-like string for messages.
@@ -57,11 +51,7 @@ pub fn describe(cmd: &Command) -> String {
             s.push(' ');
         }
         let word = word.to_string_lossy();
-        if !word.is_empty()
-            && word
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
-        {
+        if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c)) {
             s.push_str(&word);
         } else {
             let _ = write!(s, "'{}'", word.replace('\'', r"'\''"));
@@ -126,10 +116,7 @@ impl Outcome {
                     format!("\n--- stdout ---\n{}", self.stdout.trim_end())
                 },
             }),
-            None => Err(Error::CommandTimeout {
-                command: self.command,
-                timeout,
-            }),
+            None => Err(Error::CommandTimeout { command: self.command, timeout }),
         }
     }
 }
@@ -141,11 +128,7 @@ impl Outcome {
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Outcome> {
     let command = describe(cmd);
     let start = Instant::now();
-    let mut child = spawn(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )?;
+    let mut child = spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))?;
     let stdout = child.stdout.take().map(reader);
     let stderr = child.stderr.take().map(reader);
 
@@ -175,13 +158,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Outcome> {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
-    Ok(Outcome {
-        command,
-        status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-        elapsed,
-    })
+    Ok(Outcome { command, status, stdout: collect(stdout), stderr: collect(stderr), elapsed })
 }
 
 /// Runs `cmd` like [`run`] and returns its stdout; fails (with its stderr
@@ -221,10 +198,7 @@ impl ChildGuard {
                 .map_err(|e| Error::io(format!("cannot open log {}", log.display()), e))
         };
         let child = spawn(cmd.stdin(Stdio::null()).stdout(open()?).stderr(open()?))?;
-        Ok(ChildGuard {
-            child,
-            command: describe(cmd),
-        })
+        Ok(ChildGuard { child, command: describe(cmd) })
     }
 
     /// Process id.
@@ -239,17 +213,13 @@ impl ChildGuard {
 
     /// Exit status if it has exited (reaps it), `None` while it runs.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        self.child
-            .try_wait()
-            .map_err(|e| Error::io(format!("waiting for `{}`", self.command), e))
+        self.child.try_wait().map_err(|e| Error::io(format!("waiting for `{}`", self.command), e))
     }
 
     /// Kills it with SIGKILL (if still running) and reaps it.
     pub fn kill(&mut self) -> Result<ExitStatus> {
         let _ = self.child.kill();
-        self.child
-            .wait()
-            .map_err(|e| Error::io(format!("reaping `{}`", self.command), e))
+        self.child.wait().map_err(|e| Error::io(format!("reaping `{}`", self.command), e))
     }
 
     /// The underlying [`Child`], e.g. to wait for it with a deadline.
@@ -278,10 +248,7 @@ mod tests {
 
     #[test]
     fn missing_program_names_its_package() {
-        let err = run(
-            &mut Command::new("iscsi-no-such-tool"),
-            Duration::from_secs(1),
-        );
+        let err = run(&mut Command::new("iscsi-no-such-tool"), Duration::from_secs(1));
         assert!(matches!(err, Err(Error::MissingTool { .. })));
         assert_eq!(package_for("/usr/sbin/tgtadm"), "tgt");
     }
@@ -291,20 +258,14 @@ mod tests {
         let out = run(Command::new("sleep").arg("10"), Duration::from_millis(100)).unwrap();
         assert!(out.timed_out());
         assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
-        assert!(matches!(
-            out.check(Duration::from_millis(100)),
-            Err(Error::CommandTimeout { .. })
-        ));
+        assert!(matches!(out.check(Duration::from_millis(100)), Err(Error::CommandTimeout { .. })));
     }
 
     #[test]
     fn failure_carries_stderr() {
-        let err = run_ok(
-            Command::new("sh").args(["-c", "echo oops >&2; exit 3"]),
-            Duration::from_secs(5),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = run_ok(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]), Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("oops"), "{err}");
     }
