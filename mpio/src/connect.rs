@@ -25,7 +25,7 @@ pub(crate) enum DigestArg {
 }
 
 impl DigestArg {
-    fn pref(self) -> DigestPref {
+    pub(crate) fn pref(self) -> DigestPref {
         match self {
             DigestArg::None => DigestPref::None,
             DigestArg::Crc32c => DigestPref::Crc32c,

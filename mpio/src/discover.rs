@@ -11,10 +11,10 @@ use crate::output;
 #[derive(Args, Debug)]
 pub(crate) struct DiscoverArgs {
     #[command(flatten)]
-    conn: ConnectArgs,
+    pub(crate) conn: ConnectArgs,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Serialize)]

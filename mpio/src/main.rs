@@ -2,6 +2,7 @@
 
 mod advice;
 mod connect;
+mod demo;
 mod discover;
 mod output;
 mod perf;
@@ -32,6 +33,8 @@ enum Command {
     Scsi(scsi::ScsiCommand),
     /// Load generator on one logical unit (for benchmarks).
     Perf(perf::PerfArgs),
+    /// Start a local SAN (tgtd, several portals) and tour what mpio does.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             Command::Discover(a) => discover::run(a).await,
             Command::Scsi(c) => scsi::run(c).await,
             Command::Perf(a) => perf::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
         }
     });
     match result {

@@ -34,31 +34,31 @@ pub(crate) enum Pattern {
 #[derive(Args, Debug)]
 pub(crate) struct PerfArgs {
     #[command(flatten)]
-    conn: ConnectArgs,
+    pub(crate) conn: ConnectArgs,
     /// Target name.
     #[arg(long, short = 't')]
-    target: IscsiName,
+    pub(crate) target: IscsiName,
     /// Logical unit number.
     #[arg(long, short = 'l', default_value_t = 0)]
-    lun: u64,
+    pub(crate) lun: u64,
     /// Access pattern.
     #[arg(long, value_enum, default_value = "randread")]
-    rw: Pattern,
+    pub(crate) rw: Pattern,
     /// Bytes per I/O (suffixes k, m).
     #[arg(long, default_value = "4k", value_parser = parse_size)]
-    bs: u64,
+    pub(crate) bs: u64,
     /// I/Os in flight.
     #[arg(long, default_value_t = 1)]
-    qd: usize,
+    pub(crate) qd: usize,
     /// Seconds to run (after a 1 s warm-up).
     #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    pub(crate) seconds: u64,
     /// Use at most this many bytes of the LU (default: all of it).
     #[arg(long, value_parser = parse_size)]
-    size: Option<u64>,
+    pub(crate) size: Option<u64>,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -1,0 +1,258 @@
+//! `mpio demo`: a local SAN and a guided tour of what the initiator does.
+//!
+//! Starts a private tgtd with one file-backed logical unit reachable
+//! through several portals (127.0.0.1, 127.0.0.2, ...), then runs the same
+//! code as the CLI commands against it, printing each equivalent command
+//! line so they can be repeated by hand. Ctrl-C, or the end with
+//! `--no-wait`, stops everything it started.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Args;
+use mpio_dsm::{Lun, cdb};
+use mpio_mpath::scsi::LuAccess;
+use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+use mpio_transport::pdu::Isid;
+use mpio_transport::portal::Portal;
+use mpio_transport::{ConnPick, ConnectionSpec, SessionHandle};
+
+use crate::connect::{ConnectArgs, DigestArg, default_initiator_name};
+use crate::{discover, output, perf};
+
+/// Demo options.
+#[derive(Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// Portals of the local target (127.0.0.1 .. 127.0.0.N).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+    portals: u8,
+    /// Size of the logical unit in MiB.
+    #[arg(long, default_value_t = 256)]
+    size_mib: u64,
+    /// Do not wait for Ctrl-C at the end: stop the SAN and exit.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+fn step(n: u32, title: &str, cmd: Option<String>) {
+    println!("\n== {n}. {title}");
+    if let Some(cmd) = cmd {
+        println!("$ {cmd}");
+    }
+}
+
+pub(crate) async fn run(args: DemoArgs) -> Result<()> {
+    if std::fs::read_to_string("/proc/self/status")
+        .map(|s| !s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(true)
+    {
+        bail!(
+            "the demo starts a local iSCSI target (tgtd) and needs root: run it as root, e.g. sudo ./scripts/demo.sh"
+        );
+    }
+    let n = args.portals;
+    let tgtd = Tgtd::builder()
+        .portals(n)
+        .target(
+            TargetSpec::new("demo")
+                .lun(LunSpec::file(args.size_mib << 20))
+                .max_connections(u32::from(n))
+                .digests("CRC32C,None"),
+        )
+        .start()
+        .context(
+            "cannot start the local target (is the tgt package installed? scripts/install-test-deps.sh installs it)",
+        )?;
+    let tour = tour(&tgtd, n, args.size_mib);
+    tokio::select! {
+        r = tour => r?,
+        _ = tokio::signal::ctrl_c() => {
+            println!("\ninterrupted: stopping the local SAN");
+            return Ok(());
+        }
+    }
+    let portal = tgtd.portal(0);
+    let initiator = default_initiator_name()?;
+    let iqn = tgtd.iqn(1);
+    let mpio = mpio_command();
+    println!("\n== What to try next (in another terminal, while this runs)");
+    println!("  {mpio} discover -p {portal}");
+    println!("  {mpio} scsi inquiry -p {portal} -t {iqn} -l 1 --vpd 0x83 --json");
+    println!(
+        "  {mpio} scsi readcap -p {} -t {iqn} -l 1 --header-digest crc32c --data-digest crc32c",
+        tgtd.portal(1.min(usize::from(n) - 1))
+    );
+    println!("  {mpio} perf -p {portal} -t {iqn} -l 1 --rw randwrite --bs 64k --qd 16 --seconds 5");
+    println!("  iscsi-inq -i {initiator} iscsi://{portal}/{iqn}/1       # libiscsi, for comparison");
+    println!("  tgtadm -C {} --lld iscsi --mode conn --op show --tid 1   # the target's view", tgtd.control_port());
+    println!("The multipath device (/dev/ublkbN, NBD export), the daemon and its metrics come with the next issues.");
+    if args.no_wait {
+        return Ok(());
+    }
+    println!("\nThe local SAN runs until Ctrl-C.");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!("stopping the local SAN");
+    Ok(())
+}
+
+/// How to call this binary again: `mpio` when that is what the PATH
+/// finds, else the path of this executable.
+fn mpio_command() -> String {
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p).map(|d| d.join("mpio")).any(|c| Some(c.canonicalize().ok()) == Some(me.clone()))
+        })
+        .unwrap_or(false);
+    match me {
+        Some(path) if !on_path => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            path.strip_prefix(&cwd).map_or(path.clone(), |p| p.to_path_buf()).display().to_string()
+        }
+        _ => "mpio".into(),
+    }
+}
+
+fn conn_args(portal: Portal) -> ConnectArgs {
+    ConnectArgs {
+        portal,
+        initiator: None,
+        header_digest: DigestArg::None,
+        data_digest: DigestArg::None,
+        chap_user: None,
+        chap_secret_file: None,
+        chap_target_user: None,
+        chap_target_secret_file: None,
+        login_timeout: 10,
+    }
+}
+
+async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
+    let iqn = tgtd.iqn(1).to_string();
+    let target = iqn.parse().context("target name")?;
+    let portals: Vec<Portal> = tgtd.portals().into_iter().map(Portal::from).collect();
+    let list: Vec<String> = portals.iter().map(ToString::to_string).collect();
+    println!("Local SAN: tgtd (pid {}, control port {})", tgtd.pid(), tgtd.control_port());
+    println!("  target {iqn}, LUN 1: {size_mib} MiB file {}", tgtd.backing_file(1, 1).display());
+    println!("  portals {}", list.join(", "));
+    println!("  initiator name {}", default_initiator_name()?);
+
+    let mpio = mpio_command();
+    step(1, "Discovery (SendTargets)", Some(format!("{mpio} discover -p {}", portals[0])));
+    discover::run(discover::DiscoverArgs { conn: conn_args(portals[0].clone()), json: false }).await?;
+
+    step(
+        2,
+        "The logical unit: identity and capacity",
+        Some(format!("{mpio} scsi inquiry -p {} -t {iqn} -l 1 --vpd 0x83", portals[0])),
+    );
+    let session = conn_args(portals[0].clone()).connect(Some(target)).await?;
+    let lu = LuAccess::new(session.clone(), Lun::from_number(1)?);
+    let inquiry = lu.inquiry().await?;
+    let identity = lu.device_identification().await?.lu_identity().map(|i| i.to_string()).unwrap_or_default();
+    let cap = lu.capacity().await?;
+    output::fields(&[
+        ("vendor/product", format!("{} {} {}", inquiry.vendor, inquiry.product, inquiry.revision)),
+        ("identity (VPD 0x83)", identity.clone()),
+        ("capacity", format!("{} blocks of {} bytes", cap.blocks().unwrap_or(0), cap.block_len)),
+    ]);
+
+    step(3, "Write 8 MiB and read it back over one session", None);
+    let data: Bytes = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect::<Vec<u8>>().into();
+    let (blocks, block) = ((data.len() / 512) as u32, 512);
+    lu.run("WRITE(16)", &cdb::write16(0, blocks, block, false)?, data.clone()).await?;
+    let back = lu.run("READ(16)", &cdb::read16(0, blocks, block, false)?, Bytes::new()).await?;
+    let same = back.data.to_bytes() == data;
+    println!(
+        "wrote {} bytes, read {} back: {}",
+        data.len(),
+        back.data.len(),
+        if same { "identical" } else { "DIFFERENT" }
+    );
+    if !same {
+        bail!("the data read back differs from what was written");
+    }
+    session.logout().await?;
+
+    step(4, &format!("One session, {n} connections (MCS), one per portal"), None);
+    let mut cfg = conn_args(portals[0].clone()).session_config(Some(iqn.parse()?))?;
+    cfg.connections = portals.iter().map(|p| ConnectionSpec::to(p.clone())).collect();
+    cfg.offer.header_digest = DigestArg::Prefer.pref();
+    let mcs = SessionHandle::spawn(cfg)?;
+    let mut events = mcs.events();
+    mcs.wait_up(Duration::from_secs(10)).await?;
+    let want = usize::from(n);
+    let mut up = 1;
+    while up < want {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(mpio_transport::SessionEvent::ConnectionUp { .. })) => up += 1,
+            Ok(Ok(mpio_transport::SessionEvent::ConnectionDown { cid, reason })) => bail!("connection {cid}: {reason}"),
+            Ok(Ok(_)) => {}
+            _ => bail!("only {up} of {want} connections came up"),
+        }
+    }
+    let mcs_lu = LuAccess::new(mcs.clone(), Lun::from_number(1)?);
+    mcs_lu.test_unit_ready().await?;
+    for cid in 0..u16::from(n) {
+        let cmd = cdb::read16(u64::from(cid) * 2048, 2048, 512, false)?;
+        mcs.execute_on(mpio_mpath::scsi::request(Lun::from_number(1)?, &cmd, Bytes::new()), ConnPick::Cid(cid)).await?;
+    }
+    let snap = mcs.snapshot().await?;
+    let mut rows =
+        vec![vec!["CID".to_string(), "PORTAL".into(), "LOCAL".into(), "HEADER DIGEST".into(), "READ BYTES".into()]];
+    for c in &snap.connections {
+        rows.push(vec![
+            c.cid.to_string(),
+            c.portal.clone(),
+            c.local_addr.map_or("-".into(), |a| a.to_string()),
+            c.params.as_ref().map_or("-".into(), |p| format!("{:?}", p.header_digest)),
+            c.stats.data_bytes_received.to_string(),
+        ]);
+    }
+    output::table(&rows);
+    println!("TSIH {:#06x}; the target sees one session with {} connections", snap.tsih, snap.connections.len());
+    mcs.logout().await?;
+
+    step(5, &format!("{n} sessions (MPIO), one per portal: the same logical unit on every path"), None);
+    let mut rows = vec![vec!["PATH".to_string(), "PORTAL".into(), "ISID".into(), "LU IDENTITY".into()]];
+    let mut sessions = Vec::new();
+    for (i, p) in portals.iter().enumerate() {
+        let mut cfg = conn_args(p.clone()).session_config(Some(iqn.parse()?))?;
+        cfg.isid = Isid::random_format(0x6d70_696f_0000 + i as u64);
+        let isid = cfg.isid;
+        let s = SessionHandle::connect(cfg, Duration::from_secs(10)).await?;
+        let id = LuAccess::new(s.clone(), Lun::from_number(1)?).device_identification().await?;
+        rows.push(vec![
+            i.to_string(),
+            p.to_string(),
+            isid.to_string(),
+            id.lu_identity().map(|i| i.to_string()).unwrap_or_default(),
+        ]);
+        sessions.push(s);
+    }
+    output::table(&rows);
+    println!("every path reports {identity}: the multipath device (next issue) claims them into one device");
+    for s in sessions {
+        s.logout().await?;
+    }
+
+    step(
+        6,
+        "Performance: 4 KiB random reads, 32 in flight, 2 s",
+        Some(format!("{mpio} perf -p {} -t {iqn} -l 1 --qd 32 --seconds 2", portals[0])),
+    );
+    perf::run(perf::PerfArgs {
+        conn: conn_args(portals[0].clone()),
+        target: iqn.parse()?,
+        lun: 1,
+        rw: perf::Pattern::Randread,
+        bs: 4096,
+        qd: 32,
+        seconds: 2,
+        size: None,
+        json: false,
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The `mpio` diagnostics CLI against a real tgtd: output, JSON, CHAP
+//! secrets from files and the environment, and one-line errors.
+
+use std::process::{Command, Output};
+
+use mpio_testbed::require_root;
+use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+
+const INIT: &str = "iqn.2026-11.test.mpio:cli";
+
+fn mpio(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpio"));
+    c.args(args).env_remove("MPIO_CHAP_SECRET").env_remove("MPIO_CHAP_TARGET_SECRET");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run mpio")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and expects success; returns stdout.
+fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = mpio(args, env);
+    assert!(o.status.success(), "mpio {args:?} failed: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// Runs and expects failure with exactly one line on stderr; returns it.
+fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = mpio(args, env);
+    assert_eq!(o.status.code(), Some(1), "mpio {args:?} should fail: {}", stdout(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line of error, got {err:?}");
+    err.trim_end().to_string()
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+fn discovery_and_scsi_diagnostics() {
+    require_root();
+    let tgtd = Tgtd::builder().target(TargetSpec::new("cli").lun(LunSpec::file(32 << 20))).start().unwrap();
+    let portal = tgtd.portal(0).to_string();
+    let p = portal.as_str();
+    let iqn = tgtd.iqn(1);
+
+    let out = ok(&["discover", "-p", p, "-i", INIT], &[]);
+    assert!(out.contains(iqn) && out.contains(p), "{out}");
+    let j = json(&ok(&["discover", "-p", p, "-i", INIT, "--json"], &[]));
+    assert_eq!(j[0]["target"], iqn);
+    assert_eq!(j[0]["portals"][0]["address"], portal);
+
+    let lu = ["-p", p, "-i", INIT, "-t", iqn, "-l", "1"];
+    let run = |cmd: &[&str], extra: &[&str]| -> String {
+        let mut a: Vec<&str> = cmd.to_vec();
+        a.extend_from_slice(&lu);
+        a.extend_from_slice(extra);
+        ok(&a, &[])
+    };
+    let inq = run(&["scsi", "inquiry"], &[]);
+    assert!(inq.contains("IET") && inq.contains("VIRTUAL-DISK"), "{inq}");
+    let id = json(&run(&["scsi", "inquiry"], &["--vpd", "0x83", "--json"]));
+    assert!(id["lu_identity"].as_str().unwrap().starts_with("naa."), "{id}");
+    let cap = json(&run(&["scsi", "readcap"], &["--json"]));
+    assert_eq!(cap["capacity_bytes"], 32 << 20);
+    assert_eq!(cap["block_size"], 512);
+    let luns = json(&run(&["scsi", "report-luns"], &["--json"]));
+    let numbers: Vec<u64> = luns.as_array().unwrap().iter().map(|l| l["lun"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, vec![0, 1]);
+    assert_eq!(run(&["scsi", "tur"], &[]).trim(), "ready");
+    let serial = run(&["scsi", "inquiry"], &["--vpd", "128"]);
+    assert!(!serial.trim().is_empty());
+
+    let perf = json(&run(&["perf"], &["--rw", "randread", "--bs", "4k", "--qd", "4", "--seconds", "1", "--json"]));
+    assert!(perf["iops"].as_f64().unwrap() > 100.0, "{perf}");
+
+    // Errors: one line, the failure and the fix.
+    let e = fails(&["scsi", "tur", "-p", p, "-i", INIT, "-t", "iqn.2026-11.test.mpio:nosuch", "-l", "1"], &[]);
+    assert_eq!(
+        e,
+        "mpio: login failed: target not found (0x0203): no such target on this portal: check the target name (mpio discover lists them)"
+    );
+    let e = fails(&["scsi", "tur", "-p", p, "-i", INIT, "-t", iqn, "-l", "7"], &[]);
+    assert!(e.contains("LOGICAL UNIT NOT SUPPORTED") && e.contains("mpio scsi report-luns"), "{e}");
+    let e = fails(&["discover", "-p", "127.0.0.1:1", "-i", INIT], &[]);
+    assert!(e.starts_with("mpio: cannot connect to 127.0.0.1:1") && e.contains("check that the target runs"), "{e}");
+    // A malformed portal is a usage error (exit 2, clap's message).
+    let o = mpio(&["discover", "-p", "not a portal", "-i", INIT], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--portal"), "{}", stderr(&o));
+}
+
+#[test]
+fn chap_secrets_come_from_files_or_the_environment() {
+    require_root();
+    let tgtd = Tgtd::builder()
+        .target(
+            TargetSpec::new("clichap")
+                .lun(LunSpec::file(4 << 20))
+                .chap("inituser", "init-secret-123")
+                .mutual_chap("tgtuser", "tgt-secret-4567"),
+        )
+        .start()
+        .unwrap();
+    let portal = tgtd.portal(0).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours");
+    let theirs = dir.path().join("theirs");
+    std::fs::write(&ours, "init-secret-123\n").unwrap();
+    std::fs::write(&theirs, "tgt-secret-4567").unwrap();
+    let (ours, theirs) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
+    let base =
+        ["scsi", "tur", "-p", portal.as_str(), "-i", INIT, "-t", tgtd.iqn(1), "-l", "1", "--chap-user", "inituser"];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+
+    // Mutual CHAP with both secrets in files.
+    let out = ok(
+        &with(
+            &base,
+            &["--chap-secret-file", ours, "--chap-target-user", "tgtuser", "--chap-target-secret-file", theirs],
+        ),
+        &[],
+    );
+    assert_eq!(out.trim(), "ready");
+    // The same from the environment.
+    let env = [("MPIO_CHAP_SECRET", "init-secret-123"), ("MPIO_CHAP_TARGET_SECRET", "tgt-secret-4567")];
+    assert_eq!(ok(&with(&base, &["--chap-target-user", "tgtuser"]), &env).trim(), "ready");
+
+    // A wrong secret: the seed's one-line message, and the secret nowhere.
+    let o = mpio(&with(&base, &[]), &[("MPIO_CHAP_SECRET", "wrong-secret-99")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "mpio: login failed: authentication failure (0x0201): check the CHAP user and secret"
+    );
+    for out in [stdout(&o), stderr(&o)] {
+        assert!(!out.contains("wrong-secret-99") && !out.contains("init-secret"), "secret leaked: {out}");
+    }
+    // With full debug logging too.
+    let o = mpio(&with(&base, &["--log", "trace", "--chap-target-user", "tgtuser"]), &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for out in [stdout(&o), stderr(&o)] {
+        assert!(!out.contains("init-secret-123") && !out.contains("tgt-secret-4567"), "secret leaked in logs");
+    }
+    // The target's secret is wrong: mutual authentication fails.
+    let e = fails(
+        &with(&base, &["--chap-target-user", "tgtuser"]),
+        &[("MPIO_CHAP_SECRET", "init-secret-123"), ("MPIO_CHAP_TARGET_SECRET", "not-the-target-secret")],
+    );
+    assert!(e.contains("target failed mutual CHAP authentication"), "{e}");
+    // A secret below 12 bytes is refused before any login.
+    let e = fails(&with(&base, &[]), &[("MPIO_CHAP_SECRET", "short")]);
+    assert!(e.contains("at least 12 are required"), "{e}");
+    // No secret at all: the fix names the options.
+    let e = fails(&with(&base, &[]), &[]);
+    assert!(e.contains("--chap-secret-file") && e.contains("MPIO_CHAP_SECRET"), "{e}");
+    // No CHAP configured for a target that wants it.
+    let e = fails(&base[..10], &[]);
+    assert!(e.contains("target requires CHAP authentication"), "{e}");
+}
+
+#[test]
+fn required_digests_from_the_command_line() {
+    require_root();
+    let tgtd = Tgtd::builder()
+        .target(TargetSpec::new("clidigest").lun(LunSpec::file(4 << 20)).digests("CRC32C"))
+        .start()
+        .unwrap();
+    let portal = tgtd.portal(0).to_string();
+    let args = [
+        "scsi",
+        "tur",
+        "-p",
+        portal.as_str(),
+        "-i",
+        INIT,
+        "-t",
+        tgtd.iqn(1),
+        "-l",
+        "1",
+        "--header-digest",
+        "crc32c",
+        "--data-digest",
+        "crc32c",
+    ];
+    assert_eq!(ok(&args, &[]).trim(), "ready");
+}
