@@ -45,11 +45,14 @@ for tid in 1 2; do
   set_param $tid DataDigest None,CRC32C
 done
 
-# ours RW BS QD TARGET DIGESTS -> "iops mbps cpu_us_per_io"
+# ours RW BS QD TARGET DIGESTS -> "iops mbps cpu_us_per_io". Offers what
+# libiscsi offers (262144 for MaxRecvDataSegmentLength, FirstBurstLength
+# and MaxBurstLength), so both negotiate the same PDU and burst sizes.
 ours() {
   local rw=$1 bs=$2 qd=$3 t=$4 hd=$5 dd=$6
   "$MPIO" perf -p "$PORTAL" -i "$INIT" -t "$t" -l 1 --rw "$rw" --bs "$bs" --qd "$qd" \
-    --seconds "$SECONDS_PER_RUN" --header-digest "$hd" --data-digest "$dd" --json |
+    --seconds "$SECONDS_PER_RUN" --header-digest "$hd" --data-digest "$dd" \
+    --max-recv-data-segment-length 262144 --first-burst-length 262144 --max-burst-length 262144 --json |
     python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["iops"], d["mbps"], d["cpu_us_per_io"])'
 }
 

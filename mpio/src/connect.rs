@@ -67,6 +67,15 @@ pub(crate) struct ConnectArgs {
     /// Seconds to wait for connect and login.
     #[arg(long, default_value_t = 15)]
     pub(crate) login_timeout: u64,
+    /// MaxRecvDataSegmentLength we declare (bytes; default 65536).
+    #[arg(long)]
+    pub(crate) max_recv_data_segment_length: Option<u32>,
+    /// FirstBurstLength we offer (bytes; default 65536).
+    #[arg(long)]
+    pub(crate) first_burst_length: Option<u32>,
+    /// MaxBurstLength we offer (bytes; default 262144).
+    #[arg(long)]
+    pub(crate) max_burst_length: Option<u32>,
 }
 
 /// Reads a secret from a file, or from an environment variable.
@@ -125,6 +134,11 @@ impl ConnectArgs {
         cfg.auth = self.auth()?;
         cfg.offer.header_digest = self.header_digest.pref();
         cfg.offer.data_digest = self.data_digest.pref();
+        let o = &mut cfg.offer;
+        o.max_recv_data_segment_length = self.max_recv_data_segment_length.unwrap_or(o.max_recv_data_segment_length);
+        o.first_burst_length = self.first_burst_length.unwrap_or(o.first_burst_length);
+        o.max_burst_length = self.max_burst_length.unwrap_or(o.max_burst_length);
+        o.validate().context("invalid negotiation options")?;
         cfg.reconnect = false;
         cfg.timeouts.login = Duration::from_secs(self.login_timeout);
         cfg.timeouts.connect = Duration::from_secs(self.login_timeout);

@@ -125,6 +125,9 @@ fn conn_args(portal: Portal) -> ConnectArgs {
         chap_target_user: None,
         chap_target_secret_file: None,
         login_timeout: 10,
+        max_recv_data_segment_length: None,
+        first_burst_length: None,
+        max_burst_length: None,
     }
 }
 

@@ -160,12 +160,12 @@ pub enum NegotiationScope {
 
 /// The operational values we offer, filled from configuration.
 ///
-/// Defaults are the seeds' (004 lines 4226-4290) except
-/// MaxRecvDataSegmentLength: the seeds use 65536, we declare 262144 so that
-/// a target can send a 256 KiB read in one Data-In PDU (fewer headers and
-/// wake-ups per I/O). DataPDUInOrder and DataSequenceInOrder are not
-/// configurable: mpio only supports in-order data and always offers Yes
-/// (seed events 61/62).
+/// Defaults are the seeds' (004 lines 4226-4290): MaxRecvDataSegmentLength
+/// and FirstBurstLength 64 KiB, MaxBurstLength 256 KiB, InitialR2T No,
+/// ImmediateData Yes. open-iscsi and libiscsi declare 256 KiB segments and
+/// first bursts; raise them in the configuration for large transfers.
+/// DataPDUInOrder and DataSequenceInOrder are not configurable: mpio only
+/// supports in-order data and always offers Yes (seed events 61/62).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OperationalOffer {
@@ -202,7 +202,7 @@ impl Default for OperationalOffer {
         OperationalOffer {
             header_digest: DigestPref::None,
             data_digest: DigestPref::None,
-            max_recv_data_segment_length: 262_144,
+            max_recv_data_segment_length: 65_536,
             max_burst_length: 262_144,
             first_burst_length: 65_536,
             initial_r2t: false,
@@ -614,7 +614,7 @@ mod tests {
     #[test]
     fn offer_defaults_follow_the_seeds_rfc7143_13() {
         let o = OperationalOffer::default();
-        assert_eq!(o.max_recv_data_segment_length, 262_144);
+        assert_eq!(o.max_recv_data_segment_length, 65_536);
         assert_eq!(o.max_burst_length, 262_144);
         assert_eq!(o.first_burst_length, 65_536);
         assert!(!o.initial_r2t);

@@ -888,7 +888,7 @@ mod tests {
                 ("DataPDUInOrder", "Yes"),
                 ("DataSequenceInOrder", "Yes"),
                 ("ErrorRecoveryLevel", "0"),
-                ("MaxRecvDataSegmentLength", "262144"),
+                ("MaxRecvDataSegmentLength", "65536"),
             ])
         );
         // Afterwards only answers, and there are none yet.
@@ -917,7 +917,7 @@ mod tests {
         assert_eq!(r.session.max_burst_length, 262_144);
         assert!(!r.session.initial_r2t);
         assert!(r.session.immediate_data);
-        assert_eq!(r.connection.max_recv_data_segment_length, 262_144);
+        assert_eq!(r.connection.max_recv_data_segment_length, 65_536);
         assert_eq!(r.connection.max_xmit_data_segment_length, 262_144);
         assert_eq!(r.target.target_alias.as_deref(), Some("disk one"));
         assert_eq!(r.target.target_portal_group_tag, Some(1));
@@ -1125,7 +1125,7 @@ mod tests {
         response.retain(|p| p.key != "MaxRecvDataSegmentLength");
         let r = negotiate(&OperationalOffer::default(), &response).unwrap();
         assert_eq!(r.connection.max_xmit_data_segment_length, 8192);
-        assert_eq!(r.connection.max_recv_data_segment_length, 262_144);
+        assert_eq!(r.connection.max_recv_data_segment_length, 65_536);
         // The target declares its own value, independent of ours.
         let r = negotiate(&OperationalOffer::default(), &with("MaxRecvDataSegmentLength", "1048576")).unwrap();
         assert_eq!(r.connection.max_xmit_data_segment_length, 1_048_576);
