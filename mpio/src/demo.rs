@@ -222,7 +222,7 @@ async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
     let mut sessions = Vec::new();
     for (i, p) in portals.iter().enumerate() {
         let mut cfg = conn_args(p.clone()).session_config(Some(iqn.parse()?))?;
-        cfg.isid = Isid::random_format(0x6d70_696f_0000 + i as u64);
+        cfg.isid = Isid::for_path(&format!("demo {iqn} {p} path{i}"));
         let isid = cfg.isid;
         let s = SessionHandle::connect(cfg, Duration::from_secs(10)).await?;
         let id = LuAccess::new(s.clone(), Lun::from_number(1)?).device_identification().await?;

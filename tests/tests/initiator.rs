@@ -11,7 +11,7 @@ use mpio_testbed::tgtd::{LunSpec, TargetSpec, TargetState, Tgtd};
 use mpio_tests::*;
 use mpio_transport::chap::{ChapConfig, ChapCredentials, ChapError, Secret};
 use mpio_transport::login::LoginError;
-use mpio_transport::pdu::{Isid, LoginStatus};
+use mpio_transport::pdu::{Isid, LoginStatus, TmfFunction, TmfResponse};
 use mpio_transport::text::{Digest, DigestPref};
 use mpio_transport::{
     Auth, ConnPick, ConnectionFailure, ConnectionSpec, SessionError, SessionEvent, SessionHandle, TaskError,
@@ -510,4 +510,37 @@ async fn login_redirection_is_followed() {
         SessionHandle::connect(session_config(&old_home, 1, 0), Duration::from_secs(10)).await.unwrap_err(),
     );
     assert!(matches!(e, LoginError::RedirectLoop { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_management_against_the_target() {
+    require_root();
+    let tgtd = Tgtd::builder().target(TargetSpec::new("tmf").lun(LunSpec::file(4 << 20))).start().unwrap();
+    let mut cfg = session_config(&tgtd, 1, 0);
+    cfg.timeouts.command = Duration::from_secs(30);
+    let s = SessionHandle::connect(cfg, Duration::from_secs(10)).await.unwrap();
+    ready(&s).await;
+    let lun = lun1().as_u64_be();
+    // LOGICAL UNIT RESET and ABORT TASK SET complete; the LU stays usable
+    // (after the unit attention a reset causes).
+    s.task_mgmt(TmfFunction::LOGICAL_UNIT_RESET, lun).await.unwrap();
+    s.task_mgmt(TmfFunction::ABORT_TASK_SET, lun).await.unwrap();
+    // tgtd does not implement TARGET WARM RESET: the answer reaches the
+    // caller as it is, and the session carries on.
+    let r = s.task_mgmt(TmfFunction::TARGET_WARM_RESET, lun).await;
+    assert_eq!(r, Err(TaskError::TaskMgmt(TmfResponse::NOT_SUPPORTED)));
+    let data = pattern(0, 4096, 77);
+    write_good(&s, 0, data.clone()).await;
+
+    // A command the target holds forever (offline drops it) is aborted on
+    // request: the caller gets Aborted, the session stays up.
+    tgtd.set_state(1, TargetState::Offline).unwrap();
+    let (id, done) = s.submit(read_at(0, 4096), ConnPick::Any).await.unwrap();
+    s.abort(id).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), done).await.expect("aborted in time").unwrap();
+    assert!(matches!(r, Err(TaskError::Aborted)), "{r:?}");
+    tgtd.set_state(1, TargetState::Ready).unwrap();
+    assert!(s.is_up());
+    assert_data(&read_good(&s, 0, 4096).await, &data, "read after the abort");
+    s.logout().await.unwrap();
 }

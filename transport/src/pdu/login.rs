@@ -51,6 +51,21 @@ impl Isid {
         // random part, D the qualifier.
         Isid([0x80, s[2], s[3], s[4], s[5], s[6] ^ s[7] ^ s[1] ^ s[0]])
     }
+
+    /// The ISID of a configured path, derived from what names it (initiator,
+    /// target, portal, path name): the same path gets the same ISID after a
+    /// daemon restart, so its new login reinstates the old session on the
+    /// target instead of leaving it behind; different paths get different
+    /// ISIDs, so they are different I_T nexuses (MPIO). FNV-1a: stable
+    /// across builds and platforms, which `std`'s hasher is not.
+    pub fn for_path(identity: &str) -> Isid {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in identity.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Isid::random_format(h)
+    }
 }
 
 impl std::fmt::Debug for Isid {

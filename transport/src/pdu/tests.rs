@@ -396,3 +396,17 @@ fn names_print_for_known_codes() {
     assert_eq!(format!("{:?}", LoginStatus(0x0299)), "LoginStatus(0x299)");
     assert_eq!(LoginStatus::TARGET_MOVED_PERMANENTLY.class(), 1);
 }
+
+#[test]
+fn path_isids_are_stable_and_distinct() {
+    let a = Isid::for_path("iqn.2026-11.test:init iqn.2026-11.test:disk 127.0.0.1:3260 path0");
+    assert_eq!(a, Isid::for_path("iqn.2026-11.test:init iqn.2026-11.test:disk 127.0.0.1:3260 path0"));
+    let b = Isid::for_path("iqn.2026-11.test:init iqn.2026-11.test:disk 127.0.0.2:3260 path1");
+    assert_ne!(a, b);
+    // The "Random" ISID type (T = 10b, RFC 7143 section 11.12.5).
+    assert_eq!(a.0[0] & 0xc0, 0x80);
+    assert_eq!(b.0[0] & 0xc0, 0x80);
+    // A pinned value: changing the derivation would make every configured
+    // path leak its session on the target after an upgrade.
+    assert_eq!(Isid::for_path("x").to_string(), "80f54c8602dc");
+}
