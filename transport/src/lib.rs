@@ -19,5 +19,5 @@ pub mod session;
 pub mod text;
 
 pub use config::{Auth, ConnectionSpec, SessionConfig, SessionType, Timeouts};
-pub use driver::{SessionError, SessionEvent, SessionHandle, SessionSnapshot};
-pub use session::{ConnPick, ConnectionFailure, Outcome, ReadData, ScsiRequest, ScsiResult, TaskError};
+pub use driver::{SessionError, SessionHandle, SessionSnapshot};
+pub use session::{ConnPick, ConnectionFailure, Outcome, ReadData, ScsiRequest, ScsiResult, SessionEvent, TaskError};

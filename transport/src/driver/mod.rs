@@ -28,7 +28,7 @@ use crate::config::SessionConfig;
 use crate::pdu::TmfFunction;
 use crate::session::{
     ConfigError, ConnPick, ConnStats, ConnectionFailure, Event, Outcome, ScsiRequest, ScsiResult, Session,
-    SessionState, SessionStats, TaskError, TaskId,
+    SessionEvent, SessionState, SessionStats, TaskError, TaskId,
 };
 use crate::text::{ConnectionParams, KeyValue, SessionParams};
 
@@ -49,45 +49,6 @@ enum Command {
     Abort { id: TaskId, reply: Reply },
     Logout { reply: Reply },
     Snapshot { reply: oneshot::Sender<SessionSnapshot> },
-}
-
-/// A state change of a session, for observers (the multipath layer,
-/// metrics, logs).
-#[derive(Clone, Debug)]
-pub enum SessionEvent {
-    /// A connection reached the full feature phase.
-    ConnectionUp {
-        /// CID.
-        cid: u16,
-    },
-    /// A connection failed or closed.
-    ConnectionDown {
-        /// CID.
-        cid: u16,
-        /// Why.
-        reason: ConnectionFailure,
-    },
-    /// The session logged in (again, when `reinstated`).
-    SessionUp {
-        /// TSIH.
-        tsih: u16,
-        /// Every task of the previous session is terminated at the target.
-        reinstated: bool,
-    },
-    /// The session lost its last connection.
-    SessionDown {
-        /// Why.
-        reason: ConnectionFailure,
-        /// It will not recover by itself.
-        permanent: bool,
-    },
-    /// A SCSI asynchronous event from the target.
-    ScsiAsyncEvent {
-        /// LUN field.
-        lun: u64,
-        /// Sense data.
-        sense: Bytes,
-    },
 }
 
 /// What the session looks like now.
@@ -472,8 +433,7 @@ impl Driver {
                 match io.stream.poll_read_ready(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Err(e)) => {
-                        self.close_slot(i);
-                        self.session.handle_closed(cid, Instant::now(), e.to_string());
+                        self.lost(i, e.to_string());
                         progress = true;
                         break;
                     }
@@ -484,8 +444,7 @@ impl Driver {
                 }
                 match io.stream.try_read_buf(&mut io.rbuf) {
                     Ok(0) => {
-                        self.close_slot(i);
-                        self.session.handle_closed(cid, Instant::now(), "closed by the target".into());
+                        self.lost(i, "closed by the target".into());
                         progress = true;
                         break;
                     }
@@ -504,8 +463,7 @@ impl Driver {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => {
-                        self.close_slot(i);
-                        self.session.handle_closed(cid, Instant::now(), e.to_string());
+                        self.lost(i, e.to_string());
                         progress = true;
                         break;
                     }
@@ -541,8 +499,7 @@ impl Driver {
                     Ok(()) => progress = true,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => {
-                        self.close_slot(i);
-                        self.session.handle_closed(cid, Instant::now(), e.to_string());
+                        self.lost(i, e.to_string());
                         progress = true;
                         break;
                     }
@@ -550,6 +507,12 @@ impl Driver {
             }
         }
         progress
+    }
+
+    /// The socket of slot `i` failed or was closed by the peer.
+    fn lost(&mut self, i: usize, reason: String) {
+        self.close_slot(i);
+        self.session.handle_closed(i as u16, Instant::now(), reason);
     }
 
     fn close_slot(&mut self, i: usize) {
@@ -586,27 +549,23 @@ impl Driver {
                         self.close_slot(usize::from(cid));
                     }
                 }
-                Event::ConnectionUp { cid } => self.publish(SessionEvent::ConnectionUp { cid }),
-                Event::ConnectionDown { cid, reason } => {
-                    self.status.send_modify(|s| {
-                        s.failures += 1;
-                        s.last_failure = Some(reason.clone());
-                    });
-                    self.publish(SessionEvent::ConnectionDown { cid, reason });
+                Event::State(ev) => {
+                    match &ev {
+                        SessionEvent::ConnectionDown { reason, .. } => self.status.send_modify(|s| {
+                            s.failures += 1;
+                            s.last_failure = Some(reason.clone());
+                        }),
+                        SessionEvent::SessionUp { .. } => self.status.send_modify(|s| s.up = true),
+                        SessionEvent::SessionDown { reason, permanent } => self.status.send_modify(|s| {
+                            s.up = false;
+                            s.permanent = *permanent;
+                            s.last_failure = Some(reason.clone());
+                        }),
+                        SessionEvent::ConnectionUp { .. } | SessionEvent::ScsiAsyncEvent { .. } => {}
+                    }
+                    // No subscribers is fine.
+                    let _ = self.events.send(ev);
                 }
-                Event::SessionUp { tsih, reinstated } => {
-                    self.status.send_modify(|s| s.up = true);
-                    self.publish(SessionEvent::SessionUp { tsih, reinstated });
-                }
-                Event::SessionDown { reason, permanent } => {
-                    self.status.send_modify(|s| {
-                        s.up = false;
-                        s.permanent = permanent;
-                        s.last_failure = Some(reason.clone());
-                    });
-                    self.publish(SessionEvent::SessionDown { reason, permanent });
-                }
-                Event::ScsiAsyncEvent { lun, sense } => self.publish(SessionEvent::ScsiAsyncEvent { lun, sense }),
             }
         }
         let closed = self.session.state() == SessionState::Closed;
@@ -617,11 +576,6 @@ impl Driver {
             });
         }
         progress
-    }
-
-    fn publish(&self, ev: SessionEvent) {
-        // No subscribers is fine.
-        let _ = self.events.send(ev);
     }
 
     fn snapshot(&self) -> SessionSnapshot {

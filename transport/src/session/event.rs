@@ -138,6 +138,14 @@ pub enum Event<T> {
         /// a final PDU is queued).
         flush: bool,
     },
+    /// A state change for observers.
+    State(SessionEvent),
+}
+
+/// A state change of a session, for observers (the multipath layer,
+/// metrics, logs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
     /// Connection `cid` reached the full feature phase.
     ConnectionUp {
         /// The connection.

@@ -33,7 +33,7 @@ mod window;
 mod tests;
 
 pub use conn::ConnStats;
-pub use event::{ConnectionFailure, Event, Outcome, TaskError};
+pub use event::{ConnectionFailure, Event, Outcome, SessionEvent, TaskError};
 pub use request::{ReadData, ScsiRequest, ScsiResult};
 pub use task::ConnPick;
 
@@ -651,7 +651,7 @@ impl<T> Session<T> {
             if reinstated {
                 self.stats.reinstatements += 1;
             }
-            self.events.push_back(Event::SessionUp { tsih: outcome.tsih, reinstated });
+            self.events.push_back(Event::State(SessionEvent::SessionUp { tsih: outcome.tsih, reinstated }));
             // A new session (same ISID, TSIH 0) made the target terminate
             // every task of the old one (RFC 7143 section 6.3.5).
             self.release_parked(|_| true);
@@ -667,7 +667,7 @@ impl<T> Session<T> {
             // Connection reinstatement terminated the old connection's tasks.
             self.release_parked(|p| p == cid);
         }
-        self.events.push_back(Event::ConnectionUp { cid });
+        self.events.push_back(Event::State(SessionEvent::ConnectionUp { cid }));
         self.pump(now);
     }
 
@@ -716,7 +716,7 @@ impl<T> Session<T> {
         });
         c.phase = Phase::Down { retry_at };
         self.events.push_back(Event::Close { cid, flush: false });
-        self.events.push_back(Event::ConnectionDown { cid, reason: reason.clone() });
+        self.events.push_back(Event::State(SessionEvent::ConnectionDown { cid, reason: reason.clone() }));
         if others_up {
             return;
         }
@@ -731,11 +731,11 @@ impl<T> Session<T> {
                     TaskError::ConnectionLost { reason: msg.clone(), cleared: false }
                 }
             });
-            self.events.push_back(Event::SessionDown { reason, permanent: true });
+            self.events.push_back(Event::State(SessionEvent::SessionDown { reason, permanent: true }));
         } else if self.state == SessionState::Up {
             self.state = SessionState::Recovering;
             self.down_since = Some(now);
-            self.events.push_back(Event::SessionDown { reason, permanent: false });
+            self.events.push_back(Event::State(SessionEvent::SessionDown { reason, permanent: false }));
             self.apply_zero_recovery();
         }
     }
@@ -1102,7 +1102,7 @@ impl<T> Session<T> {
                     }
                     _ => Bytes::new(),
                 };
-                self.events.push_back(Event::ScsiAsyncEvent { lun: a.lun, sense });
+                self.events.push_back(Event::State(SessionEvent::ScsiAsyncEvent { lun: a.lun, sense }));
             }
             AsyncEvent::LOGOUT_REQUEST => {
                 // Seed event 32: stop sending on this connection, let it
@@ -1388,14 +1388,17 @@ impl<T> Session<T> {
         c.ping = None;
         c.in_flight = 0;
         self.events.push_back(Event::Close { cid, flush: true });
-        self.events.push_back(Event::ConnectionDown { cid, reason: ConnectionFailure::TargetRequest(why.to_string()) });
+        self.events.push_back(Event::State(SessionEvent::ConnectionDown {
+            cid,
+            reason: ConnectionFailure::TargetRequest(why.to_string()),
+        }));
         if !self.conns.iter().any(Conn::is_up) && self.state == SessionState::Up {
             self.state = SessionState::Recovering;
             self.down_since = Some(now);
-            self.events.push_back(Event::SessionDown {
+            self.events.push_back(Event::State(SessionEvent::SessionDown {
                 reason: ConnectionFailure::TargetRequest(why.to_string()),
                 permanent: !self.cfg.reconnect,
-            });
+            }));
         }
     }
 

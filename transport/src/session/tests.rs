@@ -204,7 +204,10 @@ impl Harness {
         h.s.start(h.now);
         assert_eq!(h.login(0), 0);
         let evs = h.events();
-        assert!(evs.iter().any(|e| matches!(e, Event::SessionUp { tsih: 0x1234, reinstated: false })), "{evs:?}");
+        assert!(
+            evs.iter().any(|e| matches!(e, Event::State(SessionEvent::SessionUp { tsih: 0x1234, reinstated: false }))),
+            "{evs:?}"
+        );
         assert!(h.s.is_up());
         // Keep what the test may still look for (Connect of further CIDs).
         h.backlog = evs.into_iter().filter(|e| matches!(e, Event::Connect { .. })).collect();
@@ -253,6 +256,28 @@ impl Harness {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// A Login Response refusing `req` with `status`, carrying `keys`.
+fn refusal(req: &LoginRequest, status: LoginStatus, keys: &[(&str, &str)]) -> LoginResponse {
+    let mut data = Vec::new();
+    encode_pairs(&keys.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect::<Vec<_>>(), &mut data);
+    LoginResponse {
+        transit: false,
+        continue_: false,
+        csg: req.csg,
+        nsg: req.csg,
+        version_max: 0,
+        version_active: 0,
+        isid: req.isid,
+        tsih: 0,
+        itt: req.itt,
+        statsn: 0,
+        exp_cmdsn: req.cmdsn,
+        max_cmdsn: req.cmdsn,
+        status,
+        data: Bytes::from(data),
     }
 }
 
@@ -363,7 +388,7 @@ fn data_in_beyond_the_buffer_fails_the_connection() {
     h.reply(0, p);
     let evs = h.events();
     assert!(
-        evs.iter().any(|e| matches!(e, Event::ConnectionDown { cid: 0, reason: ConnectionFailure::Protocol(m) } if m.contains("asked for 512"))),
+        evs.iter().any(|e| matches!(e, Event::State(SessionEvent::ConnectionDown { cid: 0, reason: ConnectionFailure::Protocol(m) }) if m.contains("asked for 512"))),
         "{evs:?}"
     );
     assert!(!h.s.is_up());
@@ -499,10 +524,11 @@ fn keepalive_detects_a_silent_connection_and_reconnects() {
     // Unanswered for nop_timeout: the connection is declared dead.
     h.advance(Duration::from_secs(5));
     let evs = h.events();
-    assert!(
-        evs.iter().any(|e| matches!(e, Event::ConnectionDown { cid: 0, reason: ConnectionFailure::NopTimeout(_) }))
-    );
-    assert!(evs.iter().any(|e| matches!(e, Event::SessionDown { permanent: false, .. })));
+    assert!(evs.iter().any(|e| matches!(
+        e,
+        Event::State(SessionEvent::ConnectionDown { cid: 0, reason: ConnectionFailure::NopTimeout(_) })
+    )));
+    assert!(evs.iter().any(|e| matches!(e, Event::State(SessionEvent::SessionDown { permanent: false, .. }))));
     assert!(evs.iter().any(|e| matches!(e, Event::Close { cid: 0, .. })));
     // The read is parked, not failed.
     assert!(h.done().is_empty());
@@ -510,7 +536,7 @@ fn keepalive_detects_a_silent_connection_and_reconnects() {
     h.advance(Duration::from_secs(2));
     h.login(0);
     let evs = h.events();
-    assert!(evs.iter().any(|e| matches!(e, Event::SessionUp { reinstated: true, .. })), "{evs:?}");
+    assert!(evs.iter().any(|e| matches!(e, Event::State(SessionEvent::SessionUp { reinstated: true, .. }))), "{evs:?}");
     // The parked read is sent again on the new session.
     let again = h.command(0);
     assert_eq!(again.cdb, cmd.cdb);
@@ -633,7 +659,10 @@ fn unanswered_abort_kills_the_connection() {
     h.advance(Duration::from_secs(3));
     let evs = h.events();
     assert!(
-        evs.iter().any(|e| matches!(e, Event::ConnectionDown { reason: ConnectionFailure::TaskMgmtTimeout(_), .. })),
+        evs.iter().any(|e| matches!(
+            e,
+            Event::State(SessionEvent::ConnectionDown { reason: ConnectionFailure::TaskMgmtTimeout(_), .. })
+        )),
         "{evs:?}"
     );
 }
@@ -758,7 +787,7 @@ fn scsi_on_a_discovery_session_is_refused() {
 fn mcs_second_connection_joins_with_the_tsih() {
     let mut h = Harness::up(cfg(2));
     assert_eq!(h.login(1), 0x1234, "an added connection carries the session's TSIH");
-    assert!(h.events().iter().any(|e| matches!(e, Event::ConnectionUp { cid: 1 })));
+    assert!(h.events().iter().any(|e| matches!(e, Event::State(SessionEvent::ConnectionUp { cid: 1 }))));
     // Commands spread by queue depth over both connections.
     h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
     h.s.submit(h.now, read10(1, 1), ConnPick::Any, 2);
@@ -780,8 +809,11 @@ fn mcs_failed_connection_is_logged_out_and_its_tasks_resent() {
     let lost = h.command(1);
     h.s.handle_closed(1, h.now, "reset by peer".into());
     let evs = h.events();
-    assert!(evs.iter().any(|e| matches!(e, Event::ConnectionDown { cid: 1, .. })));
-    assert!(!evs.iter().any(|e| matches!(e, Event::SessionDown { .. })), "the session survives: {evs:?}");
+    assert!(evs.iter().any(|e| matches!(e, Event::State(SessionEvent::ConnectionDown { cid: 1, .. }))));
+    assert!(
+        !evs.iter().any(|e| matches!(e, Event::State(SessionEvent::SessionDown { .. }))),
+        "the session survives: {evs:?}"
+    );
     // The failed CID is logged out through connection 0.
     let pdus = h.sent(0);
     let [Pdu::LogoutRequest(lo)] = &pdus[..] else { panic!("{pdus:?}") };
@@ -883,24 +915,7 @@ fn login_redirect_reconnects_elsewhere() {
     h.accept(0);
     let pdus = h.sent(0);
     let Pdu::LoginRequest(req) = &pdus[0] else { panic!() };
-    let mut data = Vec::new();
-    encode_pairs(&[KeyValue::new("TargetAddress", "127.0.0.9:3261,1")], &mut data);
-    let rsp = LoginResponse {
-        transit: false,
-        continue_: false,
-        csg: Stage::Security,
-        nsg: Stage::Security,
-        version_max: 0,
-        version_active: 0,
-        isid: req.isid,
-        tsih: 0,
-        itt: req.itt,
-        statsn: 0,
-        exp_cmdsn: req.cmdsn,
-        max_cmdsn: req.cmdsn,
-        status: LoginStatus::TARGET_MOVED_TEMPORARILY,
-        data: Bytes::from(data),
-    };
+    let rsp = refusal(req, LoginStatus::TARGET_MOVED_TEMPORARILY, &[("TargetAddress", "127.0.0.9:3261,1")]);
     h.reply(0, Pdu::LoginResponse(rsp));
     let evs = h.events();
     assert!(evs.iter().any(|e| matches!(e, Event::Close { cid: 0, .. })));
@@ -918,25 +933,13 @@ fn permanent_login_failure_fails_waiting_commands() {
     h.accept(0);
     let pdus = h.sent(0);
     let Pdu::LoginRequest(req) = &pdus[0] else { panic!() };
-    let rsp = LoginResponse {
-        transit: false,
-        continue_: false,
-        csg: Stage::Security,
-        nsg: Stage::Security,
-        version_max: 0,
-        version_active: 0,
-        isid: req.isid,
-        tsih: 0,
-        itt: req.itt,
-        statsn: 0,
-        exp_cmdsn: req.cmdsn,
-        max_cmdsn: req.cmdsn,
-        status: LoginStatus::AUTHORIZATION_FAILURE,
-        data: Bytes::new(),
-    };
+    let rsp = refusal(req, LoginStatus::AUTHORIZATION_FAILURE, &[]);
     h.reply(0, Pdu::LoginResponse(rsp));
     let evs = h.events();
-    assert!(evs.iter().any(|e| matches!(e, Event::SessionDown { permanent: true, .. })), "{evs:?}");
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::State(SessionEvent::SessionDown { permanent: true, .. }))),
+        "{evs:?}"
+    );
     assert!(evs.iter().any(
         |e| matches!(e, Event::TaskDone { token: 1, result: Err(TaskError::SessionFailed(m)) } if m.contains("ACL"))
     ));
@@ -985,7 +988,7 @@ fn abort_of_a_lost_command_drops_the_connection() {
     h.reply(0, Pdu::TaskMgmtResponse(rsp));
     let evs = h.events();
     assert!(
-        evs.iter().any(|e| matches!(e, Event::ConnectionDown { reason: ConnectionFailure::Protocol(m), .. } if m.contains("task does not exist"))),
+        evs.iter().any(|e| matches!(e, Event::State(SessionEvent::ConnectionDown { reason: ConnectionFailure::Protocol(m), .. }) if m.contains("task does not exist"))),
         "{evs:?}"
     );
     // The read waits for the reinstated session and is sent again.
