@@ -5,11 +5,19 @@ TGT_CTL=${TGT_CTL:-71}
 
 tgt() { tgtadm -C "$TGT_CTL" --lld iscsi "$@"; }
 
+# The target runs on one core and the initiators under test on the other,
+# for every run: where the scheduler puts them otherwise decides whether a
+# round trip costs 7 us or 80 us (research/perf.md 2.2), which swamps the
+# difference between initiators.
+TGTD_CPU=${TGTD_CPU:-1}
+INITIATOR_CPU=${INITIATOR_CPU:-0}
+on_initiator_cpu() { taskset -c "$INITIATOR_CPU" "$@"; }
+
 # start_tgtd PORTAL...: a tgtd with its own control port, stopped on exit.
 start_tgtd() {
   local args=()
   for p in "$@"; do args+=(--iscsi "portal=$p"); done
-  setsid tgtd -f -C "$TGT_CTL" "${args[@]}" >"$WORK/tgtd.log" 2>&1 </dev/null &
+  setsid taskset -c "$TGTD_CPU" tgtd -f -C "$TGT_CTL" "${args[@]}" >"$WORK/tgtd.log" 2>&1 </dev/null &
   TGTD_PID=$!
   trap stop_tgtd EXIT
   for _ in $(seq 100); do tgt --mode target --op show >/dev/null 2>&1 && return 0; sleep 0.05; done

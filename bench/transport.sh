@@ -10,7 +10,7 @@
 # with digests off and with HeaderDigest=CRC32C (libiscsi has no DataDigest;
 # ours with both digests is printed as an extra line), on a null backing
 # store and on a tmpfs file. Each figure is the median of RUNS runs of
-# SECONDS seconds. Needs root, tgt, libiscsi-bin, qemu-utils and
+# SECONDS seconds; tgtd runs on CPU 1 and the initiator on CPU 0 (lib.sh). Needs root, tgt, libiscsi-bin, qemu-utils and
 # qemu-block-extra (scripts/install-test-deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +50,7 @@ done
 # and MaxBurstLength), so both negotiate the same PDU and burst sizes.
 ours() {
   local rw=$1 bs=$2 qd=$3 t=$4 hd=$5 dd=$6
-  "$MPIO" perf -p "$PORTAL" -i "$INIT" -t "$t" -l 1 --rw "$rw" --bs "$bs" --qd "$qd" \
+  on_initiator_cpu "$MPIO" perf -p "$PORTAL" -i "$INIT" -t "$t" -l 1 --rw "$rw" --bs "$bs" --qd "$qd" \
     --seconds "$SECONDS_PER_RUN" --header-digest "$hd" --data-digest "$dd" \
     --max-recv-data-segment-length 262144 --first-burst-length 262144 --max-burst-length 262144 --json |
     python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["iops"], d["mbps"], d["cpu_us_per_io"])'
@@ -62,7 +62,7 @@ lib_read() {
   local url="iscsi://$PORTAL/$t/1"
   [ "$hd" = crc32c ] && url="$url?header_digest=crc32c"
   local out
-  out=$(timeout -k 2 $((SECONDS_PER_RUN + 20)) iscsi-perf -i "$INIT" -b "$blocks" -m "$qd" -t "$SECONDS_PER_RUN" $random "$url" 2>&1 | tr '\r' '\n')
+  out=$(on_initiator_cpu timeout -k 2 $((SECONDS_PER_RUN + 20)) iscsi-perf -i "$INIT" -b "$blocks" -m "$qd" -t "$SECONDS_PER_RUN" $random "$url" 2>&1 | tr '\r' '\n')
   echo "$out" | grep -o 'iops average [0-9]*' | tail -1 | awk -v b="$blocks" '{print $3, $3*b*512/1e6}'
 }
 
@@ -71,16 +71,27 @@ lib_write() {
   local t=$1 hd=$2 count=$3
   # --image-opts: qemu 7.2 crashes on the URL form with ?header_digest=.
   local opts="driver=iscsi,transport=tcp,portal=$PORTAL,target=$t,lun=1,initiator-name=$INIT,header-digest=$hd"
-  timeout -k 2 120 qemu-img bench -w -t none -n -d 8 -s 1M -c "$count" --image-opts "$opts" 2>&1 |
+  on_initiator_cpu timeout -k 2 120 qemu-img bench -w -t none -n -d 8 -s 1M -c "$count" --image-opts "$opts" 2>&1 |
     awk -v c="$count" '/Run completed in/ {s=$4; print c/s, c*1048576/s/1e6}'
 }
 
-# meds CMD...: run CMD RUNS times; print the median of each output column.
-meds() {
-  for _ in $(seq "$RUNS"); do "$@"; done | python3 -c '
+# median_cols FILE: the median of each column of FILE's lines.
+median_cols() {
+  python3 -c '
 import sys, statistics
-rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-print(" ".join("%.1f" % statistics.median(c) for c in zip(*rows)) if rows else "nan nan nan")'
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+print(" ".join("%.1f" % statistics.median(c) for c in zip(*rows)) if rows else "nan nan nan")' "$1"
+}
+
+# pair "OURS CMD" "LIB CMD": runs them alternately RUNS times (so drift of
+# the machine hits both alike) and sets $O and $L to their column medians.
+pair() {
+  : >"$WORK/o"; : >"$WORK/l"
+  for _ in $(seq "$RUNS"); do
+    eval "$1" >>"$WORK/o"
+    [ -n "$2" ] && eval "$2" >>"$WORK/l"
+  done
+  O=$(median_cols "$WORK/o"); L=$(median_cols "$WORK/l")
 }
 col() { echo "$1" | awk -v c="$2" '{print $c}'; }
 
@@ -94,16 +105,16 @@ for lun in null tmpfs; do
   for hd in none crc32c; do
     tag="$lun, HeaderDigest=$hd"
     for qd in 1 32; do
-      o=$(meds ours randread 4k "$qd" "$t" "$hd" none); l=$(meds lib_read 8 "$qd" -r "$t" "$hd")
-      line "4k randread QD$qd IOPS ($tag)" "$(col "$o" 1)" "$(col "$l" 1)" "$(col "$o" 3)"
+      pair "ours randread 4k $qd $t $hd none" "lib_read 8 $qd -r $t $hd"
+      line "4k randread QD$qd IOPS ($tag)" "$(col "$O" 1)" "$(col "$L" 1)" "$(col "$O" 3)"
     done
-    o=$(meds ours read 1m 8 "$t" "$hd" none); l=$(meds lib_read 2048 8 "" "$t" "$hd")
-    line "1M seq read MB/s QD8 ($tag)" "$(col "$o" 2)" "$(col "$l" 2)" "$(col "$o" 3)"
-    o=$(meds ours write 1m 8 "$t" "$hd" none); l=$(meds lib_write "$t" "$hd" 6000)
-    line "1M seq write MB/s QD8 ($tag)" "$(col "$o" 2)" "$(col "$l" 2)" "$(col "$o" 3)"
+    pair "ours read 1m 8 $t $hd none" "lib_read 2048 8 '' $t $hd"
+    line "1M seq read MB/s QD8 ($tag)" "$(col "$O" 2)" "$(col "$L" 2)" "$(col "$O" 3)"
+    pair "ours write 1m 8 $t $hd none" "lib_write $t $hd 6000"
+    line "1M seq write MB/s QD8 ($tag)" "$(col "$O" 2)" "$(col "$L" 2)" "$(col "$O" 3)"
   done
-  o=$(meds ours randread 4k 32 "$t" crc32c crc32c)
-  line "4k randread QD32 IOPS ($lun, both digests)" "$(col "$o" 1)" "-" "$(col "$o" 3)"
-  o=$(meds ours write 1m 8 "$t" crc32c crc32c)
-  line "1M seq write MB/s QD8 ($lun, both digests)" "$(col "$o" 2)" "-" "$(col "$o" 3)"
+  pair "ours randread 4k 32 $t crc32c crc32c" ""
+  line "4k randread QD32 IOPS ($lun, both digests)" "$(col "$O" 1)" "-" "$(col "$O" 3)"
+  pair "ours write 1m 8 $t crc32c crc32c" ""
+  line "1M seq write MB/s QD8 ($lun, both digests)" "$(col "$O" 2)" "-" "$(col "$O" 3)"
 done

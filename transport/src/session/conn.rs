@@ -74,6 +74,9 @@ pub(crate) struct Conn {
     pub(crate) last_rx: Instant,
     /// Keepalive NOP-Out in flight: (ITT, sent at).
     pub(crate) ping: Option<(u32, Instant)>,
+    /// When to look at `last_rx` again for the keepalive. It moves only when
+    /// reached, so the driver's timer is not re-armed on every PDU.
+    pub(crate) nop_check_at: Instant,
     /// SCSI commands with allegiance to this connection (the queue depth
     /// that policies and metrics see).
     pub(crate) in_flight: usize,
@@ -101,6 +104,7 @@ impl Conn {
             tx: TxQueue::new(),
             last_rx: now,
             ping: None,
+            nop_check_at: now,
             in_flight: 0,
             backoff,
             draining: None,
@@ -142,6 +146,7 @@ impl Conn {
         self.params = params;
         self.exp_statsn = Sn(exp_statsn);
         self.last_rx = now;
+        self.nop_check_at = now;
         self.phase = Phase::Up;
         self.redirects = 0;
     }

@@ -436,10 +436,10 @@ impl<T> Session<T> {
                 Phase::LoggingIn { deadline, .. } => consider(Some(*deadline)),
                 Phase::Up => {
                     consider(c.draining);
-                    if let Some(iv) = t.nop_interval {
+                    if t.nop_interval.is_some() {
                         consider(Some(match c.ping {
                             Some((_, sent)) => sent + t.nop_timeout,
-                            None => c.last_rx + iv,
+                            None => c.nop_check_at,
                         }));
                     }
                 }
@@ -1205,7 +1205,13 @@ impl<T> Session<T> {
                                 self.fail_connection(cid, now, ConnectionFailure::NopTimeout(t.nop_timeout));
                             }
                         }
-                        None if c.last_rx + iv <= now => self.send_keepalive(cid, now),
+                        None if c.nop_check_at <= now => {
+                            if c.last_rx + iv <= now {
+                                self.send_keepalive(cid, now);
+                            } else {
+                                c.nop_check_at = c.last_rx + iv;
+                            }
+                        }
                         _ => {}
                     }
                 }
