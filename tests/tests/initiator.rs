@@ -46,6 +46,7 @@ async fn login_without_authentication_io_and_logout() {
     let c = &snap.connections[0];
     assert!(c.up && snap.tsih != 0);
     assert_eq!(c.peer_addr, Some(tgtd.portal(0)));
+    assert_eq!(c.tpgt, Some(1), "the portal group tag tgtd declares in its first login response");
     assert_eq!(c.local_addr.unwrap().ip(), tgtd.portal(0).ip(), "the real source address is reported");
     assert_eq!(tgtd.sessions(1).unwrap().len(), 1);
     s.logout().await.unwrap();

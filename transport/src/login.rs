@@ -78,6 +78,9 @@ pub struct LoginOutcome {
     pub exp_cmdsn: u32,
     /// MaxCmdSN from the final response.
     pub max_cmdsn: u32,
+    /// TargetPortalGroupTag the target declared (RFC 7143 section 13.9):
+    /// connections and sessions through one portal group share state.
+    pub tpgt: Option<u16>,
 }
 
 /// Why a login failed. `Display` names the failure and the likely fix.
@@ -248,6 +251,9 @@ pub struct Login {
     exchanges: u32,
     /// A fixed challenge for tests instead of a random one.
     fixed_challenge: Option<OurChallenge>,
+    /// TargetPortalGroupTag, whichever stage declared it (targets send it
+    /// in their first response, in the security stage).
+    tpgt: Option<u16>,
 }
 
 impl Login {
@@ -262,6 +268,7 @@ impl Login {
             csg: Stage::Security,
             exchanges: 0,
             fixed_challenge: None,
+            tpgt: None,
         };
         login.start();
         login
@@ -388,6 +395,9 @@ impl Login {
                 .map(|kv| if kv.key.starts_with("CHAP_") { format!("{}=...", kv.key) } else { format!("{kv:?}") })
                 .collect();
             tracing::trace!(cid = self.setup.cid, keys = ?shown, "login response keys");
+        }
+        if let Some(tag) = find(&pairs, "TargetPortalGroupTag").and_then(|v| parse_number(v).ok()) {
+            self.tpgt = u16::try_from(tag).ok();
         }
         match state {
             State::ExpectSecurityResponse => self.on_security(&rsp, &pairs),
@@ -591,6 +601,7 @@ impl Login {
                     rsp.tsih, self.setup.tsih
                 )));
             }
+            let tpgt = self.tpgt.or(negotiated.target.target_portal_group_tag);
             return Ok((
                 State::Done,
                 LoginProgress::Done(LoginOutcome {
@@ -599,6 +610,7 @@ impl Login {
                     exp_statsn: rsp.statsn.wrapping_add(1),
                     exp_cmdsn: rsp.exp_cmdsn,
                     max_cmdsn: rsp.max_cmdsn,
+                    tpgt,
                 }),
             ));
         }

@@ -81,6 +81,8 @@ pub struct ConnectionSnapshot {
     pub peer_addr: Option<SocketAddr>,
     /// Negotiated parameters when up.
     pub params: Option<ConnectionParams>,
+    /// TargetPortalGroupTag of the portal it logged in to.
+    pub tpgt: Option<u16>,
     /// SCSI commands in flight.
     pub queue_depth: usize,
     /// Counters.
@@ -599,6 +601,7 @@ impl Driver {
                         local_addr: io.and_then(|io| io.local),
                         peer_addr: io.and_then(|io| io.peer),
                         params: s.connection_params(cid).cloned(),
+                        tpgt: s.connection_tpgt(cid),
                         queue_depth: s.connection_queue_depth(cid),
                         stats: s.connection_stats(cid).unwrap_or_default(),
                     }

@@ -88,6 +88,8 @@ pub(crate) struct Conn {
     /// Our Logout for this connection is out; no new tasks.
     pub(crate) logout_sent: bool,
     pub(crate) stats: ConnStats,
+    /// TargetPortalGroupTag of the portal this connection logged in to.
+    pub(crate) tpgt: Option<u16>,
 }
 
 impl Conn {
@@ -110,6 +112,7 @@ impl Conn {
             draining: None,
             logout_sent: false,
             stats: ConnStats::default(),
+            tpgt: None,
         }
     }
 

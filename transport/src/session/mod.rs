@@ -252,6 +252,11 @@ impl<T> Session<T> {
         self.conn(cid).map(|c| c.stats)
     }
 
+    /// The TargetPortalGroupTag connection `cid` logged in through.
+    pub fn connection_tpgt(&self, cid: u16) -> Option<u16> {
+        self.conn(cid).and_then(|c| c.tpgt)
+    }
+
     /// The portal connection `cid` uses now (after redirections).
     pub fn connection_portal(&self, cid: u16) -> Option<&crate::portal::Portal> {
         self.conn(cid).map(|c| &c.portal)
@@ -628,6 +633,7 @@ impl<T> Session<T> {
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
         let Phase::LoggingIn { leading, .. } = c.phase else { return };
         c.enter_full_feature(outcome.negotiated.connection.clone(), outcome.exp_statsn, now);
+        c.tpgt = outcome.tpgt;
         c.stats.logins += 1;
         c.backoff = self.cfg.timeouts.reconnect_min;
         info!(
