@@ -1,0 +1,114 @@
+//! Why a policy request was refused, with the seed's status codes.
+
+use crate::spec::{PolicyKind, SwitchEvery};
+
+/// A refused policy request (CLI/API error). Each carries the Microsoft iSCSI
+/// initiator status code of the same meaning (seed 004 lines 3234-3301; digest
+/// section 1.2) as [`PolicyError::code`] / [`PolicyError::symbol`], and its message
+/// names the problem and the fix. The running policy is left unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The policy name is not one of [`PolicyKind::ALL`] (004 line 3234).
+    #[error("unknown load-balance policy {name:?}; valid policies: {}", PolicyKind::names())]
+    UnknownPolicy {
+        /// The name as given.
+        name: String,
+    },
+    /// A path is named twice in one list (004 line 3243).
+    #[error("path {name:?} is named more than once in {param}; name each path once")]
+    DuplicatePath {
+        /// The parameter (`--weights`, `--active`, `--primary`).
+        param: &'static str,
+        /// The path named twice.
+        name: String,
+    },
+    /// The list does not name every path of the device exactly once (004 line 3247).
+    #[error(
+        "{param} names {given} of the device's {expected} paths (missing: {missing}); give every path exactly once"
+    )]
+    PathCountMismatch {
+        /// The parameter.
+        param: &'static str,
+        /// How many entries were given.
+        given: usize,
+        /// How many paths the device has.
+        expected: usize,
+        /// The paths not named, comma-separated.
+        missing: String,
+    },
+    /// A path name (or id) the device does not have (004 line 3251).
+    #[error("{param}: the device has no path {name:?}; its paths are: {known}")]
+    InvalidPath {
+        /// The parameter.
+        param: &'static str,
+        /// The name as given.
+        name: String,
+        /// The device's path names, comma-separated.
+        known: String,
+    },
+    /// fail-over-only was given several primaries (004 line 3255).
+    #[error("fail-over-only takes exactly one primary path, {} given ({}); name one with --primary <path>", names.len(), names.join(", "))]
+    MultiplePrimaries {
+        /// The paths given as primary.
+        names: Vec<String>,
+    },
+    /// fail-over-only without a primary, and none to keep (004 line 3260).
+    #[error("fail-over-only needs a primary path; name it with --primary <path>")]
+    NoPrimary,
+    /// round-robin-subset without an active path. Same code as [`PolicyError::NoPrimary`]:
+    /// the seed's subset calls its active paths "primary" (004 line 3260: "No primary path
+    /// specified when at least one is expected").
+    #[error("round-robin-subset needs at least one active path; name them with --active <path>[,<path>...]")]
+    EmptyActiveSet,
+    /// A round-robin switch threshold of zero (ISDSC_INVALID_PARAMETER, 004 line 3239).
+    #[error("round-robin cannot switch paths every {switch}; give --switch at least 1 (e.g. 1ios, 1000ios, 10MiB)")]
+    ZeroSwitch {
+        /// The threshold as given.
+        switch: SwitchEvery,
+    },
+    /// A switch threshold that does not parse (ISDSC_INVALID_PARAMETER).
+    #[error(
+        "cannot read switch threshold {given:?}; write <n>ios or <n> followed by b, k, m or g (bytes), e.g. 1000ios or 10m"
+    )]
+    InvalidSwitch {
+        /// The text as given.
+        given: String,
+    },
+    /// A parameter the chosen policy does not take (ISDSC_INVALID_PARAMETER).
+    #[error("{param} is not a parameter of {policy}; it is taken by {takes}")]
+    ParameterNotTaken {
+        /// The parameter.
+        param: &'static str,
+        /// The chosen policy.
+        policy: PolicyKind,
+        /// The policy that takes the parameter.
+        takes: PolicyKind,
+    },
+}
+
+impl PolicyError {
+    /// The seed status code (`ISDSC_*`, 004 lines 3234-3262).
+    pub fn code(&self) -> u32 {
+        self.status().0
+    }
+
+    /// The seed's symbolic name of [`PolicyError::code`].
+    pub fn symbol(&self) -> &'static str {
+        self.status().1
+    }
+
+    fn status(&self) -> (u32, &'static str) {
+        match self {
+            PolicyError::UnknownPolicy { .. } => (0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY"),
+            PolicyError::ZeroSwitch { .. }
+            | PolicyError::InvalidSwitch { .. }
+            | PolicyError::ParameterNotTaken { .. } => (0xEFFF_0056, "ISDSC_INVALID_PARAMETER"),
+            PolicyError::DuplicatePath { .. } => (0xEFFF_0057, "ISDSC_DUPLICATE_PATH_SPECIFIED"),
+            PolicyError::PathCountMismatch { .. } => (0xEFFF_0058, "ISDSC_PATH_COUNT_MISMATCH"),
+            PolicyError::InvalidPath { .. } => (0xEFFF_0059, "ISDSC_INVALID_PATH_ID"),
+            PolicyError::MultiplePrimaries { .. } => (0xEFFF_005A, "ISDSC_MULTIPLE_PRIMARY_PATHS_SPECIFIED"),
+            PolicyError::NoPrimary | PolicyError::EmptyActiveSet => (0xEFFF_005B, "ISDSC_NO_PRIMARY_PATH_SPECIFIED"),
+        }
+    }
+}
