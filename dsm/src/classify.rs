@@ -109,9 +109,9 @@ pub mod errno {
     pub const EREMOTEIO: i32 = 121;
 }
 
-/// What the multipath layer does with a completed SCSI command.
+/// What the multipath layer does with a completed SCSI command. Not
+/// `non_exhaustive`: a new class must be handled by every caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorClass {
     /// GOOD or CONDITION MET (or RECOVERED ERROR): done.
     Success,

@@ -1,10 +1,22 @@
 //! The multipath device: one logical unit reached over many paths.
 //!
-//! Owns the path table and path states, dispatches requests through a
-//! policy, re-drives the requests of a failed path, holds I/O while all
-//! paths are down, runs verification timers and emits events. The device
-//! itself arrives with the multipath-device issue; [`scsi`] is the
-//! per-path SCSI access that path bring-up and the diagnostics CLI share.
+//! - [`core`]: the device as a sans-I/O state machine (path states,
+//!   policy, hold, probation, failback, damping, write fence);
+//! - [`device`]: the async device the frontends use (read, write, flush,
+//!   discard, write zeroes) and the path bring-up;
+//! - [`timers`]: the one timer model and `mpio timers explain`;
+//! - [`scsi`]: SCSI commands on one LU through one session.
 #![warn(missing_docs)]
 
+pub mod core;
+pub mod device;
+pub mod event;
 pub mod scsi;
+pub mod stats;
+pub mod timers;
+
+pub use crate::core::{DeviceCore, DeviceSnapshot, FailureCause, IoError, IoErrorKind, PathSnapshot, PathStatus};
+pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, LuInfo, PathConfig};
+pub use event::{DeviceEvent, EventKind};
+pub use stats::{Op, PathStats};
+pub use timers::{FailbackMode, HoldMode, TimerConfig};

@@ -7,6 +7,7 @@ mod discover;
 mod output;
 mod perf;
 mod scsi;
+mod timers;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,9 @@ enum Command {
     Perf(perf::PerfArgs),
     /// Start a local SAN (tgtd, several portals) and tour what mpio does.
     Demo(demo::DemoArgs),
+    /// The timer model: detection, failover and hold times.
+    #[command(subcommand)]
+    Timers(timers::TimersCommand),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             Command::Scsi(c) => scsi::run(c).await,
             Command::Perf(a) => perf::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Timers(c) => timers::run(c),
         }
     });
     match result {

@@ -128,6 +128,15 @@ pub enum Backing {
     },
     /// `--bstype null`: 1 TiB, nothing is stored.
     Null,
+    /// The backing file of an earlier LU: a second controller's view of
+    /// one LU (give both the same `scsi_id` and `scsi_sn` so that they
+    /// report one identity).
+    SameAs {
+        /// Target of that LU.
+        tid: u32,
+        /// Its LUN.
+        lun: u32,
+    },
 }
 
 /// A logical unit to create; LUN numbers are given in order from 1.
@@ -147,6 +156,12 @@ impl LunSpec {
     /// A `--bstype null` LU (for benchmarks: no storage cost).
     pub fn null() -> LunSpec {
         LunSpec { backing: Backing::Null, block_size: None, params: Vec::new() }
+    }
+
+    /// A LU on the backing file of LU `lun` of target `tid`, made earlier
+    /// by the same builder (see [`Backing::SameAs`]).
+    pub fn same_as(tid: u32, lun: u32) -> LunSpec {
+        LunSpec { backing: Backing::SameAs { tid, lun }, block_size: None, params: Vec::new() }
     }
 
     /// Logical block size (`--blocksize`, default 512).
@@ -701,7 +716,7 @@ impl Tgtd {
             self.tgtadm(&["--mode", "target", "--op", "new", "--tid", &t, "--targetname", &spec.iqn])?;
             let mut luns = Vec::new();
             for (lun, l) in (1u32..).zip(&spec.luns) {
-                luns.push(self.create_lun(tid, lun, l)?);
+                luns.push(self.create_lun(tid, lun, l, &out)?);
             }
             for (key, value) in &spec.params {
                 self.set_param(tid, key, value)?;
@@ -725,7 +740,7 @@ impl Tgtd {
         Ok(out)
     }
 
-    fn create_lun(&self, tid: u32, lun: u32, spec: &LunSpec) -> Result<LunInfo> {
+    fn create_lun(&self, tid: u32, lun: u32, spec: &LunSpec, earlier: &[TargetInfo]) -> Result<LunInfo> {
         let (t, l) = (tid.to_string(), lun.to_string());
         let mut args = vec!["--mode", "logicalunit", "--op", "new", "--tid", &t, "--lun", &l];
         let path = match spec.backing {
@@ -737,6 +752,16 @@ impl Tgtd {
                 Some(path)
             }
             Backing::Null => None,
+            Backing::SameAs { tid: of_tid, lun: of_lun } => {
+                let found =
+                    earlier.iter().find(|t| t.tid == of_tid).and_then(|t| t.luns.iter().find(|l| l.lun == of_lun));
+                let path = found.and_then(|l| l.path.clone()).ok_or_else(|| {
+                    Error::Environment(format!(
+                        "LunSpec::same_as({of_tid}, {of_lun}): no file-backed LU {of_lun} of an earlier target {of_tid}"
+                    ))
+                })?;
+                Some(path)
+            }
         };
         let path_arg = path.as_ref().map(|p| p.display().to_string());
         match &path_arg {

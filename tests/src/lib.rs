@@ -2,6 +2,8 @@
 //! testbed target, data patterns that reveal misplaced or stale blocks.
 #![warn(missing_docs)]
 
+pub mod mp;
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -259,6 +259,15 @@ struct ConnIo {
     peer: Option<SocketAddr>,
 }
 
+/// How a socket is closed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// FIN after what is queued (logout).
+    Graceful,
+    /// RST, discarding what is queued (a failed connection).
+    Abort,
+}
+
 /// Per configured connection.
 enum Slot {
     Idle,
@@ -513,14 +522,21 @@ impl Driver {
 
     /// The socket of slot `i` failed or was closed by the peer.
     fn lost(&mut self, i: usize, reason: String) {
-        self.close_slot(i);
+        self.close_slot(i, Close::Abort);
         self.session.handle_closed(i as u16, Instant::now(), reason);
     }
 
-    fn close_slot(&mut self, i: usize) {
-        if let Some(slot) = self.slots.get_mut(i) {
-            *slot = Slot::Idle;
+    fn close_slot(&mut self, i: usize, how: Close) {
+        let Some(slot) = self.slots.get_mut(i) else { return };
+        if let (Slot::Open(io), Close::Abort) = (&*slot, how) {
+            // A failed connection is reset, not closed: with a graceful
+            // close the kernel would keep retransmitting what is queued
+            // (an orphaned socket), and a write the multipath layer has
+            // since re-issued elsewhere could reach the target late, once
+            // a blackhole lifts, and overwrite newer data.
+            let _ = socket2::SockRef::from(&io.stream).set_linger(Some(Duration::ZERO));
         }
+        *slot = Slot::Idle;
     }
 
     fn drain_events(&mut self) -> bool {
@@ -548,7 +564,7 @@ impl Driver {
                             let n = tx.io_slices(&mut slices);
                             let _ = io.stream.try_write_vectored(slices.get(..n).unwrap_or_default());
                         }
-                        self.close_slot(usize::from(cid));
+                        self.close_slot(usize::from(cid), if flush { Close::Graceful } else { Close::Abort });
                     }
                 }
                 Event::State(ev) => {

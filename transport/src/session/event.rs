@@ -23,7 +23,7 @@ pub enum TaskError {
     #[error("connection lost ({reason}); the target {}", if *cleared { "has terminated the task" } else { "may still execute the task" })]
     ConnectionLost {
         /// Why the connection failed.
-        reason: String,
+        reason: ConnectionFailure,
         /// The task is known to be terminated at the target.
         cleared: bool,
     },

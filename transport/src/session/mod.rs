@@ -734,7 +734,7 @@ impl<T> Session<T> {
                 if cleared {
                     TaskError::SessionFailed(msg.clone())
                 } else {
-                    TaskError::ConnectionLost { reason: msg.clone(), cleared: false }
+                    TaskError::ConnectionLost { reason: reason.clone(), cleared: false }
                 }
             });
             self.events.push_back(Event::State(SessionEvent::SessionDown { reason, permanent: true }));
@@ -759,7 +759,6 @@ impl<T> Session<T> {
         c.in_flight = 0;
         c.draining = None;
         c.backoff = self.cfg.timeouts.reconnect_min;
-        let msg = reason.to_string();
         // Park what this connection carried.
         let itts: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == cid).map(|(i, _)| *i).collect();
         for itt in itts {
@@ -771,7 +770,7 @@ impl<T> Session<T> {
                         self.complete(t, Ok(Outcome::LoggedOut));
                     }
                     _ => {
-                        t.parked = Some((now, cid, msg.clone()));
+                        t.parked = Some((now, cid, reason.clone()));
                         self.parked.push(t);
                     }
                 },
@@ -1324,7 +1323,7 @@ impl<T> Session<T> {
             .partition(|t| t.parked.as_ref().is_some_and(|(at, ..)| *at + rec <= now));
         self.parked = keep;
         for t in expired {
-            let reason = t.parked.as_ref().map(|(_, _, r)| r.clone()).unwrap_or_default();
+            let reason = t.parked.as_ref().map_or(ConnectionFailure::LoggedOut, |(_, _, r)| r.clone());
             self.complete(t, Err(TaskError::ConnectionLost { reason, cleared: false }));
         }
         if !self.is_up()
@@ -1337,7 +1336,10 @@ impl<T> Session<T> {
                 let Some((t, _)) = self.queue.pop_front() else { break };
                 self.complete(
                     t,
-                    Err(TaskError::ConnectionLost { reason: "no connection to the target".into(), cleared: true }),
+                    Err(TaskError::ConnectionLost {
+                        reason: ConnectionFailure::Closed("no connection to the target".into()),
+                        cleared: true,
+                    }),
                 );
             }
         }
@@ -1385,7 +1387,7 @@ impl<T> Session<T> {
             if let Some(mut t) = self.tasks.remove(&itt)
                 && matches!(t.owner, Owner::User(_))
             {
-                t.parked = Some((now, cid, String::new()));
+                t.parked = Some((now, cid, ConnectionFailure::LoggedOut));
                 self.parked.push(t);
             }
         }
@@ -1627,12 +1629,13 @@ impl<T> Session<T> {
     fn apply_zero_recovery(&mut self) {
         if self.cfg.timeouts.recovery == Some(Duration::ZERO) {
             for t in std::mem::take(&mut self.parked) {
-                let reason = t.parked.as_ref().map(|(_, _, r)| r.clone()).unwrap_or_default();
+                let reason = t.parked.as_ref().map_or(ConnectionFailure::LoggedOut, |(_, _, r)| r.clone());
                 self.complete(t, Err(TaskError::ConnectionLost { reason, cleared: false }));
             }
             if !self.is_up() {
                 while let Some((t, _)) = self.queue.pop_front() {
-                    self.complete(t, Err(TaskError::ConnectionLost { reason: "no connection".into(), cleared: true }));
+                    let reason = ConnectionFailure::Closed("no connection to the target".into());
+                    self.complete(t, Err(TaskError::ConnectionLost { reason, cleared: true }));
                 }
             }
         }

@@ -83,6 +83,12 @@ impl ReadData {
         }
     }
 
+    /// Appends another read's chunks (a request split in several commands).
+    pub fn extend(&mut self, other: ReadData) {
+        self.len += other.len;
+        self.chunks.extend(other.chunks);
+    }
+
     /// Total bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -95,7 +95,7 @@ pub(crate) struct Task<T> {
     pub(crate) deadline: Option<Instant>,
     /// When a connection failure parked it: since when, and which CID's
     /// cleanup clears it.
-    pub(crate) parked: Option<(Instant, u16, String)>,
+    pub(crate) parked: Option<(Instant, u16, super::ConnectionFailure)>,
 }
 
 impl<T> Task<T> {

@@ -1,0 +1,1023 @@
+//! The multipath device as a sans-I/O state machine: the path table and
+//! path states, the policy, the all-paths-down hold, probation, failback,
+//! damping of flapping paths and the write fence. No sockets and no
+//! clock: every input carries `now`, and what must be done (probe a path,
+//! fence one) comes out of [`DeviceCore::poll_action`]. The async
+//! [`crate::Device`] drives it; the tests drive it with a virtual clock.
+//!
+//! Path states (what `mpio path list` shows):
+//!
+//! ```text
+//!  connecting --claimed--> ready (active | standby, per the policy)
+//!      ^                     |  \
+//!      |              failure|   `--admin--> disabled --reinstate--> probation
+//!      |                     v
+//!      |   session down -> reconnecting --session up--> probation --N probes--> ready
+//!      |                                        ^   (waits first when the
+//!      `-- (a path whose session stays up       |    path keeps failing)
+//!           goes straight to probation) --------'
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use mpio_policies::{PathId, PathView, Policy, PolicyRequest, PolicySpec, Request};
+
+use crate::event::{DeviceEvent, EventKind};
+use crate::stats::{Op, PathStats};
+use crate::timers::{FailbackMode, HoldMode, TimerConfig};
+
+/// Wait before a failed fence login is tried again.
+const FENCE_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a path failed; `kind` is the metrics label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureCause {
+    /// A short stable label: `connection`, `nop_timeout`, `io_timeout`,
+    /// `login`, `path_error`, `probe`, `verify`, `identity`, `admin`.
+    pub kind: &'static str,
+    /// Details.
+    pub detail: String,
+}
+
+impl FailureCause {
+    /// A cause.
+    pub fn new(kind: &'static str, detail: impl Into<String>) -> FailureCause {
+        FailureCause { kind, detail: detail.into() }
+    }
+}
+
+impl std::fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.detail)
+    }
+}
+
+/// The state of a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathStatus {
+    /// Not logged in yet since the device started.
+    Connecting,
+    /// Back after a failure: passed `passed` probes so far.
+    Probation {
+        /// Clean probes passed.
+        passed: u32,
+    },
+    /// May carry I/O.
+    Ready,
+    /// The session is down; the transport reconnects.
+    Reconnecting,
+    /// Failed and not coming back by itself (identity mismatch, login
+    /// refused for good).
+    Failed,
+    /// Disabled by an administrator.
+    Disabled,
+}
+
+/// A request's attempt on a path, from [`DeviceCore::select`] to
+/// [`DeviceCore::complete`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// The path.
+    pub path: PathId,
+    /// The path's failure count when the request was sent: if this path
+    /// fails while the request is out, the request may still be executed
+    /// by the old nexus until failure number `epoch + 1` is fenced.
+    pub epoch: u64,
+    /// What the request does.
+    pub op: Op,
+    /// Its length.
+    pub bytes: u64,
+}
+
+/// What to do with a request now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Send it on this path.
+    Path(Ticket),
+    /// No path is usable: wait for a change, at most until the instant
+    /// (`None`: no limit).
+    Hold(Option<Instant>),
+    /// Fail it.
+    Fail(IoError),
+}
+
+/// How a request ended on its path, as classified by the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// Done (GOOD status).
+    Success,
+    /// The path is at fault. `may_still_execute`: the old nexus has not
+    /// provably terminated the command.
+    PathFailure {
+        /// Why.
+        cause: FailureCause,
+        /// The command may still be executed by the failed path.
+        may_still_execute: bool,
+    },
+    /// A transient condition of the LU.
+    Retry {
+        /// Retry at once (UNIT ATTENTION) rather than after RetryInterval.
+        immediate: bool,
+        /// Why.
+        why: String,
+    },
+    /// The device's own answer: returned to the caller.
+    Fatal {
+        /// Error number for the caller.
+        errno: i32,
+        /// Why.
+        why: String,
+    },
+}
+
+/// What the device does after a completion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Complete the request successfully.
+    Done,
+    /// Send it again (on whatever path is selected then); first wait until
+    /// `fence` is cleared when set.
+    Redrive {
+        /// The failed path's failure that must be fenced first.
+        fence: Option<Fence>,
+    },
+    /// Send it again after this delay.
+    Retry(Duration),
+    /// Fail it.
+    Fail(IoError),
+}
+
+/// A failure of a path that a data-modifying request must wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The path.
+    pub path: PathId,
+    /// The failure number to be cleared.
+    pub epoch: u64,
+}
+
+/// An error returned to the device's user.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct IoError {
+    /// What went wrong.
+    pub kind: IoErrorKind,
+    /// errno for the frontend (EIO, EBADE, ...).
+    pub errno: i32,
+    /// One line for the operator.
+    pub message: String,
+}
+
+/// The classes of [`IoError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoErrorKind {
+    /// No usable path within the hold time (or hold mode "fail").
+    NoPath,
+    /// The logical unit's own error (medium, illegal request,
+    /// reservation conflict, ...).
+    Device,
+    /// A transient condition lasted beyond RetryCount.
+    RetriesExhausted,
+    /// The device is closing.
+    Closed,
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send TEST UNIT READY on the path and report with
+    /// [`DeviceCore::probe_done`] (probation, or verification of a ready
+    /// path).
+    Probe(PathId),
+    /// Prove that failure `epoch` of `path` can no longer run commands
+    /// (reinstate its session through one of `via`, healthy paths of the
+    /// same portal group) and report with [`DeviceCore::fence_done`].
+    Fence {
+        /// The failed path.
+        path: PathId,
+        /// Its failure number.
+        epoch: u64,
+        /// Paths whose portals can reach the failed path's nexus.
+        via: Vec<PathId>,
+    },
+}
+
+/// When a path may take I/O back (failback hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Manual,
+    Until(Instant),
+}
+
+#[derive(Debug)]
+struct PathState {
+    name: String,
+    status: PathStatus,
+    session_up: bool,
+    /// The path failed on a completion while its session still looked up:
+    /// the session's own down event, if it follows, is the same incident
+    /// (counted once for damping, fenced once).
+    session_may_follow: bool,
+    /// Portal group the path's nexus belongs to (target name + TPGT): a
+    /// reinstatement through any portal of it reaches the same nexus.
+    group: Option<String>,
+    held: Option<Held>,
+    in_flight: u32,
+    bytes_in_flight: u64,
+    latency_ns: u64,
+    bytes_per_sec: u64,
+    /// Next probe (probation) or verification.
+    next_probe: Option<Instant>,
+    probe_out: bool,
+    recent_failures: VecDeque<Instant>,
+    /// Failures so far (the fence epochs).
+    epoch: u64,
+    /// Failures up to this one are fenced.
+    cleared: u64,
+    fence_deadline: Option<Instant>,
+    fence_out: bool,
+    /// A failed fence login is tried again then.
+    fence_retry: Option<Instant>,
+    last_cause: Option<FailureCause>,
+    since: Instant,
+    stats: PathStats,
+}
+
+impl PathState {
+    fn usable(&self) -> bool {
+        self.status == PathStatus::Ready
+    }
+}
+
+/// What a path looks like, for status and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathSnapshot {
+    /// Path name.
+    pub name: String,
+    /// State.
+    pub status: PathStatus,
+    /// `active`, `standby`, `failed`, `reconnecting`, `probation`,
+    /// `disabled` or `connecting`.
+    pub state: &'static str,
+    /// Waiting for failback (manual or delayed).
+    pub failback_held: bool,
+    /// Commands in flight.
+    pub in_flight: u32,
+    /// Their bytes.
+    pub bytes_in_flight: u64,
+    /// Smoothed latency, nanoseconds.
+    pub latency_ns: u64,
+    /// Last failure cause.
+    pub last_cause: Option<FailureCause>,
+    /// Since when in this state.
+    pub since: Instant,
+    /// Counters.
+    pub stats: PathStats,
+}
+
+/// Device-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// Failovers (the paths carrying I/O changed because paths failed).
+    pub failovers: u64,
+    /// Failbacks.
+    pub failbacks: u64,
+    /// Time with no usable path, completed episodes.
+    pub all_paths_down: Duration,
+    /// Requests failed because no path was usable.
+    pub hold_failures: u64,
+}
+
+/// The whole device, for status and metrics.
+#[derive(Clone, Debug)]
+pub struct DeviceSnapshot {
+    /// The policy's parameters.
+    pub policy: PolicySpec,
+    /// The hold mode.
+    pub hold: HoldMode,
+    /// The failback mode.
+    pub failback: FailbackMode,
+    /// No usable path since.
+    pub all_paths_down_since: Option<Instant>,
+    /// Paths in table order.
+    pub paths: Vec<PathSnapshot>,
+    /// Counters.
+    pub counters: DeviceCounters,
+}
+
+/// The sans-I/O device.
+#[derive(Debug)]
+pub struct DeviceCore {
+    timers: TimerConfig,
+    paths: Vec<PathState>,
+    policy: Box<dyn Policy>,
+    views: Vec<PathView>,
+    active: Vec<PathId>,
+    /// Since when no path is usable (from creation until the first claim).
+    all_down_since: Option<Instant>,
+    /// No path was usable yet since the device was created.
+    starting: bool,
+    hold_expired: bool,
+    events: VecDeque<DeviceEvent>,
+    actions: VecDeque<Action>,
+    counters: DeviceCounters,
+}
+
+/// EWMA weight of a new sample: 1/8.
+fn ewma(old: u64, new: u64) -> u64 {
+    if old == 0 { new } else { old - old / 8 + new / 8 }
+}
+
+impl DeviceCore {
+    /// A device with these paths (all connecting) and policy.
+    pub fn new(timers: TimerConfig, names: Vec<String>, policy: PolicySpec, now: Instant) -> DeviceCore {
+        let paths = names
+            .into_iter()
+            .map(|name| PathState {
+                name,
+                status: PathStatus::Connecting,
+                session_up: false,
+                session_may_follow: false,
+                group: None,
+                held: None,
+                in_flight: 0,
+                bytes_in_flight: 0,
+                latency_ns: 0,
+                bytes_per_sec: 0,
+                next_probe: None,
+                probe_out: false,
+                recent_failures: VecDeque::new(),
+                epoch: 0,
+                cleared: 0,
+                fence_deadline: None,
+                fence_out: false,
+                fence_retry: None,
+                last_cause: None,
+                since: now,
+                stats: PathStats::default(),
+            })
+            .collect();
+        DeviceCore {
+            timers,
+            paths,
+            policy: policy.build(),
+            views: Vec::new(),
+            active: Vec::new(),
+            all_down_since: Some(now),
+            starting: true,
+            hold_expired: false,
+            events: VecDeque::new(),
+            actions: VecDeque::new(),
+            counters: DeviceCounters::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------
+
+    /// Path names in table order.
+    pub fn path_names(&self) -> Vec<String> {
+        self.paths.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// The path with this name.
+    pub fn path_id(&self, name: &str) -> Option<PathId> {
+        self.paths.iter().position(|p| p.name == name)
+    }
+
+    /// A path's status.
+    pub fn status(&self, path: PathId) -> Option<PathStatus> {
+        self.paths.get(path).map(|p| p.status)
+    }
+
+    /// The timers.
+    pub fn timers(&self) -> &TimerConfig {
+        &self.timers
+    }
+
+    /// True when failure `fence.epoch` of `fence.path` can no longer run
+    /// commands.
+    pub fn fence_cleared(&self, fence: Fence) -> bool {
+        self.paths.get(fence.path).is_none_or(|p| p.cleared >= fence.epoch)
+    }
+
+    /// Status and counters.
+    pub fn snapshot(&self) -> DeviceSnapshot {
+        let views = self.build_views();
+        let active = self.policy.active(&views);
+        DeviceSnapshot {
+            policy: self.policy.spec().clone(),
+            hold: self.timers.hold,
+            failback: self.timers.failback,
+            all_paths_down_since: self.all_down_since,
+            paths: self
+                .paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PathSnapshot {
+                    name: p.name.clone(),
+                    status: p.status,
+                    state: match p.status {
+                        PathStatus::Ready if active.contains(&i) => "active",
+                        PathStatus::Ready => "standby",
+                        PathStatus::Probation { .. } => "probation",
+                        PathStatus::Reconnecting => "reconnecting",
+                        PathStatus::Failed => "failed",
+                        PathStatus::Disabled => "disabled",
+                        PathStatus::Connecting => "connecting",
+                    },
+                    failback_held: p.held.is_some(),
+                    in_flight: p.in_flight,
+                    bytes_in_flight: p.bytes_in_flight,
+                    latency_ns: p.latency_ns,
+                    last_cause: p.last_cause.clone(),
+                    since: p.since,
+                    stats: p.stats.clone(),
+                })
+                .collect(),
+            counters: self.counters,
+        }
+    }
+
+    // ---- output ----------------------------------------------------------
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<DeviceEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`DeviceCore::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for p in &self.paths {
+            if !p.probe_out {
+                consider(p.next_probe);
+            }
+            if let Some(Held::Until(t)) = p.held {
+                consider(Some(t));
+            }
+            if p.cleared < p.epoch {
+                consider(p.fence_deadline);
+                consider(p.fence_retry);
+            }
+        }
+        if let (Some(since), HoldMode::For(d), false) = (self.all_down_since, self.timers.hold, self.hold_expired) {
+            consider(Some(since + d));
+        }
+        next
+    }
+
+    fn event(
+        &mut self,
+        at: Instant,
+        path: Option<PathId>,
+        kind: EventKind,
+        reason: impl Into<String>,
+        seed: Option<u32>,
+    ) {
+        self.events.push_back(DeviceEvent { at, path, kind, reason: reason.into(), seed_event: seed });
+    }
+
+    // ---- data path -------------------------------------------------------
+
+    fn build_views(&self) -> Vec<PathView> {
+        self.paths
+            .iter()
+            .enumerate()
+            .map(|(id, p)| PathView {
+                id,
+                ready: p.usable(),
+                failback_held: p.held.is_some(),
+                in_flight: p.in_flight,
+                bytes_in_flight: p.bytes_in_flight,
+                latency_ns: p.latency_ns,
+                bytes_per_sec: p.bytes_per_sec,
+            })
+            .collect()
+    }
+
+    /// Refreshes the reused view buffer.
+    fn refresh_views(&mut self) {
+        self.views.clear();
+        for (id, p) in self.paths.iter().enumerate() {
+            self.views.push(PathView {
+                id,
+                ready: p.usable(),
+                failback_held: p.held.is_some(),
+                in_flight: p.in_flight,
+                bytes_in_flight: p.bytes_in_flight,
+                latency_ns: p.latency_ns,
+                bytes_per_sec: p.bytes_per_sec,
+            });
+        }
+    }
+
+    /// Chooses a path for a request of `bytes` (`write`: it modifies data).
+    pub fn select(&mut self, now: Instant, op: Op, bytes: u64) -> Selection {
+        self.refresh_views();
+        let req = Request { bytes, write: op.modifies_data() };
+        if let Some(id) = self.policy.select(&self.views, &req)
+            && let Some(p) = self.paths.get_mut(id)
+            && p.usable()
+        {
+            p.in_flight += 1;
+            p.bytes_in_flight += bytes;
+            let epoch = p.epoch;
+            return Selection::Path(Ticket { path: id, epoch, op, bytes });
+        }
+        self.note_all_down(now);
+        match self.timers.hold {
+            HoldMode::Fail => self.no_path("no usable path and the hold mode is fail"),
+            HoldMode::Queue => Selection::Hold(None),
+            HoldMode::For(d) => {
+                let deadline = self.all_down_since.unwrap_or(now) + d;
+                if now >= deadline {
+                    self.expire_hold(now);
+                    self.no_path(&format!("no usable path for {:?} (the hold time)", d))
+                } else {
+                    Selection::Hold(Some(deadline))
+                }
+            }
+        }
+    }
+
+    fn no_path(&mut self, why: &str) -> Selection {
+        self.counters.hold_failures += 1;
+        Selection::Fail(IoError { kind: IoErrorKind::NoPath, errno: 5, message: why.to_string() })
+    }
+
+    fn note_all_down(&mut self, now: Instant) {
+        if self.all_down_since.is_none() {
+            self.all_down_since = Some(now);
+            self.hold_expired = false;
+            let how = match self.timers.hold {
+                HoldMode::For(d) => format!("I/O is held up to {d:?}"),
+                HoldMode::Queue => "I/O is held until a path returns".into(),
+                HoldMode::Fail => "I/O fails until a path returns".into(),
+            };
+            self.event(now, None, EventKind::HoldStarted, format!("no usable path: {how}"), None);
+        }
+    }
+
+    fn expire_hold(&mut self, now: Instant) {
+        if !self.hold_expired {
+            self.hold_expired = true;
+            self.event(now, None, EventKind::HoldExpired, "hold time passed with no path: I/O fails with EIO", None);
+        }
+    }
+
+    /// Reports how a request sent with `ticket` ended.
+    pub fn complete(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        latency: Duration,
+        completion: Completion,
+        attempt: u32,
+    ) -> Verdict {
+        let Ticket { op, bytes, .. } = ticket;
+        let Some(p) = self.paths.get_mut(ticket.path) else { return Verdict::Redrive { fence: None } };
+        p.in_flight = p.in_flight.saturating_sub(1);
+        p.bytes_in_flight = p.bytes_in_flight.saturating_sub(bytes);
+        match completion {
+            Completion::Success => {
+                let ns = latency.as_nanos().min(u128::from(u64::MAX)) as u64;
+                p.latency_ns = ewma(p.latency_ns, ns);
+                if ns > 0 && bytes > 0 {
+                    p.bytes_per_sec =
+                        ewma(p.bytes_per_sec, (u128::from(bytes) * 1_000_000_000 / u128::from(ns)) as u64);
+                }
+                p.stats.record(op, bytes, latency);
+                Verdict::Done
+            }
+            Completion::PathFailure { cause, may_still_execute } => {
+                p.stats.redriven += 1;
+                if p.epoch == ticket.epoch {
+                    // The first news of this failure: fail the path now.
+                    // The session may still be up (an abort confirmed, a
+                    // path-level sense): then probation starts at once.
+                    let session_up = p.session_up;
+                    self.fail_path(now, ticket.path, cause, !session_up);
+                }
+                let fence = (may_still_execute && op.modifies_data())
+                    .then_some(Fence { path: ticket.path, epoch: ticket.epoch + 1 })
+                    .filter(|f| !self.fence_cleared(*f));
+                Verdict::Redrive { fence }
+            }
+            Completion::Retry { immediate, why } => {
+                p.stats.retries += 1;
+                if attempt >= self.timers.retry_count {
+                    return Verdict::Fail(IoError {
+                        kind: IoErrorKind::RetriesExhausted,
+                        errno: 5,
+                        message: format!("{why}: still failing after {} retries", self.timers.retry_count),
+                    });
+                }
+                Verdict::Retry(if immediate { Duration::ZERO } else { self.timers.retry_interval })
+            }
+            Completion::Fatal { errno, why } => {
+                Verdict::Fail(IoError { kind: IoErrorKind::Device, errno, message: why })
+            }
+        }
+    }
+
+    // ---- path events -----------------------------------------------------
+
+    /// The path stops carrying I/O. `session_down`: it waits for its
+    /// session to come back; otherwise probation starts (after damping).
+    fn fail_path(&mut self, now: Instant, id: PathId, cause: FailureCause, session_down: bool) {
+        let window = self.timers.damping_window;
+        let fence_timeout = self.timers.fence_timeout;
+        let Some(p) = self.paths.get_mut(id) else { return };
+        let was_usable = matches!(p.status, PathStatus::Ready | PathStatus::Probation { .. });
+        if was_usable || p.status == PathStatus::Connecting {
+            p.epoch += 1;
+            p.fence_deadline = Some(now + fence_timeout);
+            p.fence_out = false;
+        }
+        *p.stats.failures.entry(cause.kind).or_insert(0) += 1;
+        while p.recent_failures.front().is_some_and(|t| now.saturating_duration_since(*t) > window) {
+            p.recent_failures.pop_front();
+        }
+        p.recent_failures.push_back(now);
+        p.held = None;
+        p.probe_out = false;
+        p.since = now;
+        p.last_cause = Some(cause.clone());
+        let seed = match cause.kind {
+            "connection" => Some(20),
+            "nop_timeout" => Some(48),
+            "io_timeout" => Some(9),
+            "login" => Some(10),
+            _ => None,
+        };
+        p.session_may_follow = !session_down;
+        if session_down {
+            p.status = PathStatus::Reconnecting;
+            p.next_probe = None;
+        } else {
+            p.status = PathStatus::Probation { passed: 0 };
+            let delay = Self::damping(&self.timers, p.recent_failures.len());
+            p.next_probe = Some(now + delay.max(self.timers.probation_interval));
+        }
+        if was_usable {
+            let name = p.name.clone();
+            self.event(now, Some(id), EventKind::PathFailed, format!("{name}: {cause}"), seed);
+            self.request_fence(id);
+        }
+        self.update_active(now, true);
+    }
+
+    /// Damping delay for a path that failed `n` times within the window.
+    fn damping(t: &TimerConfig, n: usize) -> Duration {
+        if n <= 1 {
+            return Duration::ZERO;
+        }
+        let shift = (n - 2).min(16) as u32;
+        (t.damping_base * 2u32.pow(shift)).min(t.damping_max)
+    }
+
+    fn request_fence(&mut self, id: PathId) {
+        let Some(p) = self.paths.get(id) else { return };
+        if p.cleared >= p.epoch || p.fence_out {
+            return;
+        }
+        let group = p.group.clone();
+        let epoch = p.epoch;
+        let via: Vec<PathId> = self
+            .paths
+            .iter()
+            .enumerate()
+            .filter(|(i, q)| *i != id && q.usable() && q.group.is_some() && q.group == group)
+            .map(|(i, _)| i)
+            .collect();
+        if via.is_empty() {
+            return;
+        }
+        if let Some(p) = self.paths.get_mut(id) {
+            p.fence_out = true;
+        }
+        self.actions.push_back(Action::Fence { path: id, epoch, via });
+    }
+
+    /// Sets the portal group of a path (target name and TPGT), learnt at
+    /// login: fences go through portals of the same group only.
+    pub fn set_group(&mut self, path: PathId, group: Option<String>) {
+        if let Some(p) = self.paths.get_mut(path) {
+            p.group = group;
+        }
+    }
+
+    /// The path's session logged in and the path reaches the device's
+    /// logical unit (identity checked by the driver). `reinstated`: the
+    /// login replaced an earlier session of this path, so every command of
+    /// the old one is terminated at the target.
+    pub fn session_up(&mut self, now: Instant, path: PathId, reinstated: bool) {
+        let Some(p) = self.paths.get_mut(path) else { return };
+        p.session_up = true;
+        p.session_may_follow = false;
+        if reinstated && p.cleared < p.epoch {
+            p.cleared = p.epoch;
+            let name = p.name.clone();
+            self.event(now, Some(path), EventKind::FenceCleared, format!("{name}: session reinstated"), None);
+        }
+        let Some(p) = self.paths.get_mut(path) else { return };
+        match p.status {
+            PathStatus::Connecting => {
+                // The first bring-up was the verification.
+                p.status = PathStatus::Ready;
+                p.since = now;
+                p.next_probe = self.timers.path_verify.then(|| now + self.timers.path_verify_period);
+                let name = p.name.clone();
+                self.event(now, Some(path), EventKind::PathReady, format!("{name}: logged in and claimed"), None);
+                self.path_became_ready(now);
+            }
+            PathStatus::Reconnecting | PathStatus::Failed => {
+                let delay = Self::damping(&self.timers, p.recent_failures.len());
+                p.status = PathStatus::Probation { passed: 0 };
+                p.since = now;
+                p.next_probe = Some(now + delay);
+                p.probe_out = false;
+                let name = p.name.clone();
+                self.event(now, Some(path), EventKind::PathReconnected, format!("{name}: logged in again"), Some(34));
+                let why = if delay.is_zero() {
+                    format!("{name}: {} probes before it carries I/O", self.timers.probation_probes)
+                } else {
+                    format!("{name}: failed repeatedly, probation starts in {delay:?}")
+                };
+                self.event(now, Some(path), EventKind::ProbationStarted, why, None);
+            }
+            PathStatus::Ready | PathStatus::Probation { .. } | PathStatus::Disabled => {}
+        }
+    }
+
+    /// The path's session lost its last connection.
+    pub fn session_down(&mut self, now: Instant, path: PathId, cause: FailureCause, permanent: bool) {
+        let Some(p) = self.paths.get_mut(path) else { return };
+        p.session_up = false;
+        let status = p.status;
+        match status {
+            PathStatus::Probation { passed: 0 } if p.session_may_follow => {
+                p.session_may_follow = false;
+                p.status = PathStatus::Reconnecting;
+                p.next_probe = None;
+                p.probe_out = false;
+                p.last_cause = Some(cause);
+            }
+            PathStatus::Ready | PathStatus::Probation { .. } | PathStatus::Connecting => {
+                self.fail_path(now, path, cause, true);
+            }
+            PathStatus::Disabled | PathStatus::Reconnecting | PathStatus::Failed => p.last_cause = Some(cause),
+        }
+        if let Some(p) = self.paths.get_mut(path)
+            && permanent
+            && p.status != PathStatus::Disabled
+        {
+            p.status = PathStatus::Failed;
+        }
+    }
+
+    /// The path reaches another logical unit (or its bring-up hook
+    /// failed): it stays out.
+    pub fn refuse(&mut self, now: Instant, path: PathId, reason: String) {
+        let Some(p) = self.paths.get_mut(path) else { return };
+        p.status = PathStatus::Failed;
+        p.since = now;
+        p.last_cause = Some(FailureCause::new("identity", reason.clone()));
+        self.event(now, Some(path), EventKind::ClaimRefused, reason, None);
+        self.update_active(now, true);
+    }
+
+    /// Result of a probe sent for [`Action::Probe`].
+    pub fn probe_done(&mut self, now: Instant, path: PathId, result: Result<(), String>) {
+        let probes = self.timers.probation_probes;
+        let interval = self.timers.probation_interval;
+        let verify = self.timers.path_verify.then_some(self.timers.path_verify_period);
+        let failback = self.timers.failback;
+        let Some(p) = self.paths.get_mut(path) else { return };
+        p.probe_out = false;
+        match (p.status, result) {
+            (PathStatus::Probation { passed }, Ok(())) => {
+                let passed = passed + 1;
+                if passed >= probes {
+                    p.status = PathStatus::Ready;
+                    p.since = now;
+                    p.next_probe = verify.map(|v| now + v);
+                    p.held = match failback {
+                        FailbackMode::Immediate => None,
+                        FailbackMode::Manual => Some(Held::Manual),
+                        FailbackMode::Delayed(d) => Some(Held::Until(now + d)),
+                    };
+                    let name = p.name.clone();
+                    let how = match failback {
+                        FailbackMode::Immediate => String::new(),
+                        FailbackMode::Manual => "; failback waits for an administrator".into(),
+                        FailbackMode::Delayed(d) => format!("; failback in {d:?}"),
+                    };
+                    self.event(
+                        now,
+                        Some(path),
+                        EventKind::PathReady,
+                        format!("{name}: passed {probes} probes{how}"),
+                        None,
+                    );
+                    self.path_became_ready(now);
+                } else {
+                    p.status = PathStatus::Probation { passed };
+                    p.next_probe = Some(now + interval);
+                }
+            }
+            (PathStatus::Probation { .. }, Err(e)) => {
+                let name = p.name.clone();
+                self.event(now, Some(path), EventKind::ProbationProbeFailed, format!("{name}: {e}"), None);
+                // Counts as a failure: the next probation waits longer.
+                self.fail_path(now, path, FailureCause::new("probe", e), false);
+            }
+            (PathStatus::Ready, Ok(())) => p.next_probe = verify.map(|v| now + v),
+            (PathStatus::Ready, Err(e)) => self.fail_path(now, path, FailureCause::new("verify", e), false),
+            _ => {}
+        }
+    }
+
+    /// Result of an [`Action::Fence`]: `Ok` when failure `epoch` of `path`
+    /// is proven unable to run commands.
+    pub fn fence_done(&mut self, now: Instant, path: PathId, epoch: u64, result: Result<(), String>) {
+        let Some(p) = self.paths.get_mut(path) else { return };
+        p.fence_out = false;
+        match result {
+            Ok(()) if p.cleared < epoch => {
+                p.cleared = epoch;
+                let name = p.name.clone();
+                self.event(now, Some(path), EventKind::FenceCleared, format!("{name}: old nexus reinstated"), None);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(path = %p.name, error = %e, "fence login failed; trying again in {FENCE_RETRY:?}");
+                p.fence_retry = Some(now + FENCE_RETRY);
+            }
+        }
+    }
+
+    fn path_became_ready(&mut self, now: Instant) {
+        // A fence that found no healthy portal of its group may find one now.
+        for id in 0..self.paths.len() {
+            if self.paths.get(id).is_some_and(|p| p.cleared < p.epoch && !p.fence_out && p.fence_retry.is_none()) {
+                self.request_fence(id);
+            }
+        }
+        if self.starting {
+            // Requests made before the first path came up were held from
+            // the device's creation; that was no outage.
+            self.starting = false;
+            self.all_down_since = None;
+        } else if let Some(since) = self.all_down_since.take() {
+            self.counters.all_paths_down += now.saturating_duration_since(since);
+            self.hold_expired = false;
+            self.event(now, None, EventKind::HoldEnded, "a path is usable again", None);
+        }
+        self.update_active(now, false);
+    }
+
+    /// Records a change of the paths carrying I/O: a failover when paths
+    /// failed, a failback when a returning path took I/O from one that
+    /// still works. A path merely joining (round robin) is neither.
+    fn update_active(&mut self, now: Instant, failure: bool) {
+        self.refresh_views();
+        // An idle device must still remember which standby took over.
+        self.policy.on_paths_changed(&self.views);
+        let active = self.policy.active(&self.views);
+        if active == self.active {
+            return;
+        }
+        let from = std::mem::replace(&mut self.active, active.clone());
+        if from.is_empty() {
+            return;
+        }
+        if failure {
+            self.counters.failovers += 1;
+            self.event(now, None, EventKind::Failover { from, to: active }, "paths failed", None);
+        } else if from.iter().any(|p| !active.contains(p) && self.paths.get(*p).is_some_and(PathState::usable)) {
+            self.counters.failbacks += 1;
+            self.event(now, None, EventKind::Failback { from, to: active }, "preferred paths returned", None);
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------
+
+    /// Runs what is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for id in 0..self.paths.len() {
+            let Some(p) = self.paths.get_mut(id) else { continue };
+            if !p.probe_out && p.next_probe.is_some_and(|t| t <= now) {
+                p.probe_out = true;
+                p.next_probe = None;
+                self.actions.push_back(Action::Probe(id));
+            }
+            let Some(p) = self.paths.get_mut(id) else { continue };
+            if let Some(Held::Until(t)) = p.held
+                && t <= now
+            {
+                p.held = None;
+                self.update_active(now, false);
+            }
+            let Some(p) = self.paths.get_mut(id) else { continue };
+            if p.fence_retry.is_some_and(|t| t <= now) {
+                p.fence_retry = None;
+                self.request_fence(id);
+            }
+            let Some(p) = self.paths.get_mut(id) else { continue };
+            if p.cleared < p.epoch && p.fence_deadline.is_some_and(|t| t <= now) {
+                p.cleared = p.epoch;
+                let name = p.name.clone();
+                self.event(
+                    now,
+                    Some(id),
+                    EventKind::FenceCleared,
+                    format!(
+                        "{name}: DefaultTime2Wait + DefaultTime2Retain passed; the target has discarded the old tasks"
+                    ),
+                    None,
+                );
+            }
+        }
+        if let (Some(since), HoldMode::For(d)) = (self.all_down_since, self.timers.hold)
+            && since + d <= now
+        {
+            self.expire_hold(now);
+        }
+    }
+
+    // ---- administration --------------------------------------------------
+
+    /// Changes the policy (validated against the path names).
+    pub fn set_policy(&mut self, now: Instant, req: &PolicyRequest) -> Result<(), mpio_policies::PolicyError> {
+        let spec = req.validate(&self.path_names(), Some(self.policy.spec()))?;
+        self.policy = spec.build();
+        self.active.clear();
+        self.event(now, None, EventKind::PolicyChanged, format!("policy {}", spec.kind().name()), None);
+        self.update_active(now, false);
+        Ok(())
+    }
+
+    /// Disables a path (`mpio path fail`): it carries no new I/O until
+    /// reinstated; what it carries completes.
+    pub fn disable(&mut self, now: Instant, path: PathId) {
+        let Some(p) = self.paths.get_mut(path) else { return };
+        if p.status == PathStatus::Disabled {
+            return;
+        }
+        p.status = PathStatus::Disabled;
+        p.since = now;
+        p.next_probe = None;
+        p.held = None;
+        *p.stats.failures.entry("admin").or_insert(0) += 1;
+        let name = p.name.clone();
+        self.event(now, Some(path), EventKind::PathDisabled, format!("{name}: disabled by an administrator"), None);
+        self.update_active(now, true);
+    }
+
+    /// Re-enables a disabled path: probation when its session is up.
+    pub fn reinstate(&mut self, now: Instant, path: PathId) {
+        let Some(p) = self.paths.get_mut(path) else { return };
+        if p.status != PathStatus::Disabled {
+            return;
+        }
+        p.since = now;
+        if p.session_up {
+            p.status = PathStatus::Probation { passed: 0 };
+            p.next_probe = Some(now);
+        } else {
+            p.status = PathStatus::Reconnecting;
+        }
+        let name = p.name.clone();
+        self.event(now, Some(path), EventKind::PathReinstated, format!("{name}: re-enabled by an administrator"), None);
+    }
+
+    /// Lets every held path take I/O back now (`mpio failback`).
+    pub fn failback_now(&mut self, now: Instant) {
+        for p in &mut self.paths {
+            p.held = None;
+        }
+        self.update_active(now, false);
+    }
+
+    /// Changes the all-paths-down hold.
+    pub fn set_hold(&mut self, hold: HoldMode) {
+        self.timers.hold = hold;
+        self.hold_expired = false;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,551 @@
+//! The device core with a virtual clock: hold, probation, damping,
+//! fences, retries, verification, administration. Policy semantics are
+//! proven in the policies crate; here round robin is enough except where
+//! a test says otherwise.
+
+use std::time::{Duration, Instant};
+
+use mpio_policies::{PolicySpec, SwitchEvery};
+
+use super::*;
+
+const S: Duration = Duration::from_secs(1);
+
+struct T {
+    c: DeviceCore,
+    now: Instant,
+}
+
+fn rr() -> PolicySpec {
+    PolicySpec::RoundRobin { switch: SwitchEvery::Ios(1) }
+}
+
+impl T {
+    fn new(n: usize, timers: TimerConfig) -> T {
+        T::with_policy(n, timers, rr())
+    }
+
+    fn with_policy(n: usize, timers: TimerConfig, policy: PolicySpec) -> T {
+        let now = Instant::now();
+        let names = (0..n).map(|i| format!("p{i}")).collect();
+        T { c: DeviceCore::new(timers, names, policy, now), now }
+    }
+
+    /// Claims every path.
+    fn all_up(mut self) -> T {
+        for p in 0..self.c.path_names().len() {
+            self.c.session_up(self.now, p, false);
+        }
+        self.events();
+        self
+    }
+
+    /// The path of the next request, completed at once.
+    fn serve(&mut self) -> PathId {
+        let t = self.pick(Op::Read);
+        self.done(t, Op::Read, Completion::Success);
+        t.path
+    }
+
+    /// A path's connection resets, its session logs in again at once.
+    fn bounce(&mut self, path: PathId) {
+        self.c.session_down(self.now, path, FailureCause::new("connection", "reset"), false);
+        self.c.session_up(self.now, path, true);
+    }
+
+    fn active(&self) -> Vec<&'static str> {
+        self.c.snapshot().paths.iter().map(|p| p.state).collect()
+    }
+
+    /// All paths logged in and claimed.
+    fn up(n: usize) -> T {
+        let mut t = T::new(n, TimerConfig::default());
+        for p in 0..n {
+            t.c.session_up(t.now, p, false);
+        }
+        t.events();
+        t
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.c.handle_timeout(self.now);
+    }
+
+    fn events(&mut self) -> Vec<DeviceEvent> {
+        std::iter::from_fn(|| self.c.poll_event()).collect()
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.c.poll_action()).collect()
+    }
+
+    fn pick(&mut self, op: Op) -> Ticket {
+        match self.c.select(self.now, op, 4096) {
+            Selection::Path(t) => t,
+            other => panic!("expected a path, got {other:?}"),
+        }
+    }
+
+    fn done(&mut self, t: Ticket, op: Op, c: Completion) -> Verdict {
+        self.c.complete(self.now, Ticket { op, ..t }, Duration::from_micros(100), c, 0)
+    }
+
+    fn lost(&mut self, t: Ticket, op: Op) -> Verdict {
+        self.done(
+            t,
+            op,
+            Completion::PathFailure { cause: FailureCause::new("connection", "reset"), may_still_execute: true },
+        )
+    }
+
+    /// Runs probes until the path is ready again (answering each Ok).
+    fn pass_probation(&mut self, path: PathId) {
+        for _ in 0..100 {
+            if self.c.status(path) == Some(PathStatus::Ready) {
+                return;
+            }
+            let next = self.c.poll_timeout().expect("a probe is scheduled");
+            self.now = self.now.max(next);
+            self.c.handle_timeout(self.now);
+            for a in self.actions() {
+                if let Action::Probe(p) = a {
+                    self.c.probe_done(self.now, p, Ok(()));
+                }
+            }
+        }
+        panic!("path {path} never passed probation");
+    }
+}
+
+/// A request sent on `path` when its failure count was `epoch`.
+fn sent(path: PathId, epoch: u64) -> Ticket {
+    Ticket { path, epoch, op: Op::Write, bytes: 4096 }
+}
+
+fn kinds(evs: &[DeviceEvent]) -> Vec<&'static str> {
+    evs.iter().map(|e| e.kind.name()).collect()
+}
+
+#[test]
+fn requests_are_held_until_the_first_path_is_claimed() {
+    let mut t = T::new(2, TimerConfig::default());
+    assert_eq!(t.c.select(t.now, Op::Read, 512), Selection::Hold(Some(t.now + 20 * S)));
+    // Starting up is not an outage: no hold event until a path was seen.
+    assert!(t.events().is_empty());
+    t.c.session_up(t.now, 1, false);
+    assert_eq!(kinds(&t.events()), vec!["path_ready"]);
+    assert_eq!(t.pick(Op::Read).path, 1);
+    assert_eq!(t.c.snapshot().paths[1].state, "active");
+    assert_eq!(t.c.snapshot().paths[0].state, "connecting");
+}
+
+#[test]
+fn round_robin_spreads_and_counts_in_flight() {
+    let mut t = T::up(2);
+    let a = t.pick(Op::Read);
+    let b = t.pick(Op::Write);
+    assert_ne!(a.path, b.path);
+    let s = t.c.snapshot();
+    assert_eq!((s.paths[0].in_flight, s.paths[1].in_flight), (1, 1));
+    assert_eq!(t.done(a, Op::Read, Completion::Success), Verdict::Done);
+    assert_eq!(t.done(b, Op::Write, Completion::Success), Verdict::Done);
+    let s = t.c.snapshot();
+    assert_eq!(s.paths[0].in_flight + s.paths[1].in_flight, 0);
+    assert_eq!(s.paths[a.path].stats.requests_of(Op::Read), 1);
+    assert_eq!(s.paths[b.path].stats.bytes_of(Op::Write), 4096);
+}
+
+#[test]
+fn a_read_on_a_failed_path_goes_again_at_once_and_a_write_waits_for_the_fence() {
+    let mut t = T::up(2);
+    t.c.set_group(0, Some("g".into()));
+    t.c.set_group(1, Some("g".into()));
+    // Round robin: one of the next two requests goes to path 0.
+    let a = t.pick(Op::Read);
+    let b = t.pick(Op::Read);
+    let r = if a.path == 0 { a } else { b };
+    assert_eq!(r.path, 0);
+    assert_eq!(t.lost(r, Op::Read), Verdict::Redrive { fence: None });
+    // The session still looks up: probation, until its down event says
+    // otherwise; that event is the same incident, not a second failure.
+    assert_eq!(t.c.status(0), Some(PathStatus::Probation { passed: 0 }));
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    assert_eq!(t.c.status(0), Some(PathStatus::Reconnecting));
+    let evs = t.events();
+    assert_eq!(kinds(&evs).iter().filter(|k| **k == "path_failed").count(), 1);
+    assert!(evs.iter().any(|e| e.seed_event == Some(20)));
+    assert_eq!(t.c.snapshot().paths[0].stats.failures.values().sum::<u64>(), 1, "one incident");
+    // The fence goes through the other path of the same portal group.
+    assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1] }]);
+    // A write sent on path 0 before the failure waits for that fence.
+    let fence = Fence { path: 0, epoch: 1 };
+    let write_ticket = sent(0, 0);
+    assert_eq!(t.lost(write_ticket, Op::Write), Verdict::Redrive { fence: Some(fence) });
+    assert!(!t.c.fence_cleared(fence));
+    t.c.fence_done(t.now, 0, 1, Ok(()));
+    assert!(t.c.fence_cleared(fence));
+    assert!(kinds(&t.events()).contains(&"fence_cleared"));
+    // Re-driven requests land on path 1.
+    assert_eq!(t.pick(Op::Write).path, 1);
+}
+
+#[test]
+fn without_a_healthy_portal_in_the_group_the_fence_times_out() {
+    let mut t = T::up(2);
+    t.c.set_group(0, Some("a".into()));
+    t.c.set_group(1, Some("b".into()));
+    let w = sent(0, 0);
+    assert!(matches!(t.lost(w, Op::Write), Verdict::Redrive { fence: Some(_) }));
+    assert!(t.actions().is_empty(), "another portal group cannot fence path 0");
+    let fence = Fence { path: 0, epoch: 1 };
+    t.advance(21 * S);
+    assert!(!t.c.fence_cleared(fence));
+    t.advance(S);
+    assert!(t.c.fence_cleared(fence), "DefaultTime2Wait + DefaultTime2Retain passed");
+}
+
+#[test]
+fn a_failed_fence_is_tried_again_and_a_returning_portal_is_used() {
+    let mut t = T::up(3);
+    for p in 0..3 {
+        t.c.set_group(p, Some("g".into()));
+    }
+    t.lost(sent(0, 0), Op::Write);
+    assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1, 2] }]);
+    t.c.fence_done(t.now, 0, 1, Err("login timed out".into()));
+    assert!(t.actions().is_empty());
+    t.advance(S);
+    assert!(t.actions().contains(&Action::Fence { path: 0, epoch: 1, via: vec![1, 2] }), "tried again after 1 s");
+
+    // No healthy portal in the group: the fence waits for one to return.
+    let mut t = T::up(2);
+    t.c.set_group(0, Some("g".into()));
+    t.c.set_group(1, Some("g".into()));
+    t.c.session_down(t.now, 1, FailureCause::new("connection", "reset"), false);
+    t.lost(sent(0, 0), Op::Write);
+    t.actions();
+    t.c.session_up(t.now, 1, false);
+    t.pass_probation(1);
+    assert!(t.actions().contains(&Action::Fence { path: 0, epoch: 1, via: vec![1] }));
+}
+
+#[test]
+fn reinstatement_of_the_path_clears_its_fence() {
+    let mut t = T::up(2);
+    let fence = Fence { path: 0, epoch: 1 };
+    t.lost(sent(0, 0), Op::Write);
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    assert!(!t.c.fence_cleared(fence));
+    t.advance(2 * S);
+    t.c.session_up(t.now, 0, true);
+    assert!(t.c.fence_cleared(fence));
+    assert_eq!(t.c.status(0), Some(PathStatus::Probation { passed: 0 }));
+}
+
+#[test]
+fn a_confirmed_abort_needs_no_fence() {
+    let mut t = T::up(2);
+    let v = t.done(
+        sent(0, 0),
+        Op::Write,
+        Completion::PathFailure { cause: FailureCause::new("io_timeout", "aborted"), may_still_execute: false },
+    );
+    assert_eq!(v, Verdict::Redrive { fence: None });
+    // The session is still up: probation starts without a reconnect.
+    assert_eq!(t.c.status(0), Some(PathStatus::Probation { passed: 0 }));
+}
+
+#[test]
+fn probation_takes_three_clean_probes() {
+    let mut t = T::up(2);
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.events();
+    t.advance(2 * S);
+    t.c.session_up(t.now, 0, true);
+    assert_eq!(kinds(&t.events()), vec!["fence_cleared", "path_reconnected", "probation_started"]);
+    for i in 0..3 {
+        t.c.handle_timeout(t.now);
+        assert_eq!(t.actions(), vec![Action::Probe(0)], "probe {i}");
+        // Never chosen during probation.
+        for _ in 0..4 {
+            let k = t.pick(Op::Read);
+            assert_eq!(k.path, 1);
+            t.done(k, Op::Read, Completion::Success);
+        }
+        t.c.probe_done(t.now, 0, Ok(()));
+        t.now += S;
+    }
+    assert_eq!(t.c.status(0), Some(PathStatus::Ready));
+    assert!(kinds(&t.events()).contains(&"path_ready"));
+}
+
+#[test]
+fn a_failed_probe_restarts_probation_later() {
+    let mut t = T::up(1);
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_up(t.now, 0, true);
+    t.c.handle_timeout(t.now);
+    assert_eq!(t.actions(), vec![Action::Probe(0)]);
+    t.c.probe_done(t.now, 0, Err("NOT READY".into()));
+    assert!(kinds(&t.events()).contains(&"probation_probe_failed"));
+    assert_eq!(t.c.status(0), Some(PathStatus::Probation { passed: 0 }));
+    // Second failure within the window: the next probe waits damping_base.
+    let next = t.c.poll_timeout().unwrap();
+    assert_eq!(next - t.now, 2 * S);
+}
+
+#[test]
+fn a_flapping_path_is_damped() {
+    let mut t = T::up(2);
+    let mut ready_events = 0;
+    let mut failovers_before = t.c.snapshot().counters.failovers;
+    // The path's session drops every 2 s and comes back 1 s later.
+    for cycle in 0..30 {
+        t.c.session_down(t.now, 0, FailureCause::new("connection", "flap"), false);
+        t.advance(S);
+        t.c.session_up(t.now, 0, true);
+        let deadline = t.now + S;
+        while let Some(at) = t.c.poll_timeout().filter(|at| *at <= deadline) {
+            t.now = at;
+            t.c.handle_timeout(t.now);
+            for a in t.actions() {
+                if let Action::Probe(p) = a {
+                    t.c.probe_done(t.now, p, Ok(()));
+                }
+            }
+        }
+        t.now = deadline;
+        ready_events += t.events().iter().filter(|e| e.kind == EventKind::PathReady).count();
+        let _ = cycle;
+    }
+    // 3 probes take 2 s after the first; with damping the path never
+    // carries I/O while it flaps.
+    assert_eq!(ready_events, 0, "a path that flaps every 2 s never rejoins");
+    failovers_before = t.c.snapshot().counters.failovers - failovers_before;
+    assert!(failovers_before <= 1, "failovers: {failovers_before}");
+    // Calm again: after the damping wait and probation it returns.
+    t.pass_probation(0);
+    assert_eq!(t.c.status(0), Some(PathStatus::Ready));
+}
+
+#[test]
+fn hold_then_eio_then_recovery() {
+    let mut t = T::up(1);
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    let t0 = t.now;
+    assert_eq!(t.c.select(t.now, Op::Read, 512), Selection::Hold(Some(t0 + 20 * S)));
+    t.advance(19 * S);
+    assert!(matches!(t.c.select(t.now, Op::Read, 512), Selection::Hold(_)));
+    t.advance(S);
+    assert!(kinds(&t.events()).contains(&"hold_expired"));
+    let Selection::Fail(e) = t.c.select(t.now, Op::Read, 512) else { panic!() };
+    assert_eq!((e.kind, e.errno), (IoErrorKind::NoPath, 5));
+    // A path returns: I/O works again, and the episode is counted.
+    t.c.session_up(t.now, 0, true);
+    t.pass_probation(0);
+    assert_eq!(t.pick(Op::Read).path, 0);
+    assert!(t.c.snapshot().counters.all_paths_down >= 20 * S);
+    assert_eq!(t.c.snapshot().counters.hold_failures, 1);
+}
+
+#[test]
+fn hold_modes_switch_at_runtime() {
+    let mut t = T::up(1);
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.set_hold(HoldMode::Queue);
+    t.advance(3600 * S);
+    assert_eq!(t.c.select(t.now, Op::Read, 512), Selection::Hold(None));
+    t.c.set_hold(HoldMode::Fail);
+    assert!(matches!(t.c.select(t.now, Op::Read, 512), Selection::Fail(_)));
+}
+
+#[test]
+fn transient_conditions_are_retried_then_failed() {
+    let mut t = T::up(1);
+    let k = t.pick(Op::Read);
+    let ua = Completion::Retry { immediate: true, why: "UNIT ATTENTION".into() };
+    assert_eq!(t.c.complete(t.now, k, S, ua.clone(), 0), Verdict::Retry(Duration::ZERO));
+    let k = t.pick(Op::Read);
+    let busy = Completion::Retry { immediate: false, why: "BUSY".into() };
+    assert_eq!(t.c.complete(t.now, k, S, busy.clone(), 2), Verdict::Retry(S));
+    let k = t.pick(Op::Read);
+    let Verdict::Fail(e) = t.c.complete(t.now, k, S, busy, 3) else { panic!() };
+    assert_eq!(e.kind, IoErrorKind::RetriesExhausted);
+    assert!(e.message.contains("BUSY") && e.message.contains("3 retries"), "{e}");
+    // Retries never fail the path.
+    assert_eq!(t.c.status(0), Some(PathStatus::Ready));
+}
+
+#[test]
+fn device_errors_go_to_the_caller_without_failover() {
+    let mut t = T::up(2);
+    let k = t.pick(Op::Write);
+    let v = t.done(k, Op::Write, Completion::Fatal { errno: 52, why: "RESERVATION CONFLICT".into() });
+    assert_eq!(
+        v,
+        Verdict::Fail(IoError { kind: IoErrorKind::Device, errno: 52, message: "RESERVATION CONFLICT".into() })
+    );
+    assert!(t.c.snapshot().paths.iter().all(|p| p.status == PathStatus::Ready));
+    assert_eq!(t.c.snapshot().counters.failovers, 0);
+}
+
+#[test]
+fn disabled_paths_carry_nothing_until_reinstated() {
+    let mut t = T::up(2);
+    t.c.disable(t.now, 1);
+    for _ in 0..4 {
+        let k = t.pick(Op::Read);
+        assert_eq!(k.path, 0);
+        t.done(k, Op::Read, Completion::Success);
+    }
+    assert_eq!(t.c.snapshot().paths[1].state, "disabled");
+    t.c.reinstate(t.now, 1);
+    assert_eq!(t.c.status(1), Some(PathStatus::Probation { passed: 0 }));
+    t.pass_probation(1);
+    let evs = t.events();
+    assert!(kinds(&evs).contains(&"path_disabled") && kinds(&evs).contains(&"path_reinstated"));
+}
+
+#[test]
+fn path_verification_probes_ready_paths() {
+    let timers = TimerConfig { path_verify: true, path_verify_period: 30 * S, ..Default::default() };
+    let mut t = T::new(2, timers);
+    t.c.session_up(t.now, 0, false);
+    t.c.session_up(t.now, 1, false);
+    t.advance(29 * S);
+    assert!(t.actions().is_empty());
+    t.advance(S);
+    assert_eq!(t.actions(), vec![Action::Probe(0), Action::Probe(1)]);
+    t.c.probe_done(t.now, 0, Ok(()));
+    t.c.probe_done(t.now, 1, Err("TEST UNIT READY: no answer".into()));
+    assert_eq!(t.c.status(1), Some(PathStatus::Probation { passed: 0 }));
+    assert_eq!(t.c.snapshot().paths[1].last_cause.as_ref().unwrap().kind, "verify");
+    // The next verification of path 0 is a period later.
+    t.advance(29 * S);
+    assert!(!t.actions().contains(&Action::Probe(0)));
+}
+
+#[test]
+fn failover_is_counted_once_per_change() {
+    let mut t = T::up(3);
+    t.c.session_down(t.now, 2, FailureCause::new("nop_timeout", "no answer"), false);
+    let evs = t.events();
+    assert!(
+        evs.iter().any(|e| matches!(&e.kind, EventKind::Failover { from, to } if from.len() == 3 && to.len() == 2))
+    );
+    assert!(evs.iter().any(|e| e.seed_event == Some(48)));
+    assert_eq!(t.c.snapshot().counters.failovers, 1);
+    // A repeated report of the same failure changes nothing.
+    t.c.session_down(t.now, 2, FailureCause::new("nop_timeout", "no answer"), false);
+    assert_eq!(t.c.snapshot().counters.failovers, 1);
+}
+
+fn fail_over_only(timers: TimerConfig) -> T {
+    let policy = PolicySpec::FailOverOnly { primary: 0, standby_order: vec![2, 1] };
+    T::with_policy(3, timers, policy).all_up()
+}
+
+#[test]
+fn fail_over_only_promotes_one_standby_in_order_and_fails_back_immediately() {
+    let mut t = fail_over_only(TimerConfig::default());
+    assert_eq!(t.active(), vec!["active", "standby", "standby"]);
+    assert!((0..5).all(|_| t.serve() == 0));
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    // The configured order says p2 before p1.
+    assert!((0..5).all(|_| t.serve() == 2));
+    assert_eq!(t.active(), vec!["reconnecting", "standby", "active"]);
+    let evs = t.events();
+    assert!(evs.iter().any(|e| matches!(&e.kind, EventKind::Failover { from, to } if from == &[0] && to == &[2])));
+    t.c.session_up(t.now, 0, true);
+    assert_eq!(t.serve(), 2, "not during probation");
+    t.pass_probation(0);
+    let evs = t.events();
+    assert!(evs.iter().any(|e| matches!(&e.kind, EventKind::Failback { from, to } if from == &[2] && to == &[0])));
+    assert_eq!(t.serve(), 0);
+    assert_eq!(t.c.snapshot().counters.failbacks, 1);
+}
+
+#[test]
+fn manual_failback_waits_for_the_administrator() {
+    let mut t = fail_over_only(TimerConfig { failback: FailbackMode::Manual, ..TimerConfig::default() });
+    t.bounce(0);
+    t.pass_probation(0);
+    assert!(t.c.snapshot().paths[0].failback_held);
+    assert!((0..5).all(|_| t.serve() == 2), "the standby keeps the I/O");
+    assert_eq!(t.active(), vec!["standby", "standby", "active"]);
+    // The held primary is still better than nothing.
+    t.c.session_down(t.now, 2, FailureCause::new("connection", "reset"), false);
+    assert_eq!(t.serve(), 0);
+    t.bounce(2);
+    t.pass_probation(2);
+    t.c.failback_now(t.now);
+    assert_eq!(t.serve(), 0);
+    assert!(!t.c.snapshot().paths[0].failback_held);
+}
+
+#[test]
+fn delayed_failback_waits_its_delay_after_probation() {
+    let mut t = fail_over_only(TimerConfig { failback: FailbackMode::Delayed(10 * S), ..TimerConfig::default() });
+    t.bounce(0);
+    t.pass_probation(0);
+    let ready_at = t.now;
+    assert_eq!(t.serve(), 2);
+    t.advance(9 * S);
+    assert_eq!(t.serve(), 2);
+    assert_eq!(t.c.poll_timeout(), Some(ready_at + 10 * S), "the delay is a timer");
+    t.now = ready_at + 10 * S;
+    t.c.handle_timeout(t.now);
+    assert_eq!(t.serve(), 0);
+    assert!(kinds(&t.events()).contains(&"failback"));
+}
+
+#[test]
+fn round_robin_subset_promotes_one_standby_only_when_every_active_path_is_down() {
+    let policy = PolicySpec::RoundRobinSubset { active: vec![0, 1], standby_order: vec![2, 3] };
+    let mut t = T::with_policy(4, TimerConfig::default(), policy).all_up();
+    let mut seen: Vec<PathId> = (0..8).map(|_| t.serve()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, vec![0, 1]);
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    assert!((0..4).all(|_| t.serve() == 1), "one active path left: no standby yet");
+    t.c.session_down(t.now, 1, FailureCause::new("connection", "reset"), false);
+    assert!((0..4).all(|_| t.serve() == 2), "exactly one standby, the first in order");
+    t.c.session_down(t.now, 2, FailureCause::new("connection", "reset"), false);
+    assert!((0..4).all(|_| t.serve() == 3), "the next one only when it fails too");
+    t.c.session_up(t.now, 1, true);
+    t.pass_probation(1);
+    assert!((0..4).all(|_| t.serve() == 1), "an active path returns: the standby steps back");
+    assert_eq!(t.active(), vec!["reconnecting", "active", "reconnecting", "standby"]);
+}
+
+#[test]
+fn weighted_uses_the_lowest_weight_then_the_next() {
+    let policy = PolicySpec::Weighted { weights: vec![5, 1, 1, 9] };
+    let mut t = T::with_policy(4, TimerConfig::default(), policy).all_up();
+    let mut seen: Vec<PathId> = (0..8).map(|_| t.serve()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, vec![1, 2], "equal lowest weights share in turn");
+    t.c.session_down(t.now, 1, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 2, FailureCause::new("connection", "reset"), false);
+    assert!((0..4).all(|_| t.serve() == 0), "then the next lowest weight");
+}
+
+#[test]
+fn a_policy_change_is_validated_and_takes_effect_at_once() {
+    let mut t = T::up(3);
+    let req = PolicyRequest { policy: "fail-over-only".into(), primary: Some(vec!["p1".into()]), ..Default::default() };
+    t.c.set_policy(t.now, &req).unwrap();
+    assert!((0..4).all(|_| t.serve() == 1));
+    assert!(kinds(&t.events()).contains(&"policy_changed"));
+    let bad = PolicyRequest {
+        policy: "fail-over-only".into(),
+        primary: Some(vec!["p1".into(), "p2".into()]),
+        ..Default::default()
+    };
+    let e = t.c.set_policy(t.now, &bad).unwrap_err();
+    assert_eq!(e.code(), 0xEFFF_005A);
+    assert!((0..4).all(|_| t.serve() == 1), "a refused change leaves the running policy");
+}

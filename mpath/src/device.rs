@@ -1,0 +1,911 @@
+//! The async multipath device: what frontends (NBD, ublk) and the daemon
+//! use. It owns one iSCSI session per path, claims each path by the
+//! logical unit's identity before it may carry I/O, runs requests through
+//! [`DeviceCore`], and drives the core's timers and actions (probes,
+//! fences) in a background task.
+//!
+//! A request's life: the core picks a path; the command runs on that
+//! path's session; the completion is classified (`dsm::classify`); the
+//! core says done, retry, fail, or re-drive. A data-modifying request
+//! caught on a failed path is re-driven only once the failed nexus
+//! provably cannot execute it any more (its session reinstated, through
+//! its own portal or another portal of the same portal group, or
+//! DefaultTime2Wait + DefaultTime2Retain passed), so a stale copy can
+//! never land after a newer write. Reads and flushes go again at once.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use mpio_dsm::classify::{ErrorClass, classify};
+use mpio_dsm::vpd::VpdPage;
+use mpio_dsm::{Command, Lun, ScsiStatus, Sense, UnitSerialNumber, cdb};
+use mpio_policies::{PathId, PolicyRequest, PolicySpec, SwitchEvery};
+use mpio_transport::name::IscsiName;
+use mpio_transport::pdu::Isid;
+use mpio_transport::text::OperationalOffer;
+use mpio_transport::{
+    Auth, ConnectionFailure, ConnectionSpec, ReadData, ScsiResult, SessionConfig, SessionEvent, SessionHandle,
+    TaskError,
+};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tracing::{info, warn};
+
+use crate::core::{
+    Action, Completion, DeviceCore, DeviceSnapshot, FailureCause, Fence, IoError, IoErrorKind, Selection, Verdict,
+};
+use crate::event::DeviceEvent;
+use crate::scsi::{LuAccess, request};
+use crate::stats::Op;
+use crate::timers::{HoldMode, TimerConfig};
+
+/// One path of a device (MPIO: one session).
+#[derive(Clone, Debug)]
+pub struct PathConfig {
+    /// Name, unique in the device (`p1`, `san-a-eth1`, ...).
+    pub name: String,
+    /// Portal and optional source address or interface.
+    pub connection: ConnectionSpec,
+    /// The target this path logs in to, when not the device's: arrays that
+    /// expose one target per controller port reach one LU through several
+    /// target names. The LU identity check applies as for any path.
+    pub target: Option<IscsiName>,
+    /// Portal group for fencing: paths of one group reach the same nexus
+    /// state (RFC 7143: a target portal group). Default: the target name
+    /// and the TargetPortalGroupTag the target declares at login.
+    pub group: Option<String>,
+}
+
+impl PathConfig {
+    /// A path named `name` through `connection`, to the device's target,
+    /// in the portal group the target declares.
+    pub fn new(name: impl Into<String>, connection: ConnectionSpec) -> PathConfig {
+        PathConfig { name: name.into(), connection, target: None, group: None }
+    }
+}
+
+/// A step a path must pass after its identity check and before it may
+/// carry I/O, at every login of the path (a new session has a new I_T
+/// nexus): persistent reservation key registration goes here. A failure
+/// keeps the path out, with the step's message.
+pub trait BringUp: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs the step on `path` (its name) through `lu`.
+    fn before_io<'a>(&'a self, path: &'a str, lu: &'a LuAccess) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// The future a [`BringUp`] step returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A multipath device.
+#[derive(Clone, Debug)]
+pub struct DeviceConfig {
+    /// Device name.
+    pub name: String,
+    /// Our iSCSI name.
+    pub initiator: IscsiName,
+    /// The target.
+    pub target: IscsiName,
+    /// The logical unit.
+    pub lun: Lun,
+    /// Authentication for every path.
+    pub auth: Auth,
+    /// Operational values offered on every path.
+    pub offer: OperationalOffer,
+    /// The paths.
+    pub paths: Vec<PathConfig>,
+    /// Load balancing.
+    pub policy: PolicySpec,
+    /// Timers.
+    pub timers: TimerConfig,
+    /// Refuse paths (and the device) unless the LU has this identity
+    /// (`naa.…`, as `mpio scsi inquiry --vpd 0x83` prints it).
+    pub expect_identity: Option<String>,
+    /// [`Device::open`] waits this long for a first usable path.
+    pub startup_timeout: Duration,
+    /// Bring-up steps, in order, after the identity check of each login.
+    pub bring_up: Vec<Arc<dyn BringUp>>,
+}
+
+impl DeviceConfig {
+    /// A device over `paths` with round robin and default timers.
+    pub fn new(
+        name: impl Into<String>,
+        initiator: IscsiName,
+        target: IscsiName,
+        lun: Lun,
+        paths: Vec<PathConfig>,
+    ) -> Self {
+        DeviceConfig {
+            name: name.into(),
+            initiator,
+            target,
+            lun,
+            auth: Auth::None,
+            offer: OperationalOffer::default(),
+            paths,
+            policy: PolicySpec::RoundRobin { switch: SwitchEvery::Ios(1) },
+            timers: TimerConfig::default(),
+            expect_identity: None,
+            startup_timeout: Duration::from_secs(30),
+            bring_up: Vec::new(),
+        }
+    }
+
+    /// The session of one path: its own ISID, derived from what names the
+    /// path, so a restarted daemon reinstates rather than leaks sessions.
+    fn session(&self, path: &PathConfig) -> SessionConfig {
+        let target = path.target.clone().unwrap_or_else(|| self.target.clone());
+        let mut cfg = SessionConfig::new(self.initiator.clone(), target, path.connection.portal.clone());
+        cfg.connections = vec![path.connection.clone()];
+        cfg.isid = Isid::for_path(&format!("{} {} {} {}", self.initiator, self.target, self.name, path.name));
+        cfg.auth = self.auth.clone();
+        cfg.offer = self.offer.clone();
+        let t = &self.timers;
+        cfg.timeouts.connect = t.connect_timeout;
+        cfg.timeouts.login = t.login_timeout;
+        cfg.timeouts.nop_interval = Some(t.nop_interval);
+        cfg.timeouts.nop_timeout = t.nop_timeout;
+        cfg.timeouts.command = t.io_timeout;
+        cfg.timeouts.task_mgmt = t.abort_timeout;
+        cfg.timeouts.reconnect_min = t.reconnect_min;
+        cfg.timeouts.reconnect_max = t.reconnect_max;
+        // The device re-drives what a failed path carried; the session
+        // must not hold it.
+        cfg.timeouts.recovery = Some(Duration::ZERO);
+        cfg.reconnect = true;
+        cfg
+    }
+}
+
+/// Why a device could not open or a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The configuration is unusable.
+    #[error("device configuration: {0}")]
+    Config(String),
+    /// No path came up in time; why each failed.
+    #[error("no path of device {device} came up within {waited:?}: {}", reasons.join("; "))]
+    NoPath {
+        /// Device name.
+        device: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Per path.
+        reasons: Vec<String>,
+    },
+    /// No such path.
+    #[error("device {device} has no path named {path:?}")]
+    UnknownPath {
+        /// Device.
+        device: String,
+        /// The name given.
+        path: String,
+    },
+    /// A policy change was refused.
+    #[error("{0}")]
+    Policy(String),
+}
+
+/// What the device is: the logical unit behind every path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LuInfo {
+    /// VPD 0x83 identity (`naa.…`).
+    pub identity: String,
+    /// VPD 0x80 serial number, if the LU reports one.
+    pub serial: Option<String>,
+    /// Logical block size.
+    pub block_len: u32,
+    /// Number of blocks.
+    pub blocks: u64,
+    /// Physical block size.
+    pub physical_block_len: u32,
+    /// Largest transfer the LU takes, in bytes (VPD 0xB0), if it says.
+    pub max_transfer: Option<u64>,
+    /// UNMAP supported (VPD 0xB2 LBPU).
+    pub unmap: bool,
+    /// WRITE SAME(16) supported for zeroing.
+    pub write_same: bool,
+}
+
+impl LuInfo {
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.blocks * u64::from(self.block_len)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (serial {}, {} blocks of {} bytes)",
+            self.identity,
+            self.serial.as_deref().unwrap_or("none"),
+            self.blocks,
+            self.block_len
+        )
+    }
+
+    /// Same logical unit. tgtd can give two LUs the same NAA designator
+    /// (its NAA is built from the hex digits of scsi_id), so the serial,
+    /// size and block size must match too.
+    fn same_lu(&self, other: &LuInfo) -> bool {
+        self.identity == other.identity
+            && self.serial == other.serial
+            && self.block_len == other.block_len
+            && self.blocks == other.blocks
+    }
+}
+
+struct PathIo {
+    session: SessionHandle,
+    config: SessionConfig,
+    lu: LuAccess,
+    group: Option<String>,
+}
+
+struct Inner {
+    name: String,
+    core: Mutex<DeviceCore>,
+    paths: Vec<PathIo>,
+    names: Vec<String>,
+    info: Mutex<Option<LuInfo>>,
+    expect_identity: Option<String>,
+    bring_up: Vec<Arc<dyn BringUp>>,
+    lun: Lun,
+    /// Woken when paths become usable or fences clear.
+    changed: Notify,
+    /// Wakes the driver after a completion changed the core.
+    kick: Notify,
+    events: broadcast::Sender<(SystemTime, DeviceEvent)>,
+}
+
+/// A multipath device. Cheap to clone. When the last clone is dropped,
+/// the sessions log out.
+#[derive(Clone)]
+pub struct Device {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+/// Messages from the helper tasks to the driver.
+enum Msg {
+    Session(PathId, SessionEvent),
+    /// A claim's outcome; `Ok` carries the path's portal group.
+    Claimed(PathId, bool, Result<Option<String>, String>),
+    Probed(PathId, Result<(), String>),
+    Fenced(PathId, u64, Result<(), String>),
+}
+
+impl Device {
+    /// Logs in every path, claims them, and returns once one path carries
+    /// I/O (or fails after `startup_timeout`). Paths still connecting join
+    /// in the background.
+    pub async fn open(cfg: DeviceConfig) -> Result<Device, DeviceError> {
+        if cfg.paths.is_empty() {
+            return Err(DeviceError::Config(format!("device {} has no path", cfg.name)));
+        }
+        let names: Vec<String> = cfg.paths.iter().map(|p| p.name.clone()).collect();
+        if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)).map(|(_, n)| n) {
+            return Err(DeviceError::Config(format!(
+                "path name {dup:?} is used twice (ISDSC_DUPLICATE_PATH_SPECIFIED)"
+            )));
+        }
+        let problems: Vec<String> = cfg.timers.check().into_iter().filter(|p| p.fatal).map(|p| p.message).collect();
+        if !problems.is_empty() {
+            return Err(DeviceError::Config(format!("timers: {}", problems.join("; "))));
+        }
+        let now = Instant::now();
+        let core = DeviceCore::new(cfg.timers.clone(), names.clone(), cfg.policy.clone(), now);
+        let (events, _) = broadcast::channel(1024);
+        let mut paths = Vec::new();
+        for p in &cfg.paths {
+            let config = cfg.session(p);
+            let session = SessionHandle::spawn(config.clone())
+                .map_err(|e| DeviceError::Config(format!("path {}: {e}", p.name)))?;
+            let lu = LuAccess::new(session.clone(), cfg.lun);
+            paths.push(PathIo { session, config, lu, group: p.group.clone() });
+        }
+        let inner = Arc::new(Inner {
+            name: cfg.name.clone(),
+            core: Mutex::new(core),
+            paths,
+            names,
+            info: Mutex::new(None),
+            expect_identity: cfg.expect_identity.clone(),
+            bring_up: cfg.bring_up.clone(),
+            lun: cfg.lun,
+            changed: Notify::new(),
+            kick: Notify::new(),
+            events,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (id, p) in inner.paths.iter().enumerate() {
+            let mut sub = p.session.events();
+            let up = p.session.is_up();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if up {
+                    let _ = tx.send(Msg::Session(id, SessionEvent::SessionUp { tsih: 0, reinstated: false }));
+                }
+                loop {
+                    match sub.recv().await {
+                        Ok(ev) => {
+                            if tx.send(Msg::Session(id, ev)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        tokio::spawn(drive(Arc::downgrade(&inner), rx, tx));
+        let device = Device { inner: inner.clone() };
+        let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
+        loop {
+            let notified = inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if device.usable_paths() > 0 {
+                return Ok(device);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let snap = device.snapshot();
+                let reasons = snap
+                    .paths
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}: {}",
+                            p.name,
+                            p.last_cause.as_ref().map_or("still connecting".into(), |c| c.to_string())
+                        )
+                    })
+                    .collect();
+                return Err(DeviceError::NoPath { device: cfg.name, waited: cfg.startup_timeout, reasons });
+            }
+        }
+    }
+
+    fn core(&self) -> MutexGuard<'_, DeviceCore> {
+        self.inner.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn usable_paths(&self) -> usize {
+        self.snapshot().paths.iter().filter(|p| p.state == "active" || p.state == "standby").count()
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The logical unit (known once a path was claimed).
+    pub fn info(&self) -> Option<LuInfo> {
+        self.inner.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Path states, policy and counters.
+    pub fn snapshot(&self) -> DeviceSnapshot {
+        self.core().snapshot()
+    }
+
+    /// Subscribes to events (with wall-clock time).
+    pub fn events(&self) -> broadcast::Receiver<(SystemTime, DeviceEvent)> {
+        self.inner.events.subscribe()
+    }
+
+    /// The session of a path (for diagnostics and tests).
+    pub fn path_session(&self, name: &str) -> Option<SessionHandle> {
+        let id = self.inner.names.iter().position(|n| n == name)?;
+        self.inner.paths.get(id).map(|p| p.session.clone())
+    }
+
+    fn path_id(&self, name: &str) -> Result<PathId, DeviceError> {
+        self.inner
+            .names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| DeviceError::UnknownPath { device: self.inner.name.clone(), path: name.into() })
+    }
+
+    fn after_admin(&self) {
+        self.inner.kick.notify_one();
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Changes the policy; refused changes leave the running one.
+    pub fn set_policy(&self, req: &PolicyRequest) -> Result<(), DeviceError> {
+        let r = self.core().set_policy(Instant::now(), req).map_err(|e| DeviceError::Policy(e.to_string()));
+        self.after_admin();
+        r
+    }
+
+    /// Takes a path out of service (`mpio path fail`).
+    pub fn disable_path(&self, name: &str) -> Result<(), DeviceError> {
+        let id = self.path_id(name)?;
+        self.core().disable(Instant::now(), id);
+        self.after_admin();
+        Ok(())
+    }
+
+    /// Puts a disabled path back (through probation).
+    pub fn reinstate_path(&self, name: &str) -> Result<(), DeviceError> {
+        let id = self.path_id(name)?;
+        self.core().reinstate(Instant::now(), id);
+        self.after_admin();
+        Ok(())
+    }
+
+    /// Lets held paths take their I/O back now (`mpio failback`).
+    pub fn failback_now(&self) {
+        self.core().failback_now(Instant::now());
+        self.after_admin();
+    }
+
+    /// Changes the all-paths-down hold at runtime.
+    pub fn set_hold(&self, hold: HoldMode) {
+        self.core().set_hold(hold);
+        self.after_admin();
+    }
+
+    // ---- I/O -------------------------------------------------------------
+
+    fn lu(&self) -> Result<LuInfo, IoError> {
+        self.info().ok_or_else(|| IoError {
+            kind: IoErrorKind::NoPath,
+            errno: 5,
+            message: "no path claimed yet".into(),
+        })
+    }
+
+    fn check_range(lu: &LuInfo, offset: u64, len: u64) -> Result<(u64, u32), IoError> {
+        let bl = u64::from(lu.block_len);
+        let bad = |m: String| IoError { kind: IoErrorKind::Device, errno: 22, message: m };
+        if offset % bl != 0 || len % bl != 0 {
+            return Err(bad(format!("offset {offset} and length {len} must be multiples of the {bl}-byte block")));
+        }
+        if offset.checked_add(len).is_none_or(|end| end > lu.capacity()) {
+            return Err(bad(format!(
+                "{len} bytes at {offset} go past the end of the device ({} bytes)",
+                lu.capacity()
+            )));
+        }
+        let blocks = u32::try_from(len / bl).map_err(|_| bad(format!("{len} bytes is too long for one request")))?;
+        Ok((offset / bl, blocks))
+    }
+
+    /// Largest request the device sends as one command; longer ones are
+    /// split.
+    fn chunk(lu: &LuInfo) -> u64 {
+        const DEFAULT_MAX: u64 = 8 << 20;
+        let max = lu.max_transfer.unwrap_or(DEFAULT_MAX).clamp(u64::from(lu.block_len), DEFAULT_MAX);
+        max - max % u64::from(lu.block_len)
+    }
+
+    /// Reads `len` bytes at `offset`.
+    pub async fn read(&self, offset: u64, len: u64) -> Result<ReadData, IoError> {
+        let lu = self.lu()?;
+        Self::check_range(&lu, offset, len)?;
+        let chunk = Self::chunk(&lu);
+        let mut out = ReadData::default();
+        let mut at = 0;
+        while at < len {
+            let n = chunk.min(len - at);
+            let (lba, blocks) = Self::check_range(&lu, offset + at, n)?;
+            let cmd = cdb::read16(lba, blocks, lu.block_len, false).map_err(cdb_error)?;
+            let r = self.run(Op::Read, n, &cmd, Bytes::new()).await?;
+            out.extend(r.data);
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` at `offset`; `fua`: on stable media before it
+    /// completes.
+    pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
+        let lu = self.lu()?;
+        let len = data.len() as u64;
+        Self::check_range(&lu, offset, len)?;
+        let chunk = Self::chunk(&lu);
+        let mut at = 0;
+        while at < len {
+            let n = chunk.min(len - at);
+            let (lba, blocks) = Self::check_range(&lu, offset + at, n)?;
+            let cmd = cdb::write16(lba, blocks, lu.block_len, fua).map_err(cdb_error)?;
+            self.run(Op::Write, n, &cmd, data.slice(at as usize..(at + n) as usize)).await?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Makes completed writes durable (SYNCHRONIZE CACHE of the whole LU).
+    pub async fn flush(&self) -> Result<(), IoError> {
+        let cmd = cdb::synchronize_cache16(0, 0, false).map_err(cdb_error)?;
+        self.run(Op::Flush, 0, &cmd, Bytes::new()).await.map(|_| ())
+    }
+
+    /// Deallocates a range (UNMAP).
+    pub async fn discard(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        let lu = self.lu()?;
+        if !lu.unmap {
+            return Err(IoError {
+                kind: IoErrorKind::Device,
+                errno: 95,
+                message: "the logical unit does not support UNMAP".into(),
+            });
+        }
+        let (lba, blocks) = Self::check_range(&lu, offset, len)?;
+        let (cmd, params) = cdb::unmap(&[cdb::UnmapDescriptor { lba, blocks }], false).map_err(cdb_error)?;
+        self.run(Op::Discard, len, &cmd, Bytes::from(params)).await.map(|_| ())
+    }
+
+    /// Writes zeroes to a range (WRITE SAME(16), or plain writes when the
+    /// LU lacks it).
+    pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        let lu = self.lu()?;
+        let (lba, blocks) = Self::check_range(&lu, offset, len)?;
+        if lu.write_same {
+            let flags = cdb::WriteSameFlags::default();
+            let cmd = cdb::write_same16(lba, blocks, lu.block_len, flags).map_err(cdb_error)?;
+            let zero = Bytes::from(vec![0u8; lu.block_len as usize]);
+            return self.run(Op::WriteZeroes, len, &cmd, zero).await.map(|_| ());
+        }
+        let chunk = Self::chunk(&lu).min(1 << 20);
+        let zeros = Bytes::from(vec![0u8; chunk as usize]);
+        let mut at = 0;
+        while at < len {
+            let n = chunk.min(len - at);
+            self.write(offset + at, zeros.slice(..n as usize), false).await?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Runs one command through the paths: hold, retry, re-drive.
+    async fn run(&self, op: Op, bytes: u64, cmd: &Command, data: Bytes) -> Result<ScsiResult, IoError> {
+        let inner = &self.inner;
+        let mut attempt = 0u32;
+        let mut fence: Option<Fence> = None;
+        loop {
+            if let Some(f) = fence.take() {
+                self.wait_fence(f).await;
+            }
+            let notified = inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let selection = self.core().select(Instant::now(), op, bytes);
+            let ticket = match selection {
+                Selection::Path(t) => t,
+                Selection::Hold(until) => {
+                    inner.kick.notify_one();
+                    match until {
+                        Some(t) => {
+                            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(t), notified).await;
+                        }
+                        None => notified.await,
+                    }
+                    continue;
+                }
+                Selection::Fail(e) => return Err(e),
+            };
+            let Some(path) = inner.paths.get(ticket.path) else { continue };
+            let t0 = Instant::now();
+            let result = path.session.execute(request(inner.lun, cmd, data.clone())).await;
+            let completion = classify_result(&result);
+            let verdict = self.core().complete(Instant::now(), ticket, t0.elapsed(), completion, attempt);
+            match verdict {
+                Verdict::Done => {
+                    return result.map_err(|e| IoError { kind: IoErrorKind::Device, errno: 5, message: e.to_string() });
+                }
+                Verdict::Redrive { fence: f } => {
+                    inner.kick.notify_one();
+                    fence = f;
+                }
+                Verdict::Retry(d) => {
+                    attempt += 1;
+                    if !d.is_zero() {
+                        tokio::time::sleep(d).await;
+                    }
+                }
+                Verdict::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn wait_fence(&self, f: Fence) {
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.core().fence_cleared(f) {
+                return;
+            }
+            self.inner.kick.notify_one();
+            // The fence timeout clears it at the latest; the bound here
+            // only guards against a lost wake-up.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+}
+
+fn cdb_error(e: mpio_dsm::CdbError) -> IoError {
+    IoError { kind: IoErrorKind::Device, errno: 22, message: e.to_string() }
+}
+
+/// Maps a command's outcome to what the core needs to decide.
+fn classify_result(r: &Result<ScsiResult, TaskError>) -> Completion {
+    match r {
+        Ok(r) => {
+            let sense = r.sense.as_deref().and_then(|s| Sense::parse(s).ok());
+            match classify(ScsiStatus(r.status), sense.as_ref()) {
+                ErrorClass::Success => Completion::Success,
+                ErrorClass::PathFailure(f) => Completion::PathFailure {
+                    cause: FailureCause::new("path_error", format!("{}: {}", f.as_str(), describe(r, &sense))),
+                    may_still_execute: false,
+                },
+                ErrorClass::Retry(k) => Completion::Retry { immediate: k.immediate(), why: describe(r, &sense) },
+                ErrorClass::Fatal(k) => Completion::Fatal { errno: k.errno(), why: describe(r, &sense) },
+            }
+        }
+        Err(TaskError::ConnectionLost { reason, cleared }) => {
+            Completion::PathFailure { cause: failure_cause(reason), may_still_execute: !cleared }
+        }
+        // The abort was confirmed: the target will not run it.
+        Err(TaskError::TimedOut(d)) => Completion::PathFailure {
+            cause: FailureCause::new("io_timeout", format!("command aborted after {d:?}")),
+            may_still_execute: false,
+        },
+        // Terminated by a task management function (a LUN reset from
+        // another nexus, or ours): not run; send it again.
+        Err(TaskError::Aborted) => Completion::Retry { immediate: true, why: "command aborted by a reset".into() },
+        Err(TaskError::TargetFailure(code)) => Completion::PathFailure {
+            cause: FailureCause::new("target_failure", format!("iSCSI response {code:#04x}")),
+            may_still_execute: false,
+        },
+        Err(TaskError::Rejected(reason)) => Completion::PathFailure {
+            cause: FailureCause::new("rejected", reason.to_string()),
+            may_still_execute: false,
+        },
+        Err(TaskError::SessionClosed | TaskError::SessionFailed(_)) => Completion::PathFailure {
+            cause: FailureCause::new("connection", "session closed".to_string()),
+            may_still_execute: true,
+        },
+        Err(e) => Completion::Fatal { errno: 5, why: e.to_string() },
+    }
+}
+
+fn describe(r: &ScsiResult, sense: &Option<Sense>) -> String {
+    match sense {
+        Some(s) => format!("{}: {s}", ScsiStatus(r.status)),
+        None => ScsiStatus(r.status).to_string(),
+    }
+}
+
+fn failure_cause(f: &ConnectionFailure) -> FailureCause {
+    let kind = match f {
+        ConnectionFailure::NopTimeout(_) => "nop_timeout",
+        ConnectionFailure::TaskMgmtTimeout(_) => "io_timeout",
+        ConnectionFailure::Login(_) => "login",
+        ConnectionFailure::Connect { .. } => "connect",
+        ConnectionFailure::Protocol(_) => "protocol",
+        _ => "connection",
+    };
+    FailureCause::new(kind, f.to_string())
+}
+
+/// The background driver: session events, claims, probes, fences, timers.
+async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        // Run the core's actions and publish its events.
+        let (actions, events, timeout) = {
+            let mut core = inner.core.lock().unwrap_or_else(|e| e.into_inner());
+            let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+            let events: Vec<DeviceEvent> = std::iter::from_fn(|| core.poll_event()).collect();
+            (actions, events, core.poll_timeout())
+        };
+        for a in actions {
+            start_action(&inner, a, tx.clone());
+        }
+        if !events.is_empty() {
+            let now_i = Instant::now();
+            let now_s = SystemTime::now();
+            for e in events {
+                let path = e.path.and_then(|p| inner.names.get(p)).map_or("-", String::as_str);
+                info!(device = %inner.name, path, event = e.kind.name(), reason = %e.reason, "device event");
+                let at = now_s.checked_sub(now_i.saturating_duration_since(e.at)).unwrap_or(now_s);
+                let _ = inner.events.send((at, e));
+            }
+            inner.changed.notify_waiters();
+        }
+        let sleep = async {
+            match timeout {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let kick = inner.kick.notified();
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = sleep => None,
+            _ = kick => None,
+        };
+        let now = Instant::now();
+        match msg {
+            Some(m) => handle_msg(&inner, now, m, &tx),
+            None => {
+                inner.core.lock().unwrap_or_else(|e| e.into_inner()).handle_timeout(now);
+            }
+        }
+        // Commands waiting on fences or paths re-check after every change.
+        inner.changed.notify_waiters();
+        drop(inner);
+    }
+}
+
+fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg, tx: &mpsc::UnboundedSender<Msg>) {
+    let core = || inner.core.lock().unwrap_or_else(|e| e.into_inner());
+    match msg {
+        Msg::Session(id, SessionEvent::SessionUp { reinstated, .. }) => {
+            // Claim before use: identity (and the bring-up hook) first.
+            let inner = inner.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let r = claim(&inner, id).await;
+                let _ = tx.send(Msg::Claimed(id, reinstated, r));
+            });
+        }
+        Msg::Session(id, SessionEvent::SessionDown { reason, permanent }) => {
+            core().session_down(now, id, failure_cause(&reason), permanent);
+        }
+        Msg::Session(..) => {}
+        Msg::Claimed(id, reinstated, Ok(group)) => {
+            let mut c = core();
+            c.set_group(id, group);
+            c.session_up(now, id, reinstated);
+        }
+        Msg::Claimed(id, _, Err(reason)) => {
+            warn!(device = %inner.name, path = inner.names.get(id).map_or("?", String::as_str), %reason, "path refused");
+            core().refuse(now, id, reason);
+            if let Some(p) = inner.paths.get(id) {
+                // A path to another LU must not keep a nexus open.
+                let s = p.session.clone();
+                tokio::spawn(async move {
+                    let _ = s.logout().await;
+                });
+            }
+        }
+        Msg::Probed(id, r) => core().probe_done(now, id, r),
+        Msg::Fenced(id, epoch, r) => core().fence_done(now, id, epoch, r),
+    }
+}
+
+/// Checks that a path reaches the device's logical unit; the first path
+/// to get here defines it. Returns the path's portal group: configured,
+/// or the target name and the TargetPortalGroupTag the target declared.
+async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String> {
+    let path = inner.paths.get(id).ok_or("no such path")?;
+    let name = inner.names.get(id).map_or("?", String::as_str);
+    let lu = &path.lu;
+    lu.test_unit_ready().await.map_err(|e| format!("{name}: {e}"))?;
+    let identity = lu
+        .device_identification()
+        .await
+        .map_err(|e| format!("{name}: {e}"))?
+        .lu_identity()
+        .map(|i| i.to_string())
+        .ok_or_else(|| format!("{name}: the LU reports no identity (VPD 0x83): it cannot be claimed safely"))?;
+    let serial = match lu.vpd(VpdPage::UNIT_SERIAL_NUMBER).await {
+        Ok(b) => UnitSerialNumber::parse(&b).ok().map(|s| s.serial).filter(|s| !s.is_empty()),
+        Err(_) => None,
+    };
+    let cap = lu.capacity().await.map_err(|e| format!("{name}: {e}"))?;
+    let limits = lu.vpd(VpdPage::BLOCK_LIMITS).await.ok().and_then(|b| mpio_dsm::BlockLimits::parse(&b).ok());
+    let lbp = lu
+        .vpd(VpdPage::LOGICAL_BLOCK_PROVISIONING)
+        .await
+        .ok()
+        .and_then(|b| mpio_dsm::LogicalBlockProvisioning::parse(&b).ok());
+    let found = LuInfo {
+        identity,
+        serial,
+        block_len: cap.block_len,
+        blocks: cap.blocks().unwrap_or(0),
+        physical_block_len: cap.physical_block_len().unwrap_or(cap.block_len),
+        max_transfer: limits
+            .as_ref()
+            .and_then(|l| l.max_transfer_blocks())
+            .map(|b| u64::from(b) * u64::from(cap.block_len)),
+        unmap: cap.lbpme && lbp.as_ref().is_some_and(|l| l.lbpu),
+        write_same: lbp.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
+    };
+    if let Some(want) = &inner.expect_identity
+        && &found.identity != want
+    {
+        return Err(format!(
+            "path {name} reaches {} but the device is configured for {want}: refused",
+            found.describe()
+        ));
+    }
+    let group = match &path.group {
+        Some(g) => Some(g.clone()),
+        None => path.session.snapshot().await.ok().and_then(|s| {
+            let tpgt = s.connections.iter().find_map(|c| c.tpgt)?;
+            Some(format!("{} tpgt {tpgt}", path.config.target_name.as_ref().map_or("", |n| n.as_str())))
+        }),
+    };
+    {
+        let mut info = inner.info.lock().unwrap_or_else(|e| e.into_inner());
+        match &*info {
+            Some(known) if !known.same_lu(&found) => {
+                return Err(format!(
+                    "path {name} reaches {}, not the device's logical unit {}: refused",
+                    found.describe(),
+                    known.describe()
+                ));
+            }
+            Some(_) => {}
+            None => {
+                info!(device = %inner.name, path = name, lu = %found.describe(), "device logical unit");
+                *info = Some(found);
+            }
+        }
+    }
+    for step in &inner.bring_up {
+        step.before_io(name, lu).await.map_err(|e| format!("path {name}: bring-up step {step:?} failed: {e}"))?;
+    }
+    Ok(group)
+}
+
+fn start_action(inner: &Arc<Inner>, action: Action, tx: mpsc::UnboundedSender<Msg>) {
+    match action {
+        Action::Probe(id) => {
+            let Some(p) = inner.paths.get(id) else { return };
+            let lu = p.lu.clone();
+            tokio::spawn(async move {
+                let r = lu.test_unit_ready().await.map_err(|e| e.to_string());
+                let _ = tx.send(Msg::Probed(id, r));
+            });
+        }
+        Action::Fence { path, epoch, via } => {
+            let Some(p) = inner.paths.get(path) else { return };
+            let portals: Vec<_> =
+                via.iter().filter_map(|v| inner.paths.get(*v)).map(|v| v.config.connections.clone()).collect();
+            let cfg = p.config.clone();
+            let name = inner.names.get(path).cloned().unwrap_or_default();
+            tokio::spawn(async move {
+                let r = fence(cfg, portals).await;
+                if let Err(e) = &r {
+                    warn!(path = %name, error = %e, "fence through a healthy portal failed");
+                }
+                let _ = tx.send(Msg::Fenced(path, epoch, r));
+            });
+        }
+    }
+}
+
+/// Reinstates the failed path's session (its ISID) through a healthy
+/// portal of the same portal group: the target then terminates every
+/// command of the old session (RFC 7143 section 6.3.5). Logs out at once.
+async fn fence(mut cfg: SessionConfig, portals: Vec<Vec<ConnectionSpec>>) -> Result<(), String> {
+    cfg.reconnect = false;
+    let timeout = cfg.timeouts.login + cfg.timeouts.connect;
+    let mut last = String::from("no portal");
+    for conns in portals {
+        cfg.connections = conns;
+        match SessionHandle::connect(cfg.clone(), timeout).await {
+            Ok(s) => {
+                let _ = s.logout().await;
+                return Ok(());
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}

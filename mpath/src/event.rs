@@ -1,0 +1,93 @@
+//! Device events: every path state change and every decision the device
+//! takes, with the time, the path and the reason. Where one of the seed's
+//! event IDs names the same thing (seed 004 lines 1776-2150), it is
+//! carried, so operators who know the Windows event log recognise it.
+
+use std::time::Instant;
+
+use mpio_policies::PathId;
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A path failed.
+    PathFailed,
+    /// A path's session logged in again.
+    PathReconnected,
+    /// A returning path started probation.
+    ProbationStarted,
+    /// A probation probe failed.
+    ProbationProbeFailed,
+    /// A path passed probation (or its first bring-up) and may carry I/O.
+    PathReady,
+    /// The set of paths carrying I/O changed because paths failed.
+    Failover {
+        /// Paths that carried I/O before.
+        from: Vec<PathId>,
+        /// Paths that carry it now.
+        to: Vec<PathId>,
+    },
+    /// The set of paths carrying I/O changed because paths returned.
+    Failback {
+        /// Paths that carried I/O before.
+        from: Vec<PathId>,
+        /// Paths that carry it now.
+        to: Vec<PathId>,
+    },
+    /// No path is usable: I/O is held (or failed, per the hold mode).
+    HoldStarted,
+    /// The hold time passed with no path: held and new I/O fail with EIO.
+    HoldExpired,
+    /// A path is usable again after all were down.
+    HoldEnded,
+    /// An administrator disabled a path.
+    PathDisabled,
+    /// An administrator re-enabled a path.
+    PathReinstated,
+    /// The policy changed.
+    PolicyChanged,
+    /// A path reaches another logical unit than the device's: refused.
+    ClaimRefused,
+    /// The old nexus of a failed path can no longer run its commands:
+    /// writes caught on it may go elsewhere.
+    FenceCleared,
+}
+
+/// One event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEvent {
+    /// When (the core's clock).
+    pub at: Instant,
+    /// The path, if the event is about one.
+    pub path: Option<PathId>,
+    /// What happened.
+    pub kind: EventKind,
+    /// Why, in words.
+    pub reason: String,
+    /// The seed's event ID for the same condition, where one exists.
+    pub seed_event: Option<u32>,
+}
+
+impl EventKind {
+    /// A stable lowercase name (logs, JSON, metrics labels).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::PathFailed => "path_failed",
+            EventKind::PathReconnected => "path_reconnected",
+            EventKind::ProbationStarted => "probation_started",
+            EventKind::ProbationProbeFailed => "probation_probe_failed",
+            EventKind::PathReady => "path_ready",
+            EventKind::Failover { .. } => "failover",
+            EventKind::Failback { .. } => "failback",
+            EventKind::HoldStarted => "hold_started",
+            EventKind::HoldExpired => "hold_expired",
+            EventKind::HoldEnded => "hold_ended",
+            EventKind::PathDisabled => "path_disabled",
+            EventKind::PathReinstated => "path_reinstated",
+            EventKind::PolicyChanged => "policy_changed",
+            EventKind::ClaimRefused => "claim_refused",
+            EventKind::FenceCleared => "fence_cleared",
+        }
+    }
+}
