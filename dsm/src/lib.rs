@@ -20,14 +20,14 @@
 //! | [`capacity`] | [`ReadCapacity10`], [`Capacity`] (READ CAPACITY(16)) | SBC-3 |
 //! | [`lun`] | [`Lun`], [`ReportLuns`] | SAM-5, SPC-4 |
 //! | [`pr`] | PERSISTENT RESERVE IN/OUT builders, READ KEYS / READ RESERVATION / REPORT CAPABILITIES | SPC-4 |
+//! | [`mod@classify`] | what a completion means for multipath: success, path failure (re-drive elsewhere), bounded retry, or an error for the caller with its block-layer errno | SAM-5, SPC-4 |
 //!
 //! # What is not
 //!
 //! - No I/O, no timers, no retries: callers send the [`Command`]s and feed
 //!   the answers back.
-//! - No error classification yet (sense → retry / fail over / fail): that
-//!   policy belongs to the multipath layer and comes later; this crate
-//!   gives it the parsed [`Sense`] and named [`AscAscq`] codes.
+//! - No retry loop: [`classify()`] says what a completion means; counting
+//!   retries and choosing paths is the multipath layer's job.
 //! - No ALUA (REPORT TARGET PORT GROUPS), MODE SENSE/SELECT, protection
 //!   information, COMPARE AND WRITE, EXTENDED COPY, variable-length (32-byte)
 //!   CDBs, or READ FULL STATUS parsing.
