@@ -34,7 +34,7 @@ const FENCE_RETRY: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailureCause {
     /// A short stable label: `connection`, `nop_timeout`, `io_timeout`,
-    /// `login`, `path_error`, `probe`, `verify`, `identity`, `admin`.
+    /// `login`, `path_error`, `probe`, `verify`, `claim` (identity or bring-up refused), `admin`.
     pub kind: &'static str,
     /// Details.
     pub detail: String,
@@ -794,7 +794,7 @@ impl DeviceCore {
         let Some(p) = self.paths.get_mut(path) else { return };
         p.status = PathStatus::Failed;
         p.since = now;
-        p.last_cause = Some(FailureCause::new("identity", reason.clone()));
+        p.last_cause = Some(FailureCause::new("claim", reason.clone()));
         self.event(now, Some(path), EventKind::ClaimRefused, reason, None);
         self.update_active(now, true);
     }

@@ -148,11 +148,13 @@ async fn a_target_that_drops_commands_fails_over_to_the_other_controller() {
         // Commands are dropped (the in-flight watchdog fails the path);
         // unsolicited Data-Out for a dropped write makes tgtd close the
         // connection. Either way both paths to ctrl-a fail.
-        for p in [0, 1] {
-            wait_device_event(&mut events, Duration::from_secs(10), "ctrl-a paths failed", |e| {
-                e.kind == EventKind::PathFailed && e.path == Some(p)
+        let mut failed = Vec::new();
+        while failed.len() < 2 {
+            let ev = wait_device_event(&mut events, Duration::from_secs(10), "ctrl-a paths failed", |e| {
+                e.kind == EventKind::PathFailed && matches!(e.path, Some(0 | 1)) && !failed.contains(&e.path)
             })
             .await;
+            failed.push(ev.path);
         }
     })
     .await;
@@ -199,13 +201,24 @@ async fn paths_to_another_logical_unit_or_failing_bring_up_are_refused() {
     let mut cfg = device_config(&tgtd, 1, 3);
     cfg.paths[2].target = Some(tgtd.iqn(2).parse().unwrap());
     cfg.bring_up = vec![hook.clone()];
+    // The first path to log in defines the device's LU (no identity is
+    // configured): keep lu-b refusing logins until p1 has claimed lu-a.
+    tgtd.set_state(2, TargetState::Offline).unwrap();
     let dev = Device::open(cfg.clone()).await.unwrap();
-    wait_until(&dev, Duration::from_secs(10), "p2 and p3 refused", |d| {
-        d.snapshot().paths.iter().filter(|p| p.state == "failed").count() == 2
+    wait_until(&dev, Duration::from_secs(10), "p1 active, p2 refused", |d| {
+        let s = d.snapshot();
+        s.paths[0].state == "active" && s.paths[1].last_cause.as_ref().is_some_and(|c| c.kind == "claim")
+    })
+    .await;
+    tgtd.set_state(2, TargetState::Ready).unwrap();
+    wait_until(&dev, Duration::from_secs(10), "p3 refused", |d| {
+        d.snapshot().paths[2].last_cause.as_ref().is_some_and(|c| c.kind == "claim")
     })
     .await;
     let snap = dev.snapshot();
     assert_eq!(snap.paths[0].state, "active");
+    assert_eq!(snap.paths[1].state, "failed");
+    assert_eq!(snap.paths[2].state, "failed");
     let p2 = snap.paths[1].last_cause.clone().unwrap().detail;
     assert!(p2.contains("bring-up step") && p2.contains("no reservation key"), "{p2}");
     let p3 = snap.paths[2].last_cause.clone().unwrap().detail;
