@@ -18,5 +18,8 @@ pub mod timers;
 pub use crate::core::{DeviceCore, DeviceSnapshot, FailureCause, IoError, IoErrorKind, PathSnapshot, PathStatus};
 pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, LuInfo, PathConfig};
 pub use event::{DeviceEvent, EventKind};
+// The policy types are part of the device's API (config and runtime
+// changes), so users of the device need not name the policies crate.
+pub use mpio_policies::{PathId, PolicyKind, PolicyRequest, PolicySpec, SwitchEvery};
 pub use stats::{Op, PathStats};
 pub use timers::{FailbackMode, HoldMode, TimerConfig};
