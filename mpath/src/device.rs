@@ -202,10 +202,14 @@ pub struct LuInfo {
     pub physical_block_len: u32,
     /// Largest transfer the LU takes, in bytes (VPD 0xB0), if it says.
     pub max_transfer: Option<u64>,
-    /// UNMAP supported (VPD 0xB2 LBPU).
+    /// UNMAP supported (VPD 0xB2 LBPU, and VPD 0xB0 does not say 0).
     pub unmap: bool,
+    /// Most blocks one UNMAP may name (VPD 0xB0), if the LU says.
+    pub max_unmap_blocks: Option<u32>,
     /// WRITE SAME(16) supported for zeroing.
     pub write_same: bool,
+    /// Most blocks one WRITE SAME may cover (VPD 0xB0), if the LU says.
+    pub max_write_same_blocks: Option<u64>,
 }
 
 impl LuInfo {
@@ -464,20 +468,33 @@ impl Device {
         })
     }
 
-    fn check_range(lu: &LuInfo, offset: u64, len: u64) -> Result<(u64, u32), IoError> {
+    fn check_range_bounds(lu: &LuInfo, offset: u64, len: u64) -> Result<(), IoError> {
         let bl = u64::from(lu.block_len);
-        let bad = |m: String| IoError { kind: IoErrorKind::Device, errno: 22, message: m };
         if offset % bl != 0 || len % bl != 0 {
-            return Err(bad(format!("offset {offset} and length {len} must be multiples of the {bl}-byte block")));
+            return Err(Self::invalid(format!(
+                "offset {offset} and length {len} must be multiples of the {bl}-byte block"
+            )));
         }
         if offset.checked_add(len).is_none_or(|end| end > lu.capacity()) {
-            return Err(bad(format!(
+            return Err(Self::invalid(format!(
                 "{len} bytes at {offset} go past the end of the device ({} bytes)",
                 lu.capacity()
             )));
         }
-        let blocks = u32::try_from(len / bl).map_err(|_| bad(format!("{len} bytes is too long for one request")))?;
+        Ok(())
+    }
+
+    /// The LBA and block count of one command's range.
+    fn check_range(lu: &LuInfo, offset: u64, len: u64) -> Result<(u64, u32), IoError> {
+        Self::check_range_bounds(lu, offset, len)?;
+        let bl = u64::from(lu.block_len);
+        let blocks =
+            u32::try_from(len / bl).map_err(|_| Self::invalid(format!("{len} bytes is too long for one command")))?;
         Ok((offset / bl, blocks))
+    }
+
+    fn invalid(message: String) -> IoError {
+        IoError { kind: IoErrorKind::Device, errno: 22, message }
     }
 
     /// Largest request the device sends as one command; longer ones are
@@ -491,17 +508,11 @@ impl Device {
     /// Reads `len` bytes at `offset`.
     pub async fn read(&self, offset: u64, len: u64) -> Result<ReadData, IoError> {
         let lu = self.lu()?;
-        Self::check_range(&lu, offset, len)?;
-        let chunk = Self::chunk(&lu);
         let mut out = ReadData::default();
-        let mut at = 0;
-        while at < len {
-            let n = chunk.min(len - at);
-            let (lba, blocks) = Self::check_range(&lu, offset + at, n)?;
+        for (at, n) in Self::pieces(&lu, offset, len, Self::chunk(&lu))? {
+            let (lba, blocks) = Self::check_range(&lu, at, n)?;
             let cmd = cdb::read16(lba, blocks, lu.block_len, false).map_err(cdb_error)?;
-            let r = self.run(Op::Read, n, &cmd, Bytes::new()).await?;
-            out.extend(r.data);
-            at += n;
+            out.extend(self.run(Op::Read, n, &cmd, Bytes::new()).await?.data);
         }
         Ok(out)
     }
@@ -510,16 +521,11 @@ impl Device {
     /// completes.
     pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
         let lu = self.lu()?;
-        let len = data.len() as u64;
-        Self::check_range(&lu, offset, len)?;
-        let chunk = Self::chunk(&lu);
-        let mut at = 0;
-        while at < len {
-            let n = chunk.min(len - at);
-            let (lba, blocks) = Self::check_range(&lu, offset + at, n)?;
+        for (at, n) in Self::pieces(&lu, offset, data.len() as u64, Self::chunk(&lu))? {
+            let (lba, blocks) = Self::check_range(&lu, at, n)?;
             let cmd = cdb::write16(lba, blocks, lu.block_len, fua).map_err(cdb_error)?;
-            self.run(Op::Write, n, &cmd, data.slice(at as usize..(at + n) as usize)).await?;
-            at += n;
+            let part = (at - offset) as usize;
+            self.run(Op::Write, n, &cmd, data.slice(part..part + n as usize)).await?;
         }
         Ok(())
     }
@@ -530,7 +536,7 @@ impl Device {
         self.run(Op::Flush, 0, &cmd, Bytes::new()).await.map(|_| ())
     }
 
-    /// Deallocates a range (UNMAP).
+    /// Deallocates a range (UNMAP), in commands the LU accepts.
     pub async fn discard(&self, offset: u64, len: u64) -> Result<(), IoError> {
         let lu = self.lu()?;
         if !lu.unmap {
@@ -540,31 +546,57 @@ impl Device {
                 message: "the logical unit does not support UNMAP".into(),
             });
         }
-        let (lba, blocks) = Self::check_range(&lu, offset, len)?;
-        let (cmd, params) = cdb::unmap(&[cdb::UnmapDescriptor { lba, blocks }], false).map_err(cdb_error)?;
-        self.run(Op::Discard, len, &cmd, Bytes::from(params)).await.map(|_| ())
+        let most = lu.max_unmap_blocks.map_or(Self::RANGE_OP_MAX, |b| u64::from(b) * u64::from(lu.block_len));
+        for (at, n) in Self::pieces(&lu, offset, len, most)? {
+            let (lba, blocks) = Self::check_range(&lu, at, n)?;
+            let (cmd, params) = cdb::unmap(&[cdb::UnmapDescriptor { lba, blocks }], false).map_err(cdb_error)?;
+            self.run(Op::Discard, n, &cmd, Bytes::from(params)).await?;
+        }
+        Ok(())
     }
 
     /// Writes zeroes to a range (WRITE SAME(16), or plain writes when the
     /// LU lacks it).
     pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), IoError> {
         let lu = self.lu()?;
-        let (lba, blocks) = Self::check_range(&lu, offset, len)?;
-        if lu.write_same {
-            let flags = cdb::WriteSameFlags::default();
-            let cmd = cdb::write_same16(lba, blocks, lu.block_len, flags).map_err(cdb_error)?;
-            let zero = Bytes::from(vec![0u8; lu.block_len as usize]);
-            return self.run(Op::WriteZeroes, len, &cmd, zero).await.map(|_| ());
+        if !lu.write_same {
+            let chunk = Self::chunk(&lu).min(1 << 20);
+            let zeros = Bytes::from(vec![0u8; chunk as usize]);
+            for (at, n) in Self::pieces(&lu, offset, len, chunk)? {
+                self.write(at, zeros.slice(..n as usize), false).await?;
+            }
+            return Ok(());
         }
-        let chunk = Self::chunk(&lu).min(1 << 20);
-        let zeros = Bytes::from(vec![0u8; chunk as usize]);
-        let mut at = 0;
-        while at < len {
-            let n = chunk.min(len - at);
-            self.write(offset + at, zeros.slice(..n as usize), false).await?;
-            at += n;
+        let most = lu.max_write_same_blocks.map_or(Self::RANGE_OP_MAX, |b| b.saturating_mul(u64::from(lu.block_len)));
+        let zero = Bytes::from(vec![0u8; lu.block_len as usize]);
+        for (at, n) in Self::pieces(&lu, offset, len, most)? {
+            let (lba, blocks) = Self::check_range(&lu, at, n)?;
+            let cmd =
+                cdb::write_same16(lba, blocks, lu.block_len, cdb::WriteSameFlags::default()).map_err(cdb_error)?;
+            self.run(Op::WriteZeroes, n, &cmd, zero.clone()).await?;
         }
         Ok(())
+    }
+
+    /// Largest range one UNMAP or WRITE SAME covers when the LU states no
+    /// limit: the target works on it in one go, and it must finish well
+    /// within the I/O timeout.
+    const RANGE_OP_MAX: u64 = 256 << 20;
+
+    /// `len` bytes at `offset` (checked) in pieces of at most `most`
+    /// bytes, whole blocks each. An empty range has no pieces.
+    fn pieces(lu: &LuInfo, offset: u64, len: u64, most: u64) -> Result<Vec<(u64, u64)>, IoError> {
+        Self::check_range_bounds(lu, offset, len)?;
+        let bl = u64::from(lu.block_len);
+        let most = (most - most % bl).clamp(bl, u64::from(u32::MAX) * bl);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < len {
+            let n = most.min(len - at);
+            out.push((offset + at, n));
+            at += n;
+        }
+        Ok(out)
     }
 
     /// Runs one command through the paths: hold, retry, re-drive.
@@ -822,8 +854,14 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
             .as_ref()
             .and_then(|l| l.max_transfer_blocks())
             .map(|b| u64::from(b) * u64::from(cap.block_len)),
-        unmap: cap.lbpme && lbp.as_ref().is_some_and(|l| l.lbpu),
+        // A MAXIMUM UNMAP LBA COUNT of 0 means no UNMAP (SBC-4 6.6.4);
+        // all ones means no limit.
+        unmap: cap.lbpme
+            && lbp.as_ref().is_some_and(|l| l.lbpu)
+            && limits.as_ref().is_none_or(|l| l.max_unmap_lba_count != 0),
+        max_unmap_blocks: limits.as_ref().map(|l| l.max_unmap_lba_count).filter(|&n| n != 0 && n != u32::MAX),
         write_same: lbp.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
+        max_write_same_blocks: limits.as_ref().map(|l| l.max_write_same_len).filter(|&n| n != 0),
     };
     if let Some(want) = &inner.expect_identity
         && &found.identity != want
@@ -908,4 +946,39 @@ async fn fence(mut cfg: SessionConfig, portals: Vec<Vec<ConnectionSpec>>) -> Res
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lu() -> LuInfo {
+        LuInfo {
+            identity: "naa.6000000000000001".into(),
+            serial: None,
+            block_len: 512,
+            blocks: 1 << 20,
+            physical_block_len: 4096,
+            max_transfer: None,
+            unmap: true,
+            max_unmap_blocks: Some(100),
+            write_same: true,
+            max_write_same_blocks: None,
+        }
+    }
+
+    #[test]
+    fn ranges_split_into_whole_block_pieces_within_the_limit() {
+        let lu = lu();
+        let p = Device::pieces(&lu, 4096, 250 * 512, 100 * 512).unwrap();
+        assert_eq!(p, vec![(4096, 51200), (55296, 51200), (106496, 25600)]);
+        // A limit below one block still moves one block per piece; one
+        // that is not a whole number of blocks is rounded down.
+        assert_eq!(Device::pieces(&lu, 0, 1024, 100).unwrap(), vec![(0, 512), (512, 512)]);
+        assert_eq!(Device::pieces(&lu, 0, 1536, 1000).unwrap(), vec![(0, 512), (512, 512), (1024, 512)]);
+        assert!(Device::pieces(&lu, 0, 0, 512).unwrap().is_empty());
+        // Bounds are checked for the whole range, before any piece.
+        assert_eq!(Device::pieces(&lu, lu.capacity() - 512, 1024, 512).unwrap_err().errno, 22);
+        assert_eq!(Device::pieces(&lu, 1, 512, 512).unwrap_err().errno, 22);
+    }
 }

@@ -13,6 +13,7 @@ use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 use mpio_tests::mp::*;
 use mpio_tests::pattern;
 
+mod api;
 mod claim;
 mod failback;
 mod faults;
