@@ -14,12 +14,13 @@ use clap::Args;
 use mpio_dsm::{Lun, cdb};
 use mpio_mpath::scsi::LuAccess;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
-use mpio_transport::pdu::Isid;
 use mpio_transport::portal::Portal;
 use mpio_transport::{ConnPick, ConnectionSpec, SessionHandle};
 
 use crate::connect::{ConnectArgs, DigestArg, default_initiator_name};
 use crate::{discover, output, perf};
+
+mod multipath;
 
 /// Demo options.
 #[derive(Args, Debug)]
@@ -86,7 +87,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     println!("  {mpio} perf -p {portal} -t {iqn} -l 1 --rw randwrite --bs 64k --qd 16 --seconds 5");
     println!("  iscsi-inq -i {initiator} iscsi://{portal}/{iqn}/1       # libiscsi, for comparison");
     println!("  tgtadm -C {} --lld iscsi --mode conn --op show --tid 1   # the target's view", tgtd.control_port());
-    println!("The multipath device (/dev/ublkbN, NBD export), the daemon and its metrics come with the next issues.");
+    println!("  {mpio} timers explain                                  # what the failover timers mean in seconds");
+    println!(
+        "The daemon with its control socket and metrics, the NBD export and /dev/ublkbN come with the next issues."
+    );
     if args.no_wait {
         return Ok(());
     }
@@ -217,28 +221,8 @@ async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
     println!("TSIH {:#06x}; the target sees one session with {} connections", snap.tsih, snap.connections.len());
     mcs.logout().await?;
 
-    step(5, &format!("{n} sessions (MPIO), one per portal: the same logical unit on every path"), None);
-    let mut rows = vec![vec!["PATH".to_string(), "PORTAL".into(), "ISID".into(), "LU IDENTITY".into()]];
-    let mut sessions = Vec::new();
-    for (i, p) in portals.iter().enumerate() {
-        let mut cfg = conn_args(p.clone()).session_config(Some(iqn.parse()?))?;
-        cfg.isid = Isid::for_path(&format!("demo {iqn} {p} path{i}"));
-        let isid = cfg.isid;
-        let s = SessionHandle::connect(cfg, Duration::from_secs(10)).await?;
-        let id = LuAccess::new(s.clone(), Lun::from_number(1)?).device_identification().await?;
-        rows.push(vec![
-            i.to_string(),
-            p.to_string(),
-            isid.to_string(),
-            id.lu_identity().map(|i| i.to_string()).unwrap_or_default(),
-        ]);
-        sessions.push(s);
-    }
-    output::table(&rows);
-    println!("every path reports {identity}: the multipath device (next issue) claims them into one device");
-    for s in sessions {
-        s.logout().await?;
-    }
+    step(5, &format!("The multipath device: {n} sessions (MPIO), one logical unit"), None);
+    multipath::tour(tgtd, &portals, &identity).await?;
 
     step(
         6,

@@ -17,7 +17,11 @@ fn demo_tours_a_local_san() {
         "== 1. Discovery",
         "read 8388608 back: identical",
         "the target sees one session with 2 connections",
-        "every path reports naa.",
+        "2 paths claimed into device demo0 (round robin): every one reaches naa.",
+        "path_failed        p2: connection",
+        "path_ready         p2: passed 3 probes",
+        " 0 errors, ",
+        "read back: all identical",
         "IOPS",
         "What to try next",
     ] {
