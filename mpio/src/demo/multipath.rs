@@ -136,6 +136,16 @@ fn print_paths(dev: &Device, before: &mpio_mpath::DeviceSnapshot, portals: &[Por
     output::table(&rows);
 }
 
+/// What one writer task saw: requests, errors, the slowest request, and
+/// the seed of the last acknowledged write per chunk.
+#[derive(Default)]
+struct Seen {
+    ops: u64,
+    errors: Vec<String>,
+    max_latency: Duration,
+    last: BTreeMap<u64, u64>,
+}
+
 /// What the writer saw.
 struct Report {
     ops: u64,
@@ -149,7 +159,7 @@ struct Report {
 struct Writer {
     stop: Arc<AtomicBool>,
     ops: Arc<std::sync::atomic::AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>, Duration, BTreeMap<u64, u64>)>>,
+    tasks: Vec<tokio::task::JoinHandle<Seen>>,
 }
 
 fn pattern(offset: u64, seed: u64) -> Bytes {
@@ -173,7 +183,7 @@ impl Writer {
                 let (dev, stop, ops) = (dev.clone(), stop.clone(), ops.clone());
                 tokio::spawn(async move {
                     let mine: Vec<u64> = (w..chunks).step_by(WRITERS as usize).map(|c| c * CHUNK as u64).collect();
-                    let (mut n, mut errors, mut max, mut last) = (0u64, Vec::new(), Duration::ZERO, BTreeMap::new());
+                    let mut seen = Seen::default();
                     let mut seed = w << 32;
                     while !stop.load(Ordering::Relaxed) {
                         for &at in &mine {
@@ -181,16 +191,16 @@ impl Writer {
                             let t = Instant::now();
                             match dev.write(at, pattern(at, seed), false).await {
                                 Ok(()) => {
-                                    last.insert(at, seed);
+                                    seen.last.insert(at, seed);
                                 }
-                                Err(e) => errors.push(format!("write at {at}: {e}")),
+                                Err(e) => seen.errors.push(format!("write at {at}: {e}")),
                             }
-                            max = max.max(t.elapsed());
-                            n += 1;
+                            seen.max_latency = seen.max_latency.max(t.elapsed());
+                            seen.ops += 1;
                             ops.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    (n, errors, max, last)
+                    seen
                 })
             })
             .collect();
@@ -207,11 +217,11 @@ impl Writer {
         let mut expected = BTreeMap::new();
         for t in self.tasks {
             match t.await {
-                Ok((n, errors, max, last)) => {
-                    r.ops += n;
-                    r.errors.extend(errors);
-                    r.max_latency = r.max_latency.max(max);
-                    expected.extend(last);
+                Ok(seen) => {
+                    r.ops += seen.ops;
+                    r.errors.extend(seen.errors);
+                    r.max_latency = r.max_latency.max(seen.max_latency);
+                    expected.extend(seen.last);
                 }
                 Err(e) => r.errors.push(format!("writer: {e}")),
             }
