@@ -663,18 +663,25 @@ impl DeviceCore {
             _ => None,
         };
         p.session_may_follow = !session_down;
+        let mut probation = None;
         if session_down {
             p.status = PathStatus::Reconnecting;
             p.next_probe = None;
         } else {
             p.status = PathStatus::Probation { passed: 0 };
-            let delay = Self::damping(&self.timers, p.recent_failures.len());
-            p.next_probe = Some(now + delay.max(self.timers.probation_interval));
+            let delay = Self::damping(&self.timers, p.recent_failures.len()).max(self.timers.probation_interval);
+            p.next_probe = Some(now + delay);
+            probation = Some(delay);
         }
+        let name = p.name.clone();
         if was_usable {
-            let name = p.name.clone();
             self.event(now, Some(id), EventKind::PathFailed, format!("{name}: {cause}"), seed);
             self.request_fence(id);
+        }
+        if let Some(delay) = probation {
+            // The session is still up: the path is probed back in.
+            let why = format!("{name}: probes start in {delay:?}");
+            self.event(now, Some(id), EventKind::ProbationStarted, why, None);
         }
         self.update_active(now, true);
     }
@@ -782,9 +789,20 @@ impl DeviceCore {
         }
         if let Some(p) = self.paths.get_mut(path)
             && permanent
-            && p.status != PathStatus::Disabled
+            && !matches!(p.status, PathStatus::Disabled | PathStatus::Failed)
         {
             p.status = PathStatus::Failed;
+            p.since = now;
+            if matches!(status, PathStatus::Ready | PathStatus::Probation { .. }) {
+                // fail_path reported this incident already.
+                return;
+            }
+            let why = format!(
+                "{}: {}; not retried until reinstated",
+                p.name,
+                p.last_cause.as_ref().map_or_else(|| "failed".to_string(), ToString::to_string)
+            );
+            self.event(now, Some(path), EventKind::PathFailed, why, None);
         }
     }
 

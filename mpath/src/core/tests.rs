@@ -421,6 +421,11 @@ fn path_verification_probes_ready_paths() {
     t.c.probe_done(t.now, 1, Err("TEST UNIT READY: no answer".into()));
     assert_eq!(t.c.status(1), Some(PathStatus::Probation { passed: 0 }));
     assert_eq!(t.c.snapshot().paths[1].last_cause.as_ref().unwrap().kind, "verify");
+    // Every state change is an event: failed, then probation (the session
+    // is still up).
+    let evs = t.events();
+    let p1: Vec<_> = evs.iter().filter(|e| e.path == Some(1)).map(|e| e.kind.name()).collect();
+    assert_eq!(p1[p1.len() - 2..], ["path_failed", "probation_started"], "{evs:?}");
     // The next verification of path 0 is a period later.
     t.advance(29 * S);
     assert!(!t.actions().contains(&Action::Probe(0)));
@@ -548,4 +553,23 @@ fn a_policy_change_is_validated_and_takes_effect_at_once() {
     let e = t.c.set_policy(t.now, &bad).unwrap_err();
     assert_eq!(e.code(), 0xEFFF_005A);
     assert!((0..4).all(|_| t.serve() == 1), "a refused change leaves the running policy");
+}
+
+#[test]
+fn a_path_whose_login_is_refused_for_good_says_so() {
+    let mut t = T::up(1);
+    let mut t2 = T::new(2, TimerConfig::default());
+    t2.c.session_up(t2.now, 0, false);
+    t2.events();
+    // Path 1 never logged in; its login is refused for good.
+    let cause = FailureCause::new("login", "authorization failure (0x0202)");
+    t2.c.session_down(t2.now, 1, cause.clone(), true);
+    assert_eq!(t2.c.status(1), Some(PathStatus::Failed));
+    let evs = t2.events();
+    assert_eq!(kinds(&evs), ["path_failed"]);
+    assert!(evs[0].reason.contains("authorization failure") && evs[0].reason.contains("not retried"), "{evs:?}");
+    // A working path that loses its session for good: one event, not two.
+    t.c.session_down(t.now, 0, cause, true);
+    assert_eq!(kinds(&t.events()).iter().filter(|k| **k == "path_failed").count(), 1);
+    assert_eq!(t.c.status(0), Some(PathStatus::Failed));
 }
