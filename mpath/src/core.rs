@@ -228,6 +228,8 @@ struct PathState {
     bytes_in_flight: u64,
     latency_ns: u64,
     bytes_per_sec: u64,
+    /// Last completion that updated the figures above.
+    figures_at: Option<Instant>,
     /// Next probe (probation) or verification.
     next_probe: Option<Instant>,
     probe_out: bool,
@@ -248,6 +250,19 @@ struct PathState {
 impl PathState {
     fn usable(&self) -> bool {
         self.status == PathStatus::Ready
+    }
+
+    /// What the policy sees of this path.
+    fn view(&self, id: PathId) -> PathView {
+        PathView {
+            id,
+            ready: self.usable(),
+            failback_held: self.held.is_some(),
+            in_flight: self.in_flight,
+            bytes_in_flight: self.bytes_in_flight,
+            latency_ns: self.latency_ns,
+            bytes_per_sec: self.bytes_per_sec,
+        }
     }
 }
 
@@ -326,6 +341,9 @@ pub struct DeviceCore {
 }
 
 /// EWMA weight of a new sample: 1/8.
+/// How long latency and throughput figures of an idle path stay valid.
+const FIGURES_TTL: Duration = Duration::from_secs(1);
+
 fn ewma(old: u64, new: u64) -> u64 {
     if old == 0 { new } else { old - old / 8 + new / 8 }
 }
@@ -346,6 +364,7 @@ impl DeviceCore {
                 bytes_in_flight: 0,
                 latency_ns: 0,
                 bytes_per_sec: 0,
+                figures_at: None,
                 next_probe: None,
                 probe_out: false,
                 recent_failures: VecDeque::new(),
@@ -492,40 +511,28 @@ impl DeviceCore {
     // ---- data path -------------------------------------------------------
 
     fn build_views(&self) -> Vec<PathView> {
-        self.paths
-            .iter()
-            .enumerate()
-            .map(|(id, p)| PathView {
-                id,
-                ready: p.usable(),
-                failback_held: p.held.is_some(),
-                in_flight: p.in_flight,
-                bytes_in_flight: p.bytes_in_flight,
-                latency_ns: p.latency_ns,
-                bytes_per_sec: p.bytes_per_sec,
-            })
-            .collect()
+        self.paths.iter().enumerate().map(|(id, p)| p.view(id)).collect()
     }
 
-    /// Refreshes the reused view buffer.
-    fn refresh_views(&mut self) {
+    /// Refreshes the reused view buffer. Figures of a path that has been
+    /// idle for [`FIGURES_TTL`] are forgotten: a path measured slow once
+    /// (a burst, a busy moment of the target) is not avoided forever by
+    /// the policies that use figures, it is tried again and re-measured.
+    fn refresh_views(&mut self, now: Instant) {
         self.views.clear();
-        for (id, p) in self.paths.iter().enumerate() {
-            self.views.push(PathView {
-                id,
-                ready: p.usable(),
-                failback_held: p.held.is_some(),
-                in_flight: p.in_flight,
-                bytes_in_flight: p.bytes_in_flight,
-                latency_ns: p.latency_ns,
-                bytes_per_sec: p.bytes_per_sec,
-            });
+        for (id, p) in self.paths.iter_mut().enumerate() {
+            if p.in_flight == 0 && p.figures_at.is_some_and(|t| now.saturating_duration_since(t) > FIGURES_TTL) {
+                p.latency_ns = 0;
+                p.bytes_per_sec = 0;
+                p.figures_at = None;
+            }
+            self.views.push(p.view(id));
         }
     }
 
     /// Chooses a path for a request of `bytes` (`write`: it modifies data).
     pub fn select(&mut self, now: Instant, op: Op, bytes: u64) -> Selection {
-        self.refresh_views();
+        self.refresh_views(now);
         let req = Request { bytes, write: op.modifies_data() };
         if let Some(id) = self.policy.select(&self.views, &req)
             && let Some(p) = self.paths.get_mut(id)
@@ -594,6 +601,7 @@ impl DeviceCore {
             Completion::Success => {
                 let ns = latency.as_nanos().min(u128::from(u64::MAX)) as u64;
                 p.latency_ns = ewma(p.latency_ns, ns);
+                p.figures_at = Some(now);
                 if ns > 0 && bytes > 0 {
                     p.bytes_per_sec =
                         ewma(p.bytes_per_sec, (u128::from(bytes) * 1_000_000_000 / u128::from(ns)) as u64);
@@ -911,7 +919,7 @@ impl DeviceCore {
     /// failed, a failback when a returning path took I/O from one that
     /// still works. A path merely joining (round robin) is neither.
     fn update_active(&mut self, now: Instant, failure: bool) {
-        self.refresh_views();
+        self.refresh_views(now);
         // An idle device must still remember which standby took over.
         self.policy.on_paths_changed(&self.views);
         let active = self.policy.active(&self.views);

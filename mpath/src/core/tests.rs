@@ -573,3 +573,35 @@ fn a_path_whose_login_is_refused_for_good_says_so() {
     assert_eq!(kinds(&t.events()).iter().filter(|k| **k == "path_failed").count(), 1);
     assert_eq!(t.c.status(0), Some(PathStatus::Failed));
 }
+
+#[test]
+fn a_path_measured_slow_once_is_measured_again_after_a_second_idle() {
+    let mut t = T::with_policy(2, TimerConfig::default(), PolicySpec::ServiceTime).all_up();
+    // Path 1's first completion was slow (a busy moment), path 0's fast.
+    let a = t.pick(Op::Read);
+    let b = t.pick(Op::Read);
+    let (fast, slow) = if a.path == 0 { (a, b) } else { (b, a) };
+    assert_eq!((fast.path, slow.path), (0, 1));
+    t.c.complete(t.now, fast, Duration::from_micros(100), Completion::Success, 0);
+    t.c.complete(t.now, slow, Duration::from_millis(50), Completion::Success, 0);
+    // Service time now avoids path 1, however long it is idle...
+    for _ in 0..20 {
+        t.now += Duration::from_millis(10);
+        let tk = t.pick(Op::Read);
+        assert_eq!(tk.path, 0);
+        t.c.complete(t.now, tk, Duration::from_micros(100), Completion::Success, 0);
+    }
+    // ...until its figures are a second old: then it is tried again.
+    t.now += Duration::from_millis(900);
+    let picks: Vec<PathId> = (0..2)
+        .map(|_| {
+            let tk = t.pick(Op::Read);
+            t.c.complete(t.now, tk, Duration::from_micros(100), Completion::Success, 0);
+            tk.path
+        })
+        .collect();
+    assert!(picks.contains(&1), "path 1 was not re-measured: {picks:?}");
+    // Re-measured fast, it shares the load again.
+    let picks: Vec<PathId> = (0..4).map(|_| t.pick(Op::Read).path).collect();
+    assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+}
