@@ -75,6 +75,18 @@ cleanup() {
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# How busy the CPUs are before we start (other work shows in the figures).
+busy=$(python3 -c '
+import time
+def idle():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return f[3] + f[4], sum(f)
+i0, t0 = idle(); time.sleep(1); i1, t1 = idle()
+print(round(100 * (1 - (i1 - i0) / max(t1 - t0, 1))))')
+if [ "$busy" -gt 15 ]; then
+  echo "warning: the CPUs were ${busy}% busy before the benchmark started: other work shows in the figures"
+fi
+
 nf_sweep
 start_tgtd "$P1" "$P2" "$P3" "$P4"
 trap cleanup EXIT # after start_tgtd, which sets its own
@@ -89,9 +101,15 @@ for tid in 1 2; do
   set_param $tid FirstBurstLength 262144
 done
 
+# Other tgtd processes (a test suite) compete for the two CPUs.
+others() {
+  if pgrep -x tgtd | grep -qvx "$TGTD_PID"; then echo "$1" >>"$WORK/others"; fi
+}
+
 # perf NAME TARGET PERF-ARGS...: one run, its JSON in $WORK/NAME.json.
 perf() {
   local name=$1 t=$2; shift 2
+  others "$name"
   if ! on_initiator_cpu "$MPIO" perf -i "$INIT" -t "$t" -l 1 --json \
     --max-recv-data-segment-length 262144 --max-burst-length 1048576 --first-burst-length 262144 \
     "$@" >"$WORK/$name.json" 2>"$WORK/$name.err"; then
@@ -99,6 +117,7 @@ perf() {
     cat "$WORK/$name.err" >&2
     exit 1
   fi
+  others "$name"
   [ -z "$RESULTS" ] || { mkdir -p "$RESULTS"; cp "$WORK/$name.json" "$RESULTS/"; }
 }
 
@@ -125,6 +144,28 @@ EOF
 chmod +x "$WORK/reset"
 nf_blackhole_command BLACKHOLE 127.0.0.2 "$PORT"
 
+# The stall figures of a run's JSON: "slowest-ms|gap-ms|note|note". With a
+# fault they count from the moment it was injected (perf's since_at), so
+# noise before it is left out; times are relative to the fault.
+STALL_FIGURES='
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["since_at"] or d
+t = s["from_s"] if d["since_at"] else 0.0
+lat, gap = s["lat_max_us"] / 1e3, s["max_gap_us"] / 1e3
+n1 = ["issued at %+.2f s" % (s["lat_max_at_s"] - t)]
+n2 = ["from %+.2f s" % (s["max_gap_at_s"] - t)]
+failed = [e for e in d.get("events", []) if e["event"] == "path_failed"]
+if failed:
+    e = failed[0]
+    n1.append("%s failed (%s) at %+.2f s" % (e["path"], e["reason"].split(": ")[1], e["at_s"] - t))
+if d.get("errors"):
+    n1.append("%d I/O errors" % d["errors"])
+if d["since_at"] and d["max_gap_us"] > s["max_gap_us"]:
+    n2.append("before the fault: %.1f ms" % (d["max_gap_us"] / 1e3))
+print("%.1f|%.1f|%s|%s" % (lat, gap, "; ".join(n1), "; ".join(n2)))
+'
+
 # stall RW FAULT GOAL_MS [POLICY]: one run over p1 + p2 (round robin).
 stall() {
   local rw=$1 fault=$2 goal_ms=$3 policy=${4:-round-robin}
@@ -137,19 +178,9 @@ stall() {
   perf "$name" "$FILE_T" -p "$P1" --path "$P2" --policy "$policy" --rw "$rw" --bs 4k --qd 16 \
     --seconds "$STALL_SECONDS" ${at[@]+"${at[@]}"}
   [ "$fault" != blackhole ] || nf_unblackhole
-  # Times are relative to the fault (or to the start of the measurement).
-  local lat gap notes n1 n2 n3
-  lat=$(field "$name" 'round(d["lat_max_us"] / 1e3, 1)')
-  gap=$(field "$name" 'round(d["max_gap_us"] / 1e3, 1)')
-  notes=$(field "$name" '
-"|".join([
-  "issued at %+.2f s" % (d["lat_max_at_s"] - (d["at"][0]["ran_at_s"] if d["at"] else 0)),
-  "from %+.2f s" % (d["max_gap_at_s"] - (d["at"][0]["ran_at_s"] if d["at"] else 0)),
-  "; ".join(["%s %s (%s) at %+.2f s" % (e["path"], e["event"], e["reason"].split(": ")[1], e["at_s"] - d["at"][0]["ran_at_s"])
-             for e in d["events"] if e["event"] == "path_failed"][:1] + ["%d errors" % d["errors"]] * (d["errors"] > 0))
-])')
-  IFS='|' read -r n1 n2 n3 <<<"$notes"
-  [ -z "$n3" ] || n1="$n1; $n3"
+  local figures lat gap n1 n2
+  figures=$(python3 -c "$STALL_FIGURES" "$WORK/$name.json")
+  IFS='|' read -r lat gap n1 n2 <<<"$figures"
   if [ "$fault" = none ]; then
     line "no fault, $rw: slowest request" "$lat ms" - - - "$n1"
     line "no fault, $rw: longest gap" "$gap ms" - - - "$n2"
@@ -203,3 +234,8 @@ for policy in round-robin least-queue-depth; do
   r=$(ratio "$two" "$one")
   line "$policy, 2 x $EQUAL_MBPS MB/s" "$two MB/s" "$r" ">= 1.80" "$(verdict "$r" 1.8 ge)" "$(shares "two-$policy")"
 done
+
+if [ -s "$WORK/others" ]; then
+  echo "warning: other tgtd processes (a test suite?) ran during: $(sort -u "$WORK/others" | tr '\n' ' ')"
+  echo "         they compete for the CPUs; their noise is in these figures"
+fi

@@ -173,18 +173,44 @@ impl Stalls {
     }
 }
 
+/// Stalls over the whole measurement, and since the first `--at` command
+/// started (the fault), which leaves out the noise before it.
+#[derive(Clone, Copy, Debug)]
+struct Tracking {
+    all: Stalls,
+    /// When the first `--at` command started, and the stalls since.
+    since_at: Option<(Instant, Stalls)>,
+}
+
+impl Tracking {
+    fn completed(&mut self, start: Instant, now: Instant) {
+        self.all.completed(start, now);
+        if let Some((_, s)) = &mut self.since_at {
+            s.completed(start, now);
+        }
+    }
+
+    /// The first `--at` command starts now; a silence already running
+    /// counts from its beginning.
+    fn at_started(&mut self, now: Instant) {
+        if self.since_at.is_none() {
+            self.since_at = Some((now, Stalls { last: self.all.last, ..Stalls::new(now) }));
+        }
+    }
+}
+
 struct Counters {
     ios: AtomicU64,
     lat_ns: AtomicU64,
     measuring: AtomicBool,
-    stalls: Mutex<Option<Stalls>>,
+    stalls: Mutex<Option<Tracking>>,
     /// Requests the device failed (multipath mode), and the first message.
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
 impl Counters {
-    fn stalls(&self) -> std::sync::MutexGuard<'_, Option<Stalls>> {
+    fn stalls(&self) -> std::sync::MutexGuard<'_, Option<Tracking>> {
         self.stalls.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -197,9 +223,12 @@ struct AtReport {
     status: Result<i32, String>,
 }
 
-async fn run_at(at: At, t0: Instant) -> AtReport {
+async fn run_at(at: At, t0: Instant, counters: Arc<Counters>) -> AtReport {
     tokio::time::sleep_until(tokio::time::Instant::from_std(t0 + at.after)).await;
     let start = Instant::now();
+    if let Some(t) = counters.stalls().as_mut() {
+        t.at_started(start);
+    }
     let stdout = std::io::stderr().as_fd().try_clone_to_owned().map(Stdio::from).unwrap_or_else(|_| Stdio::null());
     let status = tokio::process::Command::new("sh")
         .arg("-c")
@@ -332,9 +361,9 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
         Target::Session { .. } => None,
     };
     let (t0, cpu0) = (Instant::now(), cpu_time());
-    *counters.stalls() = Some(Stalls::new(t0));
+    *counters.stalls() = Some(Tracking { all: Stalls::new(t0), since_at: None });
     counters.measuring.store(true, Ordering::Relaxed);
-    let at_tasks: Vec<_> = args.at.iter().map(|a| tokio::spawn(run_at(a.clone(), t0))).collect();
+    let at_tasks: Vec<_> = args.at.iter().map(|a| tokio::spawn(run_at(a.clone(), t0, counters.clone()))).collect();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     counters.measuring.store(false, Ordering::Relaxed);
     let (end, cpu) = (Instant::now(), cpu_time() - cpu0);
@@ -343,9 +372,10 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
         Target::Device(dev) => Some(dev.snapshot()),
         Target::Session { .. } => None,
     };
-    let mut stalls = counters.stalls().take().unwrap_or_else(|| Stalls::new(t0));
+    let mut tracking = counters.stalls().take().unwrap_or(Tracking { all: Stalls::new(t0), since_at: None });
     // A stall that lasts until the end of the measurement counts too.
-    stalls.completed(end, end);
+    tracking.completed(end, end);
+    let stalls = tracking.all;
     stop.store(true, Ordering::Relaxed);
     let mut ats = Vec::new();
     for t in at_tasks {
@@ -373,6 +403,14 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
     let lat_max_at_s = rel(stalls.lat_max_from, t0);
     let max_gap_us = stalls.gap.as_secs_f64() * 1e6;
     let max_gap_at_s = rel(stalls.gap_from, t0);
+    // Times relative to the start of the measurement, like the others.
+    let since_at_json = tracking.since_at.map(|(from, s)| {
+        json!({
+            "from_s": rel(from, t0),
+            "lat_max_us": s.lat_max.as_secs_f64() * 1e6, "lat_max_at_s": rel(s.lat_max_from, t0),
+            "max_gap_us": s.gap.as_secs_f64() * 1e6, "max_gap_at_s": rel(s.gap_from, t0),
+        })
+    });
     let cpu_us_per_io = cpu.as_secs_f64() * 1e6 / ios.max(1) as f64;
     let errors = counters.errors.load(Ordering::Relaxed);
     let first_error = counters.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -391,6 +429,7 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
             "seconds": secs, "ios": ios, "iops": iops, "mbps": mbps,
             "lat_avg_us": lat_avg_us, "lat_max_us": lat_max_us, "cpu_us_per_io": cpu_us_per_io,
             "lat_max_at_s": lat_max_at_s, "max_gap_us": max_gap_us, "max_gap_at_s": max_gap_at_s,
+            "since_at": since_at_json,
             "at": ats.iter().map(|a| json!({
                 "after_s": a.at.after.as_secs_f64(), "command": a.at.command, "ran_at_s": a.ran_at,
                 "took_s": a.took, "status": a.status.as_ref().ok(), "error": a.status.as_ref().err(),
@@ -413,6 +452,16 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
             "slowest request issued at {lat_max_at_s:.3} s; longest gap without a completion {:.1} ms from {max_gap_at_s:.3} s",
             max_gap_us / 1e3
         );
+        if let Some((from, s)) = &tracking.since_at {
+            println!(
+                "since the first --at command ({:.3} s): slowest request {:.1} ms issued at {:.3} s; longest gap {:.1} ms from {:.3} s",
+                rel(*from, t0),
+                s.lat_max.as_secs_f64() * 1e3,
+                rel(s.lat_max_from, t0),
+                s.gap.as_secs_f64() * 1e3,
+                rel(s.gap_from, t0),
+            );
+        }
         for a in &ats {
             let how = match &a.status {
                 Ok(code) => format!("exit {code}"),
@@ -471,5 +520,23 @@ mod tests {
         // Silence until the end of the measurement counts.
         s.completed(ms(6000), ms(6000));
         assert_eq!((s.gap, s.gap_from), (Duration::from_millis(2999), ms(3001)));
+    }
+
+    #[test]
+    fn since_at_leaves_out_what_came_before_but_not_a_running_silence() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = Tracking { all: Stalls::new(t0), since_at: None };
+        t.completed(ms(0), ms(900));
+        t.completed(ms(1000), ms(1010));
+        t.at_started(ms(1050));
+        t.at_started(ms(2000)); // only the first counts
+        t.completed(ms(1040), ms(1100));
+        t.completed(ms(1100), ms(1105));
+        assert_eq!(t.all.lat_max, Duration::from_millis(900));
+        let (from, s) = t.since_at.unwrap();
+        assert_eq!(from, ms(1050));
+        assert_eq!((s.lat_max, s.lat_max_from), (Duration::from_millis(60), ms(1040)));
+        assert_eq!((s.gap, s.gap_from), (Duration::from_millis(90), ms(1010)));
     }
 }
