@@ -14,14 +14,17 @@ INITIATOR_CPU=${INITIATOR_CPU:-0}
 on_initiator_cpu() { taskset -c "$INITIATOR_CPU" "$@"; }
 
 # start_tgtd PORTAL...: a tgtd with its own control port, stopped on exit.
+# tgtd keeps only the last of several --iscsi portal= options, so the
+# others are added at run time.
 start_tgtd() {
-  local args=()
-  for p in "$@"; do args+=(--iscsi "portal=$p"); done
-  setsid taskset -c "$TGTD_CPU" tgtd -f -C "$TGT_CTL" "${args[@]}" >"$WORK/tgtd.log" 2>&1 </dev/null &
+  local first=$1; shift
+  setsid taskset -c "$TGTD_CPU" tgtd -f -C "$TGT_CTL" --iscsi "portal=$first" >"$WORK/tgtd.log" 2>&1 </dev/null &
   TGTD_PID=$!
   trap stop_tgtd EXIT
-  for _ in $(seq 100); do tgt --mode target --op show >/dev/null 2>&1 && return 0; sleep 0.05; done
-  echo "tgtd did not start; see $WORK/tgtd.log" >&2; return 1
+  local up=
+  for _ in $(seq 100); do tgt --mode target --op show >/dev/null 2>&1 && { up=1; break; }; sleep 0.05; done
+  [ -n "$up" ] || { echo "tgtd did not start; see $WORK/tgtd.log" >&2; return 1; }
+  for p in "$@"; do tgt --mode portal --op new --param "portal=$p" || { echo "tgtd: cannot add portal $p" >&2; return 1; }; done
 }
 
 stop_tgtd() {

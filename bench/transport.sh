@@ -20,7 +20,7 @@ WORK=$(mktemp -d /tmp/mpio-bench.XXXXXX)
 . bench/lib.sh
 
 cargo build --release -q -p mpio
-MPIO=$PWD/target/release/mpio
+MPIO=${CARGO_TARGET_DIR:-$PWD/target}/release/mpio
 INIT=iqn.2026-11.org.mpio:bench
 PORTAL=127.0.0.1:3271
 NULL_T=iqn.2026-11.org.mpio:bench-null

@@ -239,6 +239,8 @@ async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
         seconds: 2,
         size: None,
         json: false,
+        multipath: perf::MultipathArgs::default(),
+        at: Vec::new(),
     })
     .await?;
     Ok(())
