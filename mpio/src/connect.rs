@@ -37,7 +37,7 @@ impl DigestArg {
 /// How to reach and log in to a portal.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ConnectArgs {
-    /// Target portal: HOST[:PORT] (IPv6 in brackets; default port 3260).
+    /// Target portal: HOST or HOST:PORT (IPv6 in brackets; default port 3260).
     #[arg(long, short = 'p')]
     pub(crate) portal: Portal,
     /// Our iSCSI name. Default: InitiatorName from /etc/iscsi/initiatorname.iscsi,

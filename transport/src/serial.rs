@@ -1,7 +1,7 @@
 //! Serial number arithmetic for CmdSN, StatSN, DataSN and R2TSN.
 //!
 //! RFC 7143 section 4.2.2.1: "The iSCSI protocol uses serial number arithmetic
-//! as defined in [RFC1982] ... SERIAL_BITS = 32". Sequence numbers wrap, so
+//! as defined in \[RFC1982\] ... SERIAL_BITS = 32". Sequence numbers wrap, so
 //! they are compared with these helpers, never with `<` on the raw `u32`.
 
 /// A 32-bit sequence number compared with RFC 1982 serial number arithmetic.

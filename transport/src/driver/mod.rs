@@ -1,5 +1,5 @@
 //! The tokio driver of a [`Session`]: owns the sockets and the clock, and
-//! nothing else. One task per session runs [`Driver::poll_drive`], the
+//! nothing else. One task per session runs `Driver::poll_drive`, the
 //! shape of quinn's `ConnectionDriver`: take commands, read sockets, run
 //! timers, deliver events, write sockets, re-arm the timer, repeat while
 //! anything moved.
