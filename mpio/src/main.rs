@@ -6,6 +6,7 @@ mod demo;
 mod discover;
 mod output;
 mod perf;
+mod policy_args;
 mod scsi;
 mod timers;
 

@@ -8,13 +8,13 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use mpio_dsm::Lun;
 use mpio_mpath::{Device, DeviceConfig, DeviceSnapshot, Op, PathConfig};
-use mpio_policies::PolicyRequest;
 use mpio_transport::ConnectionSpec;
 use mpio_transport::portal::Portal;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::{PerfArgs, rel};
+use crate::policy_args::PolicyArgs;
 
 /// Multipath options of `mpio perf`.
 #[derive(Args, Debug, Default)]
@@ -24,17 +24,15 @@ pub(crate) struct MultipathArgs {
     /// whose paths are p1 = --portal and p2, p3, ... = each --path.
     #[arg(long = "path", value_name = "PORTAL")]
     pub(crate) paths: Vec<Portal>,
-    /// Load-balance policy of the multipath device: round-robin (the
-    /// default), least-queue-depth, least-blocks, service-time, weighted
-    /// (all weights equal).
-    #[arg(long, value_name = "NAME")]
-    pub(crate) policy: Option<String>,
+    /// The device's load-balance policy (default round-robin).
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
 }
 
 impl MultipathArgs {
     /// Run over a multipath device rather than one session.
     pub(crate) fn enabled(&self) -> bool {
-        !self.paths.is_empty() || self.policy.is_some()
+        !self.paths.is_empty() || self.policy.policy.is_some()
     }
 }
 
@@ -58,9 +56,8 @@ pub(super) async fn open(args: &PerfArgs, lun: Lun) -> Result<Device> {
     let mut cfg = DeviceConfig::new("perf", session.initiator_name, args.target.clone(), lun, paths);
     cfg.auth = session.auth;
     cfg.offer = session.offer;
-    if let Some(name) = &args.multipath.policy {
-        let req = PolicyRequest { policy: name.clone(), ..PolicyRequest::default() };
-        cfg.policy = req.validate(&names, None).with_context(|| format!("--policy {name}"))?;
+    if let Some(req) = args.multipath.policy.request() {
+        cfg.policy = req.validate(&names, None).with_context(|| format!("--policy {}", req.policy))?;
     }
     let wait = Duration::from_secs(args.conn.login_timeout * 2 + 5);
     cfg.startup_timeout = wait;
