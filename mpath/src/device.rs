@@ -239,6 +239,19 @@ impl LuInfo {
     }
 }
 
+/// One command's share of a request's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Piece {
+    /// Offset within the request.
+    rel: u64,
+    /// Byte offset on the device.
+    at: u64,
+    /// Bytes.
+    len: u64,
+    lba: u64,
+    blocks: u32,
+}
+
 struct PathIo {
     session: SessionHandle,
     config: SessionConfig,
@@ -468,7 +481,7 @@ impl Device {
         })
     }
 
-    fn check_range_bounds(lu: &LuInfo, offset: u64, len: u64) -> Result<(), IoError> {
+    fn check_range(lu: &LuInfo, offset: u64, len: u64) -> Result<(), IoError> {
         let bl = u64::from(lu.block_len);
         if offset % bl != 0 || len % bl != 0 {
             return Err(Self::invalid(format!(
@@ -482,15 +495,6 @@ impl Device {
             )));
         }
         Ok(())
-    }
-
-    /// The LBA and block count of one command's range.
-    fn check_range(lu: &LuInfo, offset: u64, len: u64) -> Result<(u64, u32), IoError> {
-        Self::check_range_bounds(lu, offset, len)?;
-        let bl = u64::from(lu.block_len);
-        let blocks =
-            u32::try_from(len / bl).map_err(|_| Self::invalid(format!("{len} bytes is too long for one command")))?;
-        Ok((offset / bl, blocks))
     }
 
     fn invalid(message: String) -> IoError {
@@ -509,10 +513,9 @@ impl Device {
     pub async fn read(&self, offset: u64, len: u64) -> Result<ReadData, IoError> {
         let lu = self.lu()?;
         let mut out = ReadData::default();
-        for (at, n) in Self::pieces(&lu, offset, len, Self::chunk(&lu))? {
-            let (lba, blocks) = Self::check_range(&lu, at, n)?;
-            let cmd = cdb::read16(lba, blocks, lu.block_len, false).map_err(cdb_error)?;
-            out.extend(self.run(Op::Read, n, &cmd, Bytes::new()).await?.data);
+        for p in Self::pieces(&lu, offset, len, Self::chunk(&lu))? {
+            let cmd = cdb::read16(p.lba, p.blocks, lu.block_len, false).map_err(cdb_error)?;
+            out.extend(self.run(Op::Read, p.len, &cmd, Bytes::new()).await?.data);
         }
         Ok(out)
     }
@@ -521,11 +524,10 @@ impl Device {
     /// completes.
     pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
         let lu = self.lu()?;
-        for (at, n) in Self::pieces(&lu, offset, data.len() as u64, Self::chunk(&lu))? {
-            let (lba, blocks) = Self::check_range(&lu, at, n)?;
-            let cmd = cdb::write16(lba, blocks, lu.block_len, fua).map_err(cdb_error)?;
-            let part = (at - offset) as usize;
-            self.run(Op::Write, n, &cmd, data.slice(part..part + n as usize)).await?;
+        for p in Self::pieces(&lu, offset, data.len() as u64, Self::chunk(&lu))? {
+            let cmd = cdb::write16(p.lba, p.blocks, lu.block_len, fua).map_err(cdb_error)?;
+            let part = data.slice(p.rel as usize..(p.rel + p.len) as usize);
+            self.run(Op::Write, p.len, &cmd, part).await?;
         }
         Ok(())
     }
@@ -547,10 +549,10 @@ impl Device {
             });
         }
         let most = lu.max_unmap_blocks.map_or(Self::RANGE_OP_MAX, |b| u64::from(b) * u64::from(lu.block_len));
-        for (at, n) in Self::pieces(&lu, offset, len, most)? {
-            let (lba, blocks) = Self::check_range(&lu, at, n)?;
-            let (cmd, params) = cdb::unmap(&[cdb::UnmapDescriptor { lba, blocks }], false).map_err(cdb_error)?;
-            self.run(Op::Discard, n, &cmd, Bytes::from(params)).await?;
+        for p in Self::pieces(&lu, offset, len, most)? {
+            let desc = cdb::UnmapDescriptor { lba: p.lba, blocks: p.blocks };
+            let (cmd, params) = cdb::unmap(&[desc], false).map_err(cdb_error)?;
+            self.run(Op::Discard, p.len, &cmd, Bytes::from(params)).await?;
         }
         Ok(())
     }
@@ -562,18 +564,17 @@ impl Device {
         if !lu.write_same {
             let chunk = Self::chunk(&lu).min(1 << 20);
             let zeros = Bytes::from(vec![0u8; chunk as usize]);
-            for (at, n) in Self::pieces(&lu, offset, len, chunk)? {
-                self.write(at, zeros.slice(..n as usize), false).await?;
+            for p in Self::pieces(&lu, offset, len, chunk)? {
+                self.write(p.at, zeros.slice(..p.len as usize), false).await?;
             }
             return Ok(());
         }
         let most = lu.max_write_same_blocks.map_or(Self::RANGE_OP_MAX, |b| b.saturating_mul(u64::from(lu.block_len)));
         let zero = Bytes::from(vec![0u8; lu.block_len as usize]);
-        for (at, n) in Self::pieces(&lu, offset, len, most)? {
-            let (lba, blocks) = Self::check_range(&lu, at, n)?;
+        for p in Self::pieces(&lu, offset, len, most)? {
             let cmd =
-                cdb::write_same16(lba, blocks, lu.block_len, cdb::WriteSameFlags::default()).map_err(cdb_error)?;
-            self.run(Op::WriteZeroes, n, &cmd, zero.clone()).await?;
+                cdb::write_same16(p.lba, p.blocks, lu.block_len, cdb::WriteSameFlags::default()).map_err(cdb_error)?;
+            self.run(Op::WriteZeroes, p.len, &cmd, zero.clone()).await?;
         }
         Ok(())
     }
@@ -583,20 +584,18 @@ impl Device {
     /// within the I/O timeout.
     const RANGE_OP_MAX: u64 = 256 << 20;
 
-    /// `len` bytes at `offset` (checked) in pieces of at most `most`
-    /// bytes, whole blocks each. An empty range has no pieces.
-    fn pieces(lu: &LuInfo, offset: u64, len: u64, most: u64) -> Result<Vec<(u64, u64)>, IoError> {
-        Self::check_range_bounds(lu, offset, len)?;
+    /// `len` bytes at `offset`, checked once, in pieces of at most `most`
+    /// bytes, whole blocks each (so every piece's block count fits a
+    /// command). An empty range has no pieces.
+    fn pieces(lu: &LuInfo, offset: u64, len: u64, most: u64) -> Result<impl Iterator<Item = Piece>, IoError> {
+        Self::check_range(lu, offset, len)?;
         let bl = u64::from(lu.block_len);
         let most = (most - most % bl).clamp(bl, u64::from(u32::MAX) * bl);
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < len {
-            let n = most.min(len - at);
-            out.push((offset + at, n));
-            at += n;
-        }
-        Ok(out)
+        Ok((0..len.div_ceil(most)).map(move |i| {
+            let rel = i * most;
+            let n = most.min(len - rel);
+            Piece { rel, at: offset + rel, len: n, lba: (offset + rel) / bl, blocks: (n / bl) as u32 }
+        }))
     }
 
     /// Runs one command through the paths: hold, retry, re-drive.
@@ -967,18 +966,23 @@ mod tests {
         }
     }
 
+    /// (device offset, length) of each piece.
+    fn pieces(lu: &LuInfo, offset: u64, len: u64, most: u64) -> Result<Vec<(u64, u64)>, IoError> {
+        Ok(Device::pieces(lu, offset, len, most)?.map(|p| (p.at, p.len)).collect())
+    }
+
     #[test]
     fn ranges_split_into_whole_block_pieces_within_the_limit() {
         let lu = lu();
-        let p = Device::pieces(&lu, 4096, 250 * 512, 100 * 512).unwrap();
+        let p = pieces(&lu, 4096, 250 * 512, 100 * 512).unwrap();
         assert_eq!(p, vec![(4096, 51200), (55296, 51200), (106496, 25600)]);
         // A limit below one block still moves one block per piece; one
         // that is not a whole number of blocks is rounded down.
-        assert_eq!(Device::pieces(&lu, 0, 1024, 100).unwrap(), vec![(0, 512), (512, 512)]);
-        assert_eq!(Device::pieces(&lu, 0, 1536, 1000).unwrap(), vec![(0, 512), (512, 512), (1024, 512)]);
-        assert!(Device::pieces(&lu, 0, 0, 512).unwrap().is_empty());
+        assert_eq!(pieces(&lu, 0, 1024, 100).unwrap(), vec![(0, 512), (512, 512)]);
+        assert_eq!(pieces(&lu, 0, 1536, 1000).unwrap(), vec![(0, 512), (512, 512), (1024, 512)]);
+        assert!(pieces(&lu, 0, 0, 512).unwrap().is_empty());
         // Bounds are checked for the whole range, before any piece.
-        assert_eq!(Device::pieces(&lu, lu.capacity() - 512, 1024, 512).unwrap_err().errno, 22);
-        assert_eq!(Device::pieces(&lu, 1, 512, 512).unwrap_err().errno, 22);
+        assert_eq!(pieces(&lu, lu.capacity() - 512, 1024, 512).unwrap_err().errno, 22);
+        assert_eq!(pieces(&lu, 1, 512, 512).unwrap_err().errno, 22);
     }
 }
