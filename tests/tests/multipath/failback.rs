@@ -52,14 +52,6 @@ async fn primary_fails(
     (writer, events)
 }
 
-async fn finish(tgtd: &Tgtd, dev: &Device, writer: Writer) {
-    let report = writer.finish().await;
-    report.assert_no_errors();
-    report.verify(dev).await;
-    dev.flush().await.unwrap();
-    report.verify_file(tgtd.backing_file(1, 1));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failback_immediate_returns_io_to_the_primary_after_probation() {
     require_root();
@@ -70,7 +62,7 @@ async fn failback_immediate_returns_io_to_the_primary_after_probation() {
     wait_device_event(&mut events, Duration::from_secs(1), "failback p2 -> p1", |e| is_failback(e, &[1], &[0])).await;
     writer.progress(50, Duration::from_secs(10)).await;
     assert_eq!(carried(&dev, &writer, 200).await[1..], [0, 0], "p1 carries I/O again");
-    finish(&tgtd, &dev, writer).await;
+    finish_verified(&tgtd, &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +80,7 @@ async fn failback_manual_waits_for_the_administrator() {
     wait_device_event(&mut events, Duration::from_secs(1), "failback p2 -> p1", |e| is_failback(e, &[1], &[0])).await;
     writer.progress(50, Duration::from_secs(10)).await;
     assert_eq!(carried(&dev, &writer, 200).await[1..], [0, 0], "p1 carries I/O again");
-    finish(&tgtd, &dev, writer).await;
+    finish_verified(&tgtd, &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +98,7 @@ async fn failback_delayed_waits_the_delay_after_probation() {
     assert!(after >= Duration::from_millis(2900), "failback {after:?} after p1 was ready, delay 3 s");
     writer.progress(50, Duration::from_secs(10)).await;
     assert_eq!(carried(&dev, &writer, 200).await[1..], [0, 0], "p1 carries I/O again");
-    finish(&tgtd, &dev, writer).await;
+    finish_verified(&tgtd, &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,5 +134,5 @@ async fn a_primary_flapping_every_two_seconds_causes_no_failover_storm() {
     assert!(damped >= 1, "no damped probation: {p1:#?}");
     // Once it stops flapping, p1 returns (after the longest damping so far).
     wait_device_event(&mut events, Duration::from_secs(40), "p1 back", |e| is_failback(e, &[1], &[0])).await;
-    finish(&tgtd, &dev, writer).await;
+    finish_verified(&tgtd, &dev, writer).await;
 }

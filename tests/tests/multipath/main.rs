@@ -39,6 +39,13 @@ where
     writer.progress(200, Duration::from_secs(10)).await;
     fault().await;
     writer.progress(200, Duration::from_secs(30)).await;
+    finish_verified(tgtd, dev, writer).await
+}
+
+/// Stops the writer and checks: no error reached the caller, and every
+/// acknowledged write reads back through the device and from the
+/// target's disk (LUN 1 of target 1).
+async fn finish_verified(tgtd: &Tgtd, dev: &Device, writer: Writer) -> WriterReport {
     let report = writer.finish().await;
     report.assert_no_errors();
     report.verify(dev).await;

@@ -87,11 +87,7 @@ async fn each_policy_spreads_io_as_it_promises() {
         }
     }
 
-    let report = writer.finish().await;
-    report.assert_no_errors();
-    report.verify(&dev).await;
-    dev.flush().await.unwrap();
-    report.verify_file(tgtd.backing_file(1, 1));
+    finish_verified(&tgtd, &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
