@@ -1,9 +1,15 @@
-//! `mpio`: the command-line interface (and, in later issues, the daemon).
+//! `mpio`: the daemon and the command-line interface.
 
+mod admin;
 mod advice;
+mod config;
+mod config_check;
 mod connect;
+mod control;
+mod daemon;
 mod demo;
 mod discover;
+mod logging;
 mod output;
 mod perf;
 mod policy_args;
@@ -26,9 +32,13 @@ use clap::{Parser, Subcommand};
 #[command(name = "mpio", version, about)]
 struct Cli {
     /// Log level filter (error, warn, info, debug, trace, or per module,
-    /// e.g. mpio_transport=debug). Also MPIO_LOG.
-    #[arg(long, global = true, env = "MPIO_LOG", default_value = "error")]
-    log: String,
+    /// e.g. mpio_transport=debug). Also MPIO_LOG. Default: error; for the
+    /// daemon, the configuration file's.
+    #[arg(long, global = true, env = "MPIO_LOG")]
+    log: Option<String>,
+    /// The daemon's control socket (commands for a running daemon).
+    #[arg(long, global = true, env = "MPIO_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
+    socket: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,15 +57,19 @@ enum Command {
     /// The timer model: detection, failover and hold times.
     #[command(subcommand)]
     Timers(timers::TimersCommand),
+    /// Run the multipath daemon (devices, NBD exports, control socket,
+    /// metrics) from a configuration file.
+    Daemon(daemon::DaemonArgs),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log = std::sync::Arc::new(logging::LogControl::init(cli.log.as_deref().unwrap_or("error")));
     // One thread: a request and its completion stay on the core that
     // issued them (a cross-core wake-up costs 35-40 us on these machines).
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -72,6 +86,9 @@ fn main() -> ExitCode {
             Command::Perf(a) => perf::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Timers(c) => timers::run(c),
+            Command::Daemon(a) => daemon::run(a, log, cli.log.is_some()).await,
+            Command::Config(c) => config_check::run(c),
+            Command::Admin(c) => admin::run(c, &cli.socket).await,
         }
     });
     match result {

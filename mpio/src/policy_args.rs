@@ -1,9 +1,11 @@
 //! The policy options shared by every command that chooses a policy
-//! (`mpio perf` now, `mpio policy set` with the daemon): one parser, so the
+//! (`mpio perf`, `mpio policy set`): one parser, so the
 //! same words mean the same thing everywhere.
 
 use clap::Args;
 use mpio_mpath::{PolicyRequest, SwitchEvery};
+
+use crate::control::proto::PolicyChange;
 
 /// A load-balance policy and its parameters.
 #[derive(Args, Debug, Default, Clone)]
@@ -13,6 +15,14 @@ pub(crate) struct PolicyArgs {
     /// service-time.
     #[arg(long, value_name = "NAME")]
     pub(crate) policy: Option<String>,
+    #[command(flatten)]
+    pub(crate) params: PolicyParams,
+}
+
+/// A policy's parameters (`mpio policy set DEV POLICY` takes the policy
+/// as an argument, `mpio perf` as `--policy`).
+#[derive(Args, Debug, Default, Clone)]
+pub(crate) struct PolicyParams {
     /// fail-over-only: the path that carries the I/O (the others are
     /// standbys, promoted in path order).
     #[arg(long, value_name = "PATH", value_delimiter = ',')]
@@ -39,14 +49,33 @@ impl PolicyArgs {
     /// The request to validate against a device's paths, if a policy was
     /// named.
     pub(crate) fn request(&self) -> Option<PolicyRequest> {
+        self.policy.as_ref().map(|policy| self.params.request(policy))
+    }
+}
+
+impl PolicyParams {
+    /// `policy` with these parameters.
+    pub(crate) fn request(&self, policy: &str) -> PolicyRequest {
         let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-        self.policy.as_ref().map(|policy| PolicyRequest {
-            policy: policy.clone(),
+        PolicyRequest {
+            policy: policy.to_owned(),
             primary: list(&self.primary),
             active: list(&self.active),
             weights: (!self.weights.is_empty()).then(|| self.weights.clone()),
             switch: self.switch,
-        })
+        }
+    }
+
+    /// The same, as the control protocol carries it.
+    pub(crate) fn change(&self, policy: &str) -> PolicyChange {
+        let r = self.request(policy);
+        PolicyChange {
+            policy: r.policy,
+            primary: r.primary,
+            active: r.active,
+            weights: r.weights,
+            switch: r.switch.map(|s| s.to_string()),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub enum SessionType {
 }
 
 /// Authentication for the login's security stage.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Auth {
     /// AuthMethod=None.
     #[default]

@@ -1,0 +1,538 @@
+//! The daemon's configuration file (`/etc/mpio/mpio.toml`, annotated
+//! example in `mpio/mpio.example.toml`).
+//!
+//! Loading checks everything that can be checked without the network:
+//! unknown keys, values, references between tables (a device's target, a
+//! path's role under its policy), the policy through the same validation as
+//! `mpio policy set` (with the seed's status codes), the timers through the
+//! timer model, and the CHAP secrets (files readable, long enough). Every
+//! refusal names the file, the line and the fix. Secrets are read here and
+//! never printed.
+
+mod raw;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mpio_dsm::Lun;
+use mpio_mpath::timers::parse_duration;
+use mpio_mpath::{DeviceConfig, FailbackMode, HoldMode, PathConfig, PolicyRequest, SwitchEvery, TimerConfig};
+use mpio_transport::chap::{ChapConfig, ChapCredentials, Secret};
+use mpio_transport::name::IscsiName;
+use mpio_transport::portal::Portal;
+use mpio_transport::text::{DigestPref, OperationalOffer};
+use mpio_transport::{Auth, ConnectionSpec};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Where the daemon listens for the CLI by default.
+pub(crate) const DEFAULT_CONTROL_SOCKET: &str = "/run/mpio/mpio.sock";
+/// Default Prometheus listener (loopback only: metrics name the SAN).
+pub(crate) const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+/// Default NBD unix socket.
+pub(crate) const DEFAULT_NBD_SOCKET: &str = "/run/mpio/nbd.sock";
+
+/// A refused configuration: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub(crate) struct ConfigError {
+    pub(crate) file: PathBuf,
+    pub(crate) line: Option<usize>,
+    pub(crate) message: String,
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Config {
+    /// The file it came from.
+    pub(crate) file: PathBuf,
+    pub(crate) initiator: IscsiName,
+    pub(crate) control_socket: PathBuf,
+    /// Log filter (as `--log`).
+    pub(crate) log: String,
+    /// How long the daemon waits for its devices before it reports ready
+    /// anyway (they keep connecting in the background).
+    pub(crate) ready_timeout: Duration,
+    /// Prometheus listener, if enabled.
+    pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) nbd: NbdListen,
+    pub(crate) devices: Vec<DeviceSpec>,
+}
+
+/// Where NBD clients connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NbdListen {
+    pub(crate) socket: Option<PathBuf>,
+    pub(crate) tcp: Option<SocketAddr>,
+}
+
+/// How a device is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Frontend {
+    /// An NBD export named after the device.
+    Nbd,
+    /// Not presented (metrics and control only).
+    None,
+}
+
+/// A path's role in its device's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// fail-over-only: the path that carries the I/O.
+    Primary,
+    /// round-robin-subset: in the active set.
+    Active,
+    /// Waits until it is needed.
+    Standby,
+}
+
+impl Role {
+    /// As written in the file and shown by `mpio path list`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Active => "active",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+/// One configured path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathSpec {
+    pub(crate) name: String,
+    pub(crate) portal: Portal,
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) interface: Option<String>,
+    pub(crate) target: Option<IscsiName>,
+    pub(crate) group: Option<String>,
+    pub(crate) weight: Option<u32>,
+    pub(crate) role: Option<Role>,
+}
+
+impl PathSpec {
+    /// What the multipath device takes.
+    pub(crate) fn path_config(&self) -> PathConfig {
+        let mut connection = ConnectionSpec::to(self.portal.clone());
+        connection.source_addr = self.source;
+        connection.interface = self.interface.clone();
+        let mut p = PathConfig::new(self.name.clone(), connection);
+        p.target = self.target.clone();
+        p.group = self.group.clone();
+        p
+    }
+}
+
+/// One configured device.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DeviceSpec {
+    pub(crate) name: String,
+    /// Line of its `[[device]]` table.
+    pub(crate) line: usize,
+    pub(crate) target: IscsiName,
+    /// LUN number (checked: it has a SAM LUN encoding).
+    pub(crate) lun: u64,
+    pub(crate) auth: Auth,
+    pub(crate) offer: OperationalOffer,
+    pub(crate) identity: Option<String>,
+    /// The policy with paths by name, validated against the paths.
+    pub(crate) policy: PolicyRequest,
+    pub(crate) timers: TimerConfig,
+    pub(crate) frontend: Frontend,
+    pub(crate) paths: Vec<PathSpec>,
+}
+
+impl DeviceSpec {
+    /// The names of its paths, in table order.
+    pub(crate) fn path_names(&self) -> Vec<String> {
+        self.paths.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// What the multipath device takes.
+    pub(crate) fn device_config(&self, initiator: &IscsiName) -> DeviceConfig {
+        let paths = self.paths.iter().map(PathSpec::path_config).collect();
+        let lun = Lun::from_number(self.lun).expect("the LUN was checked when the file was loaded");
+        let mut cfg = DeviceConfig::new(self.name.clone(), initiator.clone(), self.target.clone(), lun, paths);
+        cfg.auth = self.auth.clone();
+        cfg.offer = self.offer.clone();
+        cfg.policy = self
+            .policy
+            .validate(&self.path_names(), None)
+            .expect("the policy was validated against these paths when the file was loaded");
+        cfg.timers = self.timers.clone();
+        cfg.expect_identity = self.identity.clone();
+        cfg
+    }
+
+    /// Everything but the paths and the policy: what a reload cannot
+    /// change on a running device.
+    pub(crate) fn fixed_part(&self) -> impl PartialEq + '_ {
+        (&self.target, self.lun, &self.auth, &self.offer, &self.identity, self.frontend)
+    }
+}
+
+/// Reads and checks a configuration file.
+pub(crate) fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    parse(file, &text, &|var| std::env::var_os(var))
+}
+
+/// Checks a configuration text; `env` looks up environment variables
+/// (CHAP secrets may come from them).
+pub(crate) fn parse(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Config, ConfigError> {
+    let cx = Cx { file, text, env };
+    let raw: raw::File = toml::from_str(text).map_err(|e| cx.err(e.span().map(|s| s.start), e.message().to_owned()))?;
+    cx.build(raw)
+}
+
+/// What a check needs to say where a problem is.
+struct Cx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<std::ffi::OsString>,
+}
+
+impl Cx<'_> {
+    fn line(&self, at: usize) -> usize {
+        self.text.get(..at).map_or(1, |t| t.matches('\n').count() + 1)
+    }
+
+    fn err(&self, at: Option<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.to_path_buf(), line: at.map(|a| self.line(a)), message: message.into() }
+    }
+
+    fn at<T>(&self, v: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.err(Some(v.span().start), message)
+    }
+
+    fn build(&self, raw: raw::File) -> Result<Config, ConfigError> {
+        let initiator = match &raw.initiator {
+            Some(i) => IscsiName::parse(i.get_ref()).map_err(|e| {
+                self.at(i, format!("initiator {:?}: {e}; write it like iqn.2026-11.com.example:host1", i.get_ref()))
+            })?,
+            None => crate::connect::default_initiator_name().map_err(|e| {
+                self.err(None, format!("{e:#}: set initiator = \"iqn....\" at the top of the file"))
+            })?,
+        };
+        let control_socket =
+            raw.daemon.control_socket.as_ref().map_or(PathBuf::from(DEFAULT_CONTROL_SOCKET), |s| s.get_ref().into());
+        let log = match &raw.daemon.log {
+            Some(l) => {
+                tracing_subscriber::EnvFilter::try_new(l.get_ref()).map_err(|e| {
+                    self.at(l, format!("log {:?}: {e}; use error, warn, info, debug or trace", l.get_ref()))
+                })?;
+                l.get_ref().clone()
+            }
+            None => "info".into(),
+        };
+        let ready_timeout = match &raw.daemon.ready_timeout {
+            Some(d) => parse_duration(d.get_ref()).map_err(|e| self.at(d, format!("ready_timeout: {e}")))?,
+            None => Duration::from_secs(30),
+        };
+        let metrics = match (raw.metrics.enabled, &raw.metrics.listen) {
+            (Some(false), _) => None,
+            (_, Some(l)) => Some(self.socket_addr(l, "metrics listen")?),
+            (_, None) => Some(DEFAULT_METRICS.parse().expect("valid default")),
+        };
+        let nbd = NbdListen {
+            socket: match &raw.nbd.socket {
+                Some(s) if s.get_ref().is_empty() => None,
+                Some(s) => Some(s.get_ref().into()),
+                None => Some(DEFAULT_NBD_SOCKET.into()),
+            },
+            tcp: raw.nbd.listen.as_ref().map(|l| self.socket_addr(l, "nbd listen")).transpose()?,
+        };
+        let global_timers = raw.timers.as_ref().map(|t| t.get_ref());
+        if let Some(t) = &raw.timers {
+            self.timers(t, None, "[timers]")?;
+        }
+        let targets = self.targets(&raw.targets)?;
+        let mut devices: Vec<DeviceSpec> = Vec::new();
+        for d in &raw.devices {
+            let spec = self.device(d, &targets, global_timers)?;
+            if devices.iter().any(|o| o.name == spec.name) {
+                return Err(self.at(&d.get_ref().name, format!("device {:?} is defined twice; give each device its own name", spec.name)));
+            }
+            devices.push(spec);
+        }
+        Ok(Config {
+            file: self.file.to_path_buf(),
+            initiator,
+            control_socket,
+            log,
+            ready_timeout,
+            metrics,
+            nbd,
+            devices,
+        })
+    }
+
+    fn socket_addr(&self, v: &Spanned<String>, what: &str) -> Result<SocketAddr, ConfigError> {
+        v.get_ref().parse().map_err(|_| {
+            self.at(v, format!("{what} {:?} is not an address and port; write it like 127.0.0.1:9464", v.get_ref()))
+        })
+    }
+
+    fn timers(&self, table: &Spanned<toml::Table>, global: Option<&toml::Table>, what: &str) -> Result<TimerConfig, ConfigError> {
+        let merged = raw::merge(global, Some(table.get_ref()));
+        let timers = TimerConfig::deserialize(toml::Value::Table(merged))
+            .map_err(|e| self.at(table, format!("{what}: {}", e.message())))?;
+        let fatal: Vec<String> = timers.check().into_iter().filter(|p| p.fatal).map(|p| p.message).collect();
+        if !fatal.is_empty() {
+            return Err(self.at(table, format!("{what}: the timers cannot work: {}", fatal.join("; "))));
+        }
+        Ok(timers)
+    }
+
+    fn targets(&self, raw: &[Spanned<raw::Target>]) -> Result<Vec<(String, TargetSpec)>, ConfigError> {
+        let mut out: Vec<(String, TargetSpec)> = Vec::new();
+        for t in raw {
+            let t = t.get_ref();
+            let name = t.name.get_ref().clone();
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(self.at(&t.name, format!("target {name:?} is defined twice; give each target its own name")));
+            }
+            let iqn = IscsiName::parse(t.iqn.get_ref())
+                .map_err(|e| self.at(&t.iqn, format!("target {name}: iqn {:?}: {e}", t.iqn.get_ref())))?;
+            let mut offer = OperationalOffer::default();
+            offer.header_digest = self.digest(t.header_digest.as_ref())?;
+            offer.data_digest = self.digest(t.data_digest.as_ref())?;
+            let auth = match &t.chap {
+                None => Auth::None,
+                Some(c) => self.chap(c, &name)?,
+            };
+            out.push((name, TargetSpec { iqn, offer, auth }));
+        }
+        Ok(out)
+    }
+
+    fn digest(&self, v: Option<&Spanned<String>>) -> Result<DigestPref, ConfigError> {
+        match v.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "none")) => Ok(DigestPref::None),
+            Some((_, "crc32c")) => Ok(DigestPref::Crc32c),
+            Some((_, "prefer")) => Ok(DigestPref::PreferCrc32c),
+            Some((v, other)) => Err(self.at(
+                v,
+                format!("digest {other:?}: use none, crc32c (required) or prefer (CRC32C if the target agrees)"),
+            )),
+        }
+    }
+
+    fn chap(&self, c: &Spanned<raw::Chap>, target: &str) -> Result<Auth, ConfigError> {
+        let raw = c.get_ref();
+        let read = |file: &Option<String>, env: &Option<String>, what: &str| -> Result<Secret, ConfigError> {
+            let bytes = match (file, env) {
+                (Some(_), Some(_)) => {
+                    return Err(self.at(c, format!("target {target}: give the {what} as a file or an environment variable, not both")));
+                }
+                (Some(f), None) => std::fs::read(f)
+                    .map_err(|e| self.at(c, format!("target {target}: cannot read the {what} from {f}: {e}")))?,
+                (None, Some(var)) => (self.env)(var)
+                    .ok_or_else(|| self.at(c, format!("target {target}: the {what} variable {var} is not set in the daemon's environment")))?
+                    .into_encoded_bytes(),
+                (None, None) => {
+                    return Err(self.at(
+                        c,
+                        format!("target {target}: the {what} is missing: set {}_file = \"/etc/mpio/...\" or {}_env = \"VAR\"",
+                            if what.contains("target") { "target_secret" } else { "secret" },
+                            if what.contains("target") { "target_secret" } else { "secret" }),
+                    ));
+                }
+            };
+            Secret::parse(&bytes).map_err(|e| self.at(c, format!("target {target}: {what}: {e}")))
+        };
+        let secret = read(&raw.secret_file, &raw.secret_env, "CHAP secret")?;
+        let initiator = ChapCredentials::new(raw.user.clone(), secret)
+            .map_err(|e| self.at(c, format!("target {target}: CHAP user: {e}")))?;
+        let mutual = match &raw.target_user {
+            Some(user) => {
+                let secret = read(&raw.target_secret_file, &raw.target_secret_env, "target CHAP secret")?;
+                Some(
+                    ChapCredentials::new(user.clone(), secret)
+                        .map_err(|e| self.at(c, format!("target {target}: CHAP target user: {e}")))?,
+                )
+            }
+            None if raw.target_secret_file.is_some() || raw.target_secret_env.is_some() => {
+                return Err(self.at(c, format!("target {target}: a target secret without target_user: set target_user for mutual CHAP")));
+            }
+            None => None,
+        };
+        ChapConfig::new(initiator, mutual).map(Auth::Chap).map_err(|e| self.at(c, format!("target {target}: {e}")))
+    }
+
+    fn device(
+        &self,
+        d: &Spanned<raw::Device>,
+        targets: &[(String, TargetSpec)],
+        global_timers: Option<&toml::Table>,
+    ) -> Result<DeviceSpec, ConfigError> {
+        let line = self.line(d.span().start);
+        let d = d.get_ref();
+        let name = d.name.get_ref().clone();
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/' || c.is_control()) {
+            return Err(self.at(&d.name, format!("device name {name:?}: use letters, digits, '-', '_' or '.'")));
+        }
+        let known: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
+        let target = targets.iter().find(|(n, _)| n == d.target.get_ref()).map(|(_, t)| t).ok_or_else(|| {
+            self.at(&d.target, format!(
+                "device {name}: no [[target]] named {:?}; defined targets: {}",
+                d.target.get_ref(),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })?;
+        let lun = *d.lun.get_ref();
+        Lun::from_number(lun).map_err(|e| self.at(&d.lun, format!("device {name}: lun {lun}: {e}")))?;
+        let mut timers = match &d.timers {
+            Some(t) => self.timers(t, global_timers, &format!("device {name} [device.timers]"))?,
+            None => match global_timers {
+                Some(g) => TimerConfig::deserialize(toml::Value::Table(g.clone())).expect("checked with [timers]"),
+                None => TimerConfig::default(),
+            },
+        };
+        if let Some(f) = &d.failback {
+            timers.failback = f.get_ref().parse::<FailbackMode>().map_err(|e| self.at(f, format!("device {name}: {e}")))?;
+        }
+        if let Some(h) = &d.hold {
+            timers.hold = h.get_ref().parse::<HoldMode>().map_err(|e| self.at(h, format!("device {name}: {e}")))?;
+        }
+        let frontend = match d.frontend.as_ref().map(|f| (f, f.get_ref().as_str())) {
+            None | Some((_, "nbd")) => Frontend::Nbd,
+            Some((_, "none")) => Frontend::None,
+            Some((f, "ublk")) => {
+                return Err(self.at(f, format!("device {name}: the ublk frontend (/dev/ublkbN) is not available yet; use frontend = \"nbd\"")));
+            }
+            Some((f, other)) => return Err(self.at(f, format!("device {name}: frontend {other:?}: use nbd or none"))),
+        };
+        if d.paths.is_empty() {
+            return Err(self.err(Some(d.name.span().start), format!("device {name} has no path: add a [[device.path]] table with name and portal")));
+        }
+        let mut paths: Vec<PathSpec> = Vec::new();
+        for p in &d.paths {
+            let spec = self.path(p, &name)?;
+            if paths.iter().any(|o| o.name == spec.name) {
+                return Err(self.at(
+                    &p.get_ref().name,
+                    format!("device {name}: path {:?} is defined twice (0xEFFF0057 ISDSC_DUPLICATE_PATH_SPECIFIED); give each path its own name", spec.name),
+                ));
+            }
+            paths.push(spec);
+        }
+        let policy = self.policy(d, &name, &paths)?;
+        Ok(DeviceSpec {
+            name,
+            line,
+            target: target.iqn.clone(),
+            lun,
+            auth: target.auth.clone(),
+            offer: target.offer.clone(),
+            identity: d.identity.as_ref().map(|i| i.get_ref().clone()),
+            policy,
+            timers,
+            frontend,
+            paths,
+        })
+    }
+
+    fn path(&self, p: &Spanned<raw::Path>, device: &str) -> Result<PathSpec, ConfigError> {
+        let p = p.get_ref();
+        let name = p.name.get_ref().clone();
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ',' || c == '=' || c.is_control()) {
+            return Err(self.at(&p.name, format!("device {device}: path name {name:?}: use letters, digits, '-', '_' or '.'")));
+        }
+        let portal: Portal = p.portal.get_ref().parse().map_err(|e| {
+            self.at(&p.portal, format!("device {device} path {name}: portal {:?}: {e}; write HOST or HOST:PORT", p.portal.get_ref()))
+        })?;
+        let source = p
+            .source
+            .as_ref()
+            .map(|s| {
+                s.get_ref().parse::<IpAddr>().map_err(|_| {
+                    self.at(s, format!("device {device} path {name}: source {:?} is not an IP address (for an interface use interface = \"eth1\")", s.get_ref()))
+                })
+            })
+            .transpose()?;
+        let target = p
+            .target
+            .as_ref()
+            .map(|t| IscsiName::parse(t.get_ref()).map_err(|e| self.at(t, format!("device {device} path {name}: target: {e}"))))
+            .transpose()?;
+        let role = p
+            .role
+            .as_ref()
+            .map(|r| match r.get_ref().as_str() {
+                "primary" => Ok(Role::Primary),
+                "active" => Ok(Role::Active),
+                "standby" => Ok(Role::Standby),
+                other => Err(self.at(r, format!("device {device} path {name}: role {other:?}: use primary, active or standby"))),
+            })
+            .transpose()?;
+        Ok(PathSpec {
+            name,
+            portal,
+            source,
+            interface: p.interface.clone(),
+            target,
+            group: p.group.clone(),
+            weight: p.weight,
+            role,
+        })
+    }
+
+    /// The policy as a request, from the device's `policy` and `switch`
+    /// and the paths' roles and weights, validated as `mpio policy set`
+    /// validates it.
+    fn policy(&self, d: &raw::Device, device: &str, paths: &[PathSpec]) -> Result<PolicyRequest, ConfigError> {
+        let policy = d.policy.as_ref().map_or("round-robin".to_string(), |p| p.get_ref().clone());
+        let with_role = |role: Role| -> Option<Vec<String>> {
+            let v: Vec<String> = paths.iter().filter(|p| p.role == Some(role)).map(|p| p.name.clone()).collect();
+            (!v.is_empty()).then_some(v)
+        };
+        let weights: Vec<(String, u32)> =
+            paths.iter().filter_map(|p| p.weight.map(|w| (p.name.clone(), w))).collect();
+        let switch = d
+            .switch
+            .as_ref()
+            .map(|s| s.get_ref().parse::<SwitchEvery>().map_err(|e| self.at(s, format!("device {device}: switch: {e}"))))
+            .transpose()?;
+        let req = PolicyRequest {
+            policy,
+            primary: with_role(Role::Primary),
+            active: with_role(Role::Active),
+            weights: (!weights.is_empty()).then_some(weights),
+            switch,
+        };
+        let at = d.policy.as_ref().map_or(d.name.span().start, |p| p.span().start);
+        req.validate(&paths.iter().map(|p| p.name.clone()).collect::<Vec<_>>(), None).map_err(|e| {
+            self.err(
+                Some(at),
+                format!(
+                    "device {device}: policy {}: {} (0x{:08X} {}); in this file a path's role = \"primary\" / \"active\" and weight = N set --primary, --active and --weights",
+                    req.policy,
+                    e,
+                    e.code(),
+                    e.symbol()
+                ),
+            )
+        })?;
+        Ok(req)
+    }
+}
+
+/// A `[[target]]` table, resolved.
+struct TargetSpec {
+    iqn: IscsiName,
+    offer: OperationalOffer,
+    auth: Auth,
+}
+
+#[cfg(test)]
+mod tests;

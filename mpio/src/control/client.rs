@@ -1,0 +1,89 @@
+//! The CLI's side of the control socket.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+
+use super::proto::{Envelope, EventView, Request, Response, VERSION};
+
+/// A connection to the daemon.
+pub(crate) struct Client {
+    socket: PathBuf,
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connects, or says why not and what to check.
+    pub(crate) async fn connect(socket: &Path) -> Result<Client> {
+        let stream = UnixStream::connect(socket).await.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    "is the daemon running? (systemctl status mpio, or mpio daemon --config FILE); another socket: --socket PATH or MPIO_SOCKET"
+                }
+                std::io::ErrorKind::PermissionDenied => "the control socket is root-only: run mpio as root",
+                _ => "check --socket",
+            };
+            anyhow!("cannot reach the mpio daemon at {}: {e}; {hint}", socket.display())
+        })?;
+        let (read, write) = stream.into_split();
+        Ok(Client { socket: socket.to_path_buf(), lines: BufReader::new(read).lines(), write })
+    }
+
+    async fn send(&mut self, request: &Request) -> Result<()> {
+        let env = Envelope { version: VERSION, request: serde_json::to_value(request)? };
+        let mut line = serde_json::to_vec(&env)?;
+        line.push(b'\n');
+        self.write.write_all(&line).await.with_context(|| format!("writing to {}", self.socket.display()))
+    }
+
+    async fn next(&mut self) -> Result<Option<Response>> {
+        let Some(line) = self.lines.next_line().await.with_context(|| format!("reading from {}", self.socket.display()))?
+        else {
+            return Ok(None);
+        };
+        let resp: Response = serde_json::from_str(&line).map_err(|e| {
+            anyhow!("the daemon's answer is not of control protocol {VERSION} ({e}): use the mpio binary that matches the daemon")
+        })?;
+        if resp.version != VERSION {
+            bail!(
+                "this mpio speaks control protocol {VERSION}, the daemon speaks {}: use the mpio binary of the daemon's version",
+                resp.version
+            );
+        }
+        if let Some(f) = resp.error {
+            match f.code {
+                Some(code) => bail!("{} ({code})", f.message),
+                None => bail!("{}", f.message),
+            }
+        }
+        Ok(Some(resp))
+    }
+
+    /// Sends a request and decodes its answer.
+    pub(crate) async fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T> {
+        self.send(request).await?;
+        let resp = self.next().await?.ok_or_else(|| anyhow!("the daemon closed the connection without answering"))?;
+        let ok = resp.ok.ok_or_else(|| anyhow!("the daemon answered without a result"))?;
+        serde_json::from_value(ok).context("unexpected answer from the daemon")
+    }
+
+    /// Sends an event request and calls `each` for every event until the
+    /// daemon ends the stream (or the caller's future is dropped).
+    pub(crate) async fn events(&mut self, request: &Request, mut each: impl FnMut(EventView) -> Result<()>) -> Result<()> {
+        self.send(request).await?;
+        while let Some(resp) = self.next().await? {
+            match (resp.event, resp.ok) {
+                (Some(ev), _) => each(ev)?,
+                // The end of the history when not following.
+                (None, Some(_)) => return Ok(()),
+                (None, None) => bail!("unexpected answer from the daemon"),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! What each control request does.
+
+use std::sync::Arc;
+
+use mpio_mpath::{Device, HoldMode, PolicyRequest, SwitchEvery};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::{Daemon, reload, server, views};
+use crate::control::proto::{EventView, Failure, PolicyChange, Request, Response, StatusView, VERSION};
+
+/// A request's outcome.
+pub(super) enum Answer {
+    /// One response.
+    Done(Result<Value, Failure>),
+    /// Past events, then (when following) the live feed.
+    Events(Vec<EventView>, Option<broadcast::Receiver<EventView>>),
+}
+
+fn ok<T: Serialize>(v: T) -> Result<Value, Failure> {
+    serde_json::to_value(v).map_err(|e| Failure::new(format!("cannot encode the answer: {e}")))
+}
+
+fn done<T: Serialize>(r: Result<T, String>) -> Answer {
+    Answer::Done(r.map_err(Failure::new).and_then(ok))
+}
+
+pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
+    match req {
+        Request::Status => done(Ok(status(d))),
+        Request::DeviceList => {
+            done(Ok(d.devices().values().map(|m| views::summary(m, &m.device.snapshot())).collect::<Vec<_>>()))
+        }
+        Request::DeviceShow { device } => done(managed(d, &device, views::device)),
+        Request::PathList { device } => {
+            if let Some(name) = &device
+                && let Err(e) = d.device(name)
+            {
+                return Answer::Done(Err(Failure::new(e)));
+            }
+            let list: Vec<_> = d
+                .devices()
+                .values()
+                .filter(|m| device.as_ref().is_none_or(|n| *n == m.spec.name))
+                .flat_map(|m| views::paths(m, &m.device.snapshot()))
+                .collect();
+            done(Ok(list))
+        }
+        Request::PathFail { device, path } => done(admin(d, &device, |dev| dev.disable_path(&path))),
+        Request::PathReinstate { device, path } => done(admin(d, &device, |dev| dev.reinstate_path(&path))),
+        Request::PathSetActive { device, path } => done(admin(d, &device, |dev| dev.set_path_active(&path))),
+        Request::PathSetStandby { device, path } => done(admin(d, &device, |dev| dev.set_path_standby(&path))),
+        Request::PathSetWeight { device, path, weight } => {
+            done(admin(d, &device, |dev| dev.set_path_weight(&path, weight)))
+        }
+        Request::PolicyShow { device } => done(d.device(&device).map(|dev| views::policy(&device, &dev))),
+        Request::PolicySet { device, policy } => Answer::Done(set_policy(d, &device, policy)),
+        Request::Failback { device } => done(d.device(&device).map(|dev| dev.failback_now())),
+        Request::Hold { device, mode } => done(d.device(&device).and_then(|dev| {
+            let hold: HoldMode = mode.parse()?;
+            dev.set_hold(hold);
+            Ok(())
+        })),
+        Request::Events { device, last, follow } => {
+            if let Some(name) = &device
+                && let Err(e) = d.device(name)
+            {
+                return Answer::Done(Err(Failure::new(e)));
+            }
+            let (history, feed) = d.journal.history(device.as_deref(), last);
+            let feed = follow.then_some(feed);
+            Answer::Events(history, feed.map(|f| filter_device(f, device)))
+        }
+        Request::Reload => Answer::Done(reload::reload(d).await.map_err(Failure::new).and_then(ok)),
+        Request::LogLevel { level } => done(match level {
+            None => Ok(d.log.current()),
+            Some(l) => d.log.set(&l).map(|()| l),
+        }),
+    }
+}
+
+fn managed<T>(d: &Daemon, name: &str, f: impl FnOnce(&super::Managed) -> T) -> Result<T, String> {
+    d.devices().get(name).map(f).ok_or_else(|| d.unknown_device(name))
+}
+
+fn admin(d: &Daemon, name: &str, f: impl FnOnce(&Device) -> Result<(), mpio_mpath::DeviceError>) -> Result<(), String> {
+    let dev = d.device(name)?;
+    f(&dev).map_err(|e| e.to_string())
+}
+
+fn status(d: &Daemon) -> StatusView {
+    let cfg = d.config();
+    let devices: Vec<_> = d.devices().values().map(|m| views::summary(m, &m.device.snapshot())).collect();
+    StatusView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: VERSION,
+        pid: std::process::id(),
+        uptime_s: d.started.elapsed().as_secs_f64(),
+        config: cfg.file.display().to_string(),
+        ready: devices.iter().all(|s| s.paths_usable > 0),
+        metrics: cfg.metrics.map(|a| format!("http://{a}/metrics")),
+        nbd: cfg
+            .nbd
+            .socket
+            .iter()
+            .map(|s| format!("unix:{}", s.display()))
+            .chain(cfg.nbd.tcp.iter().map(|a| format!("tcp:{a}")))
+            .collect(),
+        devices,
+    }
+}
+
+fn set_policy(d: &Daemon, device: &str, change: PolicyChange) -> Result<Value, Failure> {
+    let dev = d.device(device).map_err(Failure::new)?;
+    let switch = change
+        .switch
+        .as_deref()
+        .map(str::parse::<SwitchEvery>)
+        .transpose()
+        .map_err(|e| Failure { message: e.to_string(), code: Some("0xEFFF0056".into()) })?;
+    let req = PolicyRequest {
+        policy: change.policy,
+        primary: change.primary,
+        active: change.active,
+        weights: change.weights,
+        switch,
+    };
+    // Validated here too, for the seed's status code in the answer.
+    let snap = dev.snapshot();
+    let names: Vec<String> = snap.paths.iter().map(|p| p.name.clone()).collect();
+    if let Err(e) = req.validate(&names, Some(&snap.policy)) {
+        return Err(Failure { message: e.to_string(), code: Some(format!("0x{:08X} {}", e.code(), e.symbol())) });
+    }
+    dev.set_policy(&req).map_err(|e| Failure::new(e.to_string()))?;
+    ok(views::policy(device, &dev))
+}
+
+/// Drops feed events of other devices.
+fn filter_device(
+    mut feed: broadcast::Receiver<EventView>,
+    device: Option<String>,
+) -> broadcast::Receiver<EventView> {
+    let Some(device) = device else { return feed };
+    let (tx, rx) = broadcast::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            match feed.recv().await {
+                Ok(ev) if ev.device == device => {
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// Writes the history, then (when following) every new event until the
+/// client hangs up. Returns false when the client is gone.
+pub(super) async fn stream_events(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    history: Vec<EventView>,
+    feed: Option<broadcast::Receiver<EventView>>,
+) -> bool {
+    let event = |ev| Response { version: VERSION, ok: None, error: None, event: Some(ev) };
+    for ev in history {
+        if !server::send(write, event(ev)).await {
+            return false;
+        }
+    }
+    let Some(mut feed) = feed else {
+        return server::send(write, server::success(Value::Null)).await;
+    };
+    loop {
+        let ev = match feed.recv().await {
+            Ok(ev) => ev,
+            Err(broadcast::error::RecvError::Lagged(n)) => EventView {
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                device: String::new(),
+                path: None,
+                kind: "events_lost".into(),
+                reason: format!("{n} events were skipped: this client reads too slowly"),
+                seed_event: None,
+            },
+            Err(broadcast::error::RecvError::Closed) => return false,
+        };
+        if !server::send(write, event(ev)).await {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `mpio daemon`: runs the configured multipath devices, their NBD
+//! exports, the control socket and the Prometheus endpoint until SIGTERM;
+//! SIGHUP (or `mpio reload`) applies configuration changes.
+//!
+//! Start-up never waits for the SAN: every device starts connecting at
+//! once and the daemon tells systemd it is ready when every device has a
+//! usable path, or after `ready_timeout` (devices still down keep trying
+//! in the background, and `mpio status` shows them as `starting`/`down`).
+
+mod handler;
+mod journal;
+mod notify;
+mod reload;
+mod server;
+mod views;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mpio_mpath::Device;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{self, Config, DeviceSpec, Frontend};
+use crate::logging::LogControl;
+use journal::Journal;
+use notify::notify;
+
+/// `mpio daemon`.
+#[derive(Args, Debug)]
+pub(crate) struct DaemonArgs {
+    /// Configuration file.
+    #[arg(long, short, default_value = "/etc/mpio/mpio.toml")]
+    config: PathBuf,
+}
+
+/// A running device.
+pub(crate) struct Managed {
+    pub(crate) spec: DeviceSpec,
+    pub(crate) device: Device,
+    /// Its NBD export name, if exported.
+    pub(crate) export: Option<String>,
+    /// Copies the device's events into the journal.
+    events: JoinHandle<()>,
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+/// The daemon's state, shared by the control socket, signals and metrics.
+pub(crate) struct Daemon {
+    config: Mutex<Config>,
+    devices: Mutex<BTreeMap<String, Managed>>,
+    journal: Journal,
+    log: Arc<LogControl>,
+    /// `log` was given on the command line: the file's does not apply.
+    log_pinned: bool,
+    started: Instant,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Daemon {
+    fn devices(&self) -> MutexGuard<'_, BTreeMap<String, Managed>> {
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn config(&self) -> MutexGuard<'_, Config> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A device by name, or the error the CLI shows.
+    fn device(&self, name: &str) -> Result<Device, String> {
+        self.devices().get(name).map(|m| m.device.clone()).ok_or_else(|| self.unknown_device(name))
+    }
+
+    /// The error for a device name the daemon does not have.
+    fn unknown_device(&self, name: &str) -> String {
+        let known: Vec<String> = self.devices().keys().cloned().collect();
+        format!("no device named {name:?}; devices: {}", if known.is_empty() { "none".into() } else { known.join(", ") })
+    }
+
+    /// Starts a configured device (it connects in the background).
+    fn start_device(self: &Arc<Self>, spec: DeviceSpec) -> Result<Managed, String> {
+        let initiator = self.config().initiator.clone();
+        let device = Device::start(spec.device_config(&initiator)).map_err(|e| format!("device {}: {e}", spec.name))?;
+        let events = tokio::spawn(forward_events(Arc::downgrade(self), device.clone()));
+        let export = (spec.frontend == Frontend::Nbd).then(|| spec.name.clone());
+        info!(device = spec.name, paths = spec.paths.len(), "device started");
+        Ok(Managed { spec, device, export, events })
+    }
+
+    /// Records a daemon-level event.
+    fn event(&self, device: &str, kind: &str, reason: &str) {
+        self.journal.record(SystemTime::now(), device, None, kind, reason, None);
+    }
+
+    /// Every device has a usable path.
+    fn all_ready(&self) -> bool {
+        self.devices().values().all(|m| views::summary(m, &m.device.snapshot()).paths_usable > 0)
+    }
+}
+
+/// Copies one device's events into the journal, with path names.
+async fn forward_events(daemon: std::sync::Weak<Daemon>, device: Device) {
+    let mut rx = device.events();
+    loop {
+        let (at, ev) = match rx.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                let Some(d) = daemon.upgrade() else { return };
+                d.event(device.name(), "events_lost", &format!("{n} events were not recorded (the journal fell behind)"));
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(d) = daemon.upgrade() else { return };
+        let path = ev.path.and_then(|id| device.path_name(id));
+        d.journal.record(at, device.name(), path.as_deref(), ev.kind.name(), &ev.reason, ev.seed_event);
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool) -> Result<()> {
+    let cfg = config::load(&args.config)?;
+    if !log_pinned {
+        log.set(&cfg.log).map_err(anyhow::Error::msg)?;
+    }
+    let control = server::bind(&cfg.control_socket)?;
+    let ready_timeout = cfg.ready_timeout;
+    let specs = cfg.devices.clone();
+    let daemon = Arc::new(Daemon {
+        config: Mutex::new(cfg),
+        devices: Mutex::new(BTreeMap::new()),
+        journal: Journal::new(),
+        log,
+        log_pinned,
+        started: Instant::now(),
+        reloading: tokio::sync::Mutex::new(()),
+    });
+    for spec in specs {
+        let name = spec.name.clone();
+        let m = daemon.start_device(spec).map_err(anyhow::Error::msg)?;
+        daemon.devices().insert(name, m);
+    }
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let server = tokio::spawn(server::serve(control, daemon.clone()));
+    tokio::spawn(announce_ready(daemon.clone(), ready_timeout));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                if let Err(e) = reload::reload(&daemon).await {
+                    warn!("reload refused, the running configuration stays: {e}");
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    notify("STOPPING=1");
+    info!("stopping");
+    server.abort();
+    let socket = daemon.config().control_socket.clone();
+    let _ = std::fs::remove_file(socket);
+    let devices: Vec<Managed> = std::mem::take(&mut *daemon.devices()).into_values().collect();
+    for m in devices {
+        m.device.shutdown(Duration::from_secs(5)).await;
+    }
+    Ok(())
+}
+
+/// Tells systemd the daemon is ready once every device is, or after
+/// `timeout`.
+async fn announce_ready(daemon: Arc<Daemon>, timeout: Duration) {
+    let mut waits = tokio::task::JoinSet::new();
+    for m in daemon.devices().values() {
+        let device = m.device.clone();
+        waits.spawn(async move { device.wait_ready(timeout).await.err().map(|_| device.name().to_owned()) });
+    }
+    let n = waits.len();
+    let mut down = Vec::new();
+    while let Some(r) = waits.join_next().await {
+        if let Ok(Some(name)) = r {
+            down.push(name);
+        }
+    }
+    if down.is_empty() {
+        info!(devices = n, "ready: every device has a usable path");
+        notify(&format!("READY=1\nSTATUS={n} devices ready"));
+    } else {
+        down.sort();
+        warn!(
+            "ready after {timeout:?} without a usable path on {}; they keep connecting in the background (mpio device show NAME says why)",
+            down.join(", ")
+        );
+        notify(&format!("READY=1\nSTATUS=waiting for {}", down.join(", ")));
+    }
+}

@@ -1,0 +1,45 @@
+//! systemd's readiness protocol (sd_notify): a datagram to
+//! `$NOTIFY_SOCKET` for `Type=notify` units. Without the variable (not
+//! started by systemd) every call does nothing.
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+use tracing::debug;
+
+/// Sends one state message (`READY=1`, `STATUS=...`, `RELOADING=1`,
+/// `STOPPING=1`).
+pub(crate) fn notify(state: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        notify_to(&path, state);
+    }
+}
+
+fn notify_to(path: &std::ffi::OsStr, state: &str) {
+    let bytes = path.as_encoded_bytes();
+    // '@' names a socket in the abstract namespace.
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(std::path::Path::new(path)),
+    };
+    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr));
+    if let Err(e) = sent {
+        debug!("sd_notify {state:?}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_reach_the_notify_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.as_os_str(), "READY=1\nSTATUS=2 devices ready");
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=2 devices ready");
+    }
+}

@@ -1,0 +1,134 @@
+//! What `status`, `device`, `path` and `policy` show: the control
+//! protocol's views built from a device's snapshot and its configuration.
+
+use std::time::Instant;
+
+use mpio_mpath::{Device, DeviceSnapshot, Op, PathSnapshot, PolicySpec};
+
+use super::Managed;
+use crate::config::Role;
+use crate::control::proto::{DeviceSummary, DeviceView, PathView, PolicyView};
+
+/// Paths that can take I/O now.
+fn usable(p: &PathSnapshot) -> bool {
+    p.state == "active" || p.state == "standby"
+}
+
+pub(super) fn summary(m: &Managed, snap: &DeviceSnapshot) -> DeviceSummary {
+    let info = m.device.info();
+    let usable_paths = snap.paths.iter().filter(|p| usable(p)).count();
+    let state = match (&info, usable_paths) {
+        (None, _) => "starting",
+        (Some(_), 0) => "down",
+        (Some(_), n) if n == snap.paths.len() => "optimal",
+        _ => "degraded",
+    };
+    DeviceSummary {
+        name: m.spec.name.clone(),
+        state: state.into(),
+        policy: snap.policy.kind().name().into(),
+        paths_usable: usable_paths,
+        paths: snap.paths.len(),
+        identity: info.as_ref().map(|i| i.identity.clone()),
+        capacity_bytes: info.as_ref().map(|i| i.capacity()),
+        export: m.export.clone(),
+    }
+}
+
+pub(super) fn device(m: &Managed) -> DeviceView {
+    let snap = m.device.snapshot();
+    let info = m.device.info();
+    let now = Instant::now();
+    DeviceView {
+        summary: summary(m, &snap),
+        target: m.spec.target.to_string(),
+        lun: m.spec.lun,
+        serial: info.as_ref().and_then(|i| i.serial.clone()),
+        block_size: info.as_ref().map(|i| i.block_len),
+        hold: snap.hold.to_string(),
+        failback: snap.failback.to_string(),
+        all_paths_down_since_s: snap.all_paths_down_since.map(|s| now.saturating_duration_since(s).as_secs_f64()),
+        failovers: snap.counters.failovers,
+        failbacks: snap.counters.failbacks,
+        all_paths_down_s: snap.counters.all_paths_down.as_secs_f64(),
+        hold_failures: snap.counters.hold_failures,
+        paths: paths(m, &snap),
+    }
+}
+
+pub(super) fn paths(m: &Managed, snap: &DeviceSnapshot) -> Vec<PathView> {
+    let now = Instant::now();
+    snap.paths
+        .iter()
+        .enumerate()
+        .map(|(id, p)| {
+            let spec = m.spec.paths.iter().find(|s| s.name == p.name);
+            let (role, weight) = role(&snap.policy, id);
+            PathView {
+                device: m.spec.name.clone(),
+                name: p.name.clone(),
+                state: p.state.into(),
+                portal: spec.map_or_else(String::new, |s| s.portal.to_string()),
+                source: spec.and_then(|s| s.source.map(|a| a.to_string()).or_else(|| s.interface.clone())),
+                role,
+                weight,
+                in_flight: p.in_flight,
+                reads: p.stats.requests_of(Op::Read),
+                writes: p.stats.requests_of(Op::Write),
+                read_bytes: p.stats.bytes_of(Op::Read),
+                write_bytes: p.stats.bytes_of(Op::Write),
+                latency_us: p.latency_ns as f64 / 1000.0,
+                failures: p.stats.failures.values().sum(),
+                last_failure: p.last_cause.as_ref().map(ToString::to_string),
+                since_s: now.saturating_duration_since(p.since).as_secs_f64(),
+            }
+        })
+        .collect()
+}
+
+/// A path's part in the running policy.
+fn role(policy: &PolicySpec, id: usize) -> (Option<String>, Option<u32>) {
+    let named = |r: Role| Some(r.name().to_owned());
+    match policy {
+        PolicySpec::FailOverOnly { primary, .. } => {
+            (if *primary == id { named(Role::Primary) } else { named(Role::Standby) }, None)
+        }
+        PolicySpec::RoundRobinSubset { active, .. } => {
+            (if active.contains(&id) { named(Role::Active) } else { named(Role::Standby) }, None)
+        }
+        PolicySpec::Weighted { weights } => (None, Some(weights.get(id).copied().unwrap_or(u32::MAX))),
+        _ => (None, None),
+    }
+}
+
+pub(super) fn policy(name: &str, device: &Device) -> PolicyView {
+    let snap = device.snapshot();
+    let names: Vec<String> = snap.paths.iter().map(|p| p.name.clone()).collect();
+    let name_of = |id: &usize| names.get(*id).cloned().unwrap_or_else(|| format!("#{id}"));
+    let mut v = PolicyView {
+        device: name.to_owned(),
+        policy: snap.policy.kind().name().into(),
+        primary: None,
+        standby_order: None,
+        active: None,
+        weights: None,
+        switch: None,
+        carrying_io: snap.paths.iter().filter(|p| p.state == "active").map(|p| p.name.clone()).collect(),
+    };
+    match &snap.policy {
+        PolicySpec::FailOverOnly { primary, standby_order } => {
+            v.primary = Some(name_of(primary));
+            v.standby_order = Some(standby_order.iter().map(name_of).collect());
+        }
+        PolicySpec::RoundRobinSubset { active, standby_order } => {
+            v.active = Some(active.iter().map(name_of).collect());
+            v.standby_order = Some(standby_order.iter().map(name_of).collect());
+        }
+        PolicySpec::Weighted { weights } => {
+            v.weights = Some(names.iter().cloned().zip(weights.iter().copied()).collect());
+        }
+        PolicySpec::RoundRobin { switch } => v.switch = Some(switch.to_string()),
+        _ => {}
+    }
+    v
+}
