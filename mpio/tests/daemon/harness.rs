@@ -1,0 +1,232 @@
+//! A daemon under test: its configuration, its process, readiness through
+//! a real sd_notify socket, and the CLI pointed at its control socket.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use mpio_testbed::tgtd::Tgtd;
+
+pub const INIT: &str = "iqn.2026-11.test.mpio:daemon";
+
+/// A `[[device]]` over portals `portals` of `tgtd` (target 1, LUN 1),
+/// path `p{i+1}` on portal `i` from source address 127.0.20.(i+1).
+pub fn device_toml(tgtd: &Tgtd, name: &str, portals: &[usize], extra: &str) -> String {
+    let mut s = format!("\n[[device]]\nname = \"{name}\"\ntarget = \"san\"\nlun = 1\n{extra}\n");
+    for &i in portals {
+        s.push_str(&path_toml(tgtd, i));
+    }
+    s
+}
+
+/// One `[[device.path]]` table: `p{i+1}` through portal `i`.
+pub fn path_toml(tgtd: &Tgtd, i: usize) -> String {
+    format!(
+        "\n[[device.path]]\nname = \"p{}\"\nportal = \"{}\"\nsource = \"127.0.20.{}\"\n",
+        i + 1,
+        tgtd.portal(i),
+        i + 1
+    )
+}
+
+/// The file around devices: sockets in `dir`, quick timers.
+pub fn config_toml(dir: &Path, tgtd: &Tgtd, devices: &str) -> String {
+    format!(
+        r#"initiator = "{INIT}"
+
+[daemon]
+control_socket = "{dir}/mpio.sock"
+log = "info"
+ready_timeout = "10s"
+
+[metrics]
+enabled = false
+
+[nbd]
+socket = "{dir}/nbd.sock"
+
+[timers]
+probation_interval = "250ms"
+
+[[target]]
+name = "san"
+iqn = "{iqn}"
+{devices}"#,
+        dir = dir.display(),
+        iqn = tgtd.iqn(1),
+    )
+}
+
+/// A running `mpio daemon`.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    notify: UnixDatagram,
+    /// The STATUS= of the READY=1 message.
+    pub ready_status: String,
+}
+
+impl Daemon {
+    /// Writes `config` (a function of the state directory) and starts the
+    /// daemon; returns once it told the notify socket it is ready.
+    pub fn start(config: impl FnOnce(&Path) -> String) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mpio.toml");
+        std::fs::write(&path, config(dir.path())).expect("write config");
+        let notify_path = dir.path().join("notify");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mpio"))
+            .args(["daemon", "--config"])
+            .arg(&path)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("MPIO_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mpio daemon");
+        let mut d = Daemon { dir, config: path, child: Some(child), notify, ready_status: String::new() };
+        let msg = d.next_notify();
+        assert!(msg.starts_with("READY=1"), "first notification: {msg:?}\n{}", d.log());
+        d.ready_status = msg.lines().find_map(|l| l.strip_prefix("STATUS=")).unwrap_or_default().to_owned();
+        d
+    }
+
+    /// The next sd_notify message (waits up to 60 s).
+    pub fn next_notify(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self.notify.recv(&mut buf).unwrap_or_else(|e| panic!("no sd_notify message: {e}\n{}", self.log()));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("mpio.sock")
+    }
+
+    pub fn nbd_socket(&self) -> PathBuf {
+        self.dir.path().join("nbd.sock")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mpio"))
+            .args(args)
+            .env("MPIO_SOCKET", self.socket())
+            .output()
+            .expect("run mpio")
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(o.status.success(), "mpio {args:?} failed: {}\n{}", text(&o.stderr), self.log());
+        text(&o.stdout)
+    }
+
+    /// Runs the CLI with `--json` and parses the answer.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Runs the CLI and expects one line of error; returns it.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "mpio {args:?} should fail: {}", text(&o.stdout));
+        assert_eq!(err.lines().count(), 1, "one line of error, got {err:?}");
+        err.trim_end().to_owned()
+    }
+
+    /// `mpio events --follow` running in the background.
+    pub fn follow(&self, args: &[&str]) -> Follower {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mpio"))
+            .args(["events", "--follow", "--last", "0"])
+            .args(args)
+            .env("MPIO_SOCKET", self.socket())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn mpio events --follow");
+        let lines = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follower { child, lines: rx }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
+        child.wait().expect("wait for the daemon")
+    }
+
+    /// SIGHUP.
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP)
+            .expect("SIGHUP");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A background `mpio events --follow`.
+pub struct Follower {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follower {
+    /// Reads event lines until one contains every word of `want` (30 s at
+    /// most); returns it.
+    pub fn until(&mut self, want: &[&str]) -> String {
+        let mut seen = String::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("no event with {want:?} ({e}); saw:\n{seen}"));
+            if want.iter().all(|w| line.contains(w)) {
+                return line;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
