@@ -82,6 +82,9 @@ fn flag(b: bool) -> ConstGauge<u64> {
 
 type PathLabels<'a> = [(&'static str, &'a str); 2];
 
+/// A path's labels and one more (`op`, `state`, `cause`).
+type PathLabelsAnd<'a> = (PathLabels<'a>, [(&'static str, &'static str); 1]);
+
 fn path_labels<'a>(d: &'a DeviceView, p: &'a PathSnapshot) -> PathLabels<'a> {
     [("device", d.name.as_str()), ("path", p.name.as_str())]
 }
@@ -102,7 +105,7 @@ fn per_path<'a, M>(
 fn per_op<'a>(
     devices: &'a [DeviceView],
     value: fn(&PathStats, Op) -> u64,
-) -> impl Iterator<Item = ((PathLabels<'a>, [(&'static str, &'static str); 1]), ConstCounter<u64>)> + 'a {
+) -> impl Iterator<Item = (PathLabelsAnd<'a>, ConstCounter<u64>)> + 'a {
     paths(devices).flat_map(move |(d, p)| {
         Op::ALL.into_iter().map(move |op| ((path_labels(d, p), [("op", op.name())]), counter(value(&p.stats, op))))
     })
