@@ -113,23 +113,48 @@ fn parse_labels(mut s: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// GET /metrics over a plain TCP connection (HTTP/1.1, Connection: close).
-async fn scrape(addr: std::net::SocketAddr) -> Scrape {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect to the exporter");
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+/// GET `target` over a plain TCP connection (HTTP/1.1, Connection:
+/// close): the headers (names in lower case) and the body of a 200 answer.
+async fn http_get(addr: std::net::SocketAddr, target: &str) -> (BTreeMap<String, String>, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw)).await.expect("scrape answered").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw)).await.expect("answered").unwrap();
     let raw = String::from_utf8(raw).expect("UTF-8 response");
     let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head and body");
     let mut lines = head.lines();
-    assert_eq!(lines.next(), Some("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(lines.next(), Some("HTTP/1.1 200 OK"), "GET {target}: {head}\n{body}");
     let headers: BTreeMap<String, String> =
         lines.filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
-    assert_eq!(headers.get("content-type").map(String::as_str), Some(CONTENT_TYPE), "{head}");
-    let len: usize = headers.get("content-length").expect("Content-Length").parse().unwrap();
-    assert_eq!(body.len(), len, "whole body received");
-    Scrape::parse(body)
+    if let Some(len) = headers.get("content-length") {
+        assert_eq!(body.len(), len.parse::<usize>().unwrap(), "whole body received");
+    }
+    let body =
+        if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") { dechunk(body) } else { body.into() };
+    (headers, body)
+}
+
+/// The payload of a chunked body (`size CRLF data CRLF ... 0 CRLF CRLF`).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").expect("CRLF after a chunk");
+    }
+}
+
+/// GET /metrics of the exporter.
+async fn scrape(addr: std::net::SocketAddr) -> Scrape {
+    let (headers, body) = http_get(addr, "/metrics").await;
+    assert_eq!(headers.get("content-type").map(String::as_str), Some(CONTENT_TYPE));
+    assert!(headers.contains_key("content-length"), "not chunked");
+    Scrape::parse(&body)
 }
 
 /// `mpio_…` names mentioned in `text`.
@@ -524,4 +549,182 @@ async fn every_family_is_present_at_zero_before_any_login() {
             || served.iter().any(|n| n.starts_with(&format!("{name}_")));
         assert!(known, "METRICS.md names {name}, which is neither served nor planned");
     }
+}
+
+// ---- a real Prometheus -------------------------------------------------------------
+
+/// A Prometheus server of our own (Debian's `prometheus`), killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Scrapes `target` every second and evaluates dashboards/alerts.yml
+    /// every second.
+    fn start(target: std::net::SocketAddr) -> Prometheus {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let dir = std::env::temp_dir().join(format!("mpio-prometheus-{}-{}", std::process::id(), addr.port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             rule_files: [{rules:?}]\n\
+             scrape_configs:\n  - job_name: mpio\n    static_configs: [{{ targets: [\"{target}\"] }}]\n",
+            rules = dashboards().join("alerts.yml").canonicalize().unwrap(),
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (Debian package prometheus; scripts/install-test-deps.sh installs it)");
+        Prometheus { child, addr, dir }
+    }
+
+    /// Waits until the server answers /-/ready with 200 (its storage is
+    /// open), for at most 30 s.
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut tcp) = TcpStream::connect(self.addr).await {
+                let mut answer = Vec::new();
+                let req = format!("GET /-/ready HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+                if tcp.write_all(req.as_bytes()).await.is_ok()
+                    && tcp.read_to_end(&mut answer).await.is_ok()
+                    && answer.starts_with(b"HTTP/1.1 200")
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "Prometheus not ready within 30 s; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// GET an API path; `data` of a successful answer.
+    async fn api(&self, target: &str) -> serde_json::Value {
+        let (_, body) = http_get(self.addr, target).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{target}: {e}: {body}"));
+        assert_eq!(v["status"], "success", "{target}: {body}");
+        v["data"].clone()
+    }
+
+    async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let data = self.api(&format!("/api/v1/query?query={}", urlencode(promql))).await;
+        data["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls until `check` accepts the value (every 200 ms, for at most
+    /// 30 s: Prometheus scrapes and evaluates once a second).
+    async fn wait<T>(&self, what: &str, mut check: impl AsyncFnMut(&Prometheus) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = check(self).await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no {what} within 30 s; Prometheus log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of an instant vector's single sample.
+fn value(result: &[serde_json::Value]) -> Option<f64> {
+    match result {
+        [one] => one["value"][1].as_str()?.parse().ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules() {
+    require_root();
+    let tgtd = Tgtd::builder().portals(2).target(TargetSpec::new("prom").lun(LunSpec::file(16 << 20))).start().unwrap();
+    let dev = open_all(device_config(&tgtd, 1, 2)).await;
+    let (addr, _stop) = exporter(&dev).await;
+    let prom = Prometheus::start(addr);
+    prom.ready().await;
+
+    // The scrape works: Prometheus negotiates and parses OpenMetrics.
+    prom.wait("a healthy scrape", async |p| {
+        let targets = p.api("/api/v1/targets").await;
+        let t = targets["activeTargets"].as_array()?.first()?.clone();
+        (t["health"] == "up").then_some(())
+    })
+    .await;
+    let paths = prom.query("mpio_path_up{job=\"mpio\"} == 1").await;
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    let info = prom.query("mpio_device_policy_info").await;
+    assert_eq!(info.first().map(|s| s["metric"]["policy"].clone()), Some("round-robin".into()), "{info:?}");
+
+    // A workload shows up in Prometheus as counted.
+    for i in 0..10u64 {
+        dev.write(i * 4096, pattern(i * 4096, 4096, 3), false).await.unwrap();
+    }
+    prom.wait("the writes in Prometheus", async |p| {
+        let v = value(&p.query("sum(mpio_path_requests_total{op=\"write\"})").await)?;
+        (v == 10.0).then_some(())
+    })
+    .await;
+
+    // Every dashboard query runs on the real data and, unless it keeps
+    // only non-zero values or reads a planned family, returns series.
+    for (title, t) in targets(&dashboard()) {
+        let expr = t["expr"]
+            .as_str()
+            .unwrap()
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$device", ".*")
+            .replace("$path", ".*");
+        let result = prom.query(&expr).await;
+        let may_be_empty = expr.ends_with("> 0") || PLANNED.iter().any(|n| expr.contains(n));
+        assert!(may_be_empty || !result.is_empty(), "{title}: {expr} returns nothing");
+    }
+
+    // The rules are loaded and healthy; a disabled path makes the device
+    // degraded (pending: the alert waits 2 minutes before firing), and
+    // no path-down alert (it was disabled on purpose).
+    let rules = prom.api("/api/v1/rules").await;
+    let loaded: Vec<_> = rules["groups"][0]["rules"].as_array().unwrap().iter().map(|r| r["health"].clone()).collect();
+    assert_eq!(loaded, vec![serde_json::Value::from("ok"); 4], "{rules}");
+    dev.disable_path("p2").unwrap();
+    let alerts = prom
+        .wait("MpioDeviceDegraded pending", async |p| {
+            let alerts = p.api("/api/v1/alerts").await["alerts"].as_array()?.clone();
+            alerts
+                .iter()
+                .any(|a| a["labels"]["alertname"] == "MpioDeviceDegraded" && a["state"] == "pending")
+                .then_some(alerts)
+        })
+        .await;
+    let names: Vec<_> = alerts.iter().map(|a| a["labels"]["alertname"].as_str().unwrap_or("?")).collect();
+    assert_eq!(names, ["MpioDeviceDegraded"], "{alerts:?}");
+    assert_eq!(alerts[0]["labels"]["device"], "mp0");
 }
