@@ -12,7 +12,7 @@
 use std::fmt;
 
 use mpio_mpath::stats::LATENCY_BUCKETS_US;
-use mpio_mpath::{FailureCause, Op, PathSnapshot, PathStats};
+use mpio_mpath::{FailureCause, Op, PathSnapshot, PathStats, PathStatus};
 use mpio_transport::SessionSnapshot;
 use mpio_transport::session::SessionState;
 use prometheus_client::collector::Collector;
@@ -117,7 +117,7 @@ fn path_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt
         "path_up",
         None,
         "1 when the path may carry I/O (state active or standby), else 0.",
-        per_path(devices, |p| flag(matches!(p.state, "active" | "standby"))),
+        per_path(devices, |p| flag(p.status == PathStatus::Ready)),
     )?;
     family(
         enc,
