@@ -19,6 +19,7 @@ libclang-dev           bindgen for libublk (ublk frontend build)
 qemu-utils             qemu-img, qemu-io, qemu-nbd: NBD / iSCSI clients
 qemu-block-extra       iSCSI block driver for qemu-img/qemu-io
 procps                 ps, pgrep: process checks in scripts
+prometheus             promtool: checks and unit-tests dashboards/alerts.yml (tests/tests/metrics.rs)
 '
 # kmod is not listed: the dev kernel has no loadable modules (everything the
 # tests need is built in), so nothing calls modprobe.
