@@ -8,6 +8,8 @@
 //! Path states (what `mpio path list` shows):
 //!
 //! ```text
+//!  add_path / new
+//!      v
 //!  connecting --claimed--> ready (active | standby, per the policy)
 //!      ^                     |  \
 //!      |              failure|   `--admin--> disabled --reinstate--> probation
@@ -16,12 +18,31 @@
 //!      |                                        ^   (waits first when the
 //!      `-- (a path whose session stays up       |    path keeps failing)
 //!           goes straight to probation) --------'
+//!
+//!  any state --remove_path--> removing --drained, logged out (path_removed)--> gone
 //! ```
+//!
+//! # Path ids
+//!
+//! A [`PathId`] is the path's position in the table and never changes: policies,
+//! tickets, fences and events name paths by id. A removed path leaves its slot as a
+//! tombstone: it keeps its fence bookkeeping (a write caught on it may still wait for
+//! its old nexus to be fenced) but has no name, no snapshot entry and no view, and
+//! policy validation treats it as a hole ([`mpio_policies::PathTable`]). Ids are not
+//! reused, so the table grows by one slot per path ever added.
+//!
+//! # Before the first path is claimed
+//!
+//! A new device has no usable path. Requests wait as in an all-paths-down hold
+//! (per the hold mode, counted from the device's creation: `fail` fails them at
+//! once, `queue` waits, a hold time fails them when it passes), but starting up is
+//! not an outage: no hold event, and the time is not counted as all paths down
+//! ([`DeviceSnapshot::starting`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use mpio_policies::{PathId, PathView, Policy, PolicyRequest, PolicySpec, Request};
+use mpio_policies::{PathId, PathRole, PathTable, PathView, Policy, PolicyError, PolicyRequest, PolicySpec, Request};
 
 use crate::event::{DeviceEvent, EventKind};
 use crate::stats::{Op, PathStats};
@@ -97,6 +118,9 @@ pub enum PathStatus {
     Failed,
     /// Disabled by an administrator.
     Disabled,
+    /// Being removed: takes no new I/O; what it carries completes, then its
+    /// session logs out and the path is gone.
+    Removing,
 }
 
 /// A request's attempt on a path, from [`DeviceCore::select`] to
@@ -240,6 +264,11 @@ enum Held {
 struct PathState {
     name: String,
     status: PathStatus,
+    /// Removed for good: a tombstone that only keeps the fence bookkeeping.
+    removed: bool,
+    /// The last login failure reported as an event (a path retrying a dead
+    /// portal reports each new reason once, not every attempt).
+    login_reported: Option<String>,
     session_up: bool,
     /// The path failed on a completion while its session still looked up:
     /// the session's own down event, if it follows, is the same incident
@@ -273,8 +302,49 @@ struct PathState {
 }
 
 impl PathState {
+    fn new(name: String, now: Instant) -> PathState {
+        PathState {
+            name,
+            status: PathStatus::Connecting,
+            removed: false,
+            login_reported: None,
+            session_up: false,
+            session_may_follow: false,
+            group: None,
+            held: None,
+            in_flight: 0,
+            bytes_in_flight: 0,
+            latency_ns: 0,
+            bytes_per_sec: 0,
+            figures_at: None,
+            next_probe: None,
+            probe_out: false,
+            recent_failures: VecDeque::new(),
+            epoch: 0,
+            cleared: 0,
+            fence_deadline: None,
+            fence_out: false,
+            fence_retry: None,
+            last_cause: None,
+            since: now,
+            stats: PathStats::default(),
+        }
+    }
+
     fn usable(&self) -> bool {
         self.status == PathStatus::Ready
+    }
+
+    /// Part of the device for the policy and the administrator: neither gone
+    /// nor on its way out.
+    fn live(&self) -> bool {
+        !self.removed && self.status != PathStatus::Removing
+    }
+
+    /// Out of service by an administrator's decision: keeps its status
+    /// through failures of its session.
+    fn out_by_admin(&self) -> bool {
+        matches!(self.status, PathStatus::Disabled | PathStatus::Removing)
     }
 
     /// What the policy sees of this path.
@@ -291,15 +361,34 @@ impl PathState {
     }
 }
 
+/// The table as policy validation sees it: paths being removed and gone
+/// are holes.
+struct Table<'a>(&'a [PathState]);
+
+impl PathTable for Table<'_> {
+    fn slots(&self) -> usize {
+        self.0.len()
+    }
+
+    fn name(&self, id: PathId) -> Option<&str> {
+        self.0.get(id).filter(|p| p.live()).map(|p| p.name.as_str())
+    }
+}
+
 /// What a path looks like, for status and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathSnapshot {
+    /// The path's id (events and policy specs name paths by id).
+    pub id: PathId,
     /// Path name.
     pub name: String,
     /// State.
     pub status: PathStatus,
     /// One of [`PathSnapshot::STATES`].
     pub state: &'static str,
+    /// What the policy's parameters give this path (primary/active,
+    /// standby, a weight); `None` under the policies that name no paths.
+    pub role: Option<PathRole>,
     /// Waiting for failback (manual or delayed).
     pub failback_held: bool,
     /// Commands in flight.
@@ -319,8 +408,8 @@ pub struct PathSnapshot {
 impl PathSnapshot {
     /// The values of [`PathSnapshot::state`]: `active` and `standby` are
     /// ready (the policy uses the first, keeps the second in reserve).
-    pub const STATES: [&'static str; 7] =
-        ["active", "standby", "probation", "reconnecting", "failed", "disabled", "connecting"];
+    pub const STATES: [&'static str; 8] =
+        ["active", "standby", "probation", "reconnecting", "failed", "disabled", "connecting", "removing"];
 }
 
 /// Device-wide counters.
@@ -330,10 +419,13 @@ pub struct DeviceCounters {
     pub failovers: u64,
     /// Failbacks.
     pub failbacks: u64,
-    /// Time with no usable path, completed episodes.
+    /// Time with no usable path, completed episodes (see
+    /// [`DeviceSnapshot::all_paths_down_total`] for the running total).
     pub all_paths_down: Duration,
     /// Requests failed because no path was usable.
     pub hold_failures: u64,
+    /// All-paths-down holds that ran out (each one a `hold_expired` event).
+    pub hold_expirations: u64,
 }
 
 /// The whole device, for status and metrics.
@@ -345,12 +437,37 @@ pub struct DeviceSnapshot {
     pub hold: HoldMode,
     /// The failback mode.
     pub failback: FailbackMode,
+    /// The policy with path names (`mpio policy show`).
+    pub policy_description: String,
     /// No usable path since.
     pub all_paths_down_since: Option<Instant>,
-    /// Paths in table order.
+    /// No path has been usable yet since the device started: requests wait
+    /// (per the hold mode), but this is not counted as all paths down.
+    pub starting: bool,
+    /// Requests waiting now for a usable path (a hold, or no path claimed
+    /// yet) or for a write fence.
+    pub waiting: u64,
+    /// The paths in table order (removed paths are gone; ids stay).
     pub paths: Vec<PathSnapshot>,
     /// Counters.
     pub counters: DeviceCounters,
+}
+
+impl DeviceSnapshot {
+    /// Time with no usable path, the running period included (a counter for
+    /// the metrics). Starting up does not count.
+    pub fn all_paths_down_total(&self, now: Instant) -> Duration {
+        let ongoing = match self.all_paths_down_since {
+            Some(since) if !self.starting => now.saturating_duration_since(since),
+            _ => Duration::ZERO,
+        };
+        self.counters.all_paths_down + ongoing
+    }
+
+    /// The path with this id, if it is still in the device.
+    pub fn path(&self, id: PathId) -> Option<&PathSnapshot> {
+        self.paths.iter().find(|p| p.id == id)
+    }
 }
 
 /// The sans-I/O device.
@@ -366,6 +483,8 @@ pub struct DeviceCore {
     /// No path was usable yet since the device was created.
     starting: bool,
     hold_expired: bool,
+    /// Requests waiting for a path or a fence ([`DeviceCore::wait_started`]).
+    waiting: u64,
     events: VecDeque<DeviceEvent>,
     actions: VecDeque<Action>,
     counters: DeviceCounters,
@@ -382,33 +501,7 @@ fn ewma(old: u64, new: u64) -> u64 {
 impl DeviceCore {
     /// A device with these paths (all connecting) and policy.
     pub fn new(timers: TimerConfig, names: Vec<String>, policy: PolicySpec, now: Instant) -> DeviceCore {
-        let paths = names
-            .into_iter()
-            .map(|name| PathState {
-                name,
-                status: PathStatus::Connecting,
-                session_up: false,
-                session_may_follow: false,
-                group: None,
-                held: None,
-                in_flight: 0,
-                bytes_in_flight: 0,
-                latency_ns: 0,
-                bytes_per_sec: 0,
-                figures_at: None,
-                next_probe: None,
-                probe_out: false,
-                recent_failures: VecDeque::new(),
-                epoch: 0,
-                cleared: 0,
-                fence_deadline: None,
-                fence_out: false,
-                fence_retry: None,
-                last_cause: None,
-                since: now,
-                stats: PathStats::default(),
-            })
-            .collect();
+        let paths = names.into_iter().map(|name| PathState::new(name, now)).collect();
         DeviceCore {
             timers,
             paths,
@@ -418,6 +511,7 @@ impl DeviceCore {
             all_down_since: Some(now),
             starting: true,
             hold_expired: false,
+            waiting: 0,
             events: VecDeque::new(),
             actions: VecDeque::new(),
             counters: DeviceCounters::default(),
@@ -426,19 +520,31 @@ impl DeviceCore {
 
     // ---- getters -------------------------------------------------------
 
-    /// Path names in table order.
+    /// The names of the paths in the device (not those being removed), in
+    /// table order.
     pub fn path_names(&self) -> Vec<String> {
-        self.paths.iter().map(|p| p.name.clone()).collect()
+        self.paths.iter().filter(|p| p.live()).map(|p| p.name.clone()).collect()
     }
 
-    /// The path with this name.
+    /// The path with this name, including one being removed.
     pub fn path_id(&self, name: &str) -> Option<PathId> {
-        self.paths.iter().position(|p| p.name == name)
+        self.paths.iter().position(|p| !p.removed && p.name == name)
     }
 
-    /// A path's status.
+    /// The name of a path, also after its removal (events name removed paths).
+    pub fn path_name(&self, path: PathId) -> Option<&str> {
+        self.paths.get(path).map(|p| p.name.as_str())
+    }
+
+    /// A path's status (`None` once removed).
     pub fn status(&self, path: PathId) -> Option<PathStatus> {
-        self.paths.get(path).map(|p| p.status)
+        self.paths.get(path).filter(|p| !p.removed).map(|p| p.status)
+    }
+
+    /// Commands in flight on a path (a path being removed is drained when
+    /// this is 0).
+    pub fn in_flight(&self, path: PathId) -> u32 {
+        self.paths.get(path).map_or(0, |p| p.in_flight)
     }
 
     /// The timers.
@@ -456,18 +562,25 @@ impl DeviceCore {
     pub fn snapshot(&self) -> DeviceSnapshot {
         let views = self.build_views();
         let active = self.policy.active(&views);
+        let spec = self.policy.spec();
         DeviceSnapshot {
-            policy: self.policy.spec().clone(),
+            policy: spec.clone(),
+            policy_description: spec.describe(&Table(&self.paths)),
             hold: self.timers.hold,
             failback: self.timers.failback,
             all_paths_down_since: self.all_down_since,
+            starting: self.starting,
+            waiting: self.waiting,
             paths: self
                 .paths
                 .iter()
                 .enumerate()
+                .filter(|(_, p)| !p.removed)
                 .map(|(i, p)| PathSnapshot {
+                    id: i,
                     name: p.name.clone(),
                     status: p.status,
+                    role: if p.live() { spec.role(i) } else { None },
                     state: match p.status {
                         PathStatus::Ready if active.contains(&i) => "active",
                         PathStatus::Ready => "standby",
@@ -476,6 +589,7 @@ impl DeviceCore {
                         PathStatus::Failed => "failed",
                         PathStatus::Disabled => "disabled",
                         PathStatus::Connecting => "connecting",
+                        PathStatus::Removing => "removing",
                     },
                     failback_held: p.held.is_some(),
                     in_flight: p.in_flight,
@@ -536,13 +650,14 @@ impl DeviceCore {
         reason: impl Into<String>,
         seed: Option<u32>,
     ) {
-        self.events.push_back(DeviceEvent { at, path, kind, reason: reason.into(), seed_event: seed });
+        let path_name = path.and_then(|p| self.path_name(p)).map(str::to_owned);
+        self.events.push_back(DeviceEvent { at, path, path_name, kind, reason: reason.into(), seed_event: seed });
     }
 
     // ---- data path -------------------------------------------------------
 
     fn build_views(&self) -> Vec<PathView> {
-        self.paths.iter().enumerate().map(|(id, p)| p.view(id)).collect()
+        self.paths.iter().enumerate().filter(|(_, p)| !p.removed).map(|(id, p)| p.view(id)).collect()
     }
 
     /// Refreshes the reused view buffer. Figures of a path that has been
@@ -551,7 +666,7 @@ impl DeviceCore {
     /// the policies that use figures, it is tried again and re-measured.
     fn refresh_views(&mut self, now: Instant) {
         self.views.clear();
-        for (id, p) in self.paths.iter_mut().enumerate() {
+        for (id, p) in self.paths.iter_mut().enumerate().filter(|(_, p)| !p.removed) {
             if p.in_flight == 0 && p.figures_at.is_some_and(|t| now.saturating_duration_since(t) > FIGURES_TTL) {
                 p.latency_ns = 0;
                 p.bytes_per_sec = 0;
@@ -574,25 +689,36 @@ impl DeviceCore {
             let epoch = p.epoch;
             return Selection::Path(Ticket { path: id, epoch, op, bytes });
         }
+        match self.hold(now) {
+            Ok(until) => Selection::Hold(until),
+            Err(e) => Selection::Fail(e),
+        }
+    }
+
+    /// What a request that finds no usable path does now, per the hold
+    /// mode: wait, until the instant if the hold has a limit (`Ok`), or
+    /// fail. Also what a request does before any path was claimed, when the
+    /// device cannot even split it into commands yet.
+    pub fn hold(&mut self, now: Instant) -> Result<Option<Instant>, IoError> {
         self.note_all_down(now);
         match self.timers.hold {
-            HoldMode::Fail => self.no_path("no usable path and the hold mode is fail"),
-            HoldMode::Queue => Selection::Hold(None),
+            HoldMode::Fail => Err(self.no_path("no usable path and the hold mode is fail")),
+            HoldMode::Queue => Ok(None),
             HoldMode::For(d) => {
                 let deadline = self.all_down_since.unwrap_or(now) + d;
                 if now >= deadline {
                     self.expire_hold(now);
-                    self.no_path(&format!("no usable path for {:?} (the hold time)", d))
+                    Err(self.no_path(&format!("no usable path for {:?} (the hold time)", d)))
                 } else {
-                    Selection::Hold(Some(deadline))
+                    Ok(Some(deadline))
                 }
             }
         }
     }
 
-    fn no_path(&mut self, why: &str) -> Selection {
+    fn no_path(&mut self, why: &str) -> IoError {
         self.counters.hold_failures += 1;
-        Selection::Fail(IoError { kind: IoErrorKind::NoPath, errno: 5, message: why.to_string() })
+        IoError { kind: IoErrorKind::NoPath, errno: 5, message: why.to_string() }
     }
 
     fn note_all_down(&mut self, now: Instant) {
@@ -611,6 +737,7 @@ impl DeviceCore {
     fn expire_hold(&mut self, now: Instant) {
         if !self.hold_expired {
             self.hold_expired = true;
+            self.counters.hold_expirations += 1;
             self.event(now, None, EventKind::HoldExpired, "hold time passed with no path: I/O fails with EIO", None);
         }
     }
@@ -675,12 +802,18 @@ impl DeviceCore {
 
     /// The path stops carrying I/O. `session_down`: it waits for its
     /// session to come back; otherwise probation starts (after damping).
+    ///
+    /// A path an administrator took out (disabled, being removed) keeps its
+    /// status: it still counts the failure and gets its old nexus fenced
+    /// (what it carried may be re-driven), but it does not come back by
+    /// itself.
     fn fail_path(&mut self, now: Instant, id: PathId, cause: FailureCause, session_down: bool) {
         let window = self.timers.damping_window;
         let fence_timeout = self.timers.fence_timeout;
         let Some(p) = self.paths.get_mut(id) else { return };
         let was_usable = matches!(p.status, PathStatus::Ready | PathStatus::Probation { .. });
-        if was_usable || p.status == PathStatus::Connecting {
+        let out = p.out_by_admin();
+        if was_usable || out || p.status == PathStatus::Connecting {
             p.epoch += 1;
             p.fence_deadline = Some(now + fence_timeout);
             p.fence_out = false;
@@ -692,8 +825,12 @@ impl DeviceCore {
         p.recent_failures.push_back(now);
         p.held = None;
         p.probe_out = false;
-        p.since = now;
         p.last_cause = Some(cause.clone());
+        if out {
+            self.request_fence(id);
+            return;
+        }
+        p.since = now;
         let seed = match cause.kind {
             "connection" => Some(20),
             "nop_timeout" => Some(48),
@@ -773,6 +910,7 @@ impl DeviceCore {
         let Some(p) = self.paths.get_mut(path) else { return };
         p.session_up = true;
         p.session_may_follow = false;
+        p.login_reported = None;
         if reinstated && p.cleared < p.epoch {
             p.cleared = p.epoch;
             let name = p.name.clone();
@@ -804,7 +942,7 @@ impl DeviceCore {
                 };
                 self.event(now, Some(path), EventKind::ProbationStarted, why, None);
             }
-            PathStatus::Ready | PathStatus::Probation { .. } | PathStatus::Disabled => {}
+            PathStatus::Ready | PathStatus::Probation { .. } | PathStatus::Disabled | PathStatus::Removing => {}
         }
     }
 
@@ -824,11 +962,13 @@ impl DeviceCore {
             PathStatus::Ready | PathStatus::Probation { .. } | PathStatus::Connecting => {
                 self.fail_path(now, path, cause, true);
             }
-            PathStatus::Disabled | PathStatus::Reconnecting | PathStatus::Failed => p.last_cause = Some(cause),
+            PathStatus::Disabled | PathStatus::Removing | PathStatus::Reconnecting | PathStatus::Failed => {
+                p.last_cause = Some(cause)
+            }
         }
         if let Some(p) = self.paths.get_mut(path)
             && permanent
-            && !matches!(p.status, PathStatus::Disabled | PathStatus::Failed)
+            && matches!(p.status, PathStatus::Reconnecting | PathStatus::Probation { .. } | PathStatus::Connecting)
         {
             p.status = PathStatus::Failed;
             p.since = now;
@@ -848,7 +988,7 @@ impl DeviceCore {
     /// The path reaches another logical unit (or its bring-up hook
     /// failed): it stays out.
     pub fn refuse(&mut self, now: Instant, path: PathId, reason: String) {
-        let Some(p) = self.paths.get_mut(path) else { return };
+        let Some(p) = self.paths.get_mut(path).filter(|p| p.live()) else { return };
         p.status = PathStatus::Failed;
         p.since = now;
         *p.stats.failures.entry("claim").or_insert(0) += 1;
@@ -1019,8 +1159,8 @@ impl DeviceCore {
     // ---- administration --------------------------------------------------
 
     /// Changes the policy (validated against the path names).
-    pub fn set_policy(&mut self, now: Instant, req: &PolicyRequest) -> Result<(), mpio_policies::PolicyError> {
-        let spec = req.validate(&self.path_names(), Some(self.policy.spec()))?;
+    pub fn set_policy(&mut self, now: Instant, req: &PolicyRequest) -> Result<(), PolicyError> {
+        let spec = req.validate(&Table(&self.paths), Some(self.policy.spec()))?;
         self.policy = spec.build();
         self.active.clear();
         self.event(now, None, EventKind::PolicyChanged, format!("policy {}", spec.kind().name()), None);
@@ -1031,7 +1171,7 @@ impl DeviceCore {
     /// Disables a path (`mpio path fail`): it carries no new I/O until
     /// reinstated; what it carries completes.
     pub fn disable(&mut self, now: Instant, path: PathId) {
-        let Some(p) = self.paths.get_mut(path) else { return };
+        let Some(p) = self.paths.get_mut(path).filter(|p| p.live()) else { return };
         if p.status == PathStatus::Disabled {
             return;
         }
@@ -1074,6 +1214,116 @@ impl DeviceCore {
     pub fn set_hold(&mut self, hold: HoldMode) {
         self.timers.hold = hold;
         self.hold_expired = false;
+    }
+
+    /// Gives a path another role in the running policy (`mpio path
+    /// set-active|set-standby|set-weight`, see [`PolicySpec::with_role`]).
+    /// A refused change leaves the running policy. The policy keeps its
+    /// state (the standby that carries I/O stays), so I/O moves only when the
+    /// new role says it must.
+    pub fn set_role(&mut self, now: Instant, path: PathId, role: PathRole) -> Result<(), PolicyError> {
+        let spec = self.policy.spec().with_role(&Table(&self.paths), path, role)?;
+        if &spec == self.policy.spec() {
+            return Ok(());
+        }
+        self.respec(&spec);
+        let name = self.path_name(path).unwrap_or_default().to_owned();
+        let why = format!("{name}: {role}; policy {}", spec.describe(&Table(&self.paths)));
+        self.event(now, Some(path), EventKind::PolicyChanged, why, None);
+        // An administrator's move, neither a failover nor a failback.
+        self.active.clear();
+        self.update_active(now, false);
+        Ok(())
+    }
+
+    /// Adds a path (connecting, like every path at start) and returns its
+    /// id, or `None` when the name is taken by a path of the device or one
+    /// being removed. It takes the least preferred role of the policy
+    /// ([`PolicySpec::with_path`]) and carries I/O once its session is up
+    /// and claimed.
+    pub fn add_path(&mut self, now: Instant, name: String) -> Option<PathId> {
+        if self.path_id(&name).is_some() {
+            return None;
+        }
+        let id = self.paths.len();
+        self.paths.push(PathState::new(name.clone(), now));
+        let spec = self.policy.spec().with_path(id);
+        self.respec(&spec);
+        let role = spec.role(id).map_or_else(String::new, |r| format!(" as {r}"));
+        self.event(now, Some(id), EventKind::PathAdded, format!("{name}: added{role}, connecting"), None);
+        Some(id)
+    }
+
+    /// Starts removing a path: it takes no new I/O at once and leaves the
+    /// policy ([`PolicySpec::without_path`]: the last path, the fail-over
+    /// primary and the only active path of a subset are refused, with the
+    /// fix). What it carries completes (or is re-driven elsewhere as after a
+    /// failure); the driver then logs its session out and reports
+    /// [`DeviceCore::path_removed`].
+    pub fn remove_path(&mut self, now: Instant, path: PathId) -> Result<(), PolicyError> {
+        let spec = self.policy.spec().without_path(&Table(&self.paths), path)?;
+        let Some(p) = self.paths.get_mut(path) else { return Ok(()) };
+        p.status = PathStatus::Removing;
+        p.since = now;
+        p.next_probe = None;
+        p.probe_out = false;
+        p.held = None;
+        let why = format!("{}: takes no new I/O; removed once its {} commands in flight are done", p.name, p.in_flight);
+        self.respec(&spec);
+        self.event(now, Some(path), EventKind::PathRemoving, why, None);
+        self.update_active(now, false);
+        Ok(())
+    }
+
+    /// A path being removed is drained and its session logged out: it is
+    /// gone (its id is not reused).
+    pub fn path_removed(&mut self, now: Instant, path: PathId) {
+        let Some(p) = self.paths.get_mut(path).filter(|p| p.status == PathStatus::Removing && !p.removed) else {
+            return;
+        };
+        p.removed = true;
+        p.since = now;
+        let name = p.name.clone();
+        self.event(now, Some(path), EventKind::PathRemoved, format!("{name}: removed"), None);
+    }
+
+    /// A login attempt of the path failed (connect refused or timed out, the
+    /// target refused the login). The session retries by itself unless the
+    /// failure is permanent ([`DeviceCore::session_down`] follows then). The
+    /// cause becomes the path's last cause (what `wait_ready` reports), each
+    /// attempt is counted, and each new reason is an event; repeats of the
+    /// same reason are not, so a dead portal does not flood the event stream.
+    pub fn login_failed(&mut self, now: Instant, path: PathId, cause: FailureCause, seed_event: Option<u32>) {
+        let Some(p) = self.paths.get_mut(path).filter(|p| p.live()) else { return };
+        p.stats.login_failures += 1;
+        if p.status != PathStatus::Ready {
+            p.last_cause = Some(cause.clone());
+        }
+        let reason = cause.to_string();
+        if p.login_reported.as_deref() == Some(reason.as_str()) {
+            return;
+        }
+        p.login_reported = Some(reason);
+        let why = format!("{}: {cause}", p.name);
+        self.event(now, Some(path), EventKind::LoginFailed, why, seed_event);
+    }
+
+    /// A request starts waiting for a usable path or for a fence (counted in
+    /// [`DeviceSnapshot::waiting`] until [`DeviceCore::wait_ended`]).
+    pub fn wait_started(&mut self) {
+        self.waiting += 1;
+    }
+
+    /// A request stopped waiting.
+    pub fn wait_ended(&mut self) {
+        self.waiting = self.waiting.saturating_sub(1);
+    }
+
+    /// New parameters of the same policy, keeping its state.
+    fn respec(&mut self, spec: &PolicySpec) {
+        if !self.policy.respec(spec) {
+            self.policy = spec.build();
+        }
     }
 }
 

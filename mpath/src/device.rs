@@ -13,17 +13,18 @@
 //! DefaultTime2Wait + DefaultTime2Retain passed), so a stale copy can
 //! never land after a newer write. Reads and flushes go again at once.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use mpio_dsm::classify::{ErrorClass, classify};
 use mpio_dsm::vpd::VpdPage;
 use mpio_dsm::{Command, Lun, ScsiStatus, Sense, UnitSerialNumber, cdb};
-use mpio_policies::{PathId, PolicyRequest, PolicySpec, SwitchEvery};
+use mpio_policies::{PathId, PathRole, PolicyError, PolicyRequest, PolicySpec, SwitchEvery};
 use mpio_transport::name::IscsiName;
 use mpio_transport::pdu::Isid;
 use mpio_transport::text::OperationalOffer;
+use mpio_transport::login::LoginError;
 use mpio_transport::{
     Auth, ConnectionFailure, ConnectionSpec, ReadData, ScsiResult, SessionConfig, SessionEvent, SessionHandle,
     TaskError,
@@ -32,7 +33,8 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::core::{
-    Action, Completion, DeviceCore, DeviceSnapshot, FailureCause, Fence, IoError, IoErrorKind, Selection, Verdict,
+    Action, Completion, DeviceCore, DeviceSnapshot, FailureCause, Fence, IoError, IoErrorKind, PathStatus, Selection,
+    Verdict,
 };
 use crate::event::DeviceEvent;
 use crate::scsi::{LuAccess, request};
@@ -157,7 +159,8 @@ impl DeviceConfig {
     }
 }
 
-/// Why a device could not open or a command was refused.
+/// Why a device could not start or open, or a command was refused. Where the
+/// seed has a status code of the same meaning, [`DeviceError::code`] gives it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeviceError {
@@ -182,9 +185,57 @@ pub enum DeviceError {
         /// The name given.
         path: String,
     },
-    /// A policy change was refused.
+    /// The path is being removed: nothing more can be done with it.
+    #[error("path {path:?} of device {device} is being removed")]
+    PathRemoving {
+        /// Device.
+        device: String,
+        /// The path.
+        path: String,
+    },
+    /// A path name is used twice (in the configuration, or by a path added
+    /// at runtime).
+    #[error(
+        "path name {path:?} is taken in device {device}{}: give each path its own name (ISDSC_DUPLICATE_PATH_SPECIFIED)",
+        if *removing { " by a path being removed; wait for its removal" } else { "" }
+    )]
+    DuplicatePath {
+        /// Device.
+        device: String,
+        /// The name.
+        path: String,
+        /// Taken by a path that is being removed.
+        removing: bool,
+    },
+    /// A policy change, a path's role change or a removal was refused.
     #[error("{0}")]
-    Policy(String),
+    Policy(#[from] PolicyError),
+}
+
+impl DeviceError {
+    /// The seed status code (`ISDSC_*`, seed 004 lines 2873-3301) of the same
+    /// meaning, if there is one.
+    pub fn code(&self) -> Option<u32> {
+        self.status().map(|s| s.0)
+    }
+
+    /// The seed's symbolic name of [`DeviceError::code`].
+    pub fn symbol(&self) -> Option<&'static str> {
+        self.status().map(|s| s.1)
+    }
+
+    fn status(&self) -> Option<(u32, &'static str)> {
+        match self {
+            DeviceError::Config(_) => None,
+            // The seed's startup wait for persistent logins (004 line 3178).
+            DeviceError::NoPath { .. } => Some((0xEFFF_0047, "ISDSC_PERSISTENT_LOGIN_TIMEOUT")),
+            DeviceError::UnknownPath { .. } | DeviceError::PathRemoving { .. } => {
+                Some((0xEFFF_0059, "ISDSC_INVALID_PATH_ID"))
+            }
+            DeviceError::DuplicatePath { .. } => Some((0xEFFF_0057, "ISDSC_DUPLICATE_PATH_SPECIFIED")),
+            DeviceError::Policy(e) => Some((e.code(), e.symbol())),
+        }
+    }
 }
 
 /// What the device is: the logical unit behind every path.
@@ -252,27 +303,74 @@ struct Piece {
     blocks: u32,
 }
 
+/// The I/O side of one path.
 struct PathIo {
+    /// As configured (`mpio path list` shows the portal and source).
+    config: PathConfig,
     session: SessionHandle,
-    config: SessionConfig,
+    session_config: SessionConfig,
     lu: LuAccess,
-    group: Option<String>,
+}
+
+impl PathIo {
+    /// Starts the path's session: it connects and logs in in the background,
+    /// and keeps trying (except after a login refused for good).
+    fn spawn(template: &DeviceConfig, config: PathConfig) -> Result<PathIo, DeviceError> {
+        let session_config = template.session(&config);
+        let session = SessionHandle::spawn(session_config.clone())
+            .map_err(|e| DeviceError::Config(format!("path {}: {e}", config.name)))?;
+        let lu = LuAccess::new(session.clone(), template.lun);
+        Ok(PathIo { config, session, session_config, lu })
+    }
 }
 
 struct Inner {
     name: String,
+    /// What the sessions of paths are made from, also of paths added later
+    /// (its `paths` list is not kept: the path table is `paths` below).
+    template: DeviceConfig,
     core: Mutex<DeviceCore>,
-    paths: Vec<PathIo>,
-    names: Vec<String>,
+    /// The I/O side of each path by id, `None` once removed. Read for every
+    /// command, written only when paths are added or removed.
+    paths: RwLock<Vec<Option<Arc<PathIo>>>>,
     info: Mutex<Option<LuInfo>>,
-    expect_identity: Option<String>,
-    bring_up: Vec<Arc<dyn BringUp>>,
-    lun: Lun,
     /// Woken when paths become usable or fences clear.
     changed: Notify,
     /// Wakes the driver after a completion changed the core.
     kick: Notify,
     events: broadcast::Sender<(SystemTime, DeviceEvent)>,
+    /// To the driver (session events of every path, claims, probes, fences).
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Inner {
+    fn core(&self) -> MutexGuard<'_, DeviceCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path_io(&self, id: PathId) -> Option<Arc<PathIo>> {
+        self.paths.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned().flatten()
+    }
+
+    fn path_name(&self, id: PathId) -> String {
+        self.core().path_name(id).unwrap_or("?").to_owned()
+    }
+}
+
+/// Counts a request as waiting (for a path or a fence) while it lives.
+struct Waiting<'a>(&'a Inner);
+
+impl<'a> Waiting<'a> {
+    fn new(inner: &'a Inner) -> Waiting<'a> {
+        inner.core().wait_started();
+        Waiting(inner)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.core().wait_ended();
+    }
 }
 
 /// A multipath device. Cheap to clone. When the last clone is dropped,
@@ -297,100 +395,139 @@ enum Msg {
     Fenced(PathId, u64, Result<(), String>),
 }
 
+/// Forwards a path's session events to the driver.
+fn watch_session(id: PathId, session: &SessionHandle, tx: mpsc::UnboundedSender<Msg>) {
+    let mut sub = session.events();
+    let up = session.is_up();
+    tokio::spawn(async move {
+        if up {
+            let _ = tx.send(Msg::Session(id, SessionEvent::SessionUp { tsih: 0, reinstated: false }));
+        }
+        loop {
+            match sub.recv().await {
+                Ok(ev) => {
+                    if tx.send(Msg::Session(id, ev)).is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
 impl Device {
-    /// Logs in every path, claims them, and returns once one path carries
-    /// I/O (or fails after `startup_timeout`). Paths still connecting join
-    /// in the background.
-    pub async fn open(cfg: DeviceConfig) -> Result<Device, DeviceError> {
+    /// Starts the device and returns at once, with every path connecting in
+    /// the background; only configuration errors are returned. Sessions keep
+    /// retrying (backing off up to `reconnect_max`) until they log in,
+    /// except after a login the target refuses for good (authentication,
+    /// authorization, unknown target: seed event 70), which leaves the path
+    /// failed with the reason.
+    ///
+    /// Until a path is claimed, [`Device::info`] is `None` and requests wait
+    /// as in an all-paths-down hold, per the hold mode (counted from now):
+    /// `fail` fails them at once, `queue` waits, a hold time fails them when
+    /// it passes. Starting up is not counted as an outage
+    /// ([`DeviceSnapshot::starting`]). [`Device::wait_ready`] waits for the
+    /// first usable path. Must be called within a tokio runtime.
+    pub fn start(mut cfg: DeviceConfig) -> Result<Device, DeviceError> {
         if cfg.paths.is_empty() {
             return Err(DeviceError::Config(format!("device {} has no path", cfg.name)));
         }
         let names: Vec<String> = cfg.paths.iter().map(|p| p.name.clone()).collect();
         if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)).map(|(_, n)| n) {
-            return Err(DeviceError::Config(format!(
-                "path name {dup:?} is used twice (ISDSC_DUPLICATE_PATH_SPECIFIED)"
-            )));
+            return Err(DeviceError::DuplicatePath { device: cfg.name.clone(), path: dup.clone(), removing: false });
         }
         let problems: Vec<String> = cfg.timers.check().into_iter().filter(|p| p.fatal).map(|p| p.message).collect();
         if !problems.is_empty() {
             return Err(DeviceError::Config(format!("timers: {}", problems.join("; "))));
         }
-        let now = Instant::now();
-        let core = DeviceCore::new(cfg.timers.clone(), names.clone(), cfg.policy.clone(), now);
-        let (events, _) = broadcast::channel(1024);
-        let mut paths = Vec::new();
-        for p in &cfg.paths {
-            let config = cfg.session(p);
-            let session = SessionHandle::spawn(config.clone())
-                .map_err(|e| DeviceError::Config(format!("path {}: {e}", p.name)))?;
-            let lu = LuAccess::new(session.clone(), cfg.lun);
-            paths.push(PathIo { session, config, lu, group: p.group.clone() });
+        cfg.policy.check(&names)?;
+        let configs = std::mem::take(&mut cfg.paths);
+        let mut paths = Vec::with_capacity(configs.len());
+        for p in configs {
+            paths.push(Some(Arc::new(PathIo::spawn(&cfg, p)?)));
         }
+        let core = DeviceCore::new(cfg.timers.clone(), names, cfg.policy.clone(), Instant::now());
+        let (events, _) = broadcast::channel(1024);
+        let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             name: cfg.name.clone(),
+            template: cfg,
             core: Mutex::new(core),
-            paths,
-            names,
+            paths: RwLock::new(paths),
             info: Mutex::new(None),
-            expect_identity: cfg.expect_identity.clone(),
-            bring_up: cfg.bring_up.clone(),
-            lun: cfg.lun,
             changed: Notify::new(),
             kick: Notify::new(),
             events,
+            tx,
         });
-        let (tx, rx) = mpsc::unbounded_channel();
-        for (id, p) in inner.paths.iter().enumerate() {
-            let mut sub = p.session.events();
-            let up = p.session.is_up();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if up {
-                    let _ = tx.send(Msg::Session(id, SessionEvent::SessionUp { tsih: 0, reinstated: false }));
-                }
-                loop {
-                    match sub.recv().await {
-                        Ok(ev) => {
-                            if tx.send(Msg::Session(id, ev)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            });
+        for (id, p) in inner.paths.read().unwrap_or_else(|e| e.into_inner()).iter().enumerate() {
+            if let Some(p) = p {
+                watch_session(id, &p.session, inner.tx.clone());
+            }
         }
-        tokio::spawn(drive(Arc::downgrade(&inner), rx, tx));
-        let device = Device { inner: inner.clone() };
-        let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
+        tokio::spawn(drive(Arc::downgrade(&inner), rx));
+        Ok(Device { inner })
+    }
+
+    /// Waits until a path carries I/O. After `timeout`, fails with each
+    /// path's reason (its last login or claim failure, or "still
+    /// connecting"); the device keeps trying in the background.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DeviceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let notified = inner.changed.notified();
+            let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if device.usable_paths() > 0 {
-                return Ok(device);
+            if self.usable_paths() > 0 {
+                return Ok(());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let snap = device.snapshot();
-                let reasons = snap
+                let reasons = self
+                    .snapshot()
                     .paths
                     .iter()
                     .map(|p| {
-                        format!(
-                            "{}: {}",
-                            p.name,
-                            p.last_cause.as_ref().map_or("still connecting".into(), |c| c.to_string())
-                        )
+                        let why = p.last_cause.as_ref().map_or("still connecting".into(), ToString::to_string);
+                        format!("{}: {why}", p.name)
                     })
                     .collect();
-                return Err(DeviceError::NoPath { device: cfg.name, waited: cfg.startup_timeout, reasons });
+                return Err(DeviceError::NoPath { device: self.inner.name.clone(), waited: timeout, reasons });
             }
         }
     }
 
+    /// [`Device::start`], then [`Device::wait_ready`] for
+    /// `startup_timeout`. On failure no session is left running.
+    pub async fn open(cfg: DeviceConfig) -> Result<Device, DeviceError> {
+        let timeout = cfg.startup_timeout;
+        let device = Device::start(cfg)?;
+        if let Err(e) = device.wait_ready(timeout).await {
+            device.log_out_all().await;
+            return Err(e);
+        }
+        Ok(device)
+    }
+
+    /// Logs every session out (at most a login timeout).
+    async fn log_out_all(&self) {
+        let sessions: Vec<SessionHandle> = {
+            let paths = self.inner.paths.read().unwrap_or_else(|e| e.into_inner());
+            paths.iter().flatten().map(|p| p.session.clone()).collect()
+        };
+        let mut all = tokio::task::JoinSet::new();
+        for s in sessions {
+            all.spawn(async move {
+                let _ = s.logout().await;
+            });
+        }
+        let _ = tokio::time::timeout(self.inner.template.timers.login_timeout, all.join_all()).await;
+    }
+
     fn core(&self) -> MutexGuard<'_, DeviceCore> {
-        self.inner.core.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.core()
     }
 
     fn usable_paths(&self) -> usize {
@@ -412,6 +549,15 @@ impl Device {
         self.core().snapshot()
     }
 
+    /// The configuration of every path in the device (removed ones are
+    /// gone), in table order: the portal, source address or interface,
+    /// target and portal group of each. Join with
+    /// [`DeviceSnapshot::paths`] by name.
+    pub fn path_configs(&self) -> Vec<PathConfig> {
+        let paths = self.inner.paths.read().unwrap_or_else(|e| e.into_inner());
+        paths.iter().flatten().map(|p| p.config.clone()).collect()
+    }
+
     /// Subscribes to events (with wall-clock time).
     pub fn events(&self) -> broadcast::Receiver<(SystemTime, DeviceEvent)> {
         self.inner.events.subscribe()
@@ -419,16 +565,19 @@ impl Device {
 
     /// The session of a path (for diagnostics and tests).
     pub fn path_session(&self, name: &str) -> Option<SessionHandle> {
-        let id = self.inner.names.iter().position(|n| n == name)?;
-        self.inner.paths.get(id).map(|p| p.session.clone())
+        let id = self.core().path_id(name)?;
+        self.inner.path_io(id).map(|p| p.session.clone())
     }
 
+    /// The id of a path an administrator may act on.
     fn path_id(&self, name: &str) -> Result<PathId, DeviceError> {
-        self.inner
-            .names
-            .iter()
-            .position(|n| n == name)
-            .ok_or_else(|| DeviceError::UnknownPath { device: self.inner.name.clone(), path: name.into() })
+        let core = self.core();
+        let (device, path) = (self.inner.name.clone(), name.to_owned());
+        match core.path_id(name) {
+            Some(id) if core.status(id) == Some(PathStatus::Removing) => Err(DeviceError::PathRemoving { device, path }),
+            Some(id) => Ok(id),
+            None => Err(DeviceError::UnknownPath { device, path }),
+        }
     }
 
     fn after_admin(&self) {
@@ -438,9 +587,96 @@ impl Device {
 
     /// Changes the policy; refused changes leave the running one.
     pub fn set_policy(&self, req: &PolicyRequest) -> Result<(), DeviceError> {
-        let r = self.core().set_policy(Instant::now(), req).map_err(|e| DeviceError::Policy(e.to_string()));
+        let r = self.core().set_policy(Instant::now(), req).map_err(DeviceError::Policy);
         self.after_admin();
         r
+    }
+
+    /// Gives a path another role in the running policy (`mpio path
+    /// set-weight|set-active|set-standby`): a weight under `weighted`; under
+    /// `fail-over-only` [`PathRole::Active`] makes it the primary (the old
+    /// primary becomes the last standby); under `round-robin-subset` it
+    /// joins or leaves the active set. Other combinations, and demoting the
+    /// only preferred path, are refused with the seed's code and the fix
+    /// ([`PolicySpec::with_role`]).
+    pub fn set_path_role(&self, name: &str, role: PathRole) -> Result<(), DeviceError> {
+        let id = self.path_id(name)?;
+        let r = self.core().set_role(Instant::now(), id, role).map_err(DeviceError::Policy);
+        self.after_admin();
+        r
+    }
+
+    /// Adds a path at runtime (a configuration reload). It logs in, is
+    /// claimed (identity check, bring-up steps) like any path, then the
+    /// policy may use it, in the least preferred role
+    /// ([`PolicySpec::with_path`]): round robin and the load-driven policies
+    /// use it at once; under `fail-over-only` and `round-robin-subset` it is
+    /// the last standby; under `weighted` its weight is `u32::MAX` (the
+    /// lowest priority). Give it another role with
+    /// [`Device::set_path_role`]; until then it takes no I/O from a
+    /// configured path. Returns once the session is started, not logged in.
+    /// A name in use (also by a path being removed) is refused.
+    pub fn add_path(&self, path: PathConfig) -> Result<(), DeviceError> {
+        let name = path.name.clone();
+        let duplicate =
+            |removing| DeviceError::DuplicatePath { device: self.inner.name.clone(), path: name.clone(), removing };
+        if let Some(id) = self.core().path_id(&name) {
+            return Err(duplicate(self.core().status(id) == Some(PathStatus::Removing)));
+        }
+        let io = Arc::new(PathIo::spawn(&self.inner.template, path)?);
+        let Some(id) = self.core().add_path(Instant::now(), name.clone()) else {
+            // Added by a concurrent call meanwhile; this session ends unused.
+            return Err(duplicate(false));
+        };
+        {
+            let mut paths = self.inner.paths.write().unwrap_or_else(|e| e.into_inner());
+            if paths.len() <= id {
+                paths.resize(id + 1, None);
+            }
+            if let Some(slot) = paths.get_mut(id) {
+                *slot = Some(io.clone());
+            }
+        }
+        watch_session(id, &io.session, self.inner.tx.clone());
+        self.after_admin();
+        Ok(())
+    }
+
+    /// Removes a path at runtime, without I/O errors: it takes no new I/O at
+    /// once, the commands it carries complete (or, if it fails meanwhile,
+    /// are re-driven elsewhere, writes after its old nexus is fenced), then
+    /// its session logs out and the path is gone; returns then. Refused for
+    /// the device's last path (`ISDSC_CANT_REMOVE_LAST_CONNECTION`: remove
+    /// the device instead), for the fail-over-only primary and for the only
+    /// active path of round-robin-subset (`ISDSC_CANNOT_REMOVE_ACTIVE_CONNECTION`:
+    /// make another path primary or active first). The health of the other
+    /// paths is not checked: removing the only working path leaves the
+    /// device in the all-paths-down hold.
+    pub async fn remove_path(&self, name: &str) -> Result<(), DeviceError> {
+        let id = self.path_id(name)?;
+        self.core().remove_path(Instant::now(), id)?;
+        self.after_admin();
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.core().in_flight(id) == 0 {
+                break;
+            }
+            notified.await;
+        }
+        if let Some(io) = self.inner.path_io(id) {
+            let logout = tokio::time::timeout(self.inner.template.timers.login_timeout, io.session.logout()).await;
+            if !matches!(logout, Ok(Ok(()))) {
+                warn!(device = %self.inner.name, path = name, "logout of a removed path failed; closing its session");
+            }
+        }
+        self.core().path_removed(Instant::now(), id);
+        if let Some(slot) = self.inner.paths.write().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+            *slot = None;
+        }
+        self.after_admin();
+        Ok(())
     }
 
     /// Takes a path out of service (`mpio path fail`).
@@ -473,12 +709,25 @@ impl Device {
 
     // ---- I/O -------------------------------------------------------------
 
-    fn lu(&self) -> Result<LuInfo, IoError> {
-        self.info().ok_or_else(|| IoError {
-            kind: IoErrorKind::NoPath,
-            errno: 5,
-            message: "no path claimed yet".into(),
-        })
+    /// The logical unit, waiting for the first claim as requests wait for a
+    /// path in an all-paths-down hold (the size and block size are needed to
+    /// split a request into commands).
+    async fn lu(&self) -> Result<LuInfo, IoError> {
+        if let Some(lu) = self.info() {
+            return Ok(lu);
+        }
+        let _waiting = Waiting::new(&self.inner);
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(lu) = self.info() {
+                return Ok(lu);
+            }
+            let until = self.core().hold(Instant::now())?;
+            self.inner.kick.notify_one();
+            wait(notified, until).await;
+        }
     }
 
     fn check_range(lu: &LuInfo, offset: u64, len: u64) -> Result<(), IoError> {
@@ -511,7 +760,7 @@ impl Device {
 
     /// Reads `len` bytes at `offset`.
     pub async fn read(&self, offset: u64, len: u64) -> Result<ReadData, IoError> {
-        let lu = self.lu()?;
+        let lu = self.lu().await?;
         let mut out = ReadData::default();
         for p in Self::pieces(&lu, offset, len, Self::chunk(&lu))? {
             let cmd = cdb::read16(p.lba, p.blocks, lu.block_len, false).map_err(cdb_error)?;
@@ -523,7 +772,7 @@ impl Device {
     /// Writes `data` at `offset`; `fua`: on stable media before it
     /// completes.
     pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
-        let lu = self.lu()?;
+        let lu = self.lu().await?;
         for p in Self::pieces(&lu, offset, data.len() as u64, Self::chunk(&lu))? {
             let cmd = cdb::write16(p.lba, p.blocks, lu.block_len, fua).map_err(cdb_error)?;
             let part = data.slice(p.rel as usize..(p.rel + p.len) as usize);
@@ -540,7 +789,7 @@ impl Device {
 
     /// Deallocates a range (UNMAP), in commands the LU accepts.
     pub async fn discard(&self, offset: u64, len: u64) -> Result<(), IoError> {
-        let lu = self.lu()?;
+        let lu = self.lu().await?;
         if !lu.unmap {
             return Err(IoError {
                 kind: IoErrorKind::Device,
@@ -560,7 +809,7 @@ impl Device {
     /// Writes zeroes to a range (WRITE SAME(16), or plain writes when the
     /// LU lacks it).
     pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), IoError> {
-        let lu = self.lu()?;
+        let lu = self.lu().await?;
         if !lu.write_same {
             let chunk = Self::chunk(&lu).min(1 << 20);
             let zeros = Bytes::from(vec![0u8; chunk as usize]);
@@ -614,24 +863,43 @@ impl Device {
             let ticket = match selection {
                 Selection::Path(t) => t,
                 Selection::Hold(until) => {
+                    let _waiting = Waiting::new(inner);
                     inner.kick.notify_one();
-                    match until {
-                        Some(t) => {
-                            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(t), notified).await;
-                        }
-                        None => notified.await,
-                    }
+                    wait(notified, until).await;
                     continue;
                 }
                 Selection::Fail(e) => return Err(e),
             };
-            let Some(path) = inner.paths.get(ticket.path) else { continue };
             let t0 = Instant::now();
-            let result = path.session.execute(request(inner.lun, cmd, data.clone())).await;
-            let completion = classify_result(&result);
-            let verdict = self.core().complete(Instant::now(), ticket, t0.elapsed(), completion, attempt);
+            let completion = match inner.path_io(ticket.path) {
+                Some(path) => {
+                    let result = path.session.execute(request(inner.template.lun, cmd, data.clone())).await;
+                    Ok((classify_result(&result), result))
+                }
+                // Cannot happen: a path's I/O side goes only after the path
+                // was drained and left the policy. Should it, send again.
+                None => Err(Completion::Retry { immediate: true, why: "path removed".into() }),
+            };
+            let (completion, result) = match completion {
+                Ok((c, r)) => (c, Some(r)),
+                Err(c) => (c, None),
+            };
+            let (verdict, draining) = {
+                let mut core = self.core();
+                let verdict = core.complete(Instant::now(), ticket, t0.elapsed(), completion, attempt);
+                (verdict, core.status(ticket.path) == Some(PathStatus::Removing))
+            };
+            if draining {
+                // remove_path waits for the path's last command.
+                inner.changed.notify_waiters();
+            }
             match verdict {
                 Verdict::Done => {
+                    let result = result.ok_or_else(|| IoError {
+                        kind: IoErrorKind::Device,
+                        errno: 5,
+                        message: "no result for a completed command".into(),
+                    })?;
                     return result.map_err(|e| IoError { kind: IoErrorKind::Device, errno: 5, message: e.to_string() });
                 }
                 Verdict::Redrive { fence: f } => {
@@ -650,6 +918,7 @@ impl Device {
     }
 
     async fn wait_fence(&self, f: Fence) {
+        let _waiting = Waiting::new(&self.inner);
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
@@ -662,6 +931,16 @@ impl Device {
             // only guards against a lost wake-up.
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
         }
+    }
+}
+
+/// Waits for `notified`, at most until `until`.
+async fn wait(notified: impl Future<Output = ()>, until: Option<Instant>) {
+    match until {
+        Some(t) => {
+            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(t), notified).await;
+        }
+        None => notified.await,
     }
 }
 
@@ -718,6 +997,24 @@ fn describe(r: &ScsiResult, sense: &Option<Sense>) -> String {
     }
 }
 
+/// The seed event of a failed login attempt (digest section 11.1).
+fn login_seed_event(f: &ConnectionFailure) -> Option<u32> {
+    match f {
+        ConnectionFailure::Connect { .. } => Some(1),
+        ConnectionFailure::Login(e) => Some(match e {
+            LoginError::Timeout(_) => 43,
+            LoginError::Closed => 59,
+            LoginError::AuthDowngrade(_) => 38,
+            LoginError::ChapRequired => 40,
+            LoginError::NoAuthMethod => 41,
+            LoginError::Protocol(_) => 11,
+            LoginError::RedirectLoop { .. } => 12,
+            _ => 10,
+        }),
+        _ => None,
+    }
+}
+
 fn failure_cause(f: &ConnectionFailure) -> FailureCause {
     let kind = match f {
         ConnectionFailure::NopTimeout(_) => "nop_timeout",
@@ -731,7 +1028,7 @@ fn failure_cause(f: &ConnectionFailure) -> FailureCause {
 }
 
 /// The background driver: session events, claims, probes, fences, timers.
-async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc::UnboundedSender<Msg>) {
+async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
         // Run the core's actions and publish its events.
@@ -742,13 +1039,13 @@ async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc
             (actions, events, core.poll_timeout())
         };
         for a in actions {
-            start_action(&inner, a, tx.clone());
+            start_action(&inner, a);
         }
         if !events.is_empty() {
             let now_i = Instant::now();
             let now_s = SystemTime::now();
             for e in events {
-                let path = e.path.and_then(|p| inner.names.get(p)).map_or("-", String::as_str);
+                let path = e.path_name.as_deref().unwrap_or("-");
                 info!(device = %inner.name, path, event = e.kind.name(), reason = %e.reason, "device event");
                 let at = now_s.checked_sub(now_i.saturating_duration_since(e.at)).unwrap_or(now_s);
                 let _ = inner.events.send((at, e));
@@ -769,7 +1066,7 @@ async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc
         };
         let now = Instant::now();
         match msg {
-            Some(m) => handle_msg(&inner, now, m, &tx),
+            Some(m) => handle_msg(&inner, now, m),
             None => {
                 inner.core.lock().unwrap_or_else(|e| e.into_inner()).handle_timeout(now);
             }
@@ -780,20 +1077,28 @@ async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg>, tx: mpsc
     }
 }
 
-fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg, tx: &mpsc::UnboundedSender<Msg>) {
-    let core = || inner.core.lock().unwrap_or_else(|e| e.into_inner());
+fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
+    let core = || inner.core();
     match msg {
         Msg::Session(id, SessionEvent::SessionUp { reinstated, .. }) => {
             // Claim before use: identity (and the bring-up hook) first.
             let inner = inner.clone();
-            let tx = tx.clone();
             tokio::spawn(async move {
                 let r = claim(&inner, id).await;
-                let _ = tx.send(Msg::Claimed(id, reinstated, r));
+                let _ = inner.tx.send(Msg::Claimed(id, reinstated, r));
             });
         }
         Msg::Session(id, SessionEvent::SessionDown { reason, permanent }) => {
             core().session_down(now, id, failure_cause(&reason), permanent);
+        }
+        Msg::Session(
+            id,
+            SessionEvent::ConnectionDown {
+                reason: reason @ (ConnectionFailure::Connect { .. } | ConnectionFailure::Login(_)),
+                ..
+            },
+        ) => {
+            core().login_failed(now, id, failure_cause(&reason), login_seed_event(&reason));
         }
         Msg::Session(..) => {}
         Msg::Claimed(id, reinstated, Ok(group)) => {
@@ -802,9 +1107,9 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg, tx: &mpsc::UnboundedSe
             c.session_up(now, id, reinstated);
         }
         Msg::Claimed(id, _, Err(reason)) => {
-            warn!(device = %inner.name, path = inner.names.get(id).map_or("?", String::as_str), %reason, "path refused");
+            warn!(device = %inner.name, path = %inner.path_name(id), %reason, "path refused");
             core().refuse(now, id, reason);
-            if let Some(p) = inner.paths.get(id) {
+            if let Some(p) = inner.path_io(id) {
                 // A path to another LU must not keep a nexus open.
                 let s = p.session.clone();
                 tokio::spawn(async move {
@@ -821,8 +1126,9 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg, tx: &mpsc::UnboundedSe
 /// to get here defines it. Returns the path's portal group: configured,
 /// or the target name and the TargetPortalGroupTag the target declared.
 async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String> {
-    let path = inner.paths.get(id).ok_or("no such path")?;
-    let name = inner.names.get(id).map_or("?", String::as_str);
+    let path = inner.path_io(id).ok_or("no such path")?;
+    let name = inner.path_name(id);
+    let name = name.as_str();
     let lu = &path.lu;
     lu.test_unit_ready().await.map_err(|e| format!("{name}: {e}"))?;
     let identity = lu
@@ -862,7 +1168,7 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
         write_same: lbp.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
         max_write_same_blocks: limits.as_ref().map(|l| l.max_write_same_len).filter(|&n| n != 0),
     };
-    if let Some(want) = &inner.expect_identity
+    if let Some(want) = &inner.template.expect_identity
         && &found.identity != want
     {
         return Err(format!(
@@ -870,11 +1176,11 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
             found.describe()
         ));
     }
-    let group = match &path.group {
+    let group = match &path.config.group {
         Some(g) => Some(g.clone()),
         None => path.session.snapshot().await.ok().and_then(|s| {
             let tpgt = s.connections.iter().find_map(|c| c.tpgt)?;
-            Some(format!("{} tpgt {tpgt}", path.config.target_name.as_ref().map_or("", |n| n.as_str())))
+            Some(format!("{} tpgt {tpgt}", path.session_config.target_name.as_ref().map_or("", |n| n.as_str())))
         }),
     };
     {
@@ -894,16 +1200,17 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
             }
         }
     }
-    for step in &inner.bring_up {
+    for step in &inner.template.bring_up {
         step.before_io(name, lu).await.map_err(|e| format!("path {name}: bring-up step {step:?} failed: {e}"))?;
     }
     Ok(group)
 }
 
-fn start_action(inner: &Arc<Inner>, action: Action, tx: mpsc::UnboundedSender<Msg>) {
+fn start_action(inner: &Arc<Inner>, action: Action) {
+    let tx = inner.tx.clone();
     match action {
         Action::Probe(id) => {
-            let Some(p) = inner.paths.get(id) else { return };
+            let Some(p) = inner.path_io(id) else { return };
             let lu = p.lu.clone();
             tokio::spawn(async move {
                 let r = lu.test_unit_ready().await.map_err(|e| e.to_string());
@@ -911,11 +1218,11 @@ fn start_action(inner: &Arc<Inner>, action: Action, tx: mpsc::UnboundedSender<Ms
             });
         }
         Action::Fence { path, epoch, via } => {
-            let Some(p) = inner.paths.get(path) else { return };
+            let Some(p) = inner.path_io(path) else { return };
             let portals: Vec<_> =
-                via.iter().filter_map(|v| inner.paths.get(*v)).map(|v| v.config.connections.clone()).collect();
-            let cfg = p.config.clone();
-            let name = inner.names.get(path).cloned().unwrap_or_default();
+                via.iter().filter_map(|v| inner.path_io(*v)).map(|v| v.session_config.connections.clone()).collect();
+            let cfg = p.session_config.clone();
+            let name = inner.path_name(path);
             tokio::spawn(async move {
                 let r = fence(cfg, portals).await;
                 if let Err(e) = &r {

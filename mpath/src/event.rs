@@ -52,6 +52,18 @@ pub enum EventKind {
     /// The old nexus of a failed path can no longer run its commands:
     /// writes caught on it may go elsewhere.
     FenceCleared,
+    /// A login attempt of a path failed: connect refused or timed out, the
+    /// target refused the login (wrong CHAP secret, unknown target, ...).
+    /// Reported once per new reason while the path keeps retrying. Seed
+    /// event 1 (connect), 10 (login refused), 43 (login timeout), 59
+    /// (connection closed during login), 38/40/41 (authentication setup).
+    LoginFailed,
+    /// A path was added at runtime; it connects and is claimed like any path.
+    PathAdded,
+    /// A path is being removed: it takes no new I/O and drains.
+    PathRemoving,
+    /// A removed path is drained and logged out.
+    PathRemoved,
 }
 
 /// One event.
@@ -61,6 +73,8 @@ pub struct DeviceEvent {
     pub at: Instant,
     /// The path, if the event is about one.
     pub path: Option<PathId>,
+    /// Its name (also for a path removed since).
+    pub path_name: Option<String>,
     /// What happened.
     pub kind: EventKind,
     /// Why, in words.
@@ -88,6 +102,10 @@ impl EventKind {
             EventKind::PolicyChanged => "policy_changed",
             EventKind::ClaimRefused => "claim_refused",
             EventKind::FenceCleared => "fence_cleared",
+            EventKind::LoginFailed => "login_failed",
+            EventKind::PathAdded => "path_added",
+            EventKind::PathRemoving => "path_removing",
+            EventKind::PathRemoved => "path_removed",
         }
     }
 }

@@ -20,6 +20,6 @@ pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, LuInfo, 
 pub use event::{DeviceEvent, EventKind};
 // The policy types are part of the device's API (config and runtime
 // changes), so users of the device need not name the policies crate.
-pub use mpio_policies::{PathId, PolicyKind, PolicyRequest, PolicySpec, SwitchEvery};
+pub use mpio_policies::{PathId, PathRole, PolicyError, PolicyKind, PolicyRequest, PolicySpec, SwitchEvery};
 pub use stats::{Op, PathStats};
 pub use timers::{FailbackMode, HoldMode, TimerConfig};

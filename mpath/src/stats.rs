@@ -72,6 +72,9 @@ pub struct PathStats {
     pub redriven: u64,
     /// Transient-condition retries.
     pub retries: u64,
+    /// Login attempts that failed (connect or login refused), each retry
+    /// counted; the path's failures by cause count incidents instead.
+    pub login_failures: u64,
 }
 
 impl PathStats {

@@ -1,10 +1,10 @@
 //! Why a policy request was refused, with the seed's status codes.
 
-use crate::spec::{PolicyKind, SwitchEvery};
+use crate::spec::{PathRole, PolicyKind, SwitchEvery};
 
-/// A refused policy request (CLI/API error). Each carries the Microsoft iSCSI
-/// initiator status code of the same meaning (seed 004 lines 3234-3301; digest
-/// section 1.2) as [`PolicyError::code`] / [`PolicyError::symbol`], and its message
+/// A refused policy request or path change (CLI/API error). Each carries the Microsoft
+/// iSCSI initiator status code of the same meaning (seed 004 lines 3134, 3234-3301;
+/// digest sections 1.2 and 12) as [`PolicyError::code`] / [`PolicyError::symbol`], and its message
 /// names the problem and the fix. The running policy is left unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -85,10 +85,63 @@ pub enum PolicyError {
         /// The policy that takes the parameter.
         takes: PolicyKind,
     },
+    /// Removing the device's last path (004 line 3134: the session should be logged out
+    /// instead, line 2610).
+    #[error("cannot remove path {name:?}: it is the device's last path; remove the device instead")]
+    LastPath {
+        /// The path.
+        name: String,
+    },
+    /// Removing or demoting the path the policy prefers: the primary of
+    /// fail-over-only, the only active path of round-robin-subset (004 line 3299 for
+    /// removal; line 3260 for a demotion, which would leave no primary).
+    #[error(
+        "cannot {} path {name:?}: it is the {} of {policy}; make another path {} first (mpio path set-active <path>), or change the policy",
+        if *removing { "remove" } else { "make a standby of" },
+        preferred_role(*policy),
+        if *policy == PolicyKind::FailOverOnly { "primary" } else { "active" }
+    )]
+    PreferredPath {
+        /// The path.
+        name: String,
+        /// The running policy.
+        policy: PolicyKind,
+        /// Removal (else a demotion to standby).
+        removing: bool,
+    },
+    /// A per-path role the running policy does not have (ISDSC_INVALID_PARAMETER).
+    #[error(
+        "{policy} has no per-path {}; {} take{} it: change the policy first (mpio policy set)",
+        role_kind(*role),
+        role.policies().iter().map(|k| k.name()).collect::<Vec<_>>().join(" and "),
+        if role.policies().len() == 1 { "s" } else { "" }
+    )]
+    RoleNotTaken {
+        /// The role asked for.
+        role: PathRole,
+        /// The running policy.
+        policy: PolicyKind,
+    },
+}
+
+/// What the policy's preferred path is called, for messages.
+fn preferred_role(policy: PolicyKind) -> &'static str {
+    match policy {
+        PolicyKind::FailOverOnly => "primary path",
+        _ => "only active path",
+    }
+}
+
+/// The kind of role, for messages.
+fn role_kind(role: PathRole) -> &'static str {
+    match role {
+        PathRole::Weight(_) => "weight",
+        PathRole::Active | PathRole::Standby => "active/standby role",
+    }
 }
 
 impl PolicyError {
-    /// The seed status code (`ISDSC_*`, 004 lines 3234-3262).
+    /// The seed status code (`ISDSC_*`, 004 lines 3134, 3234-3301).
     pub fn code(&self) -> u32 {
         self.status().0
     }
@@ -103,12 +156,17 @@ impl PolicyError {
             PolicyError::UnknownPolicy { .. } => (0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY"),
             PolicyError::ZeroSwitch { .. }
             | PolicyError::InvalidSwitch { .. }
-            | PolicyError::ParameterNotTaken { .. } => (0xEFFF_0056, "ISDSC_INVALID_PARAMETER"),
+            | PolicyError::ParameterNotTaken { .. }
+            | PolicyError::RoleNotTaken { .. } => (0xEFFF_0056, "ISDSC_INVALID_PARAMETER"),
             PolicyError::DuplicatePath { .. } => (0xEFFF_0057, "ISDSC_DUPLICATE_PATH_SPECIFIED"),
             PolicyError::PathCountMismatch { .. } => (0xEFFF_0058, "ISDSC_PATH_COUNT_MISMATCH"),
             PolicyError::InvalidPath { .. } => (0xEFFF_0059, "ISDSC_INVALID_PATH_ID"),
             PolicyError::MultiplePrimaries { .. } => (0xEFFF_005A, "ISDSC_MULTIPLE_PRIMARY_PATHS_SPECIFIED"),
-            PolicyError::NoPrimary | PolicyError::EmptyActiveSet => (0xEFFF_005B, "ISDSC_NO_PRIMARY_PATH_SPECIFIED"),
+            PolicyError::NoPrimary
+            | PolicyError::EmptyActiveSet
+            | PolicyError::PreferredPath { removing: false, .. } => (0xEFFF_005B, "ISDSC_NO_PRIMARY_PATH_SPECIFIED"),
+            PolicyError::LastPath { .. } => (0xEFFF_003D, "ISDSC_CANT_REMOVE_LAST_CONNECTION"),
+            PolicyError::PreferredPath { removing: true, .. } => (0xEFFF_0065, "ISDSC_CANNOT_REMOVE_ACTIVE_CONNECTION"),
         }
     }
 }

@@ -66,6 +66,14 @@ impl Policy for FailOverOnly {
         self.decide(paths).into_iter().collect()
     }
 
+    fn respec(&mut self, spec: &PolicySpec) -> bool {
+        let PolicySpec::FailOverOnly { primary, standby_order } = spec else { return false };
+        self.primary = *primary;
+        self.order = standby_order.clone();
+        self.spec = spec.clone();
+        true
+    }
+
     fn spec(&self) -> &PolicySpec {
         &self.spec
     }

@@ -37,6 +37,11 @@ impl Policy for LeastQueueDepth {
         ready_ids(paths)
     }
 
+    fn respec(&mut self, spec: &PolicySpec) -> bool {
+        // No parameters: only the same policy is taken.
+        spec == &PolicySpec::LeastQueueDepth
+    }
+
     fn spec(&self) -> &PolicySpec {
         &self.spec
     }
@@ -68,6 +73,11 @@ impl Policy for LeastBlocks {
 
     fn active(&self, paths: &[PathView]) -> Vec<PathId> {
         ready_ids(paths)
+    }
+
+    fn respec(&mut self, spec: &PolicySpec) -> bool {
+        // No parameters: only the same policy is taken.
+        spec == &PolicySpec::LeastBlocks
     }
 
     fn spec(&self) -> &PolicySpec {
@@ -155,6 +165,11 @@ impl Policy for ServiceTime {
 
     fn active(&self, paths: &[PathView]) -> Vec<PathId> {
         ready_ids(paths)
+    }
+
+    fn respec(&mut self, spec: &PolicySpec) -> bool {
+        // No parameters: only the same policy is taken.
+        spec == &PolicySpec::ServiceTime
     }
 
     fn spec(&self) -> &PolicySpec {

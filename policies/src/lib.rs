@@ -67,6 +67,7 @@ mod least;
 mod round_robin;
 mod spec;
 mod subset;
+mod table;
 mod validate;
 mod weighted;
 
@@ -76,10 +77,12 @@ mod tests;
 mod testutil;
 
 pub use error::PolicyError;
-pub use spec::{PolicyKind, PolicySpec, SwitchEvery};
+pub use spec::{PathRole, PolicyKind, PolicySpec, SwitchEvery};
+pub use table::PathTable;
 pub use validate::PolicyRequest;
 
-/// Index of a path in the device's path table (0..n, stable while the device lives).
+/// Index of a path in the device's path table, stable while the device lives: a path
+/// removed at runtime leaves a hole and its id is not reused ([`PathTable`]).
 pub type PathId = usize;
 
 /// What the core tells the policy about one path, per call.
@@ -146,6 +149,11 @@ pub trait Policy: Send + std::fmt::Debug {
     fn on_paths_changed(&mut self, paths: &[PathView]) {
         let _ = paths;
     }
+    /// Takes new parameters of the same policy (a path added or removed, a path's role
+    /// or weight changed) and keeps the cursors and the sticky standby, so such a
+    /// change moves no I/O that the new parameters do not move. Returns false, and
+    /// changes nothing, when `spec` is another policy: build a new instance then.
+    fn respec(&mut self, spec: &PolicySpec) -> bool;
 }
 
 /// The view of path `id`: `paths[id]` when the table is in order, else a search.

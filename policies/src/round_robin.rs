@@ -60,6 +60,13 @@ impl Policy for RoundRobin {
         ready_ids(paths)
     }
 
+    fn respec(&mut self, spec: &PolicySpec) -> bool {
+        let PolicySpec::RoundRobin { switch } = spec else { return false };
+        self.switch = *switch;
+        self.spec = spec.clone();
+        true
+    }
+
     fn spec(&self) -> &PolicySpec {
         &self.spec
     }

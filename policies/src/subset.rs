@@ -103,6 +103,14 @@ impl Policy for RoundRobinSubset {
         }
     }
 
+    fn respec(&mut self, spec: &PolicySpec) -> bool {
+        let PolicySpec::RoundRobinSubset { active, standby_order } = spec else { return false };
+        self.set = active.clone();
+        self.order = standby_order.clone();
+        self.spec = spec.clone();
+        true
+    }
+
     fn spec(&self) -> &PolicySpec {
         &self.spec
     }

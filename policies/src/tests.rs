@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use crate::{PathId, PathView, PolicyKind, PolicyRequest, PolicySpec, Request, SwitchEvery};
+use crate::{PathId, PathRole, PathView, PolicyKind, PolicyRequest, PolicySpec, Request, SwitchEvery};
 
 const MAX_PATHS: usize = 6;
 
@@ -186,4 +186,70 @@ fn one_standby_at_a_time() {
             Ok(())
         })
         .unwrap();
+}
+
+/// A runtime change of the path table or of a role.
+#[derive(Clone, Debug)]
+enum Change {
+    Add,
+    Remove(PathId),
+    Role(PathId, PathRole),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let id = 0..MAX_PATHS + 2;
+    prop_oneof![
+        Just(Change::Add),
+        id.clone().prop_map(Change::Remove),
+        (id, prop_oneof![Just(PathRole::Active), Just(PathRole::Standby), any::<u32>().prop_map(PathRole::Weight)])
+            .prop_map(|(id, role)| Change::Role(id, role)),
+    ]
+}
+
+proptest! {
+    /// Starting from any valid spec, paths added, removed and given roles keep the spec
+    /// consistent with the table (holes included); refusals carry seed codes and leave
+    /// the spec as it was; the last path is never removed.
+    #[test]
+    fn runtime_changes_keep_specs_consistent(
+        n in 1..=MAX_PATHS,
+        kind in prop::sample::select(PolicyKind::ALL.to_vec()),
+        changes in prop::collection::vec(change(), 1..20),
+    ) {
+        let mut table: Vec<Option<String>> = (0..n).map(|i| Some(format!("p{i}"))).collect();
+        let mut spec = PolicySpec::RoundRobin { switch: SwitchEvery::Ios(1) };
+        let first = table.first().cloned().flatten().unwrap_or_default();
+        let req = PolicyRequest {
+            policy: kind.name().to_owned(),
+            primary: (kind == PolicyKind::FailOverOnly).then(|| vec![first.clone()]),
+            active: (kind == PolicyKind::RoundRobinSubset).then(|| vec![first.clone()]),
+            ..PolicyRequest::default()
+        };
+        spec = req.validate(&table, Some(&spec)).expect("a valid start");
+        for c in changes {
+            let before = spec.clone();
+            let result = match c {
+                Change::Add => {
+                    table.push(Some(format!("p{}", table.len())));
+                    Ok(spec.with_path(table.len() - 1))
+                }
+                Change::Remove(id) => spec.without_path(&table, id).inspect(|_| {
+                    if let Some(slot) = table.get_mut(id) {
+                        *slot = None;
+                    }
+                }),
+                Change::Role(id, role) => spec.with_role(&table, id, role),
+            };
+            match result {
+                Ok(s) => spec = s,
+                Err(e) => {
+                    prop_assert!(e.symbol().starts_with("ISDSC_"), "{e}");
+                    prop_assert_eq!(&spec, &before);
+                }
+            }
+            prop_assert_eq!(spec.check(&table), Ok(()), "{:?} with {:?}", spec, table);
+            prop_assert!(table.iter().any(Option::is_some));
+            prop_assert_eq!(spec.kind(), kind);
+        }
+    }
 }

@@ -2,12 +2,15 @@
 
 use crate::PathId;
 use crate::error::PolicyError;
-use crate::spec::{PolicyKind, PolicySpec, SwitchEvery, known};
+use crate::spec::{PolicyKind, PolicySpec, SwitchEvery};
+use crate::table::{PathTable, is_live, known, live};
 
 pub(crate) const PARAM_WEIGHTS: &str = "--weights";
 pub(crate) const PARAM_ACTIVE: &str = "--active";
 pub(crate) const PARAM_PRIMARY: &str = "--primary";
 pub(crate) const PARAM_SWITCH: &str = "--switch";
+/// A path named by a runtime change (`mpio path remove|set-*`).
+pub(crate) const PARAM_PATH: &str = "path";
 
 /// A policy change as requested by `mpio policy set` or the control API, with paths
 /// by name. [`PolicyRequest::validate`] turns it into a [`PolicySpec`].
@@ -27,11 +30,12 @@ pub struct PolicyRequest {
 }
 
 impl PolicyRequest {
-    /// Validates the request against the device's path names (in path-table order) and
-    /// the running policy, and returns the spec to build. Checks, in this order: the
-    /// policy name; parameters the policy does not take; each list in order (a name the
-    /// device does not have, a path named twice); then paths `--weights` leaves out; then
-    /// the counts (one primary, a non-empty active set, a non-zero switch).
+    /// Validates the request against the device's path table (names by path id, see
+    /// [`PathTable`]: removed paths are skipped) and the running policy, and returns
+    /// the spec to build. Checks, in this order: the policy name; parameters the
+    /// policy does not take; each list in order (a name the device does not have, a
+    /// path named twice); then paths `--weights` leaves out; then the counts (one
+    /// primary, a non-empty active set, a non-zero switch).
     ///
     /// A path is named by its name; a decimal number that is no path's name is taken as
     /// a path id (the seed's "PathId", 004 line 3251).
@@ -55,10 +59,13 @@ impl PolicyRequest {
     /// (a demoted primary goes last); otherwise path-table order (digest 1.2: "configured
     /// order, then lowest path id"). A config file can give any order by building the
     /// [`PolicySpec`] directly.
-    pub fn validate(&self, path_names: &[String], current: Option<&PolicySpec>) -> Result<PolicySpec, PolicyError> {
+    pub fn validate<T: PathTable + ?Sized>(
+        &self,
+        paths: &T,
+        current: Option<&PolicySpec>,
+    ) -> Result<PolicySpec, PolicyError> {
         let kind: PolicyKind = self.policy.parse()?;
         self.refuse_foreign(kind)?;
-        let n = path_names.len();
         match kind {
             PolicyKind::FailOverOnly => {
                 let running = match current {
@@ -66,15 +73,15 @@ impl PolicyRequest {
                     _ => None,
                 };
                 let primary = match (&self.primary, running) {
-                    (Some(names), _) => match resolve_all(PARAM_PRIMARY, names, path_names)?.as_slice() {
+                    (Some(names), _) => match resolve_all(PARAM_PRIMARY, names, paths)?.as_slice() {
                         [] => return Err(PolicyError::NoPrimary),
                         [one] => *one,
                         _ => return Err(PolicyError::MultiplePrimaries { names: names.clone() }),
                     },
-                    (None, Some((primary, _))) if primary < n => primary,
+                    (None, Some((primary, _))) if is_live(paths, primary) => primary,
                     (None, _) => return Err(PolicyError::NoPrimary),
                 };
-                let standby_order = standby_order(n, &[primary], running.map(|(_, order)| order.as_slice()));
+                let standby_order = standby_order(paths, &[primary], running.map(|(_, order)| order.as_slice()));
                 Ok(PolicySpec::FailOverOnly { primary, standby_order })
             }
             PolicyKind::RoundRobin => {
@@ -94,36 +101,34 @@ impl PolicyRequest {
                     _ => None,
                 };
                 let active = match (&self.active, running) {
-                    (Some(names), _) => resolve_all(PARAM_ACTIVE, names, path_names)?,
-                    (None, Some((active, _))) => distinct(n, active.iter().copied()),
+                    (Some(names), _) => resolve_all(PARAM_ACTIVE, names, paths)?,
+                    (None, Some((active, _))) => distinct(paths, active.iter().copied()),
                     (None, None) => Vec::new(),
                 };
                 if active.is_empty() {
                     return Err(PolicyError::EmptyActiveSet);
                 }
-                let standby_order = standby_order(n, &active, running.map(|(_, order)| order.as_slice()));
+                let standby_order = standby_order(paths, &active, running.map(|(_, order)| order.as_slice()));
                 Ok(PolicySpec::RoundRobinSubset { active, standby_order })
             }
             PolicyKind::Weighted => {
+                let n = paths.slots();
                 let weights = match (&self.weights, current) {
                     (Some(given), _) => {
                         let names: Vec<String> = given.iter().map(|(name, _)| name.clone()).collect();
-                        let ids = resolve_all(PARAM_WEIGHTS, &names, path_names)?;
-                        if ids.len() != n {
-                            let missing: Vec<&str> = path_names
-                                .iter()
-                                .enumerate()
-                                .filter(|(id, _)| !ids.contains(id))
-                                .map(|(_, name)| name.as_str())
-                                .collect();
+                        let ids = resolve_all(PARAM_WEIGHTS, &names, paths)?;
+                        let missing: Vec<&str> =
+                            live(paths).filter(|id| !ids.contains(id)).filter_map(|id| paths.name(id)).collect();
+                        if !missing.is_empty() {
                             return Err(PolicyError::PathCountMismatch {
                                 param: PARAM_WEIGHTS,
                                 given: ids.len(),
-                                expected: n,
+                                expected: ids.len() + missing.len(),
                                 missing: missing.join(", "),
                             });
                         }
-                        let mut weights = vec![0; n];
+                        // Holes (removed paths) weigh nothing anyone reads.
+                        let mut weights = vec![u32::MAX; n];
                         for (&id, (_, w)) in ids.iter().zip(given) {
                             if let Some(slot) = weights.get_mut(id) {
                                 *slot = *w;
@@ -162,38 +167,45 @@ impl PolicyRequest {
 }
 
 /// The standby order: the running one (`current`) without the `excluded` paths,
-/// followed by the paths it lacks in table order.
-fn standby_order(n: usize, excluded: &[PathId], current: Option<&[PathId]>) -> Vec<PathId> {
-    let all = current.unwrap_or_default().iter().copied().chain(0..n);
-    distinct(n, all.filter(|id| !excluded.contains(id)))
+/// followed by the live paths it lacks in table order.
+fn standby_order<T: PathTable + ?Sized>(paths: &T, excluded: &[PathId], current: Option<&[PathId]>) -> Vec<PathId> {
+    let all = current.unwrap_or_default().iter().copied().chain(live(paths));
+    distinct(paths, all.filter(|id| !excluded.contains(id)))
 }
 
-/// The ids below `n`, each once, in their first order.
-fn distinct(n: usize, ids: impl Iterator<Item = PathId>) -> Vec<PathId> {
-    let mut out: Vec<PathId> = Vec::with_capacity(n);
+/// The live ids among `ids`, each once, in their first order.
+fn distinct<T: PathTable + ?Sized>(paths: &T, ids: impl Iterator<Item = PathId>) -> Vec<PathId> {
+    let mut out: Vec<PathId> = Vec::new();
     for id in ids {
-        if id < n && !out.contains(&id) {
+        if is_live(paths, id) && !out.contains(&id) {
             out.push(id);
         }
     }
     out
 }
 
-/// The id of the path called `name`: its name, else a decimal path id.
-fn resolve(param: &'static str, name: &str, path_names: &[String]) -> Result<PathId, PolicyError> {
+/// The id of the live path called `name`: its name, else a decimal path id.
+pub(crate) fn resolve<T: PathTable + ?Sized>(
+    param: &'static str,
+    name: &str,
+    paths: &T,
+) -> Result<PathId, PolicyError> {
     let t = name.trim();
-    path_names
-        .iter()
-        .position(|p| p == t)
-        .or_else(|| t.parse::<PathId>().ok().filter(|&id| id < path_names.len()))
-        .ok_or_else(|| PolicyError::InvalidPath { param, name: name.to_owned(), known: known(path_names) })
+    live(paths)
+        .find(|&id| paths.name(id) == Some(t))
+        .or_else(|| t.parse::<PathId>().ok().filter(|&id| is_live(paths, id)))
+        .ok_or_else(|| PolicyError::InvalidPath { param, name: name.to_owned(), known: known(paths) })
 }
 
 /// The ids of `names`, in order; refuses unknown names, then names given twice.
-fn resolve_all(param: &'static str, names: &[String], path_names: &[String]) -> Result<Vec<PathId>, PolicyError> {
+fn resolve_all<T: PathTable + ?Sized>(
+    param: &'static str,
+    names: &[String],
+    paths: &T,
+) -> Result<Vec<PathId>, PolicyError> {
     let mut ids = Vec::with_capacity(names.len());
     for name in names {
-        let id = resolve(param, name, path_names)?;
+        let id = resolve(param, name, paths)?;
         if ids.contains(&id) {
             return Err(PolicyError::DuplicatePath { param, name: name.clone() });
         }

@@ -58,6 +58,13 @@ impl Policy for Weighted {
         Rotor::all_min(paths, eligible(paths), |p| self.weight(p))
     }
 
+    fn respec(&mut self, spec: &PolicySpec) -> bool {
+        let PolicySpec::Weighted { weights } = spec else { return false };
+        self.weights = weights.clone();
+        self.spec = spec.clone();
+        true
+    }
+
     fn spec(&self) -> &PolicySpec {
         &self.spec
     }

@@ -28,8 +28,6 @@ use toml::Spanned;
 
 /// Where the daemon listens for the CLI by default.
 pub(crate) const DEFAULT_CONTROL_SOCKET: &str = "/run/mpio/mpio.sock";
-/// Default Prometheus listener (loopback only: metrics name the SAN).
-pub(crate) const DEFAULT_METRICS: &str = "127.0.0.1:9464";
 /// Default NBD unix socket.
 pub(crate) const DEFAULT_NBD_SOCKET: &str = "/run/mpio/nbd.sock";
 
@@ -241,7 +239,8 @@ impl Cx<'_> {
         let metrics = match (raw.metrics.enabled, &raw.metrics.listen) {
             (Some(false), _) => None,
             (_, Some(l)) => Some(self.socket_addr(l, "metrics listen")?),
-            (_, None) => Some(DEFAULT_METRICS.parse().expect("valid default")),
+            // Loopback only by default: the metrics name the SAN.
+            (_, None) => Some(mpio_metrics::DEFAULT_LISTEN),
         };
         let nbd = NbdListen {
             socket: match &raw.nbd.socket {

@@ -41,7 +41,7 @@ fn refused(text: &str) -> ConfigError {
 fn a_minimal_file_gets_the_defaults() {
     let c = check(BASE).unwrap();
     assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
-    assert_eq!(c.metrics, Some(DEFAULT_METRICS.parse().unwrap()));
+    assert_eq!(c.metrics, Some(mpio_metrics::DEFAULT_LISTEN));
     assert_eq!(c.nbd.socket, Some(PathBuf::from(DEFAULT_NBD_SOCKET)));
     assert_eq!(c.nbd.tcp, None);
     let d = &c.devices[0];

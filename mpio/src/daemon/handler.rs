@@ -99,7 +99,7 @@ fn status(d: &Daemon) -> StatusView {
         uptime_s: d.started.elapsed().as_secs_f64(),
         config: cfg.file.display().to_string(),
         ready: devices.iter().all(|s| s.paths_usable > 0),
-        metrics: cfg.metrics.map(|a| format!("http://{a}/metrics")),
+        metrics: d.metrics_addr.map(|a| format!("http://{a}/metrics")),
         nbd: cfg
             .nbd
             .socket

@@ -64,6 +64,9 @@ pub(crate) struct Daemon {
     /// `log` was given on the command line: the file's does not apply.
     log_pinned: bool,
     started: Instant,
+    /// Where /metrics is served (the bound address: port 0 in the file
+    /// becomes the real port).
+    metrics_addr: Option<std::net::SocketAddr>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -135,6 +138,13 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         log.set(&cfg.log).map_err(anyhow::Error::msg)?;
     }
     let control = server::bind(&cfg.control_socket)?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot serve metrics on {addr}: set another [metrics] listen, or enabled = false")
+        })?),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let ready_timeout = cfg.ready_timeout;
     let specs = cfg.devices.clone();
     let daemon = Arc::new(Daemon {
@@ -144,6 +154,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         log,
         log_pinned,
         started: Instant::now(),
+        metrics_addr,
         reloading: tokio::sync::Mutex::new(()),
     });
     for spec in specs {
@@ -155,6 +166,23 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let server = tokio::spawn(server::serve(control, daemon.clone()));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = metrics {
+        let weak = Arc::downgrade(&daemon);
+        let devices = move || {
+            weak.upgrade().map(|d| d.devices().values().map(|m| m.device.clone()).collect()).unwrap_or_default()
+        };
+        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = mpio_metrics::serve(listener, devices, async {
+                let _ = metrics_stopped.await;
+            })
+            .await
+            {
+                warn!("metrics endpoint stopped: {e}");
+            }
+        });
+    }
     tokio::spawn(announce_ready(daemon.clone(), ready_timeout));
     loop {
         tokio::select! {
@@ -171,6 +199,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     notify("STOPPING=1");
     info!("stopping");
     server.abort();
+    let _ = stop_metrics.send(());
     let socket = daemon.config().control_socket.clone();
     let _ = std::fs::remove_file(socket);
     let devices: Vec<Managed> = std::mem::take(&mut *daemon.devices()).into_values().collect();
