@@ -21,10 +21,10 @@ use mpio_dsm::classify::{ErrorClass, classify};
 use mpio_dsm::vpd::VpdPage;
 use mpio_dsm::{Command, Lun, ScsiStatus, Sense, UnitSerialNumber, cdb};
 use mpio_policies::{PathId, PathRole, PolicyError, PolicyRequest, PolicySpec, SwitchEvery};
+use mpio_transport::login::LoginError;
 use mpio_transport::name::IscsiName;
 use mpio_transport::pdu::Isid;
 use mpio_transport::text::OperationalOffer;
-use mpio_transport::login::LoginError;
 use mpio_transport::{
     Auth, ConnectionFailure, ConnectionSpec, ReadData, ScsiResult, SessionConfig, SessionEvent, SessionHandle,
     TaskError,
@@ -574,7 +574,9 @@ impl Device {
         let core = self.core();
         let (device, path) = (self.inner.name.clone(), name.to_owned());
         match core.path_id(name) {
-            Some(id) if core.status(id) == Some(PathStatus::Removing) => Err(DeviceError::PathRemoving { device, path }),
+            Some(id) if core.status(id) == Some(PathStatus::Removing) => {
+                Err(DeviceError::PathRemoving { device, path })
+            }
             Some(id) => Ok(id),
             None => Err(DeviceError::UnknownPath { device, path }),
         }

@@ -218,10 +218,9 @@ fn path_request(cmd: PathCommand) -> (Request, String) {
             Request::PathReinstate { device: device.clone(), path: path.clone() },
             format!("{device}/{path}: reinstated (it carries I/O again after probation)"),
         ),
-        PathCommand::SetActive { device, path } => (
-            Request::PathSetActive { device: device.clone(), path: path.clone() },
-            format!("{device}/{path}: active"),
-        ),
+        PathCommand::SetActive { device, path } => {
+            (Request::PathSetActive { device: device.clone(), path: path.clone() }, format!("{device}/{path}: active"))
+        }
         PathCommand::SetStandby { device, path } => (
             Request::PathSetStandby { device: device.clone(), path: path.clone() },
             format!("{device}/{path}: standby"),
@@ -278,13 +277,14 @@ fn print_status(s: StatusView) {
 }
 
 fn print_devices(list: &[DeviceSummary]) {
-    let mut rows = vec![["DEVICE", "STATE", "POLICY", "PATHS", "SIZE", "EXPORT", "IDENTITY"].map(String::from).to_vec()];
+    let mut rows =
+        vec![["DEVICE", "STATE", "POLICY", "PATHS", "SIZE", "EXPORT", "IDENTITY"].map(String::from).to_vec()];
     for d in list {
         rows.push(vec![
             d.name.clone(),
             d.state.clone(),
             d.policy.clone(),
-            format!("{}/{}", d.paths_usable, d.paths),
+            format!("{}/{}", d.paths_usable, d.paths_total),
             d.capacity_bytes.map_or_else(|| "-".into(), size),
             opt(&d.export),
             opt(&d.identity),
@@ -297,21 +297,28 @@ fn print_device(d: DeviceView) {
     let s = &d.summary;
     output::fields(&[
         ("device", s.name.clone()),
-        ("state", format!("{} ({} of {} paths usable)", s.state, s.paths_usable, s.paths)),
+        ("state", format!("{} ({} of {} paths usable)", s.state, s.paths_usable, s.paths_total)),
         ("target", format!("{} lun {}", d.target, d.lun)),
         ("identity", opt(&s.identity)),
         ("serial", opt(&d.serial)),
-        ("size", s.capacity_bytes.map_or_else(|| "-".into(), |b| format!("{} ({} byte blocks)", size(b), opt(&d.block_size)))),
+        (
+            "size",
+            s.capacity_bytes
+                .map_or_else(|| "-".into(), |b| format!("{} ({} byte blocks)", size(b), opt(&d.block_size))),
+        ),
         ("policy", s.policy.clone()),
         ("failback", d.failback.clone()),
         ("hold", d.hold.clone()),
         ("export", opt(&s.export)),
         ("failovers", d.failovers.to_string()),
         ("failbacks", d.failbacks.to_string()),
-        ("all paths down", match d.all_paths_down_since_s {
-            Some(s) => format!("now, for {s:.1} s ({:.1} s in total)", d.all_paths_down_s),
-            None => format!("{:.1} s in total", d.all_paths_down_s),
-        }),
+        (
+            "all paths down",
+            match d.all_paths_down_since_s {
+                Some(s) => format!("now, for {s:.1} s ({:.1} s in total)", d.all_paths_down_s),
+                None => format!("{:.1} s in total", d.all_paths_down_s),
+            },
+        ),
         ("failed on hold", d.hold_failures.to_string()),
     ]);
     println!();
@@ -320,9 +327,22 @@ fn print_device(d: DeviceView) {
 
 fn print_paths(list: &[PathView]) {
     let mut rows = vec![
-        ["DEVICE", "PATH", "STATE", "ROLE", "PORTAL", "SOURCE", "QD", "READS", "WRITES", "LAT(us)", "FAILS", "LAST FAILURE"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "DEVICE",
+            "PATH",
+            "STATE",
+            "ROLE",
+            "PORTAL",
+            "SOURCE",
+            "QD",
+            "READS",
+            "WRITES",
+            "LAT(us)",
+            "FAILS",
+            "LAST FAILURE",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for p in list {
         rows.push(vec![

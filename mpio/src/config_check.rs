@@ -53,7 +53,15 @@ pub(crate) fn run(cmd: ConfigCommand) -> Result<()> {
         ("metrics", c.metrics.map_or("off".into(), |a| format!("http://{a}/metrics"))),
     ]);
     for d in &c.devices {
-        println!("device {} (line {}): {} lun {}, {}, paths {}", d.name, d.line, d.target, d.lun, d.policy.policy, d.path_names().join(", "));
+        println!(
+            "device {} (line {}): {} lun {}, {}, paths {}",
+            d.name,
+            d.line,
+            d.target,
+            d.lun,
+            d.policy.policy,
+            d.path_names().join(", ")
+        );
     }
     for w in &warnings {
         eprintln!("warning: {w}");

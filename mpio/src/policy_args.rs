@@ -95,7 +95,7 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map_err(|e| e.to_string())?;
         let names = ["p1", "p2", "p3"].map(String::from);
         let req = cli.p.request().ok_or("no policy")?;
-        req.validate(&names, None).map_err(|e| e.to_string())?;
+        req.validate(&names[..], None).map_err(|e| e.to_string())?;
         Ok(req)
     }
 

@@ -85,17 +85,6 @@ pub(crate) enum Role {
     Standby,
 }
 
-impl Role {
-    /// As written in the file and shown by `mpio path list`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Active => "active",
-            Role::Standby => "standby",
-        }
-    }
-}
-
 /// One configured path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PathSpec {
@@ -217,9 +206,8 @@ impl Cx<'_> {
             Some(i) => IscsiName::parse(i.get_ref()).map_err(|e| {
                 self.at(i, format!("initiator {:?}: {e}; write it like iqn.2026-11.com.example:host1", i.get_ref()))
             })?,
-            None => crate::connect::default_initiator_name().map_err(|e| {
-                self.err(None, format!("{e:#}: set initiator = \"iqn....\" at the top of the file"))
-            })?,
+            None => crate::connect::default_initiator_name()
+                .map_err(|e| self.err(None, format!("{e:#}: set initiator = \"iqn....\" at the top of the file")))?,
         };
         let control_socket =
             raw.daemon.control_socket.as_ref().map_or(PathBuf::from(DEFAULT_CONTROL_SOCKET), |s| s.get_ref().into());
@@ -259,7 +247,10 @@ impl Cx<'_> {
         for d in &raw.devices {
             let spec = self.device(d, &targets, global_timers)?;
             if devices.iter().any(|o| o.name == spec.name) {
-                return Err(self.at(&d.get_ref().name, format!("device {:?} is defined twice; give each device its own name", spec.name)));
+                return Err(self.at(
+                    &d.get_ref().name,
+                    format!("device {:?} is defined twice; give each device its own name", spec.name),
+                ));
             }
             devices.push(spec);
         }
@@ -281,7 +272,12 @@ impl Cx<'_> {
         })
     }
 
-    fn timers(&self, table: &Spanned<toml::Table>, global: Option<&toml::Table>, what: &str) -> Result<TimerConfig, ConfigError> {
+    fn timers(
+        &self,
+        table: &Spanned<toml::Table>,
+        global: Option<&toml::Table>,
+        what: &str,
+    ) -> Result<TimerConfig, ConfigError> {
         let merged = raw::merge(global, Some(table.get_ref()));
         let timers = TimerConfig::deserialize(toml::Value::Table(merged))
             .map_err(|e| self.at(table, format!("{what}: {}", e.message())))?;
@@ -298,7 +294,9 @@ impl Cx<'_> {
             let t = t.get_ref();
             let name = t.name.get_ref().clone();
             if out.iter().any(|(n, _)| *n == name) {
-                return Err(self.at(&t.name, format!("target {name:?} is defined twice; give each target its own name")));
+                return Err(
+                    self.at(&t.name, format!("target {name:?} is defined twice; give each target its own name"))
+                );
             }
             let iqn = IscsiName::parse(t.iqn.get_ref())
                 .map_err(|e| self.at(&t.iqn, format!("target {name}: iqn {:?}: {e}", t.iqn.get_ref())))?;
@@ -331,12 +329,22 @@ impl Cx<'_> {
         let read = |file: &Option<String>, env: &Option<String>, what: &str| -> Result<Secret, ConfigError> {
             let bytes = match (file, env) {
                 (Some(_), Some(_)) => {
-                    return Err(self.at(c, format!("target {target}: give the {what} as a file or an environment variable, not both")));
+                    return Err(self.at(
+                        c,
+                        format!("target {target}: give the {what} as a file or an environment variable, not both"),
+                    ));
                 }
                 (Some(f), None) => std::fs::read(f)
                     .map_err(|e| self.at(c, format!("target {target}: cannot read the {what} from {f}: {e}")))?,
                 (None, Some(var)) => (self.env)(var)
-                    .ok_or_else(|| self.at(c, format!("target {target}: the {what} variable {var} is not set in the daemon's environment")))?
+                    .ok_or_else(|| {
+                        self.at(
+                            c,
+                            format!(
+                                "target {target}: the {what} variable {var} is not set in the daemon's environment"
+                            ),
+                        )
+                    })?
                     .into_encoded_bytes(),
                 (None, None) => {
                     return Err(self.at(
@@ -361,7 +369,10 @@ impl Cx<'_> {
                 )
             }
             None if raw.target_secret_file.is_some() || raw.target_secret_env.is_some() => {
-                return Err(self.at(c, format!("target {target}: a target secret without target_user: set target_user for mutual CHAP")));
+                return Err(self.at(
+                    c,
+                    format!("target {target}: a target secret without target_user: set target_user for mutual CHAP"),
+                ));
             }
             None => None,
         };
@@ -382,11 +393,14 @@ impl Cx<'_> {
         }
         let known: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
         let target = targets.iter().find(|(n, _)| n == d.target.get_ref()).map(|(_, t)| t).ok_or_else(|| {
-            self.at(&d.target, format!(
-                "device {name}: no [[target]] named {:?}; defined targets: {}",
-                d.target.get_ref(),
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            ))
+            self.at(
+                &d.target,
+                format!(
+                    "device {name}: no [[target]] named {:?}; defined targets: {}",
+                    d.target.get_ref(),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            )
         })?;
         let lun = *d.lun.get_ref();
         Lun::from_number(lun).map_err(|e| self.at(&d.lun, format!("device {name}: lun {lun}: {e}")))?;
@@ -398,7 +412,8 @@ impl Cx<'_> {
             },
         };
         if let Some(f) = &d.failback {
-            timers.failback = f.get_ref().parse::<FailbackMode>().map_err(|e| self.at(f, format!("device {name}: {e}")))?;
+            timers.failback =
+                f.get_ref().parse::<FailbackMode>().map_err(|e| self.at(f, format!("device {name}: {e}")))?;
         }
         if let Some(h) = &d.hold {
             timers.hold = h.get_ref().parse::<HoldMode>().map_err(|e| self.at(h, format!("device {name}: {e}")))?;
@@ -407,12 +422,20 @@ impl Cx<'_> {
             None | Some((_, "nbd")) => Frontend::Nbd,
             Some((_, "none")) => Frontend::None,
             Some((f, "ublk")) => {
-                return Err(self.at(f, format!("device {name}: the ublk frontend (/dev/ublkbN) is not available yet; use frontend = \"nbd\"")));
+                return Err(self.at(
+                    f,
+                    format!(
+                        "device {name}: the ublk frontend (/dev/ublkbN) is not available yet; use frontend = \"nbd\""
+                    ),
+                ));
             }
             Some((f, other)) => return Err(self.at(f, format!("device {name}: frontend {other:?}: use nbd or none"))),
         };
         if d.paths.is_empty() {
-            return Err(self.err(Some(d.name.span().start), format!("device {name} has no path: add a [[device.path]] table with name and portal")));
+            return Err(self.err(
+                Some(d.name.span().start),
+                format!("device {name} has no path: add a [[device.path]] table with name and portal"),
+            ));
         }
         let mut paths: Vec<PathSpec> = Vec::new();
         for p in &d.paths {
@@ -445,10 +468,15 @@ impl Cx<'_> {
         let p = p.get_ref();
         let name = p.name.get_ref().clone();
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ',' || c == '=' || c.is_control()) {
-            return Err(self.at(&p.name, format!("device {device}: path name {name:?}: use letters, digits, '-', '_' or '.'")));
+            return Err(
+                self.at(&p.name, format!("device {device}: path name {name:?}: use letters, digits, '-', '_' or '.'"))
+            );
         }
         let portal: Portal = p.portal.get_ref().parse().map_err(|e| {
-            self.at(&p.portal, format!("device {device} path {name}: portal {:?}: {e}; write HOST or HOST:PORT", p.portal.get_ref()))
+            self.at(
+                &p.portal,
+                format!("device {device} path {name}: portal {:?}: {e}; write HOST or HOST:PORT", p.portal.get_ref()),
+            )
         })?;
         let source = p
             .source
@@ -462,18 +490,22 @@ impl Cx<'_> {
         let target = p
             .target
             .as_ref()
-            .map(|t| IscsiName::parse(t.get_ref()).map_err(|e| self.at(t, format!("device {device} path {name}: target: {e}"))))
-            .transpose()?;
-        let role = p
-            .role
-            .as_ref()
-            .map(|r| match r.get_ref().as_str() {
-                "primary" => Ok(Role::Primary),
-                "active" => Ok(Role::Active),
-                "standby" => Ok(Role::Standby),
-                other => Err(self.at(r, format!("device {device} path {name}: role {other:?}: use primary, active or standby"))),
+            .map(|t| {
+                IscsiName::parse(t.get_ref())
+                    .map_err(|e| self.at(t, format!("device {device} path {name}: target: {e}")))
             })
             .transpose()?;
+        let role =
+            p.role
+                .as_ref()
+                .map(|r| match r.get_ref().as_str() {
+                    "primary" => Ok(Role::Primary),
+                    "active" => Ok(Role::Active),
+                    "standby" => Ok(Role::Standby),
+                    other => Err(self
+                        .at(r, format!("device {device} path {name}: role {other:?}: use primary, active or standby"))),
+                })
+                .transpose()?;
         Ok(PathSpec {
             name,
             portal,
@@ -495,12 +527,13 @@ impl Cx<'_> {
             let v: Vec<String> = paths.iter().filter(|p| p.role == Some(role)).map(|p| p.name.clone()).collect();
             (!v.is_empty()).then_some(v)
         };
-        let weights: Vec<(String, u32)> =
-            paths.iter().filter_map(|p| p.weight.map(|w| (p.name.clone(), w))).collect();
+        let weights: Vec<(String, u32)> = paths.iter().filter_map(|p| p.weight.map(|w| (p.name.clone(), w))).collect();
         let switch = d
             .switch
             .as_ref()
-            .map(|s| s.get_ref().parse::<SwitchEvery>().map_err(|e| self.at(s, format!("device {device}: switch: {e}"))))
+            .map(|s| {
+                s.get_ref().parse::<SwitchEvery>().map_err(|e| self.at(s, format!("device {device}: switch: {e}")))
+            })
             .transpose()?;
         let req = PolicyRequest {
             policy,

@@ -94,10 +94,9 @@ fn bad_values_name_the_fix() {
 fn policy_errors_carry_the_seed_codes() {
     let e = refused(&BASE.replace("lun = 1", "lun = 1\npolicy = \"fail-over-only\""));
     assert!(e.message.contains("0xEFFF005B"), "{e}");
-    let text = BASE.replace("lun = 1", "lun = 1\npolicy = \"fail-over-only\"").replace(
-        "portal = \"127.0.0.1:3260\"",
-        "portal = \"127.0.0.1:3260\"\nrole = \"primary\"",
-    );
+    let text = BASE
+        .replace("lun = 1", "lun = 1\npolicy = \"fail-over-only\"")
+        .replace("portal = \"127.0.0.1:3260\"", "portal = \"127.0.0.1:3260\"\nrole = \"primary\"");
     let c = check(&text).unwrap();
     assert_eq!(c.devices[0].policy.primary, Some(vec!["p1".to_string()]));
     let e = refused(&text.replace("source = ", "role = \"primary\"\nsource = "));
@@ -119,7 +118,12 @@ fn chap_secrets_come_from_files_or_the_environment_and_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("s");
     std::fs::write(&secret, "0123456789abcdef\n").unwrap();
-    let chap = |body: &str| BASE.replace("iqn = \"iqn.2026-11.org.mpio:t1\"", &format!("iqn = \"iqn.2026-11.org.mpio:t1\"\n[target.chap]\n{body}"));
+    let chap = |body: &str| {
+        BASE.replace(
+            "iqn = \"iqn.2026-11.org.mpio:t1\"",
+            &format!("iqn = \"iqn.2026-11.org.mpio:t1\"\n[target.chap]\n{body}"),
+        )
+    };
     let c = check(&chap(&format!("user = \"u\"\nsecret_file = \"{}\"", secret.display()))).unwrap();
     assert!(matches!(c.devices[0].auth, Auth::Chap(_)));
     let env = |v: &str| (v == "SECRET").then(|| OsString::from("fedcba9876543210"));

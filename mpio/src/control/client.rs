@@ -42,7 +42,8 @@ impl Client {
     }
 
     async fn next(&mut self) -> Result<Option<Response>> {
-        let Some(line) = self.lines.next_line().await.with_context(|| format!("reading from {}", self.socket.display()))?
+        let Some(line) =
+            self.lines.next_line().await.with_context(|| format!("reading from {}", self.socket.display()))?
         else {
             return Ok(None);
         };
@@ -68,20 +69,23 @@ impl Client {
     pub(crate) async fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T> {
         self.send(request).await?;
         let resp = self.next().await?.ok_or_else(|| anyhow!("the daemon closed the connection without answering"))?;
-        let ok = resp.ok.ok_or_else(|| anyhow!("the daemon answered without a result"))?;
-        serde_json::from_value(ok).context("unexpected answer from the daemon")
+        // A change answers `null` (no `ok` on the wire).
+        serde_json::from_value(resp.ok.unwrap_or_default()).context("unexpected answer from the daemon")
     }
 
     /// Sends an event request and calls `each` for every event until the
     /// daemon ends the stream (or the caller's future is dropped).
-    pub(crate) async fn events(&mut self, request: &Request, mut each: impl FnMut(EventView) -> Result<()>) -> Result<()> {
+    pub(crate) async fn events(
+        &mut self,
+        request: &Request,
+        mut each: impl FnMut(EventView) -> Result<()>,
+    ) -> Result<()> {
         self.send(request).await?;
         while let Some(resp) = self.next().await? {
-            match (resp.event, resp.ok) {
-                (Some(ev), _) => each(ev)?,
-                // The end of the history when not following.
-                (None, Some(_)) => return Ok(()),
-                (None, None) => bail!("unexpected answer from the daemon"),
+            match resp.event {
+                Some(ev) => each(ev)?,
+                // A plain answer ends the history when not following.
+                None => return Ok(()),
             }
         }
         Ok(())

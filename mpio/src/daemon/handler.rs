@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mpio_mpath::{Device, HoldMode, PolicyRequest, SwitchEvery};
+use mpio_mpath::{Device, DeviceError, HoldMode, PathRole, PolicyRequest, SwitchEvery};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -47,12 +47,14 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
                 .collect();
             done(Ok(list))
         }
-        Request::PathFail { device, path } => done(admin(d, &device, |dev| dev.disable_path(&path))),
-        Request::PathReinstate { device, path } => done(admin(d, &device, |dev| dev.reinstate_path(&path))),
-        Request::PathSetActive { device, path } => done(admin(d, &device, |dev| dev.set_path_active(&path))),
-        Request::PathSetStandby { device, path } => done(admin(d, &device, |dev| dev.set_path_standby(&path))),
+        Request::PathFail { device, path } => admin(d, &device, |dev| dev.disable_path(&path)),
+        Request::PathReinstate { device, path } => admin(d, &device, |dev| dev.reinstate_path(&path)),
+        Request::PathSetActive { device, path } => admin(d, &device, |dev| dev.set_path_role(&path, PathRole::Active)),
+        Request::PathSetStandby { device, path } => {
+            admin(d, &device, |dev| dev.set_path_role(&path, PathRole::Standby))
+        }
         Request::PathSetWeight { device, path, weight } => {
-            done(admin(d, &device, |dev| dev.set_path_weight(&path, weight)))
+            admin(d, &device, |dev| dev.set_path_role(&path, PathRole::Weight(weight)))
         }
         Request::PolicyShow { device } => done(d.device(&device).map(|dev| views::policy(&device, &dev))),
         Request::PolicySet { device, policy } => Answer::Done(set_policy(d, &device, policy)),
@@ -81,12 +83,18 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
 }
 
 fn managed<T>(d: &Daemon, name: &str, f: impl FnOnce(&super::Managed) -> T) -> Result<T, String> {
-    d.devices().get(name).map(f).ok_or_else(|| d.unknown_device(name))
+    let found = d.devices().get(name).map(f);
+    found.ok_or_else(|| d.unknown_device(name))
 }
 
-fn admin(d: &Daemon, name: &str, f: impl FnOnce(&Device) -> Result<(), mpio_mpath::DeviceError>) -> Result<(), String> {
-    let dev = d.device(name)?;
-    f(&dev).map_err(|e| e.to_string())
+/// Runs an administrative change; a refusal carries the seed's code.
+fn admin(d: &Daemon, name: &str, f: impl FnOnce(&Device) -> Result<(), DeviceError>) -> Answer {
+    let r = d.device(name).map_err(Failure::new).and_then(|dev| f(&dev).map_err(|e| device_failure(&e)));
+    Answer::Done(r.and_then(|()| ok(())))
+}
+
+fn device_failure(e: &DeviceError) -> Failure {
+    Failure { message: e.to_string(), code: e.code().map(|c| format!("0x{c:08X} {}", e.symbol().unwrap_or_default())) }
 }
 
 fn status(d: &Daemon) -> StatusView {
@@ -126,21 +134,12 @@ fn set_policy(d: &Daemon, device: &str, change: PolicyChange) -> Result<Value, F
         weights: change.weights,
         switch,
     };
-    // Validated here too, for the seed's status code in the answer.
-    let snap = dev.snapshot();
-    let names: Vec<String> = snap.paths.iter().map(|p| p.name.clone()).collect();
-    if let Err(e) = req.validate(&names, Some(&snap.policy)) {
-        return Err(Failure { message: e.to_string(), code: Some(format!("0x{:08X} {}", e.code(), e.symbol())) });
-    }
-    dev.set_policy(&req).map_err(|e| Failure::new(e.to_string()))?;
+    dev.set_policy(&req).map_err(|e| device_failure(&e))?;
     ok(views::policy(device, &dev))
 }
 
 /// Drops feed events of other devices.
-fn filter_device(
-    mut feed: broadcast::Receiver<EventView>,
-    device: Option<String>,
-) -> broadcast::Receiver<EventView> {
+fn filter_device(mut feed: broadcast::Receiver<EventView>, device: Option<String>) -> broadcast::Receiver<EventView> {
     let Some(device) = device else { return feed };
     let (tx, rx) = broadcast::channel(1024);
     tokio::spawn(async move {

@@ -60,7 +60,11 @@ impl Journal {
 
     /// The last `last` events (of `device`, if given), oldest first, and a
     /// subscription to the ones after them.
-    pub(crate) fn history(&self, device: Option<&str>, last: usize) -> (Vec<EventView>, broadcast::Receiver<EventView>) {
+    pub(crate) fn history(
+        &self,
+        device: Option<&str>,
+        last: usize,
+    ) -> (Vec<EventView>, broadcast::Receiver<EventView>) {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<EventView> =
             recent.iter().rev().filter(|e| device.is_none_or(|d| e.device == d)).take(last).cloned().collect();
@@ -73,7 +77,13 @@ impl Journal {
 fn is_trouble(kind: &str) -> bool {
     matches!(
         kind,
-        "path_failed" | "failover" | "hold_started" | "hold_expired" | "claim_refused" | "login_failed" | "probation_probe_failed"
+        "path_failed"
+            | "failover"
+            | "hold_started"
+            | "hold_expired"
+            | "claim_refused"
+            | "login_failed"
+            | "probation_probe_failed"
     )
 }
 
@@ -85,7 +95,14 @@ mod tests {
     fn history_is_bounded_and_filtered_and_the_feed_continues_it() {
         let j = Journal::new();
         for i in 0..KEEP + 5 {
-            j.record(SystemTime::UNIX_EPOCH, if i % 2 == 0 { "a" } else { "b" }, None, "path_ready", &i.to_string(), None);
+            j.record(
+                SystemTime::UNIX_EPOCH,
+                if i % 2 == 0 { "a" } else { "b" },
+                None,
+                "path_ready",
+                &i.to_string(),
+                None,
+            );
         }
         let (all, _) = j.history(None, usize::MAX);
         assert_eq!(all.len(), KEEP);

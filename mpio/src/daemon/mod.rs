@@ -82,13 +82,18 @@ impl Daemon {
 
     /// A device by name, or the error the CLI shows.
     fn device(&self, name: &str) -> Result<Device, String> {
-        self.devices().get(name).map(|m| m.device.clone()).ok_or_else(|| self.unknown_device(name))
+        // The guard must be gone before unknown_device locks again.
+        let found = self.devices().get(name).map(|m| m.device.clone());
+        found.ok_or_else(|| self.unknown_device(name))
     }
 
     /// The error for a device name the daemon does not have.
     fn unknown_device(&self, name: &str) -> String {
         let known: Vec<String> = self.devices().keys().cloned().collect();
-        format!("no device named {name:?}; devices: {}", if known.is_empty() { "none".into() } else { known.join(", ") })
+        format!(
+            "no device named {name:?}; devices: {}",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )
     }
 
     /// Starts a configured device (it connects in the background).
@@ -105,11 +110,6 @@ impl Daemon {
     fn event(&self, device: &str, kind: &str, reason: &str) {
         self.journal.record(SystemTime::now(), device, None, kind, reason, None);
     }
-
-    /// Every device has a usable path.
-    fn all_ready(&self) -> bool {
-        self.devices().values().all(|m| views::summary(m, &m.device.snapshot()).paths_usable > 0)
-    }
 }
 
 /// Copies one device's events into the journal, with path names.
@@ -120,14 +120,17 @@ async fn forward_events(daemon: std::sync::Weak<Daemon>, device: Device) {
             Ok(e) => e,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 let Some(d) = daemon.upgrade() else { return };
-                d.event(device.name(), "events_lost", &format!("{n} events were not recorded (the journal fell behind)"));
+                d.event(
+                    device.name(),
+                    "events_lost",
+                    &format!("{n} events were not recorded (the journal fell behind)"),
+                );
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         let Some(d) = daemon.upgrade() else { return };
-        let path = ev.path.and_then(|id| device.path_name(id));
-        d.journal.record(at, device.name(), path.as_deref(), ev.kind.name(), &ev.reason, ev.seed_event);
+        d.journal.record(at, device.name(), ev.path_name.as_deref(), ev.kind.name(), &ev.reason, ev.seed_event);
     }
 }
 
@@ -204,9 +207,24 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     let _ = std::fs::remove_file(socket);
     let devices: Vec<Managed> = std::mem::take(&mut *daemon.devices()).into_values().collect();
     for m in devices {
-        m.device.shutdown(Duration::from_secs(5)).await;
+        shutdown(&m.device, Duration::from_secs(5)).await;
     }
     Ok(())
+}
+
+/// Logs out every path of a device (commands in flight finish first),
+/// waiting at most `limit`: a target that does not answer must not keep
+/// the daemon from stopping.
+async fn shutdown(device: &Device, limit: Duration) {
+    let mut logouts = tokio::task::JoinSet::new();
+    for p in device.path_configs() {
+        if let Some(session) = device.path_session(&p.name).filter(|s| s.is_up()) {
+            logouts.spawn(async move { session.logout().await });
+        }
+    }
+    if tokio::time::timeout(limit, logouts.join_all()).await.is_err() {
+        warn!(device = device.name(), "not every session logged out within {limit:?}");
+    }
 }
 
 /// Tells systemd the daemon is ready once every device is, or after

@@ -37,7 +37,9 @@ impl std::fmt::Display for Change {
         match self {
             Change::AddDevice(s) => write!(f, "device {} added ({} paths)", s.name, s.paths.len()),
             Change::RemoveDevice(n) => write!(f, "device {n} removed"),
-            Change::AddPath { device, path } => write!(f, "device {device}: path {} added ({})", path.name, path.portal),
+            Change::AddPath { device, path } => {
+                write!(f, "device {device}: path {} added ({})", path.name, path.portal)
+            }
             Change::RemovePath { device, path } => write!(f, "device {device}: path {path} removed"),
             Change::Policy { device, request } => write!(f, "device {device}: policy {}", request.policy),
             Change::Hold { device, hold } => write!(f, "device {device}: hold {hold}"),
@@ -87,7 +89,8 @@ async fn apply(d: &Arc<Daemon>) -> Result<ReloadView, String> {
 /// What to do to make the running devices match `new`, or why it cannot
 /// be done without a restart. Pure, so every rule is unit-tested.
 fn plan(old: &Config, running: &[DeviceSpec], new: &Config) -> Result<Vec<Change>, String> {
-    let restart = |what: &str| Err(format!("{what} changed: it applies when the daemon starts (systemctl restart mpio)"));
+    let restart =
+        |what: &str| Err(format!("{what} changed: it applies when the daemon starts (systemctl restart mpio)"));
     if old.initiator != new.initiator {
         return restart("initiator");
     }
@@ -142,7 +145,8 @@ fn device_changes(cur: &DeviceSpec, next: &DeviceSpec, changes: &mut Vec<Change>
              give the device a new name, or restart the daemon"
         ));
     }
-    let connection = |p: &PathSpec| (p.portal.clone(), p.source, p.interface.clone(), p.target.clone(), p.group.clone());
+    let connection =
+        |p: &PathSpec| (p.portal.clone(), p.source, p.interface.clone(), p.target.clone(), p.group.clone());
     for p in &next.paths {
         match cur.paths.iter().find(|c| c.name == p.name) {
             None => changes.push(Change::AddPath { device: name.clone(), path: p.clone() }),
@@ -181,7 +185,7 @@ async fn execute(d: &Arc<Daemon>, change: Change) -> Result<(), String> {
         Change::RemoveDevice(name) => {
             let m = d.devices().remove(&name);
             if let Some(m) = m {
-                m.device.shutdown(Duration::from_secs(5)).await;
+                super::shutdown(&m.device, Duration::from_secs(5)).await;
             }
             d.event(&name, "device_removed", &format!("device {name} removed by a configuration reload"));
         }

@@ -98,9 +98,8 @@ fn decode(line: &str) -> Result<Request, Failure> {
     if line.len() > MAX_LINE {
         return Err(Failure::new(format!("request longer than {MAX_LINE} bytes")));
     }
-    let env: Envelope = serde_json::from_str(line).map_err(|e| {
-        Failure::new(format!("not a control request ({e}): use the mpio CLI of the daemon's version"))
-    })?;
+    let env: Envelope = serde_json::from_str(line)
+        .map_err(|e| Failure::new(format!("not a control request ({e}): use the mpio CLI of the daemon's version")))?;
     if env.version != VERSION {
         return Err(Failure::new(format!(
             "the CLI speaks control protocol {}, this daemon speaks {VERSION}: use the mpio binary of the daemon's version (mpio --version)",

@@ -3,10 +3,9 @@
 
 use std::time::Instant;
 
-use mpio_mpath::{Device, DeviceSnapshot, Op, PathSnapshot, PolicySpec};
+use mpio_mpath::{Device, DeviceSnapshot, Op, PathRole, PathSnapshot, PolicySpec};
 
 use super::Managed;
-use crate::config::Role;
 use crate::control::proto::{DeviceSummary, DeviceView, PathView, PolicyView};
 
 /// Paths that can take I/O now.
@@ -28,7 +27,7 @@ pub(super) fn summary(m: &Managed, snap: &DeviceSnapshot) -> DeviceSummary {
         state: state.into(),
         policy: snap.policy.kind().name().into(),
         paths_usable: usable_paths,
-        paths: snap.paths.len(),
+        paths_total: snap.paths.len(),
         identity: info.as_ref().map(|i| i.identity.clone()),
         capacity_bytes: info.as_ref().map(|i| i.capacity()),
         export: m.export.clone(),
@@ -60,10 +59,9 @@ pub(super) fn paths(m: &Managed, snap: &DeviceSnapshot) -> Vec<PathView> {
     let now = Instant::now();
     snap.paths
         .iter()
-        .enumerate()
-        .map(|(id, p)| {
+        .map(|p| {
             let spec = m.spec.paths.iter().find(|s| s.name == p.name);
-            let (role, weight) = role(&snap.policy, id);
+            let (role, weight) = role(&snap.policy, p.role);
             PathView {
                 device: m.spec.name.clone(),
                 name: p.name.clone(),
@@ -86,25 +84,22 @@ pub(super) fn paths(m: &Managed, snap: &DeviceSnapshot) -> Vec<PathView> {
         .collect()
 }
 
-/// A path's part in the running policy.
-fn role(policy: &PolicySpec, id: usize) -> (Option<String>, Option<u32>) {
-    let named = |r: Role| Some(r.name().to_owned());
-    match policy {
-        PolicySpec::FailOverOnly { primary, .. } => {
-            (if *primary == id { named(Role::Primary) } else { named(Role::Standby) }, None)
-        }
-        PolicySpec::RoundRobinSubset { active, .. } => {
-            (if active.contains(&id) { named(Role::Active) } else { named(Role::Standby) }, None)
-        }
-        PolicySpec::Weighted { weights } => (None, Some(weights.get(id).copied().unwrap_or(u32::MAX))),
-        _ => (None, None),
+/// A path's part in the running policy, as `mpio path list` shows it.
+fn role(policy: &PolicySpec, role: Option<PathRole>) -> (Option<String>, Option<u32>) {
+    match (role, policy) {
+        (Some(PathRole::Active), PolicySpec::FailOverOnly { .. }) => (Some("primary".into()), None),
+        (Some(PathRole::Active), _) => (Some("active".into()), None),
+        (Some(PathRole::Standby), _) => (Some("standby".into()), None),
+        (Some(PathRole::Weight(w)), _) => (None, Some(w)),
+        (None, _) => (None, None),
     }
 }
 
 pub(super) fn policy(name: &str, device: &Device) -> PolicyView {
     let snap = device.snapshot();
-    let names: Vec<String> = snap.paths.iter().map(|p| p.name.clone()).collect();
-    let name_of = |id: &usize| names.get(*id).cloned().unwrap_or_else(|| format!("#{id}"));
+    // Specs name paths by id; removed paths leave holes in the ids.
+    let name_of =
+        |id: &usize| snap.paths.iter().find(|p| p.id == *id).map_or_else(|| format!("#{id}"), |p| p.name.clone());
     let mut v = PolicyView {
         device: name.to_owned(),
         policy: snap.policy.kind().name().into(),
@@ -125,7 +120,9 @@ pub(super) fn policy(name: &str, device: &Device) -> PolicyView {
             v.standby_order = Some(standby_order.iter().map(name_of).collect());
         }
         PolicySpec::Weighted { weights } => {
-            v.weights = Some(names.iter().cloned().zip(weights.iter().copied()).collect());
+            v.weights = Some(
+                snap.paths.iter().map(|p| (p.name.clone(), weights.get(p.id).copied().unwrap_or(u32::MAX))).collect(),
+            );
         }
         PolicySpec::RoundRobin { switch } => v.switch = Some(switch.to_string()),
         _ => {}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mpio_testbed::tgtd::Tgtd;
 
-pub const INIT: &str = "iqn.2026-11.test.mpio:daemon";
+pub const INIT: &str = "iqn.2026-11.test.mpio:initiator-d";
 
 /// A `[[device]]` over portals `portals` of `tgtd` (target 1, LUN 1),
 /// path `p{i+1}` on portal `i` from source address 127.0.20.(i+1).
@@ -149,10 +149,12 @@ impl Daemon {
         err.trim_end().to_owned()
     }
 
-    /// `mpio events --follow` running in the background.
+    /// `mpio events --follow` running in the background, subscribed: it
+    /// is asked for the last past event too, and that line has arrived
+    /// (the daemon subscribes a follower before it sends the history).
     pub fn follow(&self, args: &[&str]) -> Follower {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mpio"))
-            .args(["events", "--follow", "--last", "0"])
+            .args(["events", "--follow", "--last", "1"])
             .args(args)
             .env("MPIO_SOCKET", self.socket())
             .stdout(Stdio::piped())
@@ -167,7 +169,9 @@ impl Daemon {
                 }
             }
         });
-        Follower { child, lines: rx }
+        let follower = Follower { child, lines: rx };
+        follower.lines.recv_timeout(Duration::from_secs(30)).expect("the last past event");
+        follower
     }
 
     /// SIGTERM, and the exit status.

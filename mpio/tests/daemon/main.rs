@@ -80,7 +80,7 @@ fn the_cli_drives_a_running_daemon() {
     assert!(d.stop().success(), "{}", d.log());
     assert!(!d.socket().exists(), "the control socket is removed on exit");
     let sessions = t.tgtadm(&["--op", "show", "--mode", "target"]).unwrap();
-    assert!(!sessions.contains(harness::INIT), "every session logged out:\n{sessions}");
+    assert!(!sessions.contains(&format!("Initiator: {}", harness::INIT)), "every session logged out:\n{sessions}");
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn a_cli_of_another_protocol_version_is_told_so() {
     BufReader::new(&s).read_line(&mut line).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("protocol 99") && msg.contains("speaks control protocol 1"), "{msg}");
+    assert!(msg.contains("protocol 99") && msg.contains("daemon speaks 1"), "{msg}");
     let e = d.fails(&["--socket", "/nonexistent/mpio.sock", "status"]);
     assert!(e.contains("is the daemon running"), "{e}");
 }
@@ -107,10 +107,15 @@ fn reload_adds_and_removes_paths_and_refuses_what_it_cannot_apply() {
     let text = std::fs::read_to_string(&d.config).unwrap();
 
     // p3 added, p1 removed, policy changed: one reload.
-    let next = text.replace(&path_toml(&t, 0), &path_toml(&t, 2)).replace("lun = 1", "lun = 1\npolicy = \"least-queue-depth\"");
+    let next = text
+        .replace(&path_toml(&t, 0), &path_toml(&t, 2))
+        .replace("lun = 1", "lun = 1\npolicy = \"least-queue-depth\"");
     std::fs::write(&d.config, &next).unwrap();
     let out = d.ok(&["reload"]);
-    assert!(out.contains("path p3 added") && out.contains("path p1 removed") && out.contains("policy least-queue-depth"), "{out}");
+    assert!(
+        out.contains("path p3 added") && out.contains("path p1 removed") && out.contains("policy least-queue-depth"),
+        "{out}"
+    );
     let paths = d.json(&["path", "list", "d0"]);
     let names: Vec<&str> = paths.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["p2", "p3"]);
@@ -163,7 +168,8 @@ fn config_check_names_file_line_and_fix() {
     assert!(harness::text(&ok.stdout).contains("device data0"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "initiator = \"iqn.2026-11.x:y\"\n[daemon]\nlogg = \"info\"\n").unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mpio")).args(["config", "check"]).arg(&bad).output().unwrap();
+    let o =
+        std::process::Command::new(env!("CARGO_BIN_EXE_mpio")).args(["config", "check"]).arg(&bad).output().unwrap();
     let err = harness::text(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("bad.toml:3:") && err.contains("logg"), "{err}");

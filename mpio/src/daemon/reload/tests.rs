@@ -40,7 +40,8 @@ fn an_unchanged_file_changes_nothing() {
 
 #[test]
 fn paths_are_added_before_the_policy_and_removed_after_it() {
-    let new = BASE.replace("name = \"p2\"\nportal = \"127.0.0.2\"", "name = \"p3\"\nportal = \"127.0.0.3\"\nrole = \"primary\"")
+    let new = BASE
+        .replace("name = \"p2\"\nportal = \"127.0.0.2\"", "name = \"p3\"\nportal = \"127.0.0.3\"\nrole = \"primary\"")
         .replace("lun = 1", "lun = 1\npolicy = \"fail-over-only\"");
     assert_eq!(
         changes(BASE, &new).unwrap(),
