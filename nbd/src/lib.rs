@@ -72,4 +72,4 @@ pub use consts::NbdError;
 pub use server::{DEFAULT_PORT, ExportConfig, ListenAddr, ListenSpec, Server, ServerConfig, ServerError};
 
 #[cfg(test)]
-mod codec_tests;
+mod tests;

@@ -89,16 +89,12 @@ mod tests {
 
     use super::*;
     use crate::consts::*;
+    use crate::tests::hex;
 
     fn wire(q: &OutQueue) -> Vec<u8> {
         let mut iov = [IoSlice::new(&[]); 16];
         let n = q.io_slices(&mut iov);
         iov[..n].iter().flat_map(|s| s.iter().copied()).collect()
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     fn read_req(length: u32) -> Request {
