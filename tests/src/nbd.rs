@@ -141,7 +141,8 @@ impl Backend for MemBackend {
     }
 
     async fn write(&self, offset: u64, payload: Bytes, fua: bool) -> Result<(), BackendError> {
-        let _g = self.enter(format!("write {offset}+{}{}", payload.len(), if fua { " fua" } else { "" }), offset).await?;
+        let _g =
+            self.enter(format!("write {offset}+{}{}", payload.len(), if fua { " fua" } else { "" }), offset).await?;
         let at = offset as usize;
         self.data.lock().unwrap()[at..at + payload.len()].copy_from_slice(&payload);
         Ok(())

@@ -47,4 +47,3 @@ pub(crate) fn request_bytes(r: &Request) -> Vec<u8> {
     v.extend_from_slice(&r.length.to_be_bytes());
     v
 }
-

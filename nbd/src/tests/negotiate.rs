@@ -43,7 +43,10 @@ impl Catalog for Exports {
     }
 
     fn list(&self) -> Vec<(String, String)> {
-        self.names.iter().map(|n| (n.to_string(), if *n == "disk" { "the disk".into() } else { String::new() })).collect()
+        self.names
+            .iter()
+            .map(|n| (n.to_string(), if *n == "disk" { "the disk".into() } else { String::new() }))
+            .collect()
     }
 }
 
@@ -212,10 +215,7 @@ fn unknown_and_unavailable_exports_are_refused_politely() {
     let (out, _) = feed(&mut n, &option_bytes(NBD_OPT_GO, &info_payload(b"nope", &[])));
     assert_eq!(out, error_reply(NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, "no export named \"nope\""));
     let (out, _) = feed(&mut n, &option_bytes(NBD_OPT_INFO, &info_payload(b"cold", &[])));
-    assert_eq!(
-        out,
-        error_reply(NBD_OPT_INFO, NBD_REP_ERR_UNKNOWN, "export \"cold\" is not available yet: no path")
-    );
+    assert_eq!(out, error_reply(NBD_OPT_INFO, NBD_REP_ERR_UNKNOWN, "export \"cold\" is not available yet: no path"));
     // The default export is ambiguous with three exports.
     let (out, _) = feed(&mut n, &option_bytes(NBD_OPT_GO, &info_payload(b"", &[])));
     assert_eq!(out[..16], reply_hdr(NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, 0)[..16]);
@@ -344,10 +344,7 @@ fn transmission_flags_follow_the_geometry() {
     assert_eq!(transmission_flags(&Geometry { trim: true, ..bare }, false), base | NBD_FLAG_SEND_TRIM);
     assert_eq!(transmission_flags(&Geometry { read_only: true, ..bare }, false), base | NBD_FLAG_READ_ONLY);
     assert_eq!(transmission_flags(&Geometry { multi_conn: true, ..bare }, false), base | NBD_FLAG_CAN_MULTI_CONN);
-    assert_eq!(
-        transmission_flags(&Geometry { write_zeroes: true, ..bare }, false),
-        base | NBD_FLAG_SEND_WRITE_ZEROES
-    );
+    assert_eq!(transmission_flags(&Geometry { write_zeroes: true, ..bare }, false), base | NBD_FLAG_SEND_WRITE_ZEROES);
     assert_eq!(transmission_flags(&bare, true), base | NBD_FLAG_SEND_DF);
 }
 

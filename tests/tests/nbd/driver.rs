@@ -103,14 +103,7 @@ async fn commands_and_flags_reach_the_backend() {
     assert_eq!(r.data, data.to_vec());
     assert_eq!(
         b.log(),
-        [
-            "write 8192+4096 fua",
-            "flush",
-            "trim 0+4096",
-            "zero 4096+512 no_hole",
-            "zero 0+512 fua",
-            "read 8192+4096"
-        ]
+        ["write 8192+4096 fua", "flush", "trim 0+4096", "zero 4096+512 no_hole", "zero 0+512 fua", "read 8192+4096"]
     );
 }
 
@@ -377,7 +370,8 @@ async fn sockets_permissions_and_stale_files() {
     let mode = std::fs::metadata(l.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // A live socket is not taken over.
-    let again: Result<Server<MemBackend>, _> = Server::bind(ServerConfig::new(vec![ListenSpec::unix(l.socket())])).await;
+    let again: Result<Server<MemBackend>, _> =
+        Server::bind(ServerConfig::new(vec![ListenSpec::unix(l.socket())])).await;
     assert!(matches!(again, Err(ServerError::SocketInUse { .. })), "{again:?}");
     // A client that never finishes the handshake is closed.
     let mut idle = RawClient::unix(&l.socket()).await;

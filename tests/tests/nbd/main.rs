@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use mpio_nbd::{ExportConfig, ListenAddr, ListenSpec, Server, ServerConfig};
 
+mod device;
 mod driver;
+mod kernel;
 
 const MIB: u64 = 1 << 20;
 
