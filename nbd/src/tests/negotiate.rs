@@ -370,3 +370,41 @@ fn block_sizes_from_the_geometry() {
     assert!(sizes(Geometry { block_len: 1 << 17, ..DISK }).is_err());
     assert!(sizes(Geometry { size: 1000, ..DISK }).unwrap_err().contains("not a multiple"));
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes after valid client flags, in arbitrary pieces: never
+    /// a panic, never more consumed than given, and every reply is a
+    /// well-formed option reply to the option asked.
+    #[test]
+    fn arbitrary_options_never_panic(
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        step in 1usize..64,
+        code in 0u32..16,
+    ) {
+        let mut n = after_flags(NBD_FLAG_C_FIXED_NEWSTYLE);
+        // Half of the inputs start with a valid option header, so the
+        // payload parsers are reached.
+        let mut input = if code % 2 == 0 { option_bytes(code / 2, &body) } else { body.clone() };
+        input.extend_from_slice(&body);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for chunk in input.chunks(step) {
+            buf.extend_from_slice(chunk);
+            match n.handle_input(&buf, &Exports::all()) {
+                Ok(used) => {
+                    proptest::prop_assert!(used <= buf.len());
+                    buf.drain(..used);
+                }
+                Err(_) => break,
+            }
+            n.poll_transmit(&mut out);
+            if n.is_done() {
+                break;
+            }
+        }
+        if !n.is_done() {
+            // Splits (and checks magic and lengths of) every reply.
+            replies(&out);
+        }
+    }
+}
