@@ -301,21 +301,22 @@ impl<B: Backend> Server<B> {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for spec in &config.listen {
-            let l = match spec {
-                ListenSpec::Unix { path, mode, owner } => Listener::Unix(bind_unix(path, *mode, *owner)?, path.clone()),
-                ListenSpec::Tcp(addr) => Listener::Tcp(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| ServerError::Listen { addr: format!("tcp:{addr}"), source })?,
-                ),
-            };
-            addrs.push(match &l {
-                Listener::Unix(_, path) => ListenAddr::Unix(path.clone()),
-                Listener::Tcp(t) => ListenAddr::Tcp(
-                    t.local_addr().map_err(|source| ServerError::Listen { addr: format!("{spec:?}"), source })?,
-                ),
-            });
-            listeners.push(l);
+            match bind_one(spec).await {
+                Ok((l, addr)) => {
+                    listeners.push(l);
+                    addrs.push(addr);
+                }
+                Err(e) => {
+                    // Leave no socket file behind for the ones bound so far.
+                    for l in listeners {
+                        if let Listener::Unix(l, path) = l {
+                            drop(l);
+                            let _ = std::fs::remove_file(path);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
         }
         let limits = Limits {
             negotiation: NegotiationConfig { max_payload: config.max_payload, ..NegotiationConfig::default() },
@@ -404,6 +405,20 @@ impl<B: Backend> Drop for Server<B> {
     fn drop(&mut self) {
         self.shared.stop.send_replace(true);
     }
+}
+
+async fn bind_one(spec: &ListenSpec) -> Result<(Listener, ListenAddr), ServerError> {
+    Ok(match spec {
+        ListenSpec::Unix { path, mode, owner } => {
+            (Listener::Unix(bind_unix(path, *mode, *owner)?, path.clone()), ListenAddr::Unix(path.clone()))
+        }
+        ListenSpec::Tcp(addr) => {
+            let fail = |source| ServerError::Listen { addr: format!("tcp:{addr}"), source };
+            let l = TcpListener::bind(addr).await.map_err(fail)?;
+            let bound = l.local_addr().map_err(fail)?;
+            (Listener::Tcp(l), ListenAddr::Tcp(bound))
+        }
+    })
 }
 
 /// Binds a unix socket with its permissions set before it listens, so no

@@ -396,4 +396,10 @@ async fn sockets_permissions_and_stale_files() {
         Server::bind(ServerConfig::new(vec![ListenSpec::unix(l.dir.path().join("file"))])).await;
     assert!(matches!(r, Err(ServerError::NotASocket { .. })), "{r:?}");
     assert!(path.exists());
+    // A failed bind leaves no socket file of the addresses bound before it.
+    let taken = ListenSpec::Tcp(l.tcp());
+    let first = l.dir.path().join("first.sock");
+    let r: Result<Server<MemBackend>, _> = Server::bind(ServerConfig::new(vec![ListenSpec::unix(&first), taken])).await;
+    assert!(matches!(r, Err(ServerError::Listen { .. })), "{r:?}");
+    assert!(!first.exists(), "socket file left behind");
 }
