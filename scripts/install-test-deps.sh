@@ -23,6 +23,7 @@ libnbd-bin             nbdinfo, nbdcopy, nbdfuse: NBD clients of the nbd tests
 fio                    fio with its nbd engine: verified random I/O in the nbd tests
 e2fsprogs              mkfs.ext4, fsck.ext4: a filesystem over nbdfuse + loop in the nbd tests
 mount                  losetup, mount, umount: the loop device and mount in the nbd tests
+prometheus             promtool: checks and unit-tests dashboards/alerts.yml (tests/tests/metrics.rs)
 '
 # kmod is not listed: the dev kernel has no loadable modules (everything the
 # tests need is built in), so nothing calls modprobe.

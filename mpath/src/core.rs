@@ -33,14 +33,39 @@ const FENCE_RETRY: Duration = Duration::from_secs(1);
 /// Why a path failed; `kind` is the metrics label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailureCause {
-    /// A short stable label: `connection`, `nop_timeout`, `io_timeout`,
-    /// `login`, `path_error`, `probe`, `verify`, `claim` (identity or bring-up refused), `admin`.
+    /// A short stable label, one of [`FailureCause::KINDS`].
     pub kind: &'static str,
     /// Details.
     pub detail: String,
 }
 
 impl FailureCause {
+    /// Every `kind` the device reports, so that metrics can show each at
+    /// zero before it first happens (a counter that appears at 1 hides
+    /// its first increase from `rate()`): the session's connection
+    /// failed (`connection`, `connect`, `login`, `protocol`,
+    /// `nop_timeout`), a command on the path timed out (`io_timeout`),
+    /// failed with a path error (`path_error`), or was answered with an
+    /// iSCSI failure or reject (`target_failure`, `rejected`); a probe
+    /// in probation or a verification of a ready path failed (`probe`,
+    /// `verify`); the identity check or a bring-up step refused the path
+    /// (`claim`); an administrator disabled it (`admin`).
+    pub const KINDS: [&'static str; 13] = [
+        "connection",
+        "connect",
+        "login",
+        "protocol",
+        "nop_timeout",
+        "io_timeout",
+        "path_error",
+        "target_failure",
+        "rejected",
+        "probe",
+        "verify",
+        "claim",
+        "admin",
+    ];
+
     /// A cause.
     pub fn new(kind: &'static str, detail: impl Into<String>) -> FailureCause {
         FailureCause { kind, detail: detail.into() }
@@ -273,8 +298,7 @@ pub struct PathSnapshot {
     pub name: String,
     /// State.
     pub status: PathStatus,
-    /// `active`, `standby`, `failed`, `reconnecting`, `probation`,
-    /// `disabled` or `connecting`.
+    /// One of [`PathSnapshot::STATES`].
     pub state: &'static str,
     /// Waiting for failback (manual or delayed).
     pub failback_held: bool,
@@ -290,6 +314,13 @@ pub struct PathSnapshot {
     pub since: Instant,
     /// Counters.
     pub stats: PathStats,
+}
+
+impl PathSnapshot {
+    /// The values of [`PathSnapshot::state`]: `active` and `standby` are
+    /// ready (the policy uses the first, keeps the second in reserve).
+    pub const STATES: [&'static str; 7] =
+        ["active", "standby", "probation", "reconnecting", "failed", "disabled", "connecting"];
 }
 
 /// Device-wide counters.
@@ -820,6 +851,7 @@ impl DeviceCore {
         let Some(p) = self.paths.get_mut(path) else { return };
         p.status = PathStatus::Failed;
         p.since = now;
+        *p.stats.failures.entry("claim").or_insert(0) += 1;
         p.last_cause = Some(FailureCause::new("claim", reason.clone()));
         self.event(now, Some(path), EventKind::ClaimRefused, reason, None);
         self.update_active(now, true);

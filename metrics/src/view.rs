@@ -1,0 +1,58 @@
+//! What one scrape reads of a device: the multipath core's snapshot and
+//! the snapshot of each path's iSCSI session, taken together.
+
+use std::time::{Duration, Instant};
+
+use mpio_mpath::{Device, DeviceSnapshot};
+use mpio_transport::SessionSnapshot;
+use tracing::debug;
+
+/// A session driver busy for longer than this (it answers between two
+/// socket reads, so in microseconds) leaves its families without samples
+/// for this scrape rather than holding the scrape, and the others, back.
+const SESSION_ANSWER: Duration = Duration::from_secs(1);
+
+/// One device as a scrape sees it.
+#[derive(Clone, Debug)]
+pub struct DeviceView {
+    /// The device's name (label `device`).
+    pub name: String,
+    /// Paths, policy and counters.
+    pub snapshot: DeviceSnapshot,
+    /// The session of each path, in the order of `snapshot.paths`; `None`
+    /// when it did not answer (its driver stopped, or it was busy).
+    pub sessions: Vec<Option<SessionSnapshot>>,
+    /// When the snapshot was taken: the length of a hold still running is
+    /// measured up to here.
+    pub at: Instant,
+}
+
+impl DeviceView {
+    /// Reads `device`. The core is locked only while its snapshot is
+    /// copied; each session answers from its own driver task, so the I/O
+    /// path is never blocked by a scrape.
+    pub async fn gather(device: &Device) -> DeviceView {
+        let snapshot = device.snapshot();
+        let at = Instant::now();
+        let mut sessions = Vec::with_capacity(snapshot.paths.len());
+        for path in &snapshot.paths {
+            sessions.push(session(device, &path.name).await);
+        }
+        DeviceView { name: device.name().to_string(), snapshot, sessions, at }
+    }
+}
+
+async fn session(device: &Device, path: &str) -> Option<SessionSnapshot> {
+    let handle = device.path_session(path)?;
+    match tokio::time::timeout(SESSION_ANSWER, handle.snapshot()).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            debug!(device = device.name(), path, "no session snapshot: {e}");
+            None
+        }
+        Err(_) => {
+            debug!(device = device.name(), path, "no session snapshot within {SESSION_ANSWER:?}");
+            None
+        }
+    }
+}
