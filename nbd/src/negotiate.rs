@@ -200,11 +200,6 @@ impl<E> Negotiation<E> {
         out.append(&mut self.out);
     }
 
-    /// Whether bytes wait in [`Negotiation::poll_transmit`].
-    pub fn wants_transmit(&self) -> bool {
-        !self.out.is_empty()
-    }
-
     /// The result, once negotiation is over (taken once).
     pub fn outcome(&mut self) -> Option<Outcome<E>> {
         self.outcome.take()
