@@ -19,6 +19,10 @@ libclang-dev           bindgen for libublk (ublk frontend build)
 qemu-utils             qemu-img, qemu-io, qemu-nbd: NBD / iSCSI clients
 qemu-block-extra       iSCSI block driver for qemu-img/qemu-io
 procps                 ps, pgrep: process checks in scripts
+libnbd-bin             nbdinfo, nbdcopy, nbdfuse: NBD clients of the nbd tests
+fio                    fio with its nbd engine: verified random I/O in the nbd tests
+e2fsprogs              mkfs.ext4, fsck.ext4: a filesystem over nbdfuse + loop in the nbd tests
+mount                  losetup, mount, umount: the loop device and mount in the nbd tests
 prometheus             promtool: checks and unit-tests dashboards/alerts.yml (tests/tests/metrics.rs)
 '
 # kmod is not listed: the dev kernel has no loadable modules (everything the

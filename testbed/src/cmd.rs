@@ -34,6 +34,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("qemu-io", "qemu-utils"),
     ("qemu-nbd", "qemu-utils"),
     ("timeout", "coreutils"),
+    ("nbdinfo", "libnbd-bin"),
+    ("nbdcopy", "libnbd-bin"),
+    ("nbdfuse", "libnbd-bin"),
+    ("fio", "fio"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("fsck.ext4", "e2fsprogs"),
+    ("losetup", "mount"),
+    ("mount", "mount"),
+    ("umount", "mount"),
 ];
 
 /// The Debian package that ships `program` ("?" if unknown).

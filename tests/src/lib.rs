@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod mp;
+pub mod nbd;
 
 use std::time::Duration;
 
