@@ -108,13 +108,7 @@ fn status(d: &Daemon) -> StatusView {
         config: cfg.file.display().to_string(),
         ready: devices.iter().all(|s| s.paths_usable > 0),
         metrics: d.metrics_addr.map(|a| format!("http://{a}/metrics")),
-        nbd: cfg
-            .nbd
-            .socket
-            .iter()
-            .map(|s| format!("unix:{}", s.display()))
-            .chain(cfg.nbd.tcp.iter().map(|a| format!("tcp:{a}")))
-            .collect(),
+        nbd: d.nbd.as_ref().map(|s| s.local_addrs().iter().map(ToString::to_string).collect()).unwrap_or_default(),
         devices,
     }
 }

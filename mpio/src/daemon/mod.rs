@@ -22,11 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use clap::Args;
 use mpio_mpath::Device;
+use mpio_nbd::{ExportConfig, ListenSpec, Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, DeviceSpec, Frontend};
+use crate::config::{self, Config, DeviceSpec, Frontend, NbdListen};
 use crate::logging::LogControl;
 use journal::Journal;
 use notify::notify;
@@ -64,6 +65,8 @@ pub(crate) struct Daemon {
     /// `log` was given on the command line: the file's does not apply.
     log_pinned: bool,
     started: Instant,
+    /// The NBD server, when [nbd] has a listener.
+    nbd: Option<Server<Device>>,
     /// Where /metrics is served (the bound address: port 0 in the file
     /// becomes the real port).
     metrics_addr: Option<std::net::SocketAddr>,
@@ -96,14 +99,32 @@ impl Daemon {
         )
     }
 
-    /// Starts a configured device (it connects in the background).
+    /// Starts a configured device (it connects in the background) and
+    /// exports it.
     fn start_device(self: &Arc<Self>, spec: DeviceSpec) -> Result<Managed, String> {
         let initiator = self.config().initiator.clone();
         let device = Device::start(spec.device_config(&initiator)).map_err(|e| format!("device {}: {e}", spec.name))?;
         let events = tokio::spawn(forward_events(Arc::downgrade(self), device.clone()));
-        let export = (spec.frontend == Frontend::Nbd).then(|| spec.name.clone());
-        info!(device = spec.name, paths = spec.paths.len(), "device started");
+        let export = match (&self.nbd, spec.frontend) {
+            (Some(server), Frontend::Nbd) => {
+                server
+                    .add_export(ExportConfig::new(spec.name.clone()), Arc::new(device.clone()))
+                    .map_err(|e| format!("device {}: NBD export: {e}", spec.name))?;
+                server.local_addrs().first().map(|a| a.uri(&spec.name))
+            }
+            _ => None,
+        };
+        info!(device = spec.name, paths = spec.paths.len(), export, "device started");
         Ok(Managed { spec, device, export, events })
+    }
+
+    /// Stops a device: its export first (in-flight requests finish), then
+    /// its sessions log out.
+    async fn stop_device(&self, m: Managed) {
+        if let (Some(server), Some(_)) = (&self.nbd, &m.export) {
+            server.remove_export(&m.spec.name).await;
+        }
+        shutdown(&m.device, Duration::from_secs(5)).await;
     }
 
     /// Records a daemon-level event.
@@ -148,6 +169,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         None => None,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    let nbd = nbd_server(&cfg.nbd).await?;
     let ready_timeout = cfg.ready_timeout;
     let specs = cfg.devices.clone();
     let daemon = Arc::new(Daemon {
@@ -157,6 +179,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         log,
         log_pinned,
         started: Instant::now(),
+        nbd,
         metrics_addr,
         reloading: tokio::sync::Mutex::new(()),
     });
@@ -205,11 +228,31 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     let _ = stop_metrics.send(());
     let socket = daemon.config().control_socket.clone();
     let _ = std::fs::remove_file(socket);
+    if let Some(server) = &daemon.nbd {
+        // Clients' requests in flight finish before the devices go.
+        server.shutdown().await;
+    }
     let devices: Vec<Managed> = std::mem::take(&mut *daemon.devices()).into_values().collect();
     for m in devices {
-        shutdown(&m.device, Duration::from_secs(5)).await;
+        daemon.stop_device(m).await;
     }
     Ok(())
+}
+
+/// The NBD listeners of `[nbd]`, if any.
+async fn nbd_server(cfg: &NbdListen) -> Result<Option<Server<Device>>> {
+    let mut listen: Vec<ListenSpec> = cfg.socket.iter().map(ListenSpec::unix).collect();
+    listen.extend(cfg.tcp.map(ListenSpec::Tcp));
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let server = Server::bind(ServerConfig::new(listen))
+        .await
+        .context("cannot start the NBD server: change [nbd] socket / listen, or stop what uses them")?;
+    for a in server.local_addrs() {
+        info!("NBD exports on {a}");
+    }
+    Ok(Some(server))
 }
 
 /// Logs out every path of a device (commands in flight finish first),

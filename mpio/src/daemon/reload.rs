@@ -11,10 +11,8 @@
 //! made with the CLI (`mpio policy set`, ...) stay until the file changes
 //! the same setting or the daemon restarts.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use mpio_mpath::{HoldMode, PolicyRequest};
+use std::sync::Arc;
 
 use super::Daemon;
 use super::notify::notify;
@@ -185,7 +183,7 @@ async fn execute(d: &Arc<Daemon>, change: Change) -> Result<(), String> {
         Change::RemoveDevice(name) => {
             let m = d.devices().remove(&name);
             if let Some(m) = m {
-                super::shutdown(&m.device, Duration::from_secs(5)).await;
+                d.stop_device(m).await;
             }
             d.event(&name, "device_removed", &format!("device {name} removed by a configuration reload"));
         }

@@ -2,6 +2,7 @@
 //! every CLI command, events, reload, and shutdown.
 
 mod harness;
+mod io;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
