@@ -1,9 +1,11 @@
-//! `mpio demo`: a local SAN and a guided tour of what the initiator does.
+//! `mpio demo`: a local SAN and a guided tour of what mpio does.
 //!
 //! Starts a private tgtd with one file-backed logical unit reachable
 //! through several portals (127.0.0.1, 127.0.0.2, ...), then runs the same
 //! code as the CLI commands against it, printing each equivalent command
-//! line so they can be repeated by hand. Ctrl-C, or the end with
+//! line so they can be repeated by hand, and finally `mpio daemon` with a
+//! round-robin device over every portal, its NBD export and /metrics,
+//! left running for the administrator to try. Ctrl-C, or the end with
 //! `--no-wait`, stops everything it started.
 
 use std::time::Duration;
@@ -20,6 +22,7 @@ use mpio_transport::{ConnPick, ConnectionSpec, SessionHandle};
 use crate::connect::{ConnectArgs, DigestArg, default_initiator_name};
 use crate::{discover, output, perf};
 
+mod daemon;
 mod multipath;
 
 /// Demo options.
@@ -31,9 +34,13 @@ pub(crate) struct DemoArgs {
     /// Size of the logical unit in MiB.
     #[arg(long, default_value_t = 256)]
     size_mib: u64,
-    /// Do not wait for Ctrl-C at the end: stop the SAN and exit.
+    /// Do not wait for Ctrl-C at the end: stop the daemon and the SAN and
+    /// exit.
     #[arg(long)]
     no_wait: bool,
+    /// Where the demo's daemon serves /metrics.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics: std::net::SocketAddr,
 }
 
 fn step(n: u32, title: &str, cmd: Option<String>) {
@@ -73,31 +80,81 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let portal = tgtd.portal(0);
-    let initiator = default_initiator_name()?;
-    let iqn = tgtd.iqn(1);
     let mpio = mpio_command();
-    println!("\n== What to try next (in another terminal, while this runs)");
-    println!("  {mpio} discover -p {portal}");
-    println!("  {mpio} scsi inquiry -p {portal} -t {iqn} -l 1 --vpd 0x83 --json");
-    println!(
-        "  {mpio} scsi readcap -p {} -t {iqn} -l 1 --header-digest crc32c --data-digest crc32c",
-        tgtd.portal(1.min(usize::from(n) - 1))
+    step(
+        7,
+        &format!(
+            "The daemon: {} as a round-robin device over {n} portals, exported over NBD, with metrics",
+            daemon::DEVICE
+        ),
+        Some(format!("{mpio} daemon --config /run/mpio-demo/mpio.toml")),
     );
-    println!("  {mpio} perf -p {portal} -t {iqn} -l 1 --rw randwrite --bs 64k --qd 16 --seconds 5");
-    println!("  iscsi-inq -i {initiator} iscsi://{portal}/{iqn}/1       # libiscsi, for comparison");
-    println!("  tgtadm -C {} --lld iscsi --mode conn --op show --tid 1   # the target's view", tgtd.control_port());
-    println!("  {mpio} timers explain                                  # what the failover timers mean in seconds");
-    println!(
-        "The daemon with its control socket and metrics, the NBD export and /dev/ublkbN come with the next issues."
-    );
-    if args.no_wait {
-        return Ok(());
+    let d = daemon::start(&tgtd, &args.metrics.to_string()).await?;
+    let uri = format!("nbd+unix:///{}?socket={}", daemon::DEVICE, crate::config::DEFAULT_NBD_SOCKET);
+    let shown = async {
+        println!("configuration: {} (log: {})", d.config.display(), d.log.display());
+        println!("\n$ {mpio} status");
+        daemon::show(&["status"]).await?;
+        println!("\n$ qemu-io -f raw -c 'write -P 0xa5 1M 1M' -c 'read -P 0xa5 1M 1M' '{uri}'");
+        daemon::nbd_round_trip(&uri).await?;
+        println!("\n$ curl -s {} | grep mpio_path_requests_total", d.metrics);
+        for line in daemon::metrics_excerpt(&d.metrics).await? {
+            println!("{line}");
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = shown.await {
+        d.stop().await?;
+        return Err(e);
     }
-    println!("\nThe local SAN runs until Ctrl-C.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    println!("stopping the local SAN");
-    Ok(())
+    let dev = daemon::DEVICE;
+    println!("\n== What to try next (in another terminal, while this runs)");
+    let weights = (1..=n).map(|i| format!("p{i}={i}")).collect::<Vec<_>>().join(",");
+    let tries = [
+        (format!("{mpio} status"), "the daemon and its devices"),
+        (format!("{mpio} path list {dev}"), "per-path state, queue depth, latency"),
+        (format!("{mpio} events --follow"), "failures, failovers, failbacks as they happen"),
+        (format!("{mpio} policy set {dev} fail-over-only --primary p2"), "I/O continues while it changes"),
+        (format!("{mpio} policy set {dev} weighted --weights {weights}"), ""),
+        (format!("{mpio} path fail {dev} p1"), "then: path reinstate"),
+        (format!("tgtadm -C {} --lld iscsi --mode conn --op show --tid 1", tgtd.control_port()), "the target's view"),
+        (format!("nbdinfo '{uri}'"), ""),
+        (
+            format!(
+                "fio --name=t --ioengine=nbd --uri='{uri}' --rw=randrw --bs=4k --iodepth=32 --time_based --runtime=30"
+            ),
+            "",
+        ),
+        (format!("curl -s {} | grep mpio_path", d.metrics), "dashboards/ has Grafana JSON and alert rules"),
+        (format!("{mpio} reload"), "after editing the configuration"),
+        (format!("{mpio} timers explain"), "what the failover timers mean in seconds"),
+    ];
+    let width = tries.iter().filter(|(_, why)| !why.is_empty()).map(|(c, _)| c.len()).max().unwrap_or(0).min(64);
+    for (cmd, why) in &tries {
+        if why.is_empty() {
+            println!("  {cmd}");
+        } else {
+            println!("  {cmd:<width$}  # {why}");
+        }
+    }
+    if args.no_wait {
+        return d.stop().await;
+    }
+    println!("\nThe local SAN and the daemon run until Ctrl-C.");
+    let mut d = d;
+    // Ctrl-C in the terminal reaches the daemon too (same process group);
+    // stop() also covers a SIGINT sent to this process alone.
+    let exited = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        r = d.exited() => Some(r),
+    };
+    match exited {
+        None => {
+            println!("stopping the daemon and the local SAN");
+            d.stop().await
+        }
+        Some(r) => r,
+    }
 }
 
 /// How to call this binary again: `mpio` when that is what the PATH

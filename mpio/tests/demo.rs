@@ -8,11 +8,14 @@ use mpio_testbed::require_root;
 fn demo_tours_a_local_san() {
     require_root();
     let o = Command::new(env!("CARGO_BIN_EXE_mpio"))
-        .args(["demo", "--no-wait", "--portals", "2", "--size-mib", "32"])
+        // Metrics on a port of its own: a developer's demo may be running.
+        .args(["demo", "--no-wait", "--portals", "2", "--size-mib", "32", "--metrics", "127.0.0.1:19464"])
         .output()
         .expect("run mpio demo");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "demo failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!std::path::Path::new("/run/mpio-demo").exists(), "the demo removes its state directory");
+    assert!(!std::path::Path::new("/run/mpio/mpio.sock").exists(), "the daemon removed its control socket");
     for want in [
         "== 1. Discovery",
         "read 8388608 back: identical",
@@ -23,7 +26,15 @@ fn demo_tours_a_local_san() {
         " 0 errors, ",
         "read back: all identical",
         "IOPS",
+        "== 7. The daemon: demo0",
+        "daemon ready: READY=1",
+        "optimal",
+        "nbd+unix:///demo0?socket=/run/mpio/nbd.sock",
+        "wrote 1048576/1048576 bytes at offset 1048576",
+        "read 1048576/1048576 bytes at offset 1048576",
+        "mpio_path_requests_total{device=\"demo0\",path=\"p2\",op=\"write\"}",
         "What to try next",
+        "policy set demo0 fail-over-only --primary p2",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
