@@ -21,10 +21,10 @@ use mpio_dsm::classify::{ErrorClass, classify};
 use mpio_dsm::vpd::VpdPage;
 use mpio_dsm::{Command, Lun, ScsiStatus, Sense, UnitSerialNumber, cdb};
 use mpio_policies::{PathId, PathRole, PolicyError, PolicyRequest, PolicySpec, SwitchEvery};
+use mpio_transport::login::LoginError;
 use mpio_transport::name::IscsiName;
 use mpio_transport::pdu::Isid;
 use mpio_transport::text::OperationalOffer;
-use mpio_transport::login::LoginError;
 use mpio_transport::{
     Auth, ConnectionFailure, ConnectionSpec, ReadData, ScsiResult, SessionConfig, SessionEvent, SessionHandle,
     TaskError,
@@ -314,13 +314,17 @@ struct PathIo {
 
 impl PathIo {
     /// Starts the path's session: it connects and logs in in the background,
-    /// and keeps trying (except after a login refused for good).
-    fn spawn(template: &DeviceConfig, config: PathConfig) -> Result<PathIo, DeviceError> {
+    /// and keeps trying (except after a login refused for good). Returns its
+    /// events from the very start, for [`watch_session`].
+    fn spawn(
+        template: &DeviceConfig,
+        config: PathConfig,
+    ) -> Result<(PathIo, broadcast::Receiver<SessionEvent>), DeviceError> {
         let session_config = template.session(&config);
-        let session = SessionHandle::spawn(session_config.clone())
+        let (session, events) = SessionHandle::spawn_watched(session_config.clone())
             .map_err(|e| DeviceError::Config(format!("path {}: {e}", config.name)))?;
         let lu = LuAccess::new(session.clone(), template.lun);
-        Ok(PathIo { config, session, session_config, lu })
+        Ok((PathIo { config, session, session_config, lu }, events))
     }
 }
 
@@ -395,14 +399,10 @@ enum Msg {
     Fenced(PathId, u64, Result<(), String>),
 }
 
-/// Forwards a path's session events to the driver.
-fn watch_session(id: PathId, session: &SessionHandle, tx: mpsc::UnboundedSender<Msg>) {
-    let mut sub = session.events();
-    let up = session.is_up();
+/// Forwards a path's session events (subscribed to before the session
+/// started) to the driver.
+fn watch_session(id: PathId, mut sub: broadcast::Receiver<SessionEvent>, tx: mpsc::UnboundedSender<Msg>) {
     tokio::spawn(async move {
-        if up {
-            let _ = tx.send(Msg::Session(id, SessionEvent::SessionUp { tsih: 0, reinstated: false }));
-        }
         loop {
             match sub.recv().await {
                 Ok(ev) => {
@@ -446,8 +446,11 @@ impl Device {
         cfg.policy.check(&names)?;
         let configs = std::mem::take(&mut cfg.paths);
         let mut paths = Vec::with_capacity(configs.len());
+        let mut watches = Vec::with_capacity(configs.len());
         for p in configs {
-            paths.push(Some(Arc::new(PathIo::spawn(&cfg, p)?)));
+            let (io, events) = PathIo::spawn(&cfg, p)?;
+            paths.push(Some(Arc::new(io)));
+            watches.push(events);
         }
         let core = DeviceCore::new(cfg.timers.clone(), names, cfg.policy.clone(), Instant::now());
         let (events, _) = broadcast::channel(1024);
@@ -463,28 +466,30 @@ impl Device {
             events,
             tx,
         });
-        for (id, p) in inner.paths.read().unwrap_or_else(|e| e.into_inner()).iter().enumerate() {
-            if let Some(p) = p {
-                watch_session(id, &p.session, inner.tx.clone());
-            }
+        for (id, events) in watches.into_iter().enumerate() {
+            watch_session(id, events, inner.tx.clone());
         }
         tokio::spawn(drive(Arc::downgrade(&inner), rx));
         Ok(Device { inner })
     }
 
-    /// Waits until a path carries I/O. After `timeout`, fails with each
-    /// path's reason (its last login or claim failure, or "still
-    /// connecting"); the device keeps trying in the background.
+    /// Waits until a path carries I/O. After `timeout`, or as soon as every
+    /// path has failed for good (a login refused for a reason retrying cannot
+    /// fix, a path to another logical unit), fails with each path's reason
+    /// (its last login or claim failure, or "still connecting"); paths still
+    /// retrying go on in the background.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DeviceError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.usable_paths() > 0 {
+            let snap = self.snapshot();
+            if snap.paths.iter().any(|p| matches!(p.state, "active" | "standby")) {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let hopeless = snap.paths.iter().all(|p| p.status == PathStatus::Failed);
+            if hopeless || tokio::time::timeout_at(start + timeout, notified).await.is_err() {
                 let reasons = self
                     .snapshot()
                     .paths
@@ -494,7 +499,8 @@ impl Device {
                         format!("{}: {why}", p.name)
                     })
                     .collect();
-                return Err(DeviceError::NoPath { device: self.inner.name.clone(), waited: timeout, reasons });
+                let waited = start.elapsed();
+                return Err(DeviceError::NoPath { device: self.inner.name.clone(), waited, reasons });
             }
         }
     }
@@ -528,10 +534,6 @@ impl Device {
 
     fn core(&self) -> MutexGuard<'_, DeviceCore> {
         self.inner.core()
-    }
-
-    fn usable_paths(&self) -> usize {
-        self.snapshot().paths.iter().filter(|p| p.state == "active" || p.state == "standby").count()
     }
 
     /// The device's name.
@@ -574,7 +576,9 @@ impl Device {
         let core = self.core();
         let (device, path) = (self.inner.name.clone(), name.to_owned());
         match core.path_id(name) {
-            Some(id) if core.status(id) == Some(PathStatus::Removing) => Err(DeviceError::PathRemoving { device, path }),
+            Some(id) if core.status(id) == Some(PathStatus::Removing) => {
+                Err(DeviceError::PathRemoving { device, path })
+            }
             Some(id) => Ok(id),
             None => Err(DeviceError::UnknownPath { device, path }),
         }
@@ -620,10 +624,15 @@ impl Device {
         let name = path.name.clone();
         let duplicate =
             |removing| DeviceError::DuplicatePath { device: self.inner.name.clone(), path: name.clone(), removing };
-        if let Some(id) = self.core().path_id(&name) {
-            return Err(duplicate(self.core().status(id) == Some(PathStatus::Removing)));
+        let taken = {
+            let core = self.core();
+            core.path_id(&name).map(|id| core.status(id) == Some(PathStatus::Removing))
+        };
+        if let Some(removing) = taken {
+            return Err(duplicate(removing));
         }
-        let io = Arc::new(PathIo::spawn(&self.inner.template, path)?);
+        let (io, events) = PathIo::spawn(&self.inner.template, path)?;
+        let io = Arc::new(io);
         let Some(id) = self.core().add_path(Instant::now(), name.clone()) else {
             // Added by a concurrent call meanwhile; this session ends unused.
             return Err(duplicate(false));
@@ -637,7 +646,7 @@ impl Device {
                 *slot = Some(io.clone());
             }
         }
-        watch_session(id, &io.session, self.inner.tx.clone());
+        watch_session(id, events, self.inner.tx.clone());
         self.after_admin();
         Ok(())
     }
@@ -724,7 +733,8 @@ impl Device {
             if let Some(lu) = self.info() {
                 return Ok(lu);
             }
-            let until = self.core().hold(Instant::now())?;
+            let hold = self.core().hold(Instant::now());
+            let until = hold?;
             self.inner.kick.notify_one();
             wait(notified, until).await;
         }
