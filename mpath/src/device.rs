@@ -12,6 +12,23 @@
 //! its own portal or another portal of the same portal group, or
 //! DefaultTime2Wait + DefaultTime2Retain passed), so a stale copy can
 //! never land after a newer write. Reads and flushes go again at once.
+//!
+//! A device's life, as the daemon drives it:
+//!
+//! - [`Device::start`] returns at once with every path connecting in the
+//!   background; [`Device::wait_ready`] waits for the first usable path and
+//!   names each path's reason on timeout; [`Device::open`] is both, and
+//!   logs every session out when it fails. Requests made before the first
+//!   claim wait as in an all-paths-down hold.
+//! - A configuration reload adds paths ([`Device::add_path`]: login, claim,
+//!   bring-up, then the least preferred role of the policy) and removes
+//!   them ([`Device::remove_path`]: no new I/O, drain, logout), changes a
+//!   path's role ([`Device::set_path_role`]) or the policy
+//!   ([`Device::set_policy`]); refusals carry the seed's status codes
+//!   ([`DeviceError::code`]).
+//! - [`Device::events`] streams every state change (login failures
+//!   included); [`Device::snapshot`] and [`Device::path_configs`] give what
+//!   `mpio path list` and the metrics show.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -377,6 +394,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The device's event stream, with the wall-clock time of each event.
+pub type DeviceEvents = broadcast::Receiver<(SystemTime, DeviceEvent)>;
+
 /// A multipath device. Cheap to clone. When the last clone is dropped,
 /// the sessions log out.
 #[derive(Clone)]
@@ -431,7 +451,14 @@ impl Device {
     /// it passes. Starting up is not counted as an outage
     /// ([`DeviceSnapshot::starting`]). [`Device::wait_ready`] waits for the
     /// first usable path. Must be called within a tokio runtime.
-    pub fn start(mut cfg: DeviceConfig) -> Result<Device, DeviceError> {
+    pub fn start(cfg: DeviceConfig) -> Result<Device, DeviceError> {
+        Device::start_watched(cfg).map(|(device, _)| device)
+    }
+
+    /// [`Device::start`], with a subscription to the device's events taken
+    /// before any path starts: not even the first login failure is missed
+    /// (a subscription taken after `start` races with them).
+    pub fn start_watched(mut cfg: DeviceConfig) -> Result<(Device, DeviceEvents), DeviceError> {
         if cfg.paths.is_empty() {
             return Err(DeviceError::Config(format!("device {} has no path", cfg.name)));
         }
@@ -453,7 +480,7 @@ impl Device {
             watches.push(events);
         }
         let core = DeviceCore::new(cfg.timers.clone(), names, cfg.policy.clone(), Instant::now());
-        let (events, _) = broadcast::channel(1024);
+        let (events, first) = broadcast::channel(1024);
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             name: cfg.name.clone(),
@@ -470,7 +497,7 @@ impl Device {
             watch_session(id, events, inner.tx.clone());
         }
         tokio::spawn(drive(Arc::downgrade(&inner), rx));
-        Ok(Device { inner })
+        Ok((Device { inner }, first))
     }
 
     /// Waits until a path carries I/O. After `timeout`, or as soon as every
@@ -560,8 +587,8 @@ impl Device {
         paths.iter().flatten().map(|p| p.config.clone()).collect()
     }
 
-    /// Subscribes to events (with wall-clock time).
-    pub fn events(&self) -> broadcast::Receiver<(SystemTime, DeviceEvent)> {
+    /// Subscribes to events (with wall-clock time), from now on.
+    pub fn events(&self) -> DeviceEvents {
         self.inner.events.subscribe()
     }
 
@@ -661,10 +688,24 @@ impl Device {
     /// make another path primary or active first). The health of the other
     /// paths is not checked: removing the only working path leaves the
     /// device in the all-paths-down hold.
+    ///
+    /// The drain and logout run in a task of their own: dropping the returned
+    /// future does not stop them.
     pub async fn remove_path(&self, name: &str) -> Result<(), DeviceError> {
         let id = self.path_id(name)?;
         self.core().remove_path(Instant::now(), id)?;
         self.after_admin();
+        let device = self.clone();
+        let name = name.to_owned();
+        // Bounded: the commands in flight end within the I/O timeouts, the
+        // logout within a login timeout.
+        let _ = tokio::spawn(async move { device.finish_removal(id, &name).await }).await;
+        Ok(())
+    }
+
+    /// Waits for a path being removed to drain, logs its session out, and
+    /// drops it.
+    async fn finish_removal(&self, id: PathId, name: &str) {
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
@@ -685,7 +726,6 @@ impl Device {
             *slot = None;
         }
         self.after_admin();
-        Ok(())
     }
 
     /// Takes a path out of service (`mpio path fail`).

@@ -96,8 +96,7 @@ async fn a_device_started_before_its_target_is_reachable_becomes_ready_when_it_i
     assert_eq!(e.code(), Some(0xEFFF_0047));
     tgtd.wait_connections(1, "no session left", Duration::from_secs(5), |c| c.is_empty()).unwrap();
     // Seen as events: a login failure (seed event 10), then the path fails.
-    let dev = Device::start(cfg.clone()).unwrap();
-    let mut events = dev.events();
+    let (dev, mut events) = Device::start_watched(cfg.clone()).unwrap();
     let ev = wait_device_event(&mut events, Duration::from_secs(10), "a login failure", |e| {
         e.kind == EventKind::LoginFailed
     })
@@ -114,19 +113,24 @@ async fn a_device_started_before_its_target_is_reachable_becomes_ready_when_it_i
     cfg.auth = chap("initsecret12");
     cfg.timers.reconnect_max = Duration::from_secs(1);
     let t0 = Instant::now();
-    let dev = Device::start(cfg).unwrap();
+    let (dev, mut events) = Device::start_watched(cfg).unwrap();
     assert!(t0.elapsed() < Duration::from_millis(100), "start waited {:?}", t0.elapsed());
     assert!(dev.info().is_none());
-    let mut events = dev.events();
     let write = tokio::spawn({
         let dev = dev.clone();
         async move { dev.write(1 << 20, pattern(1 << 20, 64 << 10, 3), false).await }
     });
-    let ev = wait_device_event(&mut events, Duration::from_secs(10), "connect refused", |e| {
-        e.kind == EventKind::LoginFailed
-    })
-    .await;
-    assert_eq!(ev.seed_event, Some(1), "seed event 1: could not connect: {}", ev.reason);
+    // Each path reports its reason once (seed event 1: could not connect).
+    let mut refused = Vec::new();
+    while refused.len() < 2 {
+        let ev = wait_device_event(&mut events, Duration::from_secs(10), "connect refused on both paths", |e| {
+            e.kind == EventKind::LoginFailed && !refused.contains(&e.path)
+        })
+        .await;
+        assert_eq!(ev.seed_event, Some(1), "{}", ev.reason);
+        assert!(ev.reason.contains("refused"), "{}", ev.reason);
+        refused.push(ev.path);
+    }
     let e = dev.wait_ready(Duration::from_millis(500)).await.unwrap_err().to_string();
     assert!(e.contains("p1: connect") && e.contains("p2: connect"), "{e}");
     let snap = dev.snapshot();
