@@ -921,19 +921,14 @@ impl Device {
                 Selection::Fail(e) => return Err(e),
             };
             let t0 = Instant::now();
-            let completion = match inner.path_io(ticket.path) {
-                Some(path) => {
-                    let result = path.session.execute(request(inner.template.lun, cmd, data.clone())).await;
-                    Ok((classify_result(&result), result))
-                }
-                // Cannot happen: a path's I/O side goes only after the path
-                // was drained and left the policy. Should it, send again.
-                None => Err(Completion::Retry { immediate: true, why: "path removed".into() }),
+            let result = match inner.path_io(ticket.path) {
+                Some(path) => path.session.execute(request(inner.template.lun, cmd, data.clone())).await,
+                // Cannot happen: a path's I/O side goes only once the path
+                // left the policy and was drained. Should it, it is the
+                // closed session it would be.
+                None => Err(TaskError::SessionClosed),
             };
-            let (completion, result) = match completion {
-                Ok((c, r)) => (c, Some(r)),
-                Err(c) => (c, None),
-            };
+            let completion = classify_result(&result);
             let (verdict, draining) = {
                 let mut core = self.core();
                 let verdict = core.complete(Instant::now(), ticket, t0.elapsed(), completion, attempt);
@@ -945,11 +940,6 @@ impl Device {
             }
             match verdict {
                 Verdict::Done => {
-                    let result = result.ok_or_else(|| IoError {
-                        kind: IoErrorKind::Device,
-                        errno: 5,
-                        message: "no result for a completed command".into(),
-                    })?;
                     return result.map_err(|e| IoError { kind: IoErrorKind::Device, errno: 5, message: e.to_string() });
                 }
                 Verdict::Redrive { fence: f } => {
