@@ -12,6 +12,23 @@
 //! its own portal or another portal of the same portal group, or
 //! DefaultTime2Wait + DefaultTime2Retain passed), so a stale copy can
 //! never land after a newer write. Reads and flushes go again at once.
+//!
+//! A device's life, as the daemon drives it:
+//!
+//! - [`Device::start`] returns at once with every path connecting in the
+//!   background; [`Device::wait_ready`] waits for the first usable path and
+//!   names each path's reason on timeout; [`Device::open`] is both, and
+//!   logs every session out when it fails. Requests made before the first
+//!   claim wait as in an all-paths-down hold.
+//! - A configuration reload adds paths ([`Device::add_path`]: login, claim,
+//!   bring-up, then the least preferred role of the policy) and removes
+//!   them ([`Device::remove_path`]: no new I/O, drain, logout), changes a
+//!   path's role ([`Device::set_path_role`]) or the policy
+//!   ([`Device::set_policy`]); refusals carry the seed's status codes
+//!   ([`DeviceError::code`]).
+//! - [`Device::events`] streams every state change (login failures
+//!   included); [`Device::snapshot`] and [`Device::path_configs`] give what
+//!   `mpio path list` and the metrics show.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -314,13 +331,17 @@ struct PathIo {
 
 impl PathIo {
     /// Starts the path's session: it connects and logs in in the background,
-    /// and keeps trying (except after a login refused for good).
-    fn spawn(template: &DeviceConfig, config: PathConfig) -> Result<PathIo, DeviceError> {
+    /// and keeps trying (except after a login refused for good). Returns its
+    /// events from the very start, for [`watch_session`].
+    fn spawn(
+        template: &DeviceConfig,
+        config: PathConfig,
+    ) -> Result<(PathIo, broadcast::Receiver<SessionEvent>), DeviceError> {
         let session_config = template.session(&config);
-        let session = SessionHandle::spawn(session_config.clone())
+        let (session, events) = SessionHandle::spawn_watched(session_config.clone())
             .map_err(|e| DeviceError::Config(format!("path {}: {e}", config.name)))?;
         let lu = LuAccess::new(session.clone(), template.lun);
-        Ok(PathIo { config, session, session_config, lu })
+        Ok((PathIo { config, session, session_config, lu }, events))
     }
 }
 
@@ -373,6 +394,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The device's event stream, with the wall-clock time of each event.
+pub type DeviceEvents = broadcast::Receiver<(SystemTime, DeviceEvent)>;
+
 /// A multipath device. Cheap to clone. When the last clone is dropped,
 /// the sessions log out.
 #[derive(Clone)]
@@ -395,14 +419,10 @@ enum Msg {
     Fenced(PathId, u64, Result<(), String>),
 }
 
-/// Forwards a path's session events to the driver.
-fn watch_session(id: PathId, session: &SessionHandle, tx: mpsc::UnboundedSender<Msg>) {
-    let mut sub = session.events();
-    let up = session.is_up();
+/// Forwards a path's session events (subscribed to before the session
+/// started) to the driver.
+fn watch_session(id: PathId, mut sub: broadcast::Receiver<SessionEvent>, tx: mpsc::UnboundedSender<Msg>) {
     tokio::spawn(async move {
-        if up {
-            let _ = tx.send(Msg::Session(id, SessionEvent::SessionUp { tsih: 0, reinstated: false }));
-        }
         loop {
             match sub.recv().await {
                 Ok(ev) => {
@@ -431,7 +451,14 @@ impl Device {
     /// it passes. Starting up is not counted as an outage
     /// ([`DeviceSnapshot::starting`]). [`Device::wait_ready`] waits for the
     /// first usable path. Must be called within a tokio runtime.
-    pub fn start(mut cfg: DeviceConfig) -> Result<Device, DeviceError> {
+    pub fn start(cfg: DeviceConfig) -> Result<Device, DeviceError> {
+        Device::start_watched(cfg).map(|(device, _)| device)
+    }
+
+    /// [`Device::start`], with a subscription to the device's events taken
+    /// before any path starts: not even the first login failure is missed
+    /// (a subscription taken after `start` races with them).
+    pub fn start_watched(mut cfg: DeviceConfig) -> Result<(Device, DeviceEvents), DeviceError> {
         if cfg.paths.is_empty() {
             return Err(DeviceError::Config(format!("device {} has no path", cfg.name)));
         }
@@ -446,11 +473,14 @@ impl Device {
         cfg.policy.check(&names)?;
         let configs = std::mem::take(&mut cfg.paths);
         let mut paths = Vec::with_capacity(configs.len());
+        let mut watches = Vec::with_capacity(configs.len());
         for p in configs {
-            paths.push(Some(Arc::new(PathIo::spawn(&cfg, p)?)));
+            let (io, events) = PathIo::spawn(&cfg, p)?;
+            paths.push(Some(Arc::new(io)));
+            watches.push(events);
         }
         let core = DeviceCore::new(cfg.timers.clone(), names, cfg.policy.clone(), Instant::now());
-        let (events, _) = broadcast::channel(1024);
+        let (events, first) = broadcast::channel(1024);
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             name: cfg.name.clone(),
@@ -463,28 +493,30 @@ impl Device {
             events,
             tx,
         });
-        for (id, p) in inner.paths.read().unwrap_or_else(|e| e.into_inner()).iter().enumerate() {
-            if let Some(p) = p {
-                watch_session(id, &p.session, inner.tx.clone());
-            }
+        for (id, events) in watches.into_iter().enumerate() {
+            watch_session(id, events, inner.tx.clone());
         }
         tokio::spawn(drive(Arc::downgrade(&inner), rx));
-        Ok(Device { inner })
+        Ok((Device { inner }, first))
     }
 
-    /// Waits until a path carries I/O. After `timeout`, fails with each
-    /// path's reason (its last login or claim failure, or "still
-    /// connecting"); the device keeps trying in the background.
+    /// Waits until a path carries I/O. After `timeout`, or as soon as every
+    /// path has failed for good (a login refused for a reason retrying cannot
+    /// fix, a path to another logical unit), fails with each path's reason
+    /// (its last login or claim failure, or "still connecting"); paths still
+    /// retrying go on in the background.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DeviceError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.usable_paths() > 0 {
+            let snap = self.snapshot();
+            if snap.paths.iter().any(|p| matches!(p.state, "active" | "standby")) {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let hopeless = snap.paths.iter().all(|p| p.status == PathStatus::Failed);
+            if hopeless || tokio::time::timeout_at(start + timeout, notified).await.is_err() {
                 let reasons = self
                     .snapshot()
                     .paths
@@ -494,7 +526,8 @@ impl Device {
                         format!("{}: {why}", p.name)
                     })
                     .collect();
-                return Err(DeviceError::NoPath { device: self.inner.name.clone(), waited: timeout, reasons });
+                let waited = start.elapsed();
+                return Err(DeviceError::NoPath { device: self.inner.name.clone(), waited, reasons });
             }
         }
     }
@@ -530,10 +563,6 @@ impl Device {
         self.inner.core()
     }
 
-    fn usable_paths(&self) -> usize {
-        self.snapshot().paths.iter().filter(|p| p.state == "active" || p.state == "standby").count()
-    }
-
     /// The device's name.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -558,8 +587,8 @@ impl Device {
         paths.iter().flatten().map(|p| p.config.clone()).collect()
     }
 
-    /// Subscribes to events (with wall-clock time).
-    pub fn events(&self) -> broadcast::Receiver<(SystemTime, DeviceEvent)> {
+    /// Subscribes to events (with wall-clock time), from now on.
+    pub fn events(&self) -> DeviceEvents {
         self.inner.events.subscribe()
     }
 
@@ -622,10 +651,15 @@ impl Device {
         let name = path.name.clone();
         let duplicate =
             |removing| DeviceError::DuplicatePath { device: self.inner.name.clone(), path: name.clone(), removing };
-        if let Some(id) = self.core().path_id(&name) {
-            return Err(duplicate(self.core().status(id) == Some(PathStatus::Removing)));
+        let taken = {
+            let core = self.core();
+            core.path_id(&name).map(|id| core.status(id) == Some(PathStatus::Removing))
+        };
+        if let Some(removing) = taken {
+            return Err(duplicate(removing));
         }
-        let io = Arc::new(PathIo::spawn(&self.inner.template, path)?);
+        let (io, events) = PathIo::spawn(&self.inner.template, path)?;
+        let io = Arc::new(io);
         let Some(id) = self.core().add_path(Instant::now(), name.clone()) else {
             // Added by a concurrent call meanwhile; this session ends unused.
             return Err(duplicate(false));
@@ -639,7 +673,7 @@ impl Device {
                 *slot = Some(io.clone());
             }
         }
-        watch_session(id, &io.session, self.inner.tx.clone());
+        watch_session(id, events, self.inner.tx.clone());
         self.after_admin();
         Ok(())
     }
@@ -654,10 +688,24 @@ impl Device {
     /// make another path primary or active first). The health of the other
     /// paths is not checked: removing the only working path leaves the
     /// device in the all-paths-down hold.
+    ///
+    /// The drain and logout run in a task of their own: dropping the returned
+    /// future does not stop them.
     pub async fn remove_path(&self, name: &str) -> Result<(), DeviceError> {
         let id = self.path_id(name)?;
         self.core().remove_path(Instant::now(), id)?;
         self.after_admin();
+        let device = self.clone();
+        let name = name.to_owned();
+        // Bounded: the commands in flight end within the I/O timeouts, the
+        // logout within a login timeout.
+        let _ = tokio::spawn(async move { device.finish_removal(id, &name).await }).await;
+        Ok(())
+    }
+
+    /// Waits for a path being removed to drain, logs its session out, and
+    /// drops it.
+    async fn finish_removal(&self, id: PathId, name: &str) {
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
@@ -678,7 +726,6 @@ impl Device {
             *slot = None;
         }
         self.after_admin();
-        Ok(())
     }
 
     /// Takes a path out of service (`mpio path fail`).
@@ -726,7 +773,8 @@ impl Device {
             if let Some(lu) = self.info() {
                 return Ok(lu);
             }
-            let until = self.core().hold(Instant::now())?;
+            let hold = self.core().hold(Instant::now());
+            let until = hold?;
             self.inner.kick.notify_one();
             wait(notified, until).await;
         }
@@ -873,19 +921,14 @@ impl Device {
                 Selection::Fail(e) => return Err(e),
             };
             let t0 = Instant::now();
-            let completion = match inner.path_io(ticket.path) {
-                Some(path) => {
-                    let result = path.session.execute(request(inner.template.lun, cmd, data.clone())).await;
-                    Ok((classify_result(&result), result))
-                }
-                // Cannot happen: a path's I/O side goes only after the path
-                // was drained and left the policy. Should it, send again.
-                None => Err(Completion::Retry { immediate: true, why: "path removed".into() }),
+            let result = match inner.path_io(ticket.path) {
+                Some(path) => path.session.execute(request(inner.template.lun, cmd, data.clone())).await,
+                // Cannot happen: a path's I/O side goes only once the path
+                // left the policy and was drained. Should it, it is the
+                // closed session it would be.
+                None => Err(TaskError::SessionClosed),
             };
-            let (completion, result) = match completion {
-                Ok((c, r)) => (c, Some(r)),
-                Err(c) => (c, None),
-            };
+            let completion = classify_result(&result);
             let (verdict, draining) = {
                 let mut core = self.core();
                 let verdict = core.complete(Instant::now(), ticket, t0.elapsed(), completion, attempt);
@@ -897,11 +940,6 @@ impl Device {
             }
             match verdict {
                 Verdict::Done => {
-                    let result = result.ok_or_else(|| IoError {
-                        kind: IoErrorKind::Device,
-                        errno: 5,
-                        message: "no result for a completed command".into(),
-                    })?;
                     return result.map_err(|e| IoError { kind: IoErrorKind::Device, errno: 5, message: e.to_string() });
                 }
                 Verdict::Redrive { fence: f } => {

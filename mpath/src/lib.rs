@@ -1,9 +1,14 @@
 //! The multipath device: one logical unit reached over many paths.
 //!
-//! - [`core`]: the device as a sans-I/O state machine (path states,
-//!   policy, hold, probation, failback, damping, write fence);
-//! - [`device`]: the async device the frontends use (read, write, flush,
-//!   discard, write zeroes) and the path bring-up;
+//! - [`core`]: the device as a sans-I/O state machine (path table with
+//!   stable ids, path states, policy, hold, probation, failback, damping,
+//!   write fence);
+//! - [`device`]: the async device the frontends and the daemon use: start
+//!   without waiting, I/O (read, write, flush, discard, write zeroes), the
+//!   path bring-up, paths added and removed at runtime, per-path roles;
+//! - [`event`]: what the device reports (path states, failovers, holds,
+//!   login failures, paths added and removed), with the seed's event IDs;
+//! - [`stats`]: per-path counters and latency histogram for the metrics;
 //! - [`timers`]: the one timer model and `mpio timers explain`;
 //! - [`scsi`]: SCSI commands on one LU through one session.
 #![warn(missing_docs)]
@@ -15,11 +20,13 @@ pub mod scsi;
 pub mod stats;
 pub mod timers;
 
-pub use crate::core::{DeviceCore, DeviceSnapshot, FailureCause, IoError, IoErrorKind, PathSnapshot, PathStatus};
-pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, LuInfo, PathConfig};
+pub use crate::core::{
+    DeviceCore, DeviceCounters, DeviceSnapshot, FailureCause, IoError, IoErrorKind, PathSnapshot, PathStatus,
+};
+pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, DeviceEvents, LuInfo, PathConfig};
 pub use event::{DeviceEvent, EventKind};
 // The policy types are part of the device's API (config and runtime
 // changes), so users of the device need not name the policies crate.
-pub use mpio_policies::{PathId, PathRole, PolicyError, PolicyKind, PolicyRequest, PolicySpec, SwitchEvery};
+pub use mpio_policies::{PathId, PathRole, PathTable, PolicyError, PolicyKind, PolicyRequest, PolicySpec, SwitchEvery};
 pub use stats::{Op, PathStats};
 pub use timers::{FailbackMode, HoldMode, TimerConfig};

@@ -16,6 +16,15 @@
 //! names) into a [`PolicySpec`] or a [`PolicyError`] carrying the seed status
 //! code (004 lines 3234-3301).
 //!
+//! Paths come and go at runtime: [`PolicySpec::with_path`] gives an added path
+//! the least preferred role, [`PolicySpec::without_path`] drops a removed one
+//! (refusing the last path and the policy's only preferred path), and
+//! [`PolicySpec::with_role`] turns `mpio path set-active|set-standby|set-weight`
+//! into new parameters. Path ids stay stable, so a removed path leaves a hole in
+//! the [`PathTable`] that validation skips. [`Policy::respec`] hands the new
+//! parameters to the running instance without losing its cursors or sticky
+//! standby.
+//!
 //! # The policies
 //!
 //! | CLI name | Seed / anchor | Carries I/O ("Active") |

@@ -39,6 +39,16 @@ impl PathTable for Vec<String> {
     }
 }
 
+impl<const N: usize> PathTable for [String; N] {
+    fn slots(&self) -> usize {
+        N
+    }
+
+    fn name(&self, id: PathId) -> Option<&str> {
+        self.as_slice().name(id)
+    }
+}
+
 impl PathTable for [Option<String>] {
     fn slots(&self) -> usize {
         self.len()

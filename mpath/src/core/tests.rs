@@ -605,3 +605,206 @@ fn a_path_measured_slow_once_is_measured_again_after_a_second_idle() {
     let picks: Vec<PathId> = (0..4).map(|_| t.pick(Op::Read).path).collect();
     assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
 }
+
+fn by_name(t: &T, name: &str) -> PathSnapshot {
+    t.c.snapshot().paths.into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no path {name}"))
+}
+
+#[test]
+fn paths_are_added_and_removed_with_stable_ids() {
+    let mut t = T::up(3);
+    // Added: connecting, not used until its session is up and claimed.
+    let id = t.c.add_path(t.now, "p3".into()).unwrap();
+    assert_eq!(id, 3);
+    assert_eq!(t.c.add_path(t.now, "p3".into()), None, "a taken name");
+    assert_eq!(kinds(&t.events()), ["path_added"]);
+    assert_eq!(by_name(&t, "p3").state, "connecting");
+    assert!((0..6).all(|_| t.serve() != 3));
+    t.c.session_up(t.now, 3, false);
+    let mut seen: Vec<PathId> = (0..8).map(|_| t.serve()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, [0, 1, 2, 3], "round robin uses it at once");
+
+    // Removed while a request is out on it: no new I/O, the request completes.
+    let out = loop {
+        let k = t.pick(Op::Write);
+        if k.path == 1 {
+            break k;
+        }
+        t.done(k, Op::Write, Completion::Success);
+    };
+    t.events();
+    t.c.remove_path(t.now, 1).unwrap();
+    assert_eq!(by_name(&t, "p1").state, "removing");
+    assert_eq!(t.c.in_flight(1), 1);
+    assert!((0..8).all(|_| t.serve() != 1));
+    assert_eq!(t.done(out, Op::Write, Completion::Success), Verdict::Done);
+    assert_eq!(t.c.in_flight(1), 0);
+    t.c.path_removed(t.now, 1);
+    let evs = t.events();
+    assert_eq!(kinds(&evs), ["path_removing", "path_removed"]);
+    assert!(evs.iter().all(|e| e.path == Some(1) && e.path_name.as_deref() == Some("p1")));
+    assert_eq!(t.c.snapshot().counters.failovers + t.c.snapshot().counters.failbacks, 0, "neither");
+
+    // Gone: the others keep their ids; the name is free; the id is not reused.
+    let snap = t.c.snapshot();
+    let ids: Vec<(PathId, &str)> = snap.paths.iter().map(|p| (p.id, p.name.as_str())).collect();
+    assert_eq!(ids, [(0, "p0"), (2, "p2"), (3, "p3")]);
+    assert_eq!(t.c.status(1), None);
+    assert_eq!(t.c.path_id("p1"), None);
+    assert_eq!(t.c.path_names(), ["p0", "p2", "p3"]);
+    assert_eq!(t.c.add_path(t.now, "p1".into()), Some(4));
+
+    // Policy validation skips the hole: weights for the live paths only.
+    let weights = |v: &[&str]| PolicyRequest {
+        policy: "weighted".into(),
+        weights: Some(v.iter().map(|n| (n.to_string(), 1)).collect()),
+        ..Default::default()
+    };
+    t.c.set_policy(t.now, &weights(&["p0", "p2", "p3", "p1"])).unwrap();
+    let e = t.c.set_policy(t.now, &weights(&["p0", "p2", "p3"])).unwrap_err();
+    assert_eq!(e.code(), 0xEFFF_0058, "{e}");
+    assert!(e.to_string().contains("missing: p1"), "{e}");
+    assert_eq!(t.c.snapshot().policy_description, "weighted weights=p0:1,p2:1,p3:1,p1:1");
+}
+
+#[test]
+fn removals_that_would_break_the_device_or_the_policy_are_refused() {
+    let mut t = T::up(1);
+    let e = t.c.remove_path(t.now, 0).unwrap_err();
+    assert_eq!((e.code(), e.symbol()), (0xEFFF_003D, "ISDSC_CANT_REMOVE_LAST_CONNECTION"));
+    assert_eq!(t.c.status(0), Some(PathStatus::Ready));
+    let mut t = fail_over_only(TimerConfig::default());
+    let e = t.c.remove_path(t.now, 0).unwrap_err();
+    assert_eq!(e.code(), 0xEFFF_0065);
+    assert!(e.to_string().contains("set-active"), "{e}");
+    assert!((0..4).all(|_| t.serve() == 0), "nothing changed");
+    // The fix the message names: another primary first, then the removal.
+    t.c.set_role(t.now, 2, PathRole::Active).unwrap();
+    t.c.remove_path(t.now, 0).unwrap();
+    assert!((0..4).all(|_| t.serve() == 2));
+    assert_eq!(t.c.snapshot().policy_description, "fail-over-only primary=p2 standby=p1");
+}
+
+/// A path taken out by an administrator keeps its state when its session
+/// fails: what it carried is re-driven (writes after the fence), and it does
+/// not come back through probation by itself.
+#[test]
+fn disabled_and_removing_paths_stay_out_when_they_fail() {
+    for remove in [false, true] {
+        let mut t = T::up(2);
+        t.c.set_group(0, Some("g".into()));
+        t.c.set_group(1, Some("g".into()));
+        let w = loop {
+            let k = t.pick(Op::Write);
+            if k.path == 0 {
+                break k;
+            }
+            t.done(k, Op::Write, Completion::Success);
+        };
+        if remove {
+            t.c.remove_path(t.now, 0).unwrap();
+        } else {
+            t.c.disable(t.now, 0);
+        }
+        let want = if remove { PathStatus::Removing } else { PathStatus::Disabled };
+        t.actions();
+        assert_eq!(t.lost(w, Op::Write), Verdict::Redrive { fence: Some(Fence { path: 0, epoch: 1 }) });
+        assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1] }], "remove {remove}");
+        t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+        t.c.session_up(t.now, 0, true);
+        assert!(t.c.fence_cleared(Fence { path: 0, epoch: 1 }), "reinstatement clears it");
+        t.advance(60 * S);
+        assert_eq!(t.c.status(0), Some(want), "remove {remove}");
+        assert!((0..4).all(|_| t.serve() == 1));
+    }
+}
+
+#[test]
+fn an_added_path_takes_the_least_preferred_role_until_given_another() {
+    let mut t = fail_over_only(TimerConfig::default());
+    let id = t.c.add_path(t.now, "p3".into()).unwrap();
+    t.c.session_up(t.now, id, false);
+    assert_eq!(by_name(&t, "p3").role, Some(PathRole::Standby));
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    assert!((0..4).all(|_| t.serve() == 2), "the configured standbys come first");
+    t.events();
+    // set-active: the new primary takes the I/O; an administrator's move is
+    // neither a failover nor a failback.
+    let before = t.c.snapshot().counters;
+    t.c.set_role(t.now, id, PathRole::Active).unwrap();
+    assert!((0..4).all(|_| t.serve() == id));
+    assert_eq!(t.c.snapshot().counters, before);
+    let evs = t.events();
+    assert_eq!(kinds(&evs), ["policy_changed"]);
+    assert!(evs[0].reason.contains("primary=p3"), "{evs:?}");
+    assert_eq!(by_name(&t, "p0").role, Some(PathRole::Standby));
+    // Roles the policy does not have are refused, naming the policy that takes them.
+    let e = t.c.set_role(t.now, 1, PathRole::Weight(3)).unwrap_err();
+    assert!(e.to_string().contains("weighted takes it"), "{e}");
+
+    // weighted: the new path weighs u32::MAX until given a weight.
+    let policy = PolicySpec::Weighted { weights: vec![5, 5] };
+    let mut t = T::with_policy(2, TimerConfig::default(), policy).all_up();
+    let id = t.c.add_path(t.now, "p2".into()).unwrap();
+    t.c.session_up(t.now, id, false);
+    assert_eq!(by_name(&t, "p2").role, Some(PathRole::Weight(u32::MAX)));
+    assert!((0..6).all(|_| t.serve() != id));
+    t.c.set_role(t.now, id, PathRole::Weight(1)).unwrap();
+    assert!((0..6).all(|_| t.serve() == id));
+}
+
+#[test]
+fn login_failures_are_reported_once_per_reason_and_counted() {
+    let mut t = T::new(1, TimerConfig::default());
+    let refused = FailureCause::new("connect", "connect to 127.0.0.1:3260 failed: connection refused");
+    for _ in 0..5 {
+        t.c.login_failed(t.now, 0, refused.clone(), Some(1));
+    }
+    let auth = FailureCause::new("login", "authentication failure (0x0201): check the CHAP user and secret");
+    t.c.login_failed(t.now, 0, auth.clone(), Some(10));
+    let evs = t.events();
+    assert_eq!(kinds(&evs), ["login_failed", "login_failed"]);
+    assert_eq!((evs[0].seed_event, evs[1].seed_event), (Some(1), Some(10)));
+    assert!(evs[1].reason.contains("CHAP"), "{evs:?}");
+    let p = &t.c.snapshot().paths[0];
+    assert_eq!((p.stats.login_failures, p.last_cause.clone()), (6, Some(auth)));
+    assert_eq!(p.state, "connecting");
+    // Logged in: the next failure of the same kind is news again.
+    t.c.session_up(t.now, 0, false);
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.events();
+    t.c.login_failed(t.now, 0, refused, Some(1));
+    assert_eq!(kinds(&t.events()), ["login_failed"]);
+}
+
+#[test]
+fn waiting_requests_hold_expirations_and_down_time_are_reported() {
+    let timers = TimerConfig { hold: HoldMode::For(5 * S), ..TimerConfig::default() };
+    let mut t = T::new(1, timers);
+    // Starting: requests wait from the device's creation, but that is no outage.
+    assert_eq!(t.c.hold(t.now), Ok(Some(t.now + 5 * S)));
+    t.c.wait_started();
+    t.c.wait_started();
+    let snap = t.c.snapshot();
+    assert!(snap.starting);
+    assert_eq!(snap.waiting, 2);
+    assert_eq!(snap.all_paths_down_total(t.now + 3 * S), Duration::ZERO);
+    t.c.wait_ended();
+    t.c.wait_ended();
+    t.c.session_up(t.now, 0, false);
+    let start = t.now;
+    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    assert!(matches!(t.c.select(t.now, Op::Read, 512), Selection::Hold(_)));
+    t.advance(5 * S);
+    t.advance(5 * S);
+    let snap = t.c.snapshot();
+    assert!(!snap.starting);
+    assert_eq!(snap.counters.hold_expirations, 1, "once per outage");
+    assert_eq!(snap.counters.all_paths_down, Duration::ZERO, "not over yet");
+    assert_eq!(snap.all_paths_down_total(t.now), t.now - start, "the running outage counts");
+    // A fail-mode device fails at once, also before its first path.
+    let mut t = T::new(1, TimerConfig { hold: HoldMode::Fail, ..TimerConfig::default() });
+    assert_eq!(t.c.hold(t.now).map_err(|e| e.kind), Err(IoErrorKind::NoPath));
+}

@@ -20,6 +20,7 @@ mod faults;
 mod fence;
 mod hold;
 mod policies;
+mod runtime;
 
 const MIB: u64 = 1 << 20;
 

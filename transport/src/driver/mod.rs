@@ -130,13 +130,22 @@ impl SessionHandle {
     /// Starts a session on the current tokio runtime. It connects and logs
     /// in in the background; see [`SessionHandle::wait_up`].
     pub fn spawn(cfg: SessionConfig) -> Result<SessionHandle, SessionError> {
+        SessionHandle::spawn_watched(cfg).map(|(handle, _)| handle)
+    }
+
+    /// [`SessionHandle::spawn`], with a subscription to the session's events
+    /// taken before it starts: not even the first connect or login failure
+    /// is missed (a subscription taken after `spawn` races with them).
+    pub fn spawn_watched(
+        cfg: SessionConfig,
+    ) -> Result<(SessionHandle, broadcast::Receiver<SessionEvent>), SessionError> {
         let session = Session::new(cfg, Instant::now())?;
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(256);
+        let (events, first) = broadcast::channel(256);
         let (status_tx, status) = watch::channel(Status::default());
         let driver = Driver::new(session, cmd_rx, events.clone(), status_tx);
         tokio::spawn(driver.run());
-        Ok(SessionHandle { cmds, events, status })
+        Ok((SessionHandle { cmds, events, status }, first))
     }
 
     /// Starts a session and waits until it is logged in. Fails with the
