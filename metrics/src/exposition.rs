@@ -259,6 +259,20 @@ fn device_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> f
         None,
         "Requests failed with EIO because no path was usable (hold time passed, or hold mode fail).",
         per_device(|d| d.snapshot.counters.hold_failures),
+    )?;
+    family(
+        enc,
+        "device_held_requests",
+        None,
+        "Requests waiting now for a usable path (all-paths-down hold, or no path claimed yet) or for a write fence.",
+        devices.iter().map(|d| ([("device", d.name.as_str())], ConstGauge::new(d.snapshot.waiting))),
+    )?;
+    family(
+        enc,
+        "device_hold_expirations",
+        None,
+        "All-paths-down holds whose time ran out (held and new requests failed with EIO until a path returned).",
+        per_device(|d| d.snapshot.counters.hold_expirations),
     )
 }
 

@@ -22,12 +22,6 @@ use mpio_transport::{SessionConfig, SessionHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Used by the dashboard but not served yet: their values need fields the
-/// device snapshot does not have yet (requests held now, hold
-/// expirations). Remove a name once the exporter serves it; the scrape
-/// test fails until then so that the list cannot go stale.
-const PLANNED: [&str; 2] = ["mpio_device_held_requests", "mpio_device_hold_expirations_total"];
-
 fn dashboards() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
 }
@@ -385,12 +379,8 @@ async fn a_running_exporter_counts_a_known_workload_and_follows_failures() {
     let mut used = metric_names(&read("mpio.json"));
     used.extend(metric_names(&read("alerts.yml")));
     for name in &used {
-        if PLANNED.contains(&name.as_str()) {
-            assert!(!served.contains(name.as_str()), "{name} is served now: remove it from PLANNED");
-        } else {
-            let family = before.types.contains_key(name);
-            assert!(served.contains(name.as_str()) || family, "{name} (dashboard or alerts) is not served: {served:?}");
-        }
+        let family = before.types.contains_key(name);
+        assert!(served.contains(name.as_str()) || family, "{name} (dashboard or alerts) is not served: {served:?}");
     }
 
     // Paths, sessions and connections as the device has them.
@@ -527,7 +517,7 @@ async fn every_family_is_present_at_zero_before_any_login() {
     }
 
     // Every family has a sample for this device, and dashboards/METRICS.md
-    // documents each one (and nothing that is neither served nor planned).
+    // documents each one (and nothing that is not served).
     let doc = read("METRICS.md");
     let served = s.names();
     for (family, ty) in &s.types {
@@ -545,9 +535,8 @@ async fn every_family_is_present_at_zero_before_any_login() {
     for name in metric_names(&doc).into_iter().filter(|n| !n.ends_with('_')) {
         let known = served.contains(name.as_str())
             || s.types.contains_key(&name)
-            || PLANNED.contains(&name.as_str())
             || served.iter().any(|n| n.starts_with(&format!("{name}_")));
-        assert!(known, "METRICS.md names {name}, which is neither served nor planned");
+        assert!(known, "METRICS.md names {name}, which is not served");
     }
 }
 
@@ -694,7 +683,7 @@ async fn a_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules() {
     .await;
 
     // Every dashboard query runs on the real data and, unless it keeps
-    // only non-zero values or reads a planned family, returns series.
+    // only non-zero values, returns series.
     for (title, t) in targets(&dashboard()) {
         let expr = t["expr"]
             .as_str()
@@ -704,7 +693,7 @@ async fn a_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules() {
             .replace("$device", ".*")
             .replace("$path", ".*");
         let result = prom.query(&expr).await;
-        let may_be_empty = expr.ends_with("> 0") || PLANNED.iter().any(|n| expr.contains(n));
+        let may_be_empty = expr.ends_with("> 0");
         assert!(may_be_empty || !result.is_empty(), "{title}: {expr} returns nothing");
     }
 
