@@ -240,13 +240,21 @@ async fn show<T: DeserializeOwned + Serialize>(
     print: impl FnOnce(T),
 ) -> Result<()> {
     let v: T = c.call(&req).await?;
-    if out.json { output::json(&v) } else { Ok(print(v)) }
+    if out.json {
+        return output::json(&v);
+    }
+    print(v);
+    Ok(())
 }
 
 /// Asks for a change and confirms it.
 async fn done(c: &mut Client, out: Output, req: Request, what: &str) -> Result<()> {
     let v: serde_json::Value = c.call(&req).await?;
-    if out.json { output::json(&serde_json::json!({"ok": true, "result": v})) } else { Ok(println!("{what}")) }
+    if out.json {
+        return output::json(&serde_json::json!({"ok": true, "result": v}));
+    }
+    println!("{what}");
+    Ok(())
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use mpio_testbed::tgtd::Tgtd;
 
-pub const INIT: &str = "iqn.2026-11.test.mpio:initiator-d";
+pub(crate) const INIT: &str = "iqn.2026-11.test.mpio:initiator-d";
 
 /// A `[[device]]` over portals `portals` of `tgtd` (target 1, LUN 1),
 /// path `p{i+1}` on portal `i` from source address 127.0.20.(i+1).
-pub fn device_toml(tgtd: &Tgtd, name: &str, portals: &[usize], extra: &str) -> String {
+pub(crate) fn device_toml(tgtd: &Tgtd, name: &str, portals: &[usize], extra: &str) -> String {
     let mut s = format!("\n[[device]]\nname = \"{name}\"\ntarget = \"san\"\nlun = 1\n{extra}\n");
     for &i in portals {
         s.push_str(&path_toml(tgtd, i));
@@ -22,7 +22,7 @@ pub fn device_toml(tgtd: &Tgtd, name: &str, portals: &[usize], extra: &str) -> S
 }
 
 /// One `[[device.path]]` table: `p{i+1}` through portal `i`.
-pub fn path_toml(tgtd: &Tgtd, i: usize) -> String {
+pub(crate) fn path_toml(tgtd: &Tgtd, i: usize) -> String {
     format!(
         "\n[[device.path]]\nname = \"p{}\"\nportal = \"{}\"\nsource = \"127.0.20.{}\"\n",
         i + 1,
@@ -32,7 +32,7 @@ pub fn path_toml(tgtd: &Tgtd, i: usize) -> String {
 }
 
 /// The file around devices: sockets in `dir`, quick timers.
-pub fn config_toml(dir: &Path, tgtd: &Tgtd, devices: &str) -> String {
+pub(crate) fn config_toml(dir: &Path, tgtd: &Tgtd, devices: &str) -> String {
     format!(
         r#"initiator = "{INIT}"
 
@@ -60,19 +60,19 @@ iqn = "{iqn}"
 }
 
 /// A running `mpio daemon`.
-pub struct Daemon {
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
+pub(crate) struct Daemon {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
     child: Option<Child>,
     notify: UnixDatagram,
     /// The STATUS= of the READY=1 message.
-    pub ready_status: String,
+    pub(crate) ready_status: String,
 }
 
 impl Daemon {
     /// Writes `config` (a function of the state directory) and starts the
     /// daemon; returns once it told the notify socket it is ready.
-    pub fn start(config: impl FnOnce(&Path) -> String) -> Daemon {
+    pub(crate) fn start(config: impl FnOnce(&Path) -> String) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mpio.toml");
         std::fs::write(&path, config(dir.path())).expect("write config");
@@ -97,27 +97,27 @@ impl Daemon {
     }
 
     /// The next sd_notify message (waits up to 60 s).
-    pub fn next_notify(&self) -> String {
+    pub(crate) fn next_notify(&self) -> String {
         let mut buf = [0u8; 4096];
         let n = self.notify.recv(&mut buf).unwrap_or_else(|e| panic!("no sd_notify message: {e}\n{}", self.log()));
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
-    pub fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.dir.path().join("mpio.sock")
     }
 
-    pub fn nbd_socket(&self) -> PathBuf {
+    pub(crate) fn nbd_socket(&self) -> PathBuf {
         self.dir.path().join("nbd.sock")
     }
 
     /// The daemon's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// Runs the CLI against this daemon.
-    pub fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_mpio"))
             .args(args)
             .env("MPIO_SOCKET", self.socket())
@@ -126,14 +126,14 @@ impl Daemon {
     }
 
     /// Runs the CLI and expects success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let o = self.cli(args);
         assert!(o.status.success(), "mpio {args:?} failed: {}\n{}", text(&o.stderr), self.log());
         text(&o.stdout)
     }
 
     /// Runs the CLI with `--json` and parses the answer.
-    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
         a.push("--json");
         let out = self.ok(&a);
@@ -141,7 +141,7 @@ impl Daemon {
     }
 
     /// Runs the CLI and expects one line of error; returns it.
-    pub fn fails(&self, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
         let o = self.cli(args);
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "mpio {args:?} should fail: {}", text(&o.stdout));
@@ -152,7 +152,7 @@ impl Daemon {
     /// `mpio events --follow` running in the background, subscribed: it
     /// is asked for the last past event too, and that line has arrived
     /// (the daemon subscribes a follower before it sends the history).
-    pub fn follow(&self, args: &[&str]) -> Follower {
+    pub(crate) fn follow(&self, args: &[&str]) -> Follower {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mpio"))
             .args(["events", "--follow", "--last", "1"])
             .args(args)
@@ -175,7 +175,7 @@ impl Daemon {
     }
 
     /// SIGTERM, and the exit status.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
             .expect("SIGTERM");
@@ -183,7 +183,7 @@ impl Daemon {
     }
 
     /// SIGHUP.
-    pub fn hangup(&self) {
+    pub(crate) fn hangup(&self) {
         let pid = self.child.as_ref().expect("running").id();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP)
             .expect("SIGHUP");
@@ -200,7 +200,7 @@ impl Drop for Daemon {
 }
 
 /// A background `mpio events --follow`.
-pub struct Follower {
+pub(crate) struct Follower {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
@@ -208,7 +208,7 @@ pub struct Follower {
 impl Follower {
     /// Reads event lines until one contains every word of `want` (30 s at
     /// most); returns it.
-    pub fn until(&mut self, want: &[&str]) -> String {
+    pub(crate) fn until(&mut self, want: &[&str]) -> String {
         let mut seen = String::new();
         loop {
             let line = self
@@ -231,6 +231,6 @@ impl Drop for Follower {
     }
 }
 
-pub fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
