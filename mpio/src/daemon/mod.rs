@@ -65,7 +65,7 @@ pub(crate) struct Daemon {
     /// `log` was given on the command line: the file's does not apply.
     log_pinned: bool,
     started: Instant,
-    /// The NBD server, when [nbd] has a listener.
+    /// The NBD server, when `[nbd]` has a listener.
     nbd: Option<Server<Device>>,
     /// Where /metrics is served (the bound address: port 0 in the file
     /// becomes the real port).
