@@ -567,4 +567,4 @@ struct TargetSpec {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

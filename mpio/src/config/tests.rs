@@ -2,7 +2,8 @@ use std::ffi::OsString;
 
 use super::*;
 
-const BASE: &str = r#"
+/// A valid file with one device of two paths; other tests edit it.
+pub(crate) const BASE: &str = r#"
 initiator = "iqn.2026-11.org.mpio:test"
 
 [[target]]

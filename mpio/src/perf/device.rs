@@ -102,14 +102,13 @@ impl EventLog {
     pub(super) fn start(dev: &Device) -> EventLog {
         let events = Arc::new(Mutex::new(Vec::new()));
         let mut rx = dev.events();
-        let names: Vec<String> = dev.snapshot().paths.into_iter().map(|p| p.name).collect();
         let sink = events.clone();
         let task = tokio::spawn(async move {
             loop {
                 match rx.recv().await {
                     Ok((_, e)) => sink.lock().unwrap_or_else(|e| e.into_inner()).push(Event {
                         at: e.at,
-                        path: e.path.and_then(|p| names.get(p).cloned()),
+                        path: e.path_name,
                         kind: e.kind.name(),
                         reason: e.reason,
                     }),

@@ -1,27 +1,7 @@
 use std::path::Path;
 
 use super::*;
-
-const BASE: &str = r#"
-initiator = "iqn.2026-11.org.mpio:test"
-
-[[target]]
-name = "san"
-iqn = "iqn.2026-11.org.mpio:t1"
-
-[[device]]
-name = "d0"
-target = "san"
-lun = 1
-
-[[device.path]]
-name = "p1"
-portal = "127.0.0.1"
-
-[[device.path]]
-name = "p2"
-portal = "127.0.0.2"
-"#;
+use crate::config::tests::BASE;
 
 fn load(text: &str) -> Config {
     config::parse(Path::new("t.toml"), text, &|_| None).expect("valid configuration")
@@ -53,7 +33,7 @@ fn paths_are_added_before_the_policy_and_removed_after_it() {
 fn a_weighted_policy_waits_for_the_final_path_set() {
     let new = BASE
         .replace("lun = 1", "lun = 1\npolicy = \"weighted\"")
-        .replace("portal = \"127.0.0.1\"", "portal = \"127.0.0.1\"\nweight = 1")
+        .replace("portal = \"127.0.0.1:3260\"", "portal = \"127.0.0.1:3260\"\nweight = 1")
         .replace("name = \"p2\"\nportal = \"127.0.0.2\"", "name = \"p3\"\nportal = \"127.0.0.3\"\nweight = 5");
     assert_eq!(
         changes(BASE, &new).unwrap(),
