@@ -22,7 +22,13 @@ fn notify_to(path: &std::ffi::OsStr, state: &str) {
         Some(name) => SocketAddr::from_abstract_name(name),
         None => SocketAddr::from_pathname(std::path::Path::new(path)),
     };
-    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr));
+    // Never wait: a notify socket nobody reads (its queue holds only a few
+    // datagrams) must not stop the daemon; a state message is dropped.
+    let sent = addr.and_then(|addr| {
+        let sock = UnixDatagram::unbound()?;
+        sock.set_nonblocking(true)?;
+        sock.send_to_addr(state.as_bytes(), &addr)
+    });
     if let Err(e) = sent {
         debug!("sd_notify {state:?}: {e}");
     }
@@ -41,5 +47,16 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = sock.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=2 devices ready");
+    }
+
+    #[test]
+    fn a_socket_nobody_reads_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _sock = UnixDatagram::bind(&path).unwrap();
+        // Far more than the socket's queue holds.
+        for _ in 0..1000 {
+            notify_to(path.as_os_str(), "RELOADING=1");
+        }
     }
 }

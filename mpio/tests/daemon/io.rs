@@ -44,31 +44,58 @@ fn with_metrics(config: String) -> String {
     config.replace("[metrics]\nenabled = false", "[metrics]\nlisten = \"127.0.0.1:0\"")
 }
 
+/// fio writing 48 MiB at random through the export of `d0`, every block
+/// verified after it was written.
+struct Verifier {
+    child: std::process::Child,
+    report: std::path::PathBuf,
+}
+
+impl Verifier {
+    fn start(d: &Daemon) -> Verifier {
+        let report = d.dir.path().join("fio.json");
+        let child = Command::new("fio")
+            .args([
+                "--name=verify",
+                "--ioengine=nbd",
+                &format!("--uri={}", export_uri(d, "d0")),
+                "--rw=randwrite",
+                "--bs=4k",
+                "--iodepth=16",
+                "--size=48M",
+                "--verify=crc32c",
+                "--verify_fatal=1",
+                "--verify_state_save=0",
+                "--output-format=json",
+                &format!("--output={}", report.display()),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("fio (package fio)");
+        Verifier { child, report }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for fio and checks that it wrote and verified everything
+    /// without one error.
+    fn finish(mut self, d: &Daemon) {
+        assert!(self.child.wait().unwrap().success(), "fio failed: an I/O error or a verify mismatch\n{}", d.log());
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.report).unwrap()).unwrap();
+        assert_eq!(v["jobs"][0]["error"], 0);
+        assert_eq!(v["jobs"][0]["write"]["io_bytes"].as_u64(), Some(48 * MIB));
+        assert!(v["jobs"][0]["read"]["io_bytes"].as_u64().unwrap() >= 48 * MIB, "every block verified");
+    }
+}
+
 #[test]
 fn policy_changes_and_path_administration_under_load_lose_nothing() {
     require_root();
     let t = Tgtd::builder().portals(3).target(TargetSpec::new("io").lun(LunSpec::file(64 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1, 2], "")));
-    let report = d.dir.path().join("fio.json");
-    // Random writes, every block verified after it was written.
-    let mut fio = Command::new("fio")
-        .args([
-            "--name=verify",
-            "--ioengine=nbd",
-            &format!("--uri={}", export_uri(&d, "d0")),
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=16",
-            "--size=48M",
-            "--verify=crc32c",
-            "--verify_fatal=1",
-            "--verify_state_save=0",
-            "--output-format=json",
-            &format!("--output={}", report.display()),
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("fio (package fio)");
+    let mut fio = Verifier::start(&d);
     let changes: [&[&str]; 8] = [
         &["policy", "set", "d0", "fail-over-only", "--primary", "p2"],
         &["path", "set-active", "d0", "p3"],
@@ -80,7 +107,7 @@ fn policy_changes_and_path_administration_under_load_lose_nothing() {
         &["policy", "set", "d0", "round-robin", "--switch", "64k"],
     ];
     let mut applied = 0;
-    while fio.try_wait().unwrap().is_none() {
+    while fio.running() {
         for args in changes {
             d.ok(args);
             applied += 1;
@@ -88,12 +115,34 @@ fn policy_changes_and_path_administration_under_load_lose_nothing() {
         d.ok(&["path", "fail", "d0", "p1"]);
         d.ok(&["path", "reinstate", "d0", "p1"]);
     }
-    assert!(fio.wait().unwrap().success(), "fio failed: an I/O error or a verify mismatch\n{}", d.log());
+    fio.finish(&d);
     assert!(applied >= 8, "only {applied} changes happened while fio ran");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(v["jobs"][0]["error"], 0);
-    assert_eq!(v["jobs"][0]["write"]["io_bytes"].as_u64(), Some(48 * MIB));
-    assert!(v["jobs"][0]["read"]["io_bytes"].as_u64().unwrap() >= 48 * MIB, "every block verified");
+}
+
+#[test]
+fn reloads_that_add_and_remove_paths_under_load_lose_nothing() {
+    require_root();
+    let t = Tgtd::builder().portals(3).target(TargetSpec::new("rl").lun(LunSpec::file(64 * MIB))).start().unwrap();
+    let d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1], "")));
+    let a = std::fs::read_to_string(&d.config).unwrap();
+    // p1 out, p3 in, another policy; and back.
+    let b = a
+        .replace(&harness::path_toml(&t, 0), &harness::path_toml(&t, 2))
+        .replace("lun = 1", "lun = 1\npolicy = \"least-queue-depth\"");
+    let mut fio = Verifier::start(&d);
+    let mut reloads = 0;
+    while fio.running() {
+        for text in [&b, &a] {
+            std::fs::write(&d.config, text).unwrap();
+            let out = d.ok(&["reload"]);
+            assert!(out.contains("added") && out.contains("removed"), "{out}");
+            reloads += 1;
+        }
+    }
+    fio.finish(&d);
+    assert!(reloads >= 2, "only {reloads} reloads happened while fio ran");
+    let events = d.ok(&["events", "--device", "d0", "--last", "1000"]);
+    assert!(!events.contains("path_failed"), "a reload must not fail a path:\n{events}");
 }
 
 #[test]
