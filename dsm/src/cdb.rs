@@ -308,6 +308,44 @@ pub fn inquiry_vpd(page: VpdPage, alloc: u16) -> Command {
     Command::new(Cdb::from_array(cdb), DataDirection::read(u32::from(alloc)))
 }
 
+/// PAGE CODE that asks MODE SENSE for every mode page (SPC-4, "Mode page
+/// codes"); with a small allocation length only the header comes back.
+pub const MODE_PAGE_ALL: u8 = 0x3f;
+
+/// The 6-bit PAGE CODE field of MODE SENSE, byte 2 bits 5-0; PC (bits 7-6)
+/// stays 00b, current values.
+fn mode_page_code(command: &'static str, page: u8) -> Result<u8, CdbError> {
+    if page > MODE_PAGE_ALL {
+        return Err(CdbError::FieldOverflow {
+            command,
+            field: "page code",
+            value: u64::from(page),
+            max: u64::from(MODE_PAGE_ALL),
+        });
+    }
+    Ok(page)
+}
+
+/// MODE SENSE(6) (SPC-4): DBD 0, page code in byte 2 (current values),
+/// subpage in byte 3, allocation length in byte 4. The answer starts with
+/// the 4-byte header [`crate::mode::ModeParameterHeader::parse6`] reads.
+pub fn mode_sense6(page: u8, subpage: u8, alloc: u8) -> Result<Command, CdbError> {
+    let page = mode_page_code("MODE SENSE(6)", page)?;
+    let cdb = [Opcode::MODE_SENSE_6.0, 0, page, subpage, alloc, 0];
+    Ok(Command::new(Cdb::from_array(cdb), DataDirection::read(u32::from(alloc))))
+}
+
+/// MODE SENSE(10) (SPC-4): LLBAA and DBD 0, page code in byte 2 (current
+/// values), subpage in byte 3, allocation length in bytes 7-8. The answer
+/// starts with the 8-byte header
+/// [`crate::mode::ModeParameterHeader::parse10`] reads.
+pub fn mode_sense10(page: u8, subpage: u8, alloc: u16) -> Result<Command, CdbError> {
+    let page = mode_page_code("MODE SENSE(10)", page)?;
+    let [a0, a1] = alloc.to_be_bytes();
+    let cdb = [Opcode::MODE_SENSE_10.0, 0, page, subpage, 0, 0, 0, a0, a1, 0];
+    Ok(Command::new(Cdb::from_array(cdb), DataDirection::read(u32::from(alloc))))
+}
+
 /// READ CAPACITY(10) (SBC-3): ten bytes, PMI and LBA (obsolete) zero;
 /// returns 8 bytes.
 pub fn read_capacity10() -> Command {
@@ -567,6 +605,15 @@ mod tests {
         assert_eq!(read10(100, 8, 512, false).unwrap().cdb.as_bytes(), &[0x28, 0, 0, 0, 0, 100, 0, 0, 8, 0]);
         assert_eq!(write10(200, 1, 512, true).unwrap().cdb.as_bytes(), &[0x2a, 0x08, 0, 0, 0, 200, 0, 0, 1, 0]);
         assert_eq!(request_sense(252, true).cdb.as_bytes(), &[0x03, 1, 0, 0, 252, 0]);
+        // What Linux sd sends for the write-protect flag (page 3Fh).
+        assert_eq!(mode_sense6(MODE_PAGE_ALL, 0, 4).unwrap().cdb.as_bytes(), &[0x1a, 0, 0x3f, 0, 4, 0]);
+        assert_eq!(mode_sense6(MODE_PAGE_ALL, 0, 4).unwrap().data, DataDirection::Read { len: 4 });
+        let m = mode_sense10(MODE_PAGE_ALL, 0xff, 8).unwrap();
+        assert_eq!(m.cdb.as_bytes(), &[0x5a, 0, 0x3f, 0xff, 0, 0, 0, 0, 8, 0]);
+        assert_eq!(m.data, DataDirection::Read { len: 8 });
+        assert_eq!(mode_sense10(0x08, 0, 0x1234).unwrap().cdb.as_bytes(), &[0x5a, 0, 0x08, 0, 0, 0, 0, 0x12, 0x34, 0]);
+        assert!(matches!(mode_sense6(0x40, 0, 4), Err(CdbError::FieldOverflow { field: "page code", .. })));
+        assert!(matches!(mode_sense10(0xff, 0, 8), Err(CdbError::FieldOverflow { field: "page code", .. })));
         let c = read16(0x0102_0304_0506_0708, 0x10, 4096, true).unwrap();
         assert_eq!(c.cdb.as_bytes(), &[0x88, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0x10, 0, 0]);
         assert_eq!(c.data, DataDirection::Read { len: 0x10000 });

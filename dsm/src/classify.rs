@@ -56,6 +56,7 @@
 //! | UNIT ATTENTION 3F/0E | Retry(ReportedLunsChanged), at once | EIO |
 //! | UNIT ATTENTION other | Retry(UnitAttention), at once | EIO |
 //! | DATA PROTECT 27/07 | Fatal(SpaceAllocationFailed) | ENOSPC |
+//! | DATA PROTECT 27/xx other | Fatal(WriteProtected) | EROFS |
 //! | DATA PROTECT other | Fatal(DataProtect) | EREMOTEIO |
 //! | ABORTED COMMAND 10/xx | Fatal(ProtectionInformation) | EILSEQ |
 //! | ABORTED COMMAND 08/03, 0C/0C, 0C/0D, 11/13, 47/xx, 4B/xx | Retry(TransportError), at once | EIO |
@@ -70,15 +71,22 @@
 //! `scsi_result_to_blk_status` in `drivers/scsi/scsi_lib.c`):
 //! EBADE = `BLK_STS_RESV_CONFLICT`, ENOSPC = `BLK_STS_NOSPC`, ENODATA =
 //! `BLK_STS_MEDIUM`, EREMOTEIO = `BLK_STS_TARGET` (Linux sets it for
-//! HARDWARE ERROR, write protect, invalid opcode/field/LBA, MISCOMPARE, COPY
-//! ABORTED), EILSEQ = `BLK_STS_PROTECTION`, EIO = `BLK_STS_IOERR`. This is
-//! not only faithful to what a native `sd` disk returns: ublk completes a
-//! request with `errno_to_blk_status(-errno)`, so exactly these values
-//! survive the trip into the kernel as the matching `blk_status_t` (and keep
-//! a dm-multipath stacked above `/dev/ublkbN` from failing over on them),
+//! HARDWARE ERROR, invalid opcode/field/LBA, MISCOMPARE, COPY ABORTED),
+//! EILSEQ = `BLK_STS_PROTECTION`, EIO = `BLK_STS_IOERR`. This is not only
+//! faithful to what a native `sd` disk returns: ublk completes a request
+//! with `errno_to_blk_status(-errno)`, so exactly these values survive the
+//! trip into the kernel as the matching `blk_status_t` (and keep a
+//! dm-multipath stacked above `/dev/ublkbN` from failing over on them),
 //! while any other errno (EROFS, EACCES, EINVAL on older kernels) collapses
-//! into a plain EIO. That is why write protect is EREMOTEIO, not EROFS or
-//! EACCES, and ILLEGAL REQUEST is EREMOTEIO, not EINVAL.
+//! into a plain EIO. That is why ILLEGAL REQUEST is EREMOTEIO, not EINVAL.
+//!
+//! The one exception is write protect (DATA PROTECT 27/xx but 27/07):
+//! EROFS, where Linux's sd says `BLK_STS_TARGET`. The condition has a
+//! meaning every frontend can name: NBD has `EPERM` for "the export is
+//! read-only" and no `EREMOTEIO`, so EREMOTEIO would reach an NBD client as
+//! a plain I/O error. A ublk frontend must map EROFS back to EREMOTEIO
+//! (`BLK_STS_TARGET`) before completing, or the kernel turns it into
+//! `BLK_STS_IOERR`, a path error for a dm-multipath stacked above.
 //!
 //! The values are Linux's generic ones (`asm-generic/errno.h`: x86, arm,
 //! arm64, riscv, powerpc, s390, loongarch); alpha, mips, parisc and sparc
@@ -99,6 +107,9 @@ pub mod errno {
     pub const EIO: i32 = 5;
     /// No space left on device (`BLK_STS_NOSPC`).
     pub const ENOSPC: i32 = 28;
+    /// Read-only file system: the LU is write-protected (no `blk_status_t`
+    /// of its own; see the module docs).
+    pub const EROFS: i32 = 30;
     /// Invalid exchange (`BLK_STS_RESV_CONFLICT`).
     pub const EBADE: i32 = 52;
     /// No data available (`BLK_STS_MEDIUM`).
@@ -380,7 +391,13 @@ pub enum FatalKind {
     /// ILLEGAL REQUEST: the command or its parameters are invalid (bad
     /// opcode, field, LBA out of range); the same on every path.
     IllegalRequest,
-    /// DATA PROTECT: write protected or access denied.
+    /// DATA PROTECT 27/xx WRITE PROTECTED (hardware, software, associated
+    /// or persistent write protect; 27/07 excepted): the LU refuses writes
+    /// on every path. MODE SENSE reports it beforehand as the WP bit
+    /// ([`crate::mode::ModeParameterHeader::write_protected`]).
+    WriteProtected,
+    /// DATA PROTECT other than write protect: access denied, security
+    /// conditions (SPC-4 20/02 ACCESS DENIED - NO ACCESS RIGHTS, 74/xx).
     DataProtect,
     /// DATA PROTECT 27/07 SPACE ALLOCATION FAILED WRITE PROTECT: a thin LU's
     /// pool is out of space (Linux `SCSIML_STAT_NOSPC`, Windows
@@ -414,6 +431,7 @@ impl FatalKind {
             FatalKind::ReservationConflict => errno::EBADE,
             FatalKind::MediumError => errno::ENODATA,
             FatalKind::SpaceAllocationFailed => errno::ENOSPC,
+            FatalKind::WriteProtected => errno::EROFS,
             FatalKind::ProtectionInformation => errno::EILSEQ,
             FatalKind::HardwareError
             | FatalKind::IllegalRequest
@@ -431,6 +449,7 @@ impl FatalKind {
             FatalKind::MediumError => "medium_error",
             FatalKind::HardwareError => "hardware_error",
             FatalKind::IllegalRequest => "illegal_request",
+            FatalKind::WriteProtected => "write_protected",
             FatalKind::DataProtect => "data_protect",
             FatalKind::SpaceAllocationFailed => "space_allocation_failed",
             FatalKind::MediumNotPresent => "medium_not_present",
@@ -543,6 +562,10 @@ fn classify_sense(s: &Sense) -> ErrorClass {
         SenseKey::DATA_PROTECT => match (asc, ascq) {
             // SBC-3 thin provisioning: the hard threshold was reached.
             (0x27, 0x07) => Fatal(FatalKind::SpaceAllocationFailed),
+            // SPC-4 27/00-06: write protected, in whatever way. Not a path
+            // fault: the protection is the LU's (tgtd `readonly=1`, a
+            // snapshot, a replication target).
+            (0x27, _) => Fatal(FatalKind::WriteProtected),
             _ => Fatal(FatalKind::DataProtect),
         },
         SenseKey::ABORTED_COMMAND => match (asc, ascq) {
@@ -695,9 +718,13 @@ mod tests {
         (SenseKey::UNIT_ATTENTION, 0x3f, 0x03, Retry(RetryKind::InquiryDataChanged), EIO),
         (SenseKey::UNIT_ATTENTION, 0x3f, 0x05, Retry(RetryKind::InquiryDataChanged), EIO),
         (SenseKey::UNIT_ATTENTION, 0x3f, 0x0e, Retry(RetryKind::ReportedLunsChanged), EIO),
-        (SenseKey::DATA_PROTECT, 0x27, 0x00, Fatal(FatalKind::DataProtect), EREMOTEIO),
+        (SenseKey::DATA_PROTECT, 0x27, 0x00, Fatal(FatalKind::WriteProtected), EROFS),
+        (SenseKey::DATA_PROTECT, 0x27, 0x01, Fatal(FatalKind::WriteProtected), EROFS),
+        (SenseKey::DATA_PROTECT, 0x27, 0x02, Fatal(FatalKind::WriteProtected), EROFS),
+        (SenseKey::DATA_PROTECT, 0x27, 0x06, Fatal(FatalKind::WriteProtected), EROFS),
         (SenseKey::DATA_PROTECT, 0x27, 0x07, Fatal(FatalKind::SpaceAllocationFailed), ENOSPC),
         (SenseKey::DATA_PROTECT, 0x20, 0x02, Fatal(FatalKind::DataProtect), EREMOTEIO),
+        (SenseKey::DATA_PROTECT, 0x74, 0x71, Fatal(FatalKind::DataProtect), EREMOTEIO),
         (SenseKey::BLANK_CHECK, 0x00, 0x00, Fatal(FatalKind::Other), EREMOTEIO),
         (SenseKey::VENDOR_SPECIFIC, 0x80, 0x00, Fatal(FatalKind::Other), EREMOTEIO),
         (SenseKey::COPY_ABORTED, 0x0d, 0x00, Fatal(FatalKind::Other), EREMOTEIO),
@@ -859,7 +886,7 @@ mod tests {
         assert_eq!(Retry(RetryKind::CapacityChanged).to_string(), "retry (capacity_changed)");
         assert_eq!(Fatal(FatalKind::SpaceAllocationFailed).to_string(), "fatal (space_allocation_failed)");
         // asm-generic/errno-base.h and errno.h.
-        assert_eq!((EIO, ENOSPC, EBADE, ENODATA, EILSEQ, EREMOTEIO), (5, 28, 52, 61, 84, 121));
+        assert_eq!((EIO, ENOSPC, EROFS, EBADE, ENODATA, EILSEQ, EREMOTEIO), (5, 28, 30, 52, 61, 84, 121));
     }
 
     #[test]

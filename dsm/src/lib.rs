@@ -12,11 +12,12 @@
 //!
 //! | module | content | standard |
 //! |---|---|---|
-//! | [`cdb`] | [`Cdb`], [`Command`], [`DataDirection`], builders for TEST UNIT READY, REQUEST SENSE, INQUIRY (+VPD), READ CAPACITY(10/16), REPORT LUNS, READ/WRITE(10/16), SYNCHRONIZE CACHE(16), WRITE SAME(16), UNMAP | SPC-4, SBC-3 |
+//! | [`cdb`] | [`Cdb`], [`Command`], [`DataDirection`], builders for TEST UNIT READY, REQUEST SENSE, INQUIRY (+VPD), READ CAPACITY(10/16), MODE SENSE(6/10), REPORT LUNS, READ/WRITE(10/16), SYNCHRONIZE CACHE(16), WRITE SAME(16), UNMAP | SPC-4, SBC-3 |
 //! | [`status`] | [`ScsiStatus`] | SAM-5 |
 //! | [`sense`], [`asc`] | [`Sense`] (fixed and descriptor format), [`SenseKey`], [`AscAscq`] with texts | SPC-4 |
 //! | [`inquiry`] | [`StandardInquiry`] | SPC-4 |
 //! | [`vpd`] | VPD pages 00h, 80h, 83h (+ [`LuIdentity`]), B0h, B2h | SPC-4, SBC-3 |
+//! | [`mode`] | [`ModeParameterHeader`] (the WP bit) | SPC-4, SBC-3 |
 //! | [`capacity`] | [`ReadCapacity10`], [`Capacity`] (READ CAPACITY(16)) | SBC-3 |
 //! | [`lun`] | [`Lun`], [`ReportLuns`] | SAM-5, SPC-4 |
 //! | [`pr`] | PERSISTENT RESERVE IN/OUT builders, READ KEYS / READ RESERVATION / REPORT CAPABILITIES | SPC-4 |
@@ -28,9 +29,10 @@
 //!   the answers back.
 //! - No retry loop: [`classify()`] says what a completion means; counting
 //!   retries and choosing paths is the multipath layer's job.
-//! - No ALUA (REPORT TARGET PORT GROUPS), MODE SENSE/SELECT, protection
-//!   information, COMPARE AND WRITE, EXTENDED COPY, variable-length (32-byte)
-//!   CDBs, or READ FULL STATUS parsing.
+//! - No ALUA (REPORT TARGET PORT GROUPS), MODE SELECT, mode pages (of MODE
+//!   SENSE only the header is parsed), protection information, COMPARE AND
+//!   WRITE, EXTENDED COPY, variable-length (32-byte) CDBs, or READ FULL
+//!   STATUS parsing.
 //!
 //! # Example
 //!
@@ -84,6 +86,7 @@ pub mod classify;
 pub mod error;
 pub mod inquiry;
 pub mod lun;
+pub mod mode;
 pub mod pr;
 pub mod sense;
 pub mod status;
@@ -96,6 +99,7 @@ pub use classify::{ErrorClass, FatalKind, PathFault, RetryKind, classify, is_dat
 pub use error::{CdbError, ParseError};
 pub use inquiry::{DeviceType, PeripheralQualifier, StandardInquiry, Tpgs};
 pub use lun::{Lun, LunTooLarge, ReportLuns};
+pub use mode::ModeParameterHeader;
 pub use pr::{PrCapabilities, PrInAction, PrKeys, PrOutAction, PrOutParameters, PrReservation, PrType};
 pub use sense::{Sense, SenseFormat, SenseKey, SenseKeySpecific};
 pub use status::ScsiStatus;

@@ -47,7 +47,7 @@ use mpio_transport::{
     TaskError,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::core::{
     Action, Completion, DeviceCore, DeviceSnapshot, FailureCause, Fence, IoError, IoErrorKind, PathStatus, Selection,
@@ -278,6 +278,13 @@ pub struct LuInfo {
     pub write_same: bool,
     /// Most blocks one WRITE SAME may cover (VPD 0xB0), if the LU says.
     pub max_write_same_blocks: Option<u64>,
+    /// The LU is write-protected: the WP bit of the MODE SENSE header
+    /// ([`LuAccess::write_protected`]); false when the LU refuses MODE
+    /// SENSE. Read at every claim of a path (bring-up and every
+    /// reconnection), so a change made on the target shows here once a
+    /// path is claimed again. Until then writes to a newly protected LU
+    /// fail with EROFS (DATA PROTECT 27/xx) all the same.
+    pub write_protected: bool,
 }
 
 impl LuInfo {
@@ -288,11 +295,12 @@ impl LuInfo {
 
     fn describe(&self) -> String {
         format!(
-            "{} (serial {}, {} blocks of {} bytes)",
+            "{} (serial {}, {} blocks of {} bytes{})",
             self.identity,
             self.serial.as_deref().unwrap_or("none"),
             self.blocks,
-            self.block_len
+            self.block_len,
+            if self.write_protected { ", write-protected" } else { "" }
         )
     }
 
@@ -1189,6 +1197,12 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
         .await
         .ok()
         .and_then(|b| mpio_dsm::LogicalBlockProvisioning::parse(&b).ok());
+    let write_protected = lu.write_protected().await.unwrap_or_else(|e| {
+        // MODE SENSE is optional for a disk (SBC-3); a LU without it is
+        // taken as writable, and a protected one still refuses writes.
+        debug!(device = %inner.name, path = name, error = %e, "no write-protect flag: taken as writable");
+        false
+    });
     let found = LuInfo {
         identity,
         serial,
@@ -1207,6 +1221,7 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
         max_unmap_blocks: limits.as_ref().map(|l| l.max_unmap_lba_count).filter(|&n| n != 0 && n != u32::MAX),
         write_same: lbp.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
         max_write_same_blocks: limits.as_ref().map(|l| l.max_write_same_len).filter(|&n| n != 0),
+        write_protected,
     };
     if let Some(want) = &inner.template.expect_identity
         && &found.identity != want
@@ -1225,13 +1240,24 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
     };
     {
         let mut info = inner.info.lock().unwrap_or_else(|e| e.into_inner());
-        match &*info {
+        match info.as_mut() {
             Some(known) if !known.same_lu(&found) => {
                 return Err(format!(
                     "path {name} reaches {}, not the device's logical unit {}: refused",
                     found.describe(),
                     known.describe()
                 ));
+            }
+            // The one property of the same LU that may change between
+            // claims; the newest reading wins.
+            Some(known) if known.write_protected != found.write_protected => {
+                info!(
+                    device = %inner.name,
+                    path = name,
+                    write_protected = found.write_protected,
+                    "logical unit write protection changed"
+                );
+                known.write_protected = found.write_protected;
             }
             Some(_) => {}
             None => {
@@ -1310,6 +1336,7 @@ mod tests {
             max_unmap_blocks: Some(100),
             write_same: true,
             max_write_same_blocks: None,
+            write_protected: false,
         }
     }
 

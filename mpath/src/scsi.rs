@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use mpio_dsm::cdb::ReportLunsSelect;
 use mpio_dsm::{
-    Capacity, Command, DataDirection, DeviceIdentification, Lun, ParseError, ReadCapacity10, ReportLuns, ScsiStatus,
-    Sense, SenseKey, StandardInquiry, cdb, vpd::VpdPage,
+    Capacity, Command, DataDirection, DeviceIdentification, Lun, ModeParameterHeader, ParseError, ReadCapacity10,
+    ReportLuns, ScsiStatus, Sense, SenseKey, StandardInquiry, cdb, vpd::VpdPage,
 };
 use mpio_transport::{ScsiRequest, ScsiResult, SessionHandle, TaskError};
 
@@ -203,6 +203,27 @@ impl LuAccess {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The WP bit of the mode parameter header: the LU refuses writes.
+    ///
+    /// As Linux's sd (`sd_read_write_protect_flag`): MODE SENSE for all
+    /// pages (3Fh) with room for the header only, (10) first and (6) when
+    /// the LU refuses (10) with ILLEGAL REQUEST (SPC-2 era devices).
+    pub async fn write_protected(&self) -> Result<bool, ScsiError> {
+        let op = "MODE SENSE(10)";
+        let cmd = cdb::mode_sense10(cdb::MODE_PAGE_ALL, 0, 8).map_err(|source| ScsiError::Cdb { op, source })?;
+        let header = match self.run(op, &cmd, Bytes::new()).await {
+            Ok(r) => ModeParameterHeader::parse10(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source }),
+            Err(ScsiError::CheckCondition { sense: Some(s), .. }) if s.key == SenseKey::ILLEGAL_REQUEST => {
+                let op = "MODE SENSE(6)";
+                let cmd = cdb::mode_sense6(cdb::MODE_PAGE_ALL, 0, 4).map_err(|source| ScsiError::Cdb { op, source })?;
+                let r = self.run(op, &cmd, Bytes::new()).await?;
+                ModeParameterHeader::parse6(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source })
+            }
+            Err(e) => Err(e),
+        }?;
+        Ok(header.write_protected())
     }
 
     /// REPORT LUNS (sent to this LU; any LU of the target answers it).

@@ -2,7 +2,9 @@
 //!
 //! Geometry comes from the logical unit (`Device::info`, known once a path
 //! was claimed): logical block, physical block, VPD 0xB0 maximum transfer,
-//! UNMAP support. Every request maps to one device call, which splits it
+//! UNMAP support, and the MODE SENSE write-protect bit, which makes the
+//! export read-only (`NBD_FLAG_READ_ONLY`: the server answers writes with
+//! `EPERM` without sending them). Every request maps to one device call, which splits it
 //! into commands the LU accepts and carries it over the paths (retries,
 //! failover, all-paths-down hold).
 //!
@@ -34,11 +36,10 @@ impl Backend for Device {
             block_len: lu.block_len,
             preferred_block_len: lu.physical_block_len,
             max_transfer: lu.max_transfer.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
-            // The device has no write-protect state of its own; a
-            // write-protected LU answers writes with DATA PROTECT, which
-            // reaches the client as an error. Exports can be made
-            // read-only in their configuration.
-            read_only: false,
+            // The WP bit as of the last claim. A LU protected later
+            // refuses writes with DATA PROTECT 27/xx, EROFS, which reaches
+            // the client as EPERM all the same (see `to_nbd`).
+            read_only: lu.write_protected,
             trim: lu.unmap,
             // WRITE SAME, or plain writes of zeroes when the LU lacks it.
             write_zeroes: true,

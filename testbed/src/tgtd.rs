@@ -171,7 +171,10 @@ impl LunSpec {
     }
 
     /// A LU parameter set after creation with `--params`, e.g.
-    /// `thin_provisioning=1`, `scsi_id=ID`, `scsi_sn=SN`, `online=0`.
+    /// `thin_provisioning=1`, `scsi_id=ID`, `scsi_sn=SN`, `online=0`,
+    /// `readonly=1` (write-protected: the WP bit in MODE SENSE, writes
+    /// refused with DATA PROTECT 27/00; [`Tgtd::lun_params`] changes it at
+    /// run time, without a UNIT ATTENTION).
     pub fn param(mut self, key_value: &str) -> LunSpec {
         self.params.push(key_value.to_owned());
         self

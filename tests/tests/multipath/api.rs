@@ -1,10 +1,11 @@
 //! The device's data API against tgtd: read, write with FUA, flush,
 //! discard and write-zeroes at byte offsets, counted per op; bad ranges
-//! are refused with EINVAL before anything is sent.
+//! are refused with EINVAL before anything is sent; a write-protected LU
+//! refuses writes with EROFS, without failover.
 
 use std::os::unix::fs::MetadataExt;
 
-use mpio_mpath::Op;
+use mpio_mpath::{EventKind, IoErrorKind, Op};
 use mpio_tests::assert_data;
 
 use super::*;
@@ -79,4 +80,64 @@ async fn every_data_operation_works_across_the_paths() {
     dev.write(0, pattern(0, 1 << 20, 7), false).await.unwrap();
     dev.write_zeroes(0, 1 << 20).await.unwrap();
     assert_data(&dev.read(0, 1 << 20).await.unwrap().to_bytes(), &vec![0u8; 1 << 20], "zeroed without UNMAP");
+}
+
+/// Re-drives and retries over all paths.
+fn redriven_and_retried(dev: &Device) -> (u64, u64) {
+    let s = dev.snapshot();
+    (s.paths.iter().map(|p| p.stats.redriven).sum(), s.paths.iter().map(|p| p.stats.retries).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_protected_lu_refuses_writes_with_erofs_on_one_path() {
+    require_root();
+    let tgtd = Tgtd::builder()
+        .portals(2)
+        .target(TargetSpec::new("ro").lun(LunSpec::file(16 * MIB).param("thin_provisioning=1").param("readonly=1")))
+        .start()
+        .unwrap();
+    // Known data on the target's disk, put there behind the LU's back.
+    let file = tgtd.backing_file(1, 1).to_owned();
+    let data = pattern(0, 1 << 20, 5);
+    std::fs::write(&file, &data).unwrap();
+    std::fs::File::options().write(true).open(&file).unwrap().set_len(16 * MIB).unwrap();
+
+    let dev = open_all(device_config(&tgtd, 1, 2)).await;
+    assert!(dev.info().unwrap().write_protected, "the claim read MODE SENSE's WP bit: {:?}", dev.info());
+    assert_data(&dev.read(0, 1 << 20).await.unwrap().to_bytes(), &data, "reads work");
+
+    // Bypassing any read-only export: every modifying op reaches the LU,
+    // which answers DATA PROTECT 27/00. That is the device's own answer:
+    // EROFS to the caller, sent once, no path failed, nothing re-driven
+    // or retried.
+    let mut events = dev.events();
+    let writes = totals(&dev, Op::Write).0;
+    let e = dev.write(0, pattern(0, 4096, 6), true).await.unwrap_err();
+    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, 30), "{e}");
+    assert!(e.message.contains("DATA PROTECT") && e.message.contains("WRITE PROTECTED"), "{e}");
+    let e = dev.write_zeroes(8192, 4096).await.unwrap_err();
+    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, 30), "write zeroes: {e}");
+    let e = dev.discard(1 << 20, 1 << 20).await.unwrap_err();
+    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, 30), "discard: {e}");
+    assert_eq!(redriven_and_retried(&dev), (0, 0));
+    assert_eq!(totals(&dev, Op::Write).0, writes, "a refused write is not counted as done");
+    let evs = drain(&mut events);
+    assert!(!evs.iter().any(|ev| matches!(ev.kind, EventKind::PathFailed | EventKind::Failover { .. })), "{evs:?}");
+    assert_eq!(usable(&dev), 2, "{:?}", states(&dev));
+    dev.flush().await.unwrap();
+    assert_data(&std::fs::read(&file).unwrap()[..1 << 20], &data, "the target's disk is untouched");
+
+    // Protection lifted on the target: writes go through at once; the flag
+    // follows at the next claim of a path (here: p1 reconnects).
+    tgtd.lun_params(1, 1, "readonly=0").unwrap();
+    dev.write(0, pattern(0, 4096, 7), true).await.unwrap();
+    assert!(dev.info().unwrap().write_protected, "not re-read without a claim");
+    reset_path(&tgtd, 1, 0).await;
+    wait_until(&dev, Duration::from_secs(15), "the WP bit re-read", |d| !d.info().unwrap().write_protected).await;
+    wait_ready(&dev, 2, Duration::from_secs(15)).await;
+    // And back on: a reclaim sees that too.
+    tgtd.lun_params(1, 1, "readonly=1").unwrap();
+    reset_path(&tgtd, 1, 1).await;
+    wait_until(&dev, Duration::from_secs(15), "the WP bit re-read", |d| d.info().unwrap().write_protected).await;
+    assert_data(&dev.read(0, 4096).await.unwrap().to_bytes(), &pattern(0, 4096, 7), "the write that went through");
 }

@@ -1,5 +1,5 @@
 //! The multipath device over tgtd, exported on a unix socket and TCP, used
-//! by real NBD clients.
+//! by real NBD clients; a write-protected LU as a read-only export.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use mpio_mpath::Device;
 use mpio_nbd::consts::*;
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
-use mpio_tests::mp::{device_config, open_all};
+use mpio_tests::mp::{device_config, open_all, reset_path, wait_until};
 use mpio_tests::nbd::*;
 use mpio_tests::{assert_data, pattern};
 
@@ -242,4 +242,81 @@ async fn misbehaving_clients_get_errors_or_closed_and_the_device_keeps_serving()
     assert_data(&r.data, &data, "read by the next client");
     assert_eq!(c.call(request(NBD_CMD_FLUSH, 0, 8, 0, 0), &[]).await.error, 0);
     assert_data(&f.disk().await[4096..12288], &data, "the target's disk");
+}
+
+/// Write commands tgtd received for the LU, over every session; refused
+/// ones count too.
+fn target_writes(tgtd: &Tgtd) -> u64 {
+    let sessions = tgtd.sessions(1).expect("tgtadm session show");
+    sessions
+        .iter()
+        .flat_map(|s| tgtd.session_stats(1, s.sid).expect("tgtadm session stat").luns)
+        .filter(|l| l.lun == 1)
+        .map(|l| l.write_cmds)
+        .sum()
+}
+
+/// qemu-io commands (on an image opened read-only with `-r`) whose output
+/// is returned, errors included.
+async fn qemu_io_output(uri: &str, read_only: bool, cmds: &[&str]) -> String {
+    let mut args = vec!["-f", "raw"];
+    if read_only {
+        args.push("-r");
+    }
+    for c in cmds {
+        args.extend(["-c", c]);
+    }
+    args.push(uri);
+    let out = run_status("qemu-io", &args, TOOL).await;
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_protected_lu_is_a_read_only_export() {
+    let f = Fixture::start(2, 16 * MIB).await;
+    let uri = f.unix_uri();
+    qemu_io(&uri, &["write -P 0x5a 0 64k"]).await;
+
+    // Protected on the target after the device claimed its paths: the
+    // export still says writable, the LU refuses the write itself (DATA
+    // PROTECT, EROFS) and the client gets EPERM.
+    f.tgtd.lun_params(1, 1, "readonly=1").unwrap();
+    let out = qemu_io_output(&uri, false, &["write -P 0xab 0 64k"]).await;
+    assert!(out.contains("write failed: Operation not permitted"), "qemu-io write: {out}");
+    qemu_io(&uri, &["read -P 0x5a 0 64k"]).await;
+
+    // A claim reads the WP bit: the export becomes read-only for the
+    // next client.
+    reset_path(&f.tgtd, 1, 0).await;
+    wait_until(&f.dev, Duration::from_secs(15), "the WP bit read", |d| d.info().unwrap().write_protected).await;
+    let e = nbdinfo(&uri).await;
+    assert_eq!(e["is_read_only"], true, "{e}");
+    // qemu sees the flag and will not open the image for writing (its
+    // EACCES for a read-only node); read-only it reads.
+    let out = qemu_io_output(&uri, false, &["write -P 0xab 0 64k"]).await;
+    assert!(out.contains("Could not open image: Permission denied"), "qemu-io write: {out}");
+    let out = qemu_io_output(&uri, true, &["read -P 0x5a 0 64k"]).await;
+    assert!(out.contains("read 65536/65536 bytes") && !out.contains("fail"), "qemu-io -r read: {out}");
+
+    // A client writing anyway is refused by the server: EPERM, and nothing
+    // reaches the target.
+    let writes = target_writes(&f.tgtd);
+    let mut c = RawClient::unix(&f.nbd.socket()).await;
+    let export = c.open("mp0", true).await;
+    assert_ne!(export.flags & NBD_FLAG_READ_ONLY, 0);
+    for req in [
+        request(NBD_CMD_WRITE, 0, 1, 0, 4096),
+        request(NBD_CMD_TRIM, 0, 2, 0, 4096),
+        request(NBD_CMD_WRITE_ZEROES, 0, 3, 0, 4096),
+    ] {
+        let payload = vec![0xab; if req.typ == NBD_CMD_WRITE { req.length as usize } else { 0 }];
+        assert_eq!(c.call(req, &payload).await.error, NbdError::Perm.code(), "{req:?}");
+    }
+    let r = c.call(request(NBD_CMD_READ, 0, 4, 0, 4096), &[]).await;
+    assert_data(&r.data, &[0x5a; 4096], "read on the read-only export");
+    assert_eq!(target_writes(&f.tgtd), writes, "a refused NBD write reached the target");
+    // The counter does see a write that is sent (and refused by the LU).
+    assert_eq!(f.dev.write(0, vec![0xab; 4096].into(), false).await.unwrap_err().errno, 30);
+    assert_eq!(target_writes(&f.tgtd), writes + 1);
+    assert_data(&f.disk().await[..64 << 10], &[0x5a; 64 << 10], "the target's disk");
 }
