@@ -96,18 +96,23 @@ for tid in $(tgt --mode target --op show | awk '/^Target [0-9]+:/ {sub(":", "", 
   set_param "$tid" InitialR2T No
 done
 
-# wait_for WHAT CMD...: runs CMD until it succeeds, for at most 30 s.
+# wait_for WHAT LOG CMD...: runs CMD until it succeeds, for at most 30 s;
+# shows LOG if it never does.
 wait_for() {
-  local what=$1; shift
+  local what=$1 log=$2; shift 2
   for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "nbd.sh: $what did not come up; logs in $WORK" >&2
+  echo "nbd.sh: $what did not come up; its log:" >&2
+  tail -20 "$log" >&2
   return 1
 }
 
-# mpio_ready CONTROL_SOCKET: the daemon says every device has a usable path.
+# mpio_ready CONTROL_SOCKET: the daemon is ready and every path is usable
+# (ready alone means one usable path per device).
 mpio_ready() {
-  MPIO_SOCKET=$1 "$MPIO" status --json |
-    python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("ready") is True else 1)'
+  MPIO_SOCKET=$1 "$MPIO" status --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s["ready"] is True and all(d["paths_usable"] == d["paths_total"] for d in s["devices"]) else 1)'
 }
 
 # A daemon with one device "d" over the given portals, round-robin.
@@ -130,7 +135,7 @@ start_mpio() {
   } >"$dir/mpio.toml"
   setsid taskset -c "$INITIATOR_CPU" "$MPIO" daemon --config "$dir/mpio.toml" >"$dir/log" 2>&1 </dev/null &
   PID[$name]=$!
-  wait_for "mpio daemon $name" mpio_ready "$dir/mpio.sock"
+  wait_for "mpio daemon $name" "$dir/log" mpio_ready "$dir/mpio.sock"
   URI[$name]="nbd+unix:///d?socket=$dir/nbd.sock"
 }
 
@@ -146,7 +151,7 @@ start_qnbd() {
     --image-opts "driver=raw,file.driver=iscsi,$opts" >"$WORK/qnbd.log" 2>&1 </dev/null &
   PID[qnbd]=$!
   URI[qnbd]="nbd+unix:///?socket=$sock"
-  wait_for qemu-nbd nbdinfo --size "${URI[qnbd]}"
+  wait_for qemu-nbd "$WORK/qnbd.log" nbdinfo --size "${URI[qnbd]}"
 }
 
 start_qsd() {
@@ -157,7 +162,7 @@ start_qsd() {
     --export type=nbd,id=exp0,node-name=lun0,name=lun0,writable=on >"$WORK/qsd.log" 2>&1 </dev/null &
   PID[qsd]=$!
   URI[qsd]="nbd+unix:///lun0?socket=$sock"
-  wait_for qemu-storage-daemon nbdinfo --size "${URI[qsd]}"
+  wait_for qemu-storage-daemon "$WORK/qsd.log" nbdinfo --size "${URI[qsd]}"
 }
 
 # utime+stime of every thread of PID, in clock ticks.
