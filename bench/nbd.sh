@@ -27,11 +27,16 @@
 # knob for them); libiscsi offers 256 KiB / 256 KiB / 256 KiB.
 #
 # Placement as in lib.sh: tgtd on CPU 1; the server under test and fio on
-# CPU 0 (all of the server's threads). TGTD_CPU=0-1 INITIATOR_CPU=0-1 lets
-# the scheduler place everything (as research/perf.md measured): qemu's
-# servers gain most from that, since fio and they then get a core each. Runs of the servers alternate, so
-# drift of the machine hits all alike; each figure is the median of RUNS
-# runs of SECONDS_PER_RUN seconds.
+# CPU 0 (all of the server's threads), so at QD 32 the server and fio share
+# one core: qemu-nbd gets ~36k IOPS here against 63k unplaced in
+# research/perf.md. TGTD_CPU=0-1 INITIATOR_CPU=0-1 leaves placement to the
+# scheduler, as perf.md measured (much noisier when the machine is busy).
+# Runs of the servers alternate, so drift of the machine hits all alike;
+# each figure is the median of RUNS runs of SECONDS_PER_RUN seconds.
+#
+# CPU per I/O falls as more completions share a wake-up, so it is lowest
+# where the target is fastest (null LU); on the tmpfs LU tgtd's worker
+# threads pace completions and every server pays more per I/O.
 #
 #   RUNS=3 SECONDS_PER_RUN=5 LUNS="null tmpfs" bench/nbd.sh
 #
