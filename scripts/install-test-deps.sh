@@ -18,6 +18,7 @@ iproute2               netfault::RateLimit (tc), ip netns
 libclang-dev           bindgen for libublk (ublk frontend build)
 qemu-utils             qemu-img, qemu-io, qemu-nbd: NBD / iSCSI clients
 qemu-block-extra       iSCSI block driver for qemu-img/qemu-io
+qemu-system-common     qemu-storage-daemon: a peer NBD server in bench/nbd.sh
 procps                 ps, pgrep: process checks in scripts
 libnbd-bin             nbdinfo, nbdcopy, nbdfuse: NBD clients of the nbd tests
 fio                    fio with its nbd engine: verified random I/O in the nbd tests
