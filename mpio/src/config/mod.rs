@@ -303,6 +303,11 @@ impl Cx<'_> {
             let mut offer = OperationalOffer::default();
             offer.header_digest = self.digest(t.header_digest.as_ref())?;
             offer.data_digest = self.digest(t.data_digest.as_ref())?;
+            offer.max_recv_data_segment_length =
+                t.max_recv_data_segment_length.unwrap_or(offer.max_recv_data_segment_length);
+            offer.first_burst_length = t.first_burst_length.unwrap_or(offer.first_burst_length);
+            offer.max_burst_length = t.max_burst_length.unwrap_or(offer.max_burst_length);
+            offer.validate().map_err(|e| self.at(&t.name, format!("target {name}: {e}")))?;
             let auth = match &t.chap {
                 None => Auth::None,
                 Some(c) => self.chap(c, &name)?,

@@ -57,6 +57,9 @@ pub(super) struct Target {
     pub(super) iqn: Spanned<String>,
     pub(super) header_digest: Option<Spanned<String>>,
     pub(super) data_digest: Option<Spanned<String>>,
+    pub(super) max_recv_data_segment_length: Option<u32>,
+    pub(super) first_burst_length: Option<u32>,
+    pub(super) max_burst_length: Option<u32>,
     pub(super) chap: Option<Spanned<Chap>>,
 }
 

@@ -148,3 +148,15 @@ fn device_timers_override_the_global_ones_key_by_key() {
     let t = &c.devices[0].timers;
     assert_eq!((t.nop_interval, t.io_timeout), (Duration::from_secs(2), Duration::from_secs(20)));
 }
+
+#[test]
+fn negotiation_sizes_are_offered_and_checked() {
+    let text = BASE.replace(
+        "iqn = \"iqn.2026-11.org.mpio:t1\"",
+        "iqn = \"iqn.2026-11.org.mpio:t1\"\nmax_burst_length = 1048576\nfirst_burst_length = 262144",
+    );
+    let c = check(&text).unwrap();
+    assert_eq!((c.devices[0].offer.max_burst_length, c.devices[0].offer.first_burst_length), (1 << 20, 1 << 18));
+    let e = refused(&text.replace("1048576", "100"));
+    assert!(e.message.contains("MaxBurstLength"), "{e}");
+}
