@@ -397,7 +397,9 @@ fn print_policy(p: PolicyView) {
 }
 
 fn event_line(e: &EventView) -> String {
-    let mut line = format!("{} {:<10} {:<6} {:<22} {}", e.time, e.device, opt(&e.path), e.kind, e.reason);
+    // Daemon events (reloads) belong to no device.
+    let device = if e.device.is_empty() { "-" } else { e.device.as_str() };
+    let mut line = format!("{} {:<10} {:<6} {:<22} {}", e.time, device, opt(&e.path), e.kind, e.reason);
     if let Some(id) = e.seed_event {
         line.push_str(&format!(" [event {id}]"));
     }
