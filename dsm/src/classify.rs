@@ -835,14 +835,7 @@ mod tests {
         let s = Sense::from_iscsi_segment(&seg).unwrap();
         assert_eq!(classify(CC, s.as_ref()), Retry(RetryKind::NotReadyBecomingReady));
         // Descriptor format MEDIUM ERROR 11/00 of sense.rs.
-        let b = [
-            0x72, 0x03, 0x11, 0x00, 0, 0, 0, 36, //
-            0x00, 0x0a, 0x80, 0, 0, 0, 0, 1, 0, 0, 0, 0, //
-            0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, //
-            0x02, 0x06, 0, 0, 0x80, 0, 7, 0, //
-            0x05, 0x02, 0, 0x20,
-        ];
-        let s = Sense::parse(&b).unwrap();
+        let s = Sense::parse(&crate::sense::DESCRIPTOR_MEDIUM_ERROR).unwrap();
         assert_eq!(classify(CC, Some(&s)), Fatal(FatalKind::MediumError));
         assert_eq!(classify(CC, Some(&s)).errno(), ENODATA);
         // Sense cut short after the key: classified by the key alone.

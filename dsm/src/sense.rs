@@ -391,6 +391,19 @@ impl fmt::Display for Sense {
     }
 }
 
+/// Descriptor-format sense in the SPC-4 layout: 72h, key 3 (MEDIUM
+/// ERROR), 11/00, additional length 36: information descriptor (VALID, LBA
+/// 0x1_0000_0000), command specific, sense key specific (retry count 7),
+/// block commands (ILI). Shared by the parser's and the classifier's tests.
+#[cfg(test)]
+pub(crate) const DESCRIPTOR_MEDIUM_ERROR: [u8; 44] = [
+    0x72, 0x03, 0x11, 0x00, 0, 0, 0, 36, //
+    0x00, 0x0a, 0x80, 0, 0, 0, 0, 1, 0, 0, 0, 0, //
+    0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, //
+    0x02, 0x06, 0, 0, 0x80, 0, 7, 0, //
+    0x05, 0x02, 0, 0x20,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,17 +511,7 @@ mod tests {
 
     #[test]
     fn descriptor_format() {
-        // SPC-4 layout: 72h, key 3, 11/00, additional length 36:
-        // information descriptor (VALID, LBA 0x1_0000_0000), command
-        // specific, sense key specific (retry count 7), block commands (ILI).
-        let b = [
-            0x72, 0x03, 0x11, 0x00, 0, 0, 0, 36, //
-            0x00, 0x0a, 0x80, 0, 0, 0, 0, 1, 0, 0, 0, 0, //
-            0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, //
-            0x02, 0x06, 0, 0, 0x80, 0, 7, 0, //
-            0x05, 0x02, 0, 0x20,
-        ];
-        let s = Sense::parse(&b).unwrap();
+        let s = Sense::parse(&DESCRIPTOR_MEDIUM_ERROR).unwrap();
         assert_eq!(s.format, SenseFormat::Descriptor);
         assert!(!s.truncated);
         assert_eq!(s.key, SenseKey::MEDIUM_ERROR);

@@ -174,6 +174,18 @@ fn dashboard() -> serde_json::Value {
 }
 
 /// Every target of every panel (rows hold none when expanded).
+/// A panel target's query with Grafana's variables replaced as Grafana
+/// does before sending it (every instance, device and path).
+fn promql(target: &serde_json::Value) -> String {
+    target["expr"]
+        .as_str()
+        .expect("expr")
+        .replace("$__rate_interval", "1m")
+        .replace("$instance", ".*")
+        .replace("$device", ".*")
+        .replace("$path", ".*")
+}
+
 fn targets(d: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
     let panels = d["panels"].as_array().expect("panels");
     let mut out = Vec::new();
@@ -290,13 +302,7 @@ fn dashboard_queries_are_valid_promql() {
     let d = dashboard();
     let mut rules = Vec::new();
     for (i, (title, t)) in targets(&d).into_iter().enumerate() {
-        let expr = t["expr"]
-            .as_str()
-            .unwrap()
-            .replace("$__rate_interval", "1m")
-            .replace("$instance", ".*")
-            .replace("$device", ".*")
-            .replace("$path", ".*");
+        let expr = promql(t);
         rules.push(
             serde_json::json!({ "record": format!("mpio:dashboard:{i}"), "expr": expr, "labels": { "panel": title } }),
         );
@@ -685,13 +691,7 @@ async fn a_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules() {
     // Every dashboard query runs on the real data and, unless it keeps
     // only non-zero values, returns series.
     for (title, t) in targets(&dashboard()) {
-        let expr = t["expr"]
-            .as_str()
-            .unwrap()
-            .replace("$__rate_interval", "1m")
-            .replace("$instance", ".*")
-            .replace("$device", ".*")
-            .replace("$path", ".*");
+        let expr = promql(t);
         let result = prom.query(&expr).await;
         let may_be_empty = expr.ends_with("> 0");
         assert!(may_be_empty || !result.is_empty(), "{title}: {expr} returns nothing");

@@ -14,8 +14,9 @@ use crate::control::proto::{EventView, Failure, PolicyChange, Request, Response,
 pub(super) enum Answer {
     /// One response.
     Done(Result<Value, Failure>),
-    /// Past events, then (when following) the live feed.
-    Events(Vec<EventView>, Option<broadcast::Receiver<EventView>>),
+    /// Past events, then (when following) the live feed, of one device
+    /// or of all.
+    Events(Vec<EventView>, Option<broadcast::Receiver<EventView>>, Option<String>),
 }
 
 fn ok<T: Serialize>(v: T) -> Result<Value, Failure> {
@@ -72,7 +73,7 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
             }
             let (history, feed) = d.journal.history(device.as_deref(), last);
             let feed = follow.then_some(feed);
-            Answer::Events(history, feed.map(|f| filter_device(f, device)))
+            Answer::Events(history, feed, device)
         }
         Request::Reload => Answer::Done(reload::reload(d).await.map_err(Failure::new).and_then(ok)),
         Request::LogLevel { level } => done(match level {
@@ -132,32 +133,14 @@ fn set_policy(d: &Daemon, device: &str, change: PolicyChange) -> Result<Value, F
     ok(views::policy(device, &dev))
 }
 
-/// Drops feed events of other devices.
-fn filter_device(mut feed: broadcast::Receiver<EventView>, device: Option<String>) -> broadcast::Receiver<EventView> {
-    let Some(device) = device else { return feed };
-    let (tx, rx) = broadcast::channel(1024);
-    tokio::spawn(async move {
-        loop {
-            match feed.recv().await {
-                Ok(ev) if ev.device == device => {
-                    if tx.send(ev).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-    rx
-}
-
-/// Writes the history, then (when following) every new event until the
-/// client hangs up. Returns false when the client is gone.
+/// Writes the history, then (when following) every new event of
+/// `device` (or of all) until the client hangs up. Returns false when the
+/// client is gone.
 pub(super) async fn stream_events(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     history: Vec<EventView>,
     feed: Option<broadcast::Receiver<EventView>>,
+    device: Option<String>,
 ) -> bool {
     let event = |ev| Response { version: VERSION, ok: None, error: None, event: Some(ev) };
     for ev in history {
@@ -170,6 +153,7 @@ pub(super) async fn stream_events(
     };
     loop {
         let ev = match feed.recv().await {
+            Ok(ev) if device.as_ref().is_some_and(|d| *d != ev.device) => continue,
             Ok(ev) => ev,
             Err(broadcast::error::RecvError::Lagged(n)) => EventView {
                 time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),

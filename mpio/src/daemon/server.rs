@@ -83,8 +83,8 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
         let ok = match answer {
             Answer::Done(r) => send(&mut write, r.map_or_else(failure, success)).await,
             // Until the client hangs up (a follower sends nothing more).
-            Answer::Events(history, feed) => tokio::select! {
-                ok = handler::stream_events(&mut write, history, feed) => ok,
+            Answer::Events(history, feed, device) => tokio::select! {
+                ok = handler::stream_events(&mut write, history, feed, device) => ok,
                 _ = lines.next_line() => false,
             },
         };
