@@ -239,8 +239,9 @@ async fn a_target_without_mcs_is_told_to_use_mpio() {
     // tgtd's default MaxConnections is 1.
     let tgtd =
         Tgtd::builder().portals(2).target(TargetSpec::new("single").lun(LunSpec::file(1 << 20))).start().unwrap();
-    let s = SessionHandle::spawn(mcs_config(&tgtd, 1, &[0, 1])).unwrap();
-    let mut ev = s.events();
+    // Subscribed before the session starts: the second connection's
+    // refusal can come before `spawn` returns.
+    let (s, mut ev) = SessionHandle::spawn_watched(mcs_config(&tgtd, 1, &[0, 1])).unwrap();
     s.wait_up(Duration::from_secs(10)).await.unwrap();
     let down = wait_event(&mut ev, Duration::from_secs(10), "connection 1 refused", |e| {
         matches!(e, SessionEvent::ConnectionDown { cid: 1, .. })
