@@ -4,7 +4,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mpio_transport::chap::{ChapConfig, ChapCredentials, OurChallenge, Secret};
+use std::sync::Arc;
+
+use mpio_transport::chap::{ChapConfig, ChapCredentials, DeterministicRandom, Secret};
 use mpio_transport::config::{Auth, SessionType};
 use mpio_transport::login::{Login, LoginSetup};
 use mpio_transport::pdu::frame::{self, Framing};
@@ -32,8 +34,9 @@ fuzz_target!(|data: &[u8]| {
         itt: 1,
         auth,
         offer: OperationalOffer::default(),
+        random: Arc::new(DeterministicRandom::new(1)),
     };
-    let mut login = Login::new(setup).with_fixed_challenge(OurChallenge::fixed(1, [9; 16]));
+    let mut login = Login::new(setup);
     let mut buf = BytesMut::from(rest);
     while let Ok(Some(raw)) = frame::decode(&mut buf, &Framing::default()) {
         let _ = login.poll_request();

@@ -15,10 +15,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::chap::{self, ChapConfig, ChapError, OurChallenge};
+use crate::chap::{self, ChapConfig, ChapError, OurChallenge, Random};
 use crate::config::{Auth, SessionType};
 use crate::name::IscsiName;
 use crate::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Stage};
@@ -63,6 +64,8 @@ pub struct LoginSetup {
     pub auth: Auth,
     /// Operational values we offer.
     pub offer: OperationalOffer,
+    /// Where our mutual-CHAP challenge comes from.
+    pub random: Arc<dyn Random>,
 }
 
 /// The result of a successful login.
@@ -218,12 +221,6 @@ enum State {
     Done,
 }
 
-impl std::fmt::Debug for OurChallenge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OurChallenge")
-    }
-}
-
 /// Progress after a response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LoginProgress {
@@ -249,8 +246,6 @@ pub struct Login {
     /// The stage our requests are in.
     csg: Stage,
     exchanges: u32,
-    /// A fixed challenge for tests instead of a random one.
-    fixed_challenge: Option<OurChallenge>,
     /// TargetPortalGroupTag, whichever stage declared it (targets send it
     /// in their first response, in the security stage).
     tpgt: Option<u16>,
@@ -267,17 +262,10 @@ impl Login {
             exp_statsn: None,
             csg: Stage::Security,
             exchanges: 0,
-            fixed_challenge: None,
             tpgt: None,
         };
         login.start();
         login
-    }
-
-    /// Uses a fixed mutual-CHAP challenge (deterministic tests).
-    pub fn with_fixed_challenge(mut self, challenge: OurChallenge) -> Login {
-        self.fixed_challenge = Some(challenge);
-        self
     }
 
     fn adding_connection(&self) -> bool {
@@ -515,10 +503,7 @@ impl Login {
             vec![KeyValue::new("CHAP_N", chap.initiator.user.clone()), KeyValue::new("CHAP_R", encode_hex(&response))];
         let ours = match &chap.target {
             Some(_) => {
-                let ours = match self.fixed_challenge.take() {
-                    Some(c) => c,
-                    None => OurChallenge::generate()?,
-                };
+                let ours = OurChallenge::generate(&*self.setup.random)?;
                 // A target that sends our own challenge wants us to compute
                 // a response it can replay (RFC 7143 section 12.1.3).
                 if ours.challenge() == challenge.as_slice() {

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::chap::{ChapCredentials, Secret};
+use crate::chap::{ChapCredentials, DeterministicRandom, Secret};
 use crate::pdu::Isid;
 use crate::text::{KeyValue, decode_pairs, encode_pairs};
 
@@ -20,7 +20,16 @@ fn setup(auth: Auth) -> LoginSetup {
         itt: 9,
         auth,
         offer: OperationalOffer::default(),
+        random: Arc::new(DeterministicRandom::new(CHALLENGE_SEED)),
     }
+}
+
+/// The seed of the logins' challenges.
+const CHALLENGE_SEED: u64 = 3;
+
+/// The first challenge a login set up by [`setup`] draws.
+fn our_challenge() -> OurChallenge {
+    OurChallenge::generate(&DeterministicRandom::new(CHALLENGE_SEED)).unwrap()
 }
 
 fn chap(mutual: bool) -> Auth {
@@ -148,7 +157,8 @@ fn one_way_chap() {
 #[test]
 fn mutual_chap_verifies_the_target() {
     for good in [true, false] {
-        let mut login = Login::new(setup(chap(true))).with_fixed_challenge(OurChallenge::fixed(3, [0xaa; 16]));
+        let mut login = Login::new(setup(chap(true)));
+        let ours = our_challenge();
         let mut r = Rsp { statsn: 1 };
         let req = login.poll_request().unwrap();
         login.handle_response(r.make(&req, false, Stage::Security, &[("AuthMethod", "CHAP")])).unwrap();
@@ -163,10 +173,10 @@ fn mutual_chap_verifies_the_target() {
             .unwrap();
         let req = login.poll_request().unwrap();
         let p = pairs(&req);
-        assert_eq!(value(&p, "CHAP_I"), Some("3"));
-        assert_eq!(value(&p, "CHAP_C"), Some(encode_hex(&[0xaa; 16]).as_str()));
+        assert_eq!(value(&p, "CHAP_I"), Some(ours.id().to_string().as_str()));
+        assert_eq!(value(&p, "CHAP_C"), Some(encode_hex(ours.challenge()).as_str()));
         let secret = if good { "tgtsecret123" } else { "wrongsecret1" };
-        let resp = chap::response(3, &Secret::parse(secret.as_bytes()).unwrap(), &[0xaa; 16]);
+        let resp = chap::response(ours.id(), &Secret::parse(secret.as_bytes()).unwrap(), ours.challenge());
         let resp = encode_hex(&resp);
         let result =
             login.handle_response(r.make(&req, true, Stage::Operational, &[("CHAP_N", "tgtuser"), ("CHAP_R", &resp)]));
@@ -184,12 +194,12 @@ fn mutual_chap_verifies_the_target() {
 
 #[test]
 fn reflected_challenge_is_refused() {
-    let mut login = Login::new(setup(chap(true))).with_fixed_challenge(OurChallenge::fixed(3, [0xaa; 16]));
+    let mut login = Login::new(setup(chap(true)));
     let mut r = Rsp { statsn: 1 };
     let req = login.poll_request().unwrap();
     login.handle_response(r.make(&req, false, Stage::Security, &[("AuthMethod", "CHAP")])).unwrap();
     let req = login.poll_request().unwrap();
-    let ours = encode_hex(&[0xaa; 16]);
+    let ours = encode_hex(our_challenge().challenge());
     let e = login
         .handle_response(r.make(&req, false, Stage::Security, &[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", &ours)]))
         .unwrap_err();

@@ -11,8 +11,12 @@
 //!   connection, [`Session::poll_timeout`] the next deadline,
 //!   [`Session::poll_event`] completions and requests to the driver.
 //!
-//! Nothing here reads a clock or touches a socket: every input carries
-//! `now`. The tokio driver in [`crate::driver`] is a thin loop around it.
+//! Nothing here reads a clock, draws randomness or touches a socket:
+//! every input carries `now`, CHAP challenges come from the configured
+//! [`crate::chap::Random`], and the timers are data (`timer.rs`: one table
+//! for the session, one per connection; [`Session::poll_timeout`] is their
+//! earliest deadline). The tokio driver in [`crate::driver`] is a thin
+//! loop around it.
 //!
 //! The session runs at ErrorRecoveryLevel 0. When a connection fails, the
 //! tasks it carried are *parked*: the target may still execute them until
@@ -27,6 +31,7 @@ mod conn;
 mod event;
 mod request;
 mod task;
+mod timer;
 mod window;
 
 #[cfg(test)]
@@ -45,6 +50,7 @@ use tracing::{debug, info, trace, warn};
 
 use self::conn::{Conn, Phase};
 use self::task::{Burst, Kind, Owner, ScsiTask, Task};
+use self::timer::{ConnTimer, SessionTimer, SessionTimers};
 use self::window::Window;
 use crate::config::{SessionConfig, SessionType};
 use crate::login::{Login, LoginError, LoginOutcome, LoginProgress, LoginSetup};
@@ -119,8 +125,8 @@ pub struct Session<T> {
     parked: Vec<Task<T>>,
     next_itt: u32,
     next_id: u64,
-    /// Earliest task deadline known; may be stale-early, never late.
-    task_deadline: Option<Instant>,
+    /// The session's deadlines; each connection has its own.
+    timers: SessionTimers,
     down_since: Option<Instant>,
     events: VecDeque<Event<T>>,
     stats: SessionStats,
@@ -193,7 +199,7 @@ impl<T> Session<T> {
             parked: Vec::new(),
             next_itt: 1,
             next_id: 1,
-            task_deadline: None,
+            timers: SessionTimers::default(),
             down_since: Some(now),
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -291,7 +297,7 @@ impl<T> Session<T> {
             && matches!(c.phase, Phase::Idle)
         {
             let _ = now;
-            c.phase = Phase::Connecting;
+            c.enter(Phase::Connecting);
             self.events.push_back(Event::Connect { cid: 0, portal: c.portal.clone() });
         }
     }
@@ -408,6 +414,9 @@ impl<T> Session<T> {
             }
             _ => {
                 self.queue.push_back((task, now));
+                if !self.is_up() {
+                    self.arm_recovery();
+                }
                 self.pump(now);
             }
         }
@@ -426,40 +435,10 @@ impl<T> Session<T> {
         self.events.pop_front()
     }
 
-    /// When [`Session::handle_timeout`] must be called next.
+    /// When [`Session::handle_timeout`] must be called next: the earliest
+    /// deadline of the session's timers and of its connections'.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let t = &self.cfg.timeouts;
-        let mut next = self.task_deadline;
-        let mut consider = |d: Option<Instant>| {
-            if let Some(d) = d {
-                next = Some(next.map_or(d, |n| n.min(d)));
-            }
-        };
-        for c in &self.conns {
-            match &c.phase {
-                Phase::Down { retry_at } => consider(*retry_at),
-                Phase::LoggingIn { deadline, .. } => consider(Some(*deadline)),
-                Phase::Up => {
-                    consider(c.draining);
-                    if t.nop_interval.is_some() {
-                        consider(Some(match c.ping {
-                            Some((_, sent)) => sent + t.nop_timeout,
-                            None => c.nop_check_at,
-                        }));
-                    }
-                }
-                Phase::Idle | Phase::Connecting => {}
-            }
-        }
-        if let Some(rec) = t.recovery {
-            consider(self.parked.iter().filter_map(|p| p.parked.as_ref().map(|(at, ..)| *at + rec)).min());
-            if !self.is_up()
-                && let (Some(down), Some((_, first))) = (self.down_since, self.queue.front())
-            {
-                consider(Some((*first).max(down) + rec));
-            }
-        }
-        next
+        self.conns.iter().filter_map(|c| c.timers.next()).chain(self.timers.next()).min()
     }
 
     // ---- input: driver ---------------------------------------------------
@@ -485,8 +464,9 @@ impl<T> Session<T> {
             itt,
             auth: self.cfg.auth.clone(),
             offer: self.cfg.offer.clone(),
+            random: self.cfg.random.clone(),
         };
-        let deadline = now + self.cfg.timeouts.login;
+        let login_timeout = self.cfg.timeouts.login;
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
         if !matches!(c.phase, Phase::Connecting) {
             return;
@@ -497,7 +477,8 @@ impl<T> Session<T> {
             push_pdu(c, &Pdu::LoginRequest(req));
         }
         debug!(cid, portal = %c.portal, leading, "iSCSI login started");
-        c.phase = Phase::LoggingIn { login, deadline, leading };
+        c.enter(Phase::LoggingIn { login, leading });
+        c.timers.set(ConnTimer::Login, now + login_timeout);
     }
 
     /// Opening the TCP connection for `cid` failed.
@@ -559,14 +540,36 @@ impl<T> Session<T> {
         }
     }
 
-    /// Runs the timers that are due.
+    /// Runs the timers that are due: connection timers first (a dead
+    /// connection parks its tasks before their own timers are looked at),
+    /// then the session's. A call when nothing is due does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.conn_timers(now);
-        if self.task_deadline.is_some_and(|d| d <= now) {
-            self.task_timers(now);
+        let mut fired = false;
+        for i in 0..self.conns.len() {
+            let cid = i as u16;
+            for timer in ConnTimer::ALL {
+                if self.conns.get_mut(i).is_some_and(|c| c.timers.take_expired(timer, now)) {
+                    trace!(cid, ?timer, "timeout");
+                    fired = true;
+                    self.on_conn_timer(cid, timer, now);
+                }
+            }
         }
-        self.recovery_timers(now);
-        self.pump(now);
+        for timer in SessionTimer::ALL {
+            if self.timers.take_expired(timer, now) {
+                trace!(?timer, "timeout");
+                fired = true;
+                match timer {
+                    SessionTimer::Command | SessionTimer::TaskMgmt | SessionTimer::Logout => {
+                        self.on_task_timer(timer, now);
+                    }
+                    SessionTimer::Recovery => self.on_recovery_timer(now),
+                }
+            }
+        }
+        if fired {
+            self.pump(now);
+        }
     }
 
     // ---- PDU dispatch ----------------------------------------------------
@@ -632,7 +635,12 @@ impl<T> Session<T> {
     fn login_done(&mut self, cid: u16, now: Instant, outcome: LoginOutcome) {
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
         let Phase::LoggingIn { leading, .. } = c.phase else { return };
-        c.enter_full_feature(outcome.negotiated.connection.clone(), outcome.exp_statsn, now);
+        c.enter_full_feature(
+            outcome.negotiated.connection.clone(),
+            outcome.exp_statsn,
+            now,
+            self.cfg.timeouts.nop_interval,
+        );
         c.tpgt = outcome.tpgt;
         c.stats.logins += 1;
         c.backoff = self.cfg.timeouts.reconnect_min;
@@ -660,18 +668,18 @@ impl<T> Session<T> {
             self.events.push_back(Event::State(SessionEvent::SessionUp { tsih: outcome.tsih, reinstated }));
             // A new session (same ISID, TSIH 0) made the target terminate
             // every task of the old one (RFC 7143 section 6.3.5).
-            self.release_parked(|_| true);
+            self.release_parked(now, |_| true);
             // Bring up the further connections of an MCS session.
             for c in &mut self.conns {
                 if matches!(c.phase, Phase::Idle) {
-                    c.phase = Phase::Connecting;
+                    c.enter(Phase::Connecting);
                     self.events.push_back(Event::Connect { cid: c.cid, portal: c.portal.clone() });
                 }
             }
         } else {
             self.window.update(outcome.exp_cmdsn, outcome.max_cmdsn);
             // Connection reinstatement terminated the old connection's tasks.
-            self.release_parked(|p| p == cid);
+            self.release_parked(now, |p| p == cid);
         }
         self.events.push_back(Event::State(SessionEvent::ConnectionUp { cid }));
         self.pump(now);
@@ -690,7 +698,7 @@ impl<T> Session<T> {
                 c.spec.portal = portal.clone();
             }
             c.portal = portal.clone();
-            c.phase = Phase::Connecting;
+            c.enter(Phase::Connecting);
             self.events.push_back(Event::Close { cid, flush: false });
             self.events.push_back(Event::Connect { cid, portal });
             return;
@@ -715,12 +723,11 @@ impl<T> Session<T> {
         let time2wait = Duration::from_secs(self.params.default_time2wait.into());
         let (min, max) = (self.cfg.timeouts.reconnect_min, self.cfg.timeouts.reconnect_max);
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
-        let retry_at = reconnect.then(|| {
-            let delay = c.backoff.max(time2wait);
+        c.enter(Phase::Down);
+        if reconnect {
+            c.timers.set(ConnTimer::Reconnect, now + c.backoff.max(time2wait));
             c.backoff = (c.backoff * 2).clamp(min, max);
-            now + delay
-        });
-        c.phase = Phase::Down { retry_at };
+        }
         self.events.push_back(Event::Close { cid, flush: false });
         self.events.push_back(Event::State(SessionEvent::ConnectionDown { cid, reason: reason.clone() }));
         if others_up {
@@ -743,6 +750,7 @@ impl<T> Session<T> {
             self.down_since = Some(now);
             self.events.push_back(Event::State(SessionEvent::SessionDown { reason, permanent: false }));
             self.apply_zero_recovery();
+            self.arm_recovery();
         }
     }
 
@@ -757,7 +765,6 @@ impl<T> Session<T> {
         c.ping = None;
         c.tx = TxQueue::new();
         c.in_flight = 0;
-        c.draining = None;
         c.backoff = self.cfg.timeouts.reconnect_min;
         // Park what this connection carried.
         let itts: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == cid).map(|(i, _)| *i).collect();
@@ -801,6 +808,7 @@ impl<T> Session<T> {
         }
         self.connection_down(cid, now, reason, true);
         self.apply_zero_recovery();
+        self.arm_recovery();
         self.pump(now);
     }
 
@@ -1066,7 +1074,7 @@ impl<T> Session<T> {
             Owner::CleanupLogout { cid: failed } => {
                 if ok {
                     debug!(failed, "failed connection logged out; its tasks are terminated");
-                    self.release_parked(|p| p == failed);
+                    self.release_parked(now, |p| p == failed);
                 } else {
                     warn!(failed, response = %r.response, "logout of a failed connection refused; waiting for reinstatement");
                 }
@@ -1114,8 +1122,10 @@ impl<T> Session<T> {
                 // drain, then log out (at the latest when the target's
                 // deadline, Parameter3, or our pause runs out).
                 let wait = Duration::from_secs(a.parameter3.into()).min(ASYNC_LOGOUT_PAUSE);
-                if let Some(c) = self.conns.get_mut(usize::from(cid)) {
-                    c.draining = Some(now + wait.max(Duration::from_millis(1)) / 2);
+                if let Some(c) = self.conns.get_mut(usize::from(cid))
+                    && c.is_up()
+                {
+                    c.timers.set(ConnTimer::AsyncLogoutPause, now + wait.max(Duration::from_millis(1)) / 2);
                 }
                 self.maybe_async_logout(cid, now);
             }
@@ -1179,55 +1189,52 @@ impl<T> Session<T> {
 
     // ---- timers ----------------------------------------------------------
 
-    fn conn_timers(&mut self, now: Instant) {
-        let t = self.cfg.timeouts.clone();
-        for i in 0..self.conns.len() {
-            let cid = i as u16;
-            let Some(c) = self.conns.get_mut(i) else { continue };
-            match &c.phase {
-                Phase::Down { retry_at: Some(at) } if *at <= now => {
-                    c.phase = Phase::Connecting;
-                    debug!(cid, portal = %c.portal, "reconnecting");
-                    self.events.push_back(Event::Connect { cid, portal: c.portal.clone() });
-                }
-                Phase::LoggingIn { deadline, .. } if *deadline <= now => {
-                    self.login_failed(cid, now, LoginError::Timeout(t.login));
-                }
-                Phase::Up => {
-                    if c.draining.is_some_and(|d| d <= now) {
-                        self.begin_async_logout(cid, now);
-                        continue;
-                    }
-                    let Some(iv) = t.nop_interval else { continue };
-                    match c.ping {
-                        Some((itt, sent)) if sent + t.nop_timeout <= now => {
-                            if c.last_rx > sent {
-                                // Traffic arrived after the ping: the link
-                                // is alive even if this answer is late.
-                                c.ping = None;
-                                self.tasks.remove(&itt);
-                            } else {
-                                self.fail_connection(cid, now, ConnectionFailure::NopTimeout(t.nop_timeout));
-                            }
-                        }
-                        None if c.nop_check_at <= now => {
-                            if c.last_rx + iv <= now {
-                                self.send_keepalive(cid, now);
-                            } else {
-                                c.nop_check_at = c.last_rx + iv;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                _ => {}
+    fn on_conn_timer(&mut self, cid: u16, timer: ConnTimer, now: Instant) {
+        let t = &self.cfg.timeouts;
+        let (nop_interval, nop_timeout, login) = (t.nop_interval, t.nop_timeout, t.login);
+        let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
+        match (timer, &c.phase) {
+            (ConnTimer::Reconnect, Phase::Down) => {
+                c.enter(Phase::Connecting);
+                debug!(cid, portal = %c.portal, "reconnecting");
+                self.events.push_back(Event::Connect { cid, portal: c.portal.clone() });
             }
+            (ConnTimer::Login, Phase::LoggingIn { .. }) => self.login_failed(cid, now, LoginError::Timeout(login)),
+            (ConnTimer::AsyncLogoutPause, Phase::Up) => self.begin_async_logout(cid, now),
+            (ConnTimer::NopResponse, Phase::Up) => {
+                let Some((itt, sent)) = c.ping else { return };
+                if c.last_rx > sent {
+                    // Traffic arrived after the ping: the link is alive even
+                    // if this answer is late. Look at the idle time now.
+                    c.ping = None;
+                    self.tasks.remove(&itt);
+                    c.timers.set(ConnTimer::NopInterval, now);
+                    self.on_conn_timer(cid, ConnTimer::NopInterval, now);
+                } else {
+                    self.fail_connection(cid, now, ConnectionFailure::NopTimeout(nop_timeout));
+                }
+            }
+            (ConnTimer::NopInterval, Phase::Up) => {
+                let Some(iv) = nop_interval else { return };
+                if c.ping.is_some() {
+                    return;
+                }
+                if c.last_rx + iv <= now {
+                    self.send_keepalive(cid, now);
+                } else {
+                    c.timers.set(ConnTimer::NopInterval, c.last_rx + iv);
+                }
+            }
+            // A timer of a phase the connection has left (entering a phase
+            // stops them; this only guards the table's invariant).
+            _ => {}
         }
     }
 
     fn send_keepalive(&mut self, cid: u16, now: Instant) {
         let itt = self.alloc_itt();
         let cmdsn = self.window.cmdsn.0;
+        let nop_timeout = self.cfg.timeouts.nop_timeout;
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
         let ping = NopOut {
             immediate: true,
@@ -1240,6 +1247,8 @@ impl<T> Session<T> {
         };
         push_pdu(c, &Pdu::NopOut(ping));
         c.ping = Some((itt, now));
+        c.timers.stop(ConnTimer::NopInterval);
+        c.timers.set(ConnTimer::NopResponse, now + nop_timeout);
         let mut t = Task::new(Owner::Keepalive, Kind::Nop { data: Bytes::new() }, ConnPick::Cid(cid));
         t.itt = itt;
         t.cid = cid;
@@ -1248,17 +1257,22 @@ impl<T> Session<T> {
         trace!(cid, "keepalive NOP-Out sent");
     }
 
-    fn task_timers(&mut self, now: Instant) {
+    /// Handles the tasks of `timer`'s class whose deadline passed, and
+    /// re-arms it for the earliest one left.
+    fn on_task_timer(&mut self, timer: SessionTimer, now: Instant) {
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
         for (itt, t) in &self.tasks {
             match t.deadline {
+                _ if t.kind.timer() != timer => {}
                 Some(d) if d <= now => expired.push(*itt),
                 Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
                 None => {}
             }
         }
-        self.task_deadline = next;
+        if let Some(d) = next {
+            self.timers.set_earliest(timer, d);
+        }
         for itt in expired {
             let Some(task) = self.tasks.get_mut(&itt) else { continue };
             task.deadline = None;
@@ -1316,7 +1330,9 @@ impl<T> Session<T> {
         }
     }
 
-    fn recovery_timers(&mut self, now: Instant) {
+    /// Fails the parked tasks, and the tasks queued while no connection is
+    /// up, that waited the whole recovery timeout.
+    fn on_recovery_timer(&mut self, now: Instant) {
         let Some(rec) = self.cfg.timeouts.recovery else { return };
         let (expired, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
@@ -1343,20 +1359,41 @@ impl<T> Session<T> {
                 );
             }
         }
+        self.arm_recovery();
     }
 
+    /// Arms the recovery timer for the earliest task that waits for
+    /// recovery: a parked one, or, while no connection is up, the first
+    /// queued one (the queue's waits only grow from front to back while
+    /// down: new tasks go to its back). Called wherever such a wait starts
+    /// or ends.
+    fn arm_recovery(&mut self) {
+        self.timers.stop(SessionTimer::Recovery);
+        let Some(rec) = self.cfg.timeouts.recovery else { return };
+        let parked = self.parked.iter().filter_map(|p| p.parked.as_ref().map(|(at, ..)| *at + rec)).min();
+        let queued = match (self.is_up(), self.down_since, self.queue.front()) {
+            (false, Some(down), Some((_, first))) => Some((*first).max(down) + rec),
+            _ => None,
+        };
+        if let Some(d) = parked.into_iter().chain(queued).min() {
+            self.timers.set(SessionTimer::Recovery, d);
+        }
+    }
+
+    /// The target's Time2Wait (an Async Message's Parameter2) holds off
+    /// the reconnect that a connection failure scheduled.
     fn delay_reconnect(&mut self, cid: u16, now: Instant, time2wait: u16) {
         if let Some(c) = self.conns.get_mut(usize::from(cid))
-            && let Phase::Down { retry_at: Some(at) } = &mut c.phase
+            && c.reconnect_planned()
         {
-            *at = (*at).max(now + Duration::from_secs(time2wait.into()));
+            c.timers.set_latest(ConnTimer::Reconnect, now + Duration::from_secs(time2wait.into()));
         }
     }
 
     // ---- async logout ----------------------------------------------------
 
     fn maybe_async_logout(&mut self, cid: u16, now: Instant) {
-        if self.conn(cid).is_some_and(|c| c.draining.is_some() && c.in_flight == 0) {
+        if self.conn(cid).is_some_and(|c| c.draining() && c.in_flight == 0) {
             self.begin_async_logout(cid, now);
         }
     }
@@ -1371,7 +1408,7 @@ impl<T> Session<T> {
             return;
         }
         c.logout_sent = true;
-        c.draining = None;
+        c.timers.stop(ConnTimer::AsyncLogoutPause);
         let t = Task::new(
             Owner::AsyncLogout,
             Kind::Logout { reason: LogoutReason::CLOSE_CONNECTION, cid },
@@ -1391,14 +1428,16 @@ impl<T> Session<T> {
                 self.parked.push(t);
             }
         }
-        self.release_parked(|p| p == cid);
+        self.release_parked(now, |p| p == cid);
     }
 
     /// Closes a connection we logged out, and reconnects after `wait`.
     fn close_connection(&mut self, cid: u16, now: Instant, wait: Duration, why: &str) {
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
-        c.phase = Phase::Down { retry_at: self.cfg.reconnect.then(|| now + wait.max(self.cfg.timeouts.reconnect_min)) };
-        c.draining = None;
+        c.enter(Phase::Down);
+        if self.cfg.reconnect {
+            c.timers.set(ConnTimer::Reconnect, now + wait.max(self.cfg.timeouts.reconnect_min));
+        }
         c.ping = None;
         c.in_flight = 0;
         self.events.push_back(Event::Close { cid, flush: true });
@@ -1413,6 +1452,7 @@ impl<T> Session<T> {
                 reason: ConnectionFailure::TargetRequest(why.to_string()),
                 permanent: !self.cfg.reconnect,
             }));
+            self.arm_recovery();
         }
     }
 
@@ -1433,8 +1473,7 @@ impl<T> Session<T> {
         if !matches!(self.state, SessionState::Up | SessionState::LoggingOut) {
             return;
         }
-        let drained: Vec<u16> =
-            self.conns.iter().filter(|c| c.draining.is_some() && c.in_flight == 0).map(|c| c.cid).collect();
+        let drained: Vec<u16> = self.conns.iter().filter(|c| c.draining() && c.in_flight == 0).map(|c| c.cid).collect();
         for cid in drained {
             self.begin_async_logout(cid, now);
         }
@@ -1563,7 +1602,7 @@ impl<T> Session<T> {
         task.sent_at = Some(now);
         task.deadline = timeout.map(|d| now + d);
         if let Some(d) = task.deadline {
-            self.task_deadline = Some(self.task_deadline.map_or(d, |n| n.min(d)));
+            self.timers.set_earliest(task.kind.timer(), d);
         }
         self.tasks.insert(itt, task);
     }
@@ -1575,7 +1614,12 @@ impl<T> Session<T> {
                 c.in_flight = c.in_flight.saturating_sub(1);
             }
             if c.ping.is_some_and(|(itt, _)| itt == task.itt) {
+                // The keepalive was answered: back to watching idle time.
                 c.ping = None;
+                if let Some(iv) = self.cfg.timeouts.nop_interval {
+                    c.timers.stop(ConnTimer::NopResponse);
+                    c.timers.set(ConnTimer::NopInterval, c.last_rx + iv);
+                }
             }
         }
         self.complete(task, result);
@@ -1589,12 +1633,11 @@ impl<T> Session<T> {
     }
 
     /// Sends parked tasks whose connection `pred` says is cleaned up again.
-    fn release_parked(&mut self, pred: impl Fn(u16) -> bool) {
+    fn release_parked(&mut self, now: Instant, pred: impl Fn(u16) -> bool) {
         let (release, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|t| t.parked.as_ref().is_some_and(|(_, c, _)| pred(*c)));
         self.parked = keep;
-        let now_q = release.first().and_then(|t| t.parked.as_ref().map(|(at, ..)| *at));
         for mut t in release.into_iter().rev() {
             t.parked = None;
             t.itt = RESERVED_TAG;
@@ -1615,13 +1658,13 @@ impl<T> Session<T> {
                 t.pick = ConnPick::Any;
             }
             self.stats.retries += 1;
-            let queued_at = now_q.unwrap_or_else(Instant::now);
             if t.kind.is_immediate() {
                 self.urgent.push_front(t);
             } else {
-                self.queue.push_front((t, queued_at));
+                self.queue.push_front((t, now));
             }
         }
+        self.arm_recovery();
     }
 
     /// With a zero recovery timeout, parked tasks fail at once (multipath
@@ -1662,16 +1705,19 @@ impl<T> Session<T> {
         while let Some(t) = self.urgent.pop_front() {
             self.complete(t, Err(err(true)));
         }
+        // Nothing is left for the session's timers to watch.
+        self.timers.clear();
     }
 
     /// The session is over: every connection closes, every task fails.
     fn close_all(&mut self, err: TaskError) {
         self.state = SessionState::Closed;
         for c in &mut self.conns {
-            if !matches!(c.phase, Phase::Down { retry_at: None } | Phase::Idle) {
+            let closed = matches!(c.phase, Phase::Idle) || (matches!(c.phase, Phase::Down) && !c.reconnect_planned());
+            if !closed {
                 self.events.push_back(Event::Close { cid: c.cid, flush: true });
             }
-            c.phase = Phase::Down { retry_at: None };
+            c.enter(Phase::Down);
             c.in_flight = 0;
             c.ping = None;
         }

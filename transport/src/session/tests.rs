@@ -998,3 +998,70 @@ fn abort_of_a_lost_command_drops_the_connection() {
     h.scsi_response(0, again.itt, 0, Bytes::new());
     assert!(matches!(&h.done()[..], [(1, Ok(_))]));
 }
+
+#[test]
+fn poll_timeout_is_the_earliest_timer_and_an_early_call_does_nothing() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    h.events();
+    // The keepalive (5 s) comes before the command timeout (30 s).
+    assert_eq!(h.s.poll_timeout(), Some(h.now + Duration::from_secs(5)));
+    let before = h.s.poll_timeout();
+    h.s.handle_timeout(h.now + Duration::from_secs(4));
+    assert!(h.events().is_empty());
+    assert!(h.sent(0).is_empty());
+    assert_eq!(h.s.poll_timeout(), before, "a call before any deadline changes nothing");
+}
+
+#[test]
+fn a_login_without_answer_times_out() {
+    let mut c = cfg(1);
+    c.timeouts.login = Duration::from_secs(7);
+    let mut h = Harness::new(c);
+    h.s.start(h.now);
+    h.accept(0);
+    assert!(matches!(&h.sent(0)[..], [Pdu::LoginRequest(_)]));
+    assert_eq!(h.s.poll_timeout(), Some(h.now + Duration::from_secs(7)));
+    h.advance(Duration::from_secs(7));
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            Event::State(SessionEvent::ConnectionDown {
+                cid: 0,
+                reason: ConnectionFailure::Login(LoginError::Timeout(d))
+            }) if *d == Duration::from_secs(7)
+        )),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn async_logout_pause_logs_out_with_tasks_left() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    let statsn = h.next_statsn(0);
+    let msg = AsyncMessage {
+        lun: 0,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        event: AsyncEvent::LOGOUT_REQUEST,
+        vcode: 0,
+        parameter1: 0,
+        parameter2: 0,
+        parameter3: 4,
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::AsyncMessage(msg));
+    // The read is in flight: the connection drains for half the target's
+    // deadline before logging out anyway.
+    assert!(h.sent(0).is_empty());
+    h.advance(Duration::from_secs(1));
+    assert!(h.sent(0).is_empty());
+    h.advance(Duration::from_secs(1));
+    let pdus = h.sent(0);
+    assert!(matches!(&pdus[..], [Pdu::LogoutRequest(lo)] if lo.reason == LogoutReason::CLOSE_CONNECTION), "{pdus:?}");
+}
