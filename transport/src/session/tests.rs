@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::config::{ConnectionSpec, SessionConfig, SessionType};
+use crate::login::LoginError;
 use crate::pdu::frame::Framing;
 use crate::pdu::*;
 use crate::text::{DigestPref, KeyValue, decode_pairs, encode_pairs};
