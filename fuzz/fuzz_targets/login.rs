@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         initiator_name: "iqn.2026-11.test:init".parse().unwrap(),
         initiator_alias: None,
         target_name: Some("iqn.2026-11.test:disk".parse().unwrap()),
+        portal: "127.0.0.1:3260".parse().unwrap(),
         session_type: if sel & 4 == 0 { SessionType::Normal } else { SessionType::Discovery },
         isid: Isid([0x80, 0, 0, 0, 0, 1]),
         tsih: if sel & 8 == 0 { 0 } else { 7 },

@@ -1051,7 +1051,7 @@ fn login_seed_event(f: &ConnectionFailure) -> Option<u32> {
         ConnectionFailure::Connect { .. } => Some(1),
         ConnectionFailure::Login(e) => Some(match e {
             LoginError::Timeout(_) => 43,
-            LoginError::Closed => 59,
+            LoginError::Closed { .. } => 59,
             LoginError::AuthDowngrade(_) => 38,
             LoginError::ChapRequired => 40,
             LoginError::NoAuthMethod => 41,

@@ -46,3 +46,24 @@ fn scsi_hint(sense: &Sense) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use mpio_transport::TaskError;
+
+    use super::*;
+
+    #[test]
+    fn the_error_line_holds_each_cause_once() {
+        let lost =
+            TaskError::ConnectionLost { reason: ConnectionFailure::Closed("reset by peer".into()), cleared: false };
+        let e = anyhow::Error::from(ScsiError::Transport { op: "INQUIRY", error: lost });
+        let line = error_line(&e);
+        assert_eq!(
+            line,
+            "INQUIRY: connection lost (connection closed: reset by peer); the target may still execute the task"
+        );
+        let e = e.context("cannot read the LU's identity");
+        assert_eq!(error_line(&e).matches("connection lost").count(), 1, "{}", error_line(&e));
+    }
+}

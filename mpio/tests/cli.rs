@@ -165,9 +165,45 @@ fn chap_secrets_come_from_files_or_the_environment() {
     // No secret at all: the fix names the options.
     let e = fails(&with(&base, &[]), &[]);
     assert!(e.contains("--chap-secret-file") && e.contains("MPIO_CHAP_SECRET"), "{e}");
-    // No CHAP configured for a target that wants it.
-    let e = fails(&base[..10], &[]);
+    // No CHAP configured for a target that wants it: tgtd says so.
+    let e = assert_missing_chap_is_explained(&portal, tgtd.iqn(1));
     assert!(e.contains("target requires CHAP authentication"), "{e}");
+}
+
+#[test]
+fn a_refused_login_says_what_is_likely() {
+    require_root();
+    let tgtd = Tgtd::builder().target(TargetSpec::new("clirefuse").lun(LunSpec::file(4 << 20))).start().unwrap();
+    // tgtd answers an unknown target name with 0x0203 (target not found).
+    assert_unknown_target_is_explained(&tgtd.portal(0).to_string(), "0x0203");
+}
+
+/// A one-shot login to a target name the portal does not serve: one line
+/// that names the likely cause (an unknown or mistyped name) and how to
+/// list the right ones, and no promise of a retry the command will not
+/// make. tgtd answers 0x0203; LIO answers 0x0301 ("service unavailable"):
+/// call this with a LIO portal and "0x0301" to check that answer.
+fn assert_unknown_target_is_explained(portal: &str, status: &str) {
+    let wrong = "iqn.2026-11.test.mpio:no-such-target";
+    let e = fails(&["scsi", "inquiry", "-p", portal, "-i", INIT, "-t", wrong], &[]);
+    assert!(e.starts_with("mpio: login failed: "), "{e}");
+    assert!(e.contains(status), "{e}");
+    assert!(e.contains(&format!("no target named {wrong}")), "names the name asked for: {e}");
+    assert!(e.contains(&format!("mpio discover --portal {portal}")), "says how to list the names: {e}");
+    assert!(!e.contains("retr"), "a one-shot command does not retry, so it must not say so: {e}");
+}
+
+/// A one-shot login without CHAP to `target`, which requires it: the line
+/// names CHAP as the cause and the options that configure it. tgtd says
+/// so in its answer; LIO closes the connection without a status, and the
+/// line then names CHAP as a likely cause and the ACL as the other (call
+/// this with a LIO portal and check the returned line for "ACL").
+fn assert_missing_chap_is_explained(portal: &str, target: &str) -> String {
+    let e = fails(&["scsi", "tur", "-p", portal, "-i", INIT, "-t", target, "-l", "1"], &[]);
+    assert!(e.starts_with("mpio: login failed: "), "{e}");
+    assert!(e.contains("CHAP") && e.contains("--chap-user and --chap-secret-file"), "{e}");
+    assert!(!e.contains("retr"), "{e}");
+    e
 }
 
 #[test]

@@ -24,11 +24,13 @@ impl<T> Session<T> {
             self.login_failed(cid, now, LoginError::McsNotSupported);
             return;
         }
+        let Some(portal) = self.conn(cid).map(|c| c.portal.clone()) else { return };
         let itt = self.alloc_itt();
         let setup = LoginSetup {
             initiator_name: self.cfg.initiator_name.clone(),
             initiator_alias: self.cfg.initiator_alias.clone(),
             target_name: self.cfg.target_name.clone(),
+            portal,
             session_type: self.cfg.session_type,
             isid: self.cfg.isid,
             tsih: if leading { 0 } else { self.tsih },

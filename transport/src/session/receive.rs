@@ -21,8 +21,11 @@ impl<T> Session<T> {
     /// The socket of `cid` was closed by the peer or failed.
     pub fn handle_closed(&mut self, cid: u16, now: Instant, reason: String) {
         let Some(c) = self.conns.get(usize::from(cid)) else { return };
-        match c.phase {
-            Phase::LoggingIn { .. } => self.login_failed(cid, now, LoginError::Closed),
+        match &c.phase {
+            Phase::LoggingIn { login, .. } => {
+                let e = login.connection_closed();
+                self.login_failed(cid, now, e)
+            }
             Phase::Up => self.fail_connection(cid, now, ConnectionFailure::Closed(reason)),
             _ => {}
         }

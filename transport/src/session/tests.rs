@@ -1066,3 +1066,23 @@ fn async_logout_pause_logs_out_with_tasks_left() {
     let pdus = h.sent(0);
     assert!(matches!(&pdus[..], [Pdu::LogoutRequest(lo)] if lo.reason == LogoutReason::CLOSE_CONNECTION), "{pdus:?}");
 }
+
+#[test]
+fn a_target_that_closes_during_login_is_reported_with_the_likely_causes() {
+    let mut h = Harness::new(cfg(1));
+    h.s.start(h.now);
+    h.accept(0);
+    h.sent(0);
+    h.s.handle_closed(0, h.now, "closed by the target".into());
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            Event::State(SessionEvent::ConnectionDown {
+                cid: 0,
+                reason: ConnectionFailure::Login(LoginError::Closed { in_security: true, chap_configured: false })
+            })
+        )),
+        "{evs:?}"
+    );
+}
