@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mpio_testbed::netfault::Blackhole;
 use mpio_testbed::require_root;
-use mpio_testbed::tgtd::{LunSpec, TargetSpec, TargetState, Tgtd};
+use mpio_testbed::tgtd::{ConnectionInfo, LunSpec, TargetSpec, TargetState, Tgtd};
 use mpio_tests::*;
 use mpio_transport::chap::{ChapConfig, ChapCredentials, ChapError, Secret};
 use mpio_transport::login::LoginError;
@@ -564,5 +564,92 @@ async fn task_management_against_the_target() {
     tgtd.set_state(1, TargetState::Ready).unwrap();
     assert!(s.is_up());
     assert_data(&read_good(&s, 0, 4096).await, &data, "read after the abort");
+    s.logout().await.unwrap();
+}
+
+/// A writer of `count` blocks of 256 KiB (pattern `seed`), `depth` in
+/// flight, on any connection; `progress` counts the completed ones.
+fn spawn_writer(
+    s: &SessionHandle,
+    count: u64,
+    depth: usize,
+    seed: u64,
+    progress: tokio::sync::watch::Sender<u64>,
+) -> tokio::task::JoinHandle<()> {
+    let s = s.clone();
+    tokio::spawn(async move {
+        let mut pending = std::collections::VecDeque::new();
+        for i in 0..count {
+            let off = i * 256 * 1024;
+            let s = s.clone();
+            pending.push_back(tokio::spawn(async move { write_good(&s, off, pattern(off, 256 * 1024, seed)).await }));
+            if pending.len() == depth
+                && let Some(p) = pending.pop_front()
+            {
+                p.await.unwrap();
+                progress.send_modify(|n| *n += 1);
+            }
+        }
+        for p in pending {
+            p.await.unwrap();
+            progress.send_modify(|n| *n += 1);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcs_connection_cut_mid_io_resends_its_tasks_and_loses_nothing() {
+    require_root();
+    const BLOCKS: u64 = 192;
+    let tgtd = Tgtd::builder()
+        .portals(3)
+        .target(TargetSpec::new("mcscut").lun(LunSpec::file(64 << 20)).max_connections(3))
+        .start()
+        .unwrap();
+    let mut cfg = mcs_config(&tgtd, 1, &[0, 1, 2]);
+    // A write that is never sent again fails after this instead of
+    // waiting for ever.
+    cfg.timeouts.recovery = Some(Duration::from_secs(30));
+    let (s, mut ev) = SessionHandle::spawn_watched(cfg).unwrap();
+    s.wait_up(Duration::from_secs(10)).await.unwrap();
+    let whole = |c: &[ConnectionInfo]| c.len() == 3 && c.iter().all(|x| x.sid == c[0].sid);
+    let before = tgtd.wait_connections(1, "three connections in one session", Duration::from_secs(10), whole).unwrap();
+    ready(&s).await;
+    let (progress, mut completed) = tokio::sync::watch::channel(0u64);
+    let writer = spawn_writer(&s, BLOCKS, 12, 0x3c5, progress);
+    // Cut connection 1 from the target side while writes flow on all three.
+    completed.wait_for(|n| *n >= 16).await.unwrap();
+    tgtd.delete_connection(1, before[0].sid, 1).unwrap();
+    let at_cut = *completed.borrow();
+    assert!(at_cut < BLOCKS, "the writer had finished before the cut");
+    wait_event(&mut ev, Duration::from_secs(10), "connection 1 down", |e| {
+        matches!(e, SessionEvent::ConnectionDown { cid: 1, .. })
+    })
+    .await;
+    // Every write completes GOOD (`write_good` panics otherwise).
+    writer.await.unwrap();
+    let snap = s.snapshot().await.unwrap();
+    // The writes the cut caught were sent again. tgtd answers the Logout
+    // that cleans up connection 1 (sent on another connection, RFC 7143
+    // section 11.14) by closing the connection it came on, so with tgtd
+    // every connection goes and the session is reinstated, once: one
+    // connection leads the new login and the others join it. A target
+    // that honours the logout's CID keeps the session (no reinstatement).
+    assert!(snap.stats.retries >= 1, "no write was in flight on the cut connection: {:?}", snap.stats);
+    assert!(snap.stats.reinstatements <= 1, "the session was reinstated over and over: {:?}", snap.stats);
+    // All three connections are back, in one session.
+    tgtd.wait_connections(1, "three connections in one session again", Duration::from_secs(30), whole).unwrap();
+    // Every block holds the writer's data, through the session and on disk.
+    for i in 0..BLOCKS {
+        let off = i * 256 * 1024;
+        assert_data(
+            &read_good(&s, off, 256 * 1024).await,
+            &pattern(off, 256 * 1024, 0x3c5),
+            &format!("block at {off}"),
+        );
+    }
+    let disk = std::fs::read(tgtd.backing_file(1, 1)).unwrap();
+    let len = (BLOCKS * 256 * 1024) as usize;
+    assert_data(&disk[..len], &pattern(0, len, 0x3c5), "the backing file");
     s.logout().await.unwrap();
 }

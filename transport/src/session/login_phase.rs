@@ -19,6 +19,19 @@ impl<T> Session<T> {
     /// The TCP connection for `cid` is open: the login starts.
     pub fn handle_connected(&mut self, cid: u16, now: Instant) {
         let leading = !self.conns.iter().any(|c| c.cid != cid && c.is_up());
+        if leading
+            && self.leading_login_elsewhere(cid, false)
+            && let Some(c) = self.conns.get_mut(usize::from(cid))
+            && matches!(c.phase, Phase::Connecting)
+        {
+            // Another connection is logging in to lead the session: this
+            // one joins it once it is up (see `leading_login_elsewhere`).
+            debug!(cid, "another connection leads the session's login; connecting again later");
+            c.enter(Phase::Down);
+            c.timers.set(ConnTimer::Reconnect, now + self.cfg.timeouts.reconnect_min);
+            self.events.push_back(Event::Close { cid, flush: false });
+            return;
+        }
         if !leading && self.params.max_connections <= 1 {
             // The leading login negotiated MaxConnections=1 (seed 13.2).
             self.login_failed(cid, now, LoginError::McsNotSupported);
@@ -54,6 +67,25 @@ impl<T> Session<T> {
         debug!(cid, portal = %c.portal, leading, "iSCSI login started");
         c.enter(Phase::LoggingIn { login, leading });
         c.timers.set(ConnTimer::Login, now + login_timeout);
+    }
+
+    /// True when no connection is up and another one than `cid` is
+    /// logging in as the session's leading connection (or, with
+    /// `connecting`, opening its TCP connection to do so). A leading
+    /// login carries TSIH 0 and so reinstates the session (RFC 7143
+    /// section 6.3.5): two at once would each reinstate the session the
+    /// other just made, over and over, so only one may try at a time and
+    /// the others join the session it makes.
+    pub(super) fn leading_login_elsewhere(&self, cid: u16, connecting: bool) -> bool {
+        !self.conns.iter().any(|c| c.is_up())
+            && self.conns.iter().any(|c| {
+                c.cid != cid
+                    && match c.phase {
+                        Phase::LoggingIn { leading, .. } => leading,
+                        Phase::Connecting => connecting,
+                        _ => false,
+                    }
+            })
     }
 
     /// Opening the TCP connection for `cid` failed.

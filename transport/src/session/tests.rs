@@ -1086,3 +1086,51 @@ fn a_target_that_closes_during_login_is_reported_with_the_likely_causes() {
         "{evs:?}"
     );
 }
+
+#[test]
+fn after_every_connection_failed_one_leads_the_reinstatement_and_the_others_join_it() {
+    let mut h = Harness::up(cfg(3));
+    h.login(1);
+    h.login(2);
+    h.events();
+    for cid in 0..3 {
+        h.s.handle_closed(cid, h.now, "reset by peer".into());
+    }
+    h.events();
+    // Every reconnect timer runs out at once (DefaultTime2Wait): one
+    // connection logs in with TSIH 0; two would reinstate each other.
+    h.advance(Duration::from_secs(2));
+    let connects: Vec<u16> =
+        h.events().iter().filter_map(|e| if let Event::Connect { cid, .. } = e { Some(*cid) } else { None }).collect();
+    assert_eq!(connects, vec![0], "only one connection tries to bring the session back");
+    h.backlog = vec![Event::Connect { cid: 0, portal: "127.0.0.1:3260".parse().unwrap() }];
+    assert_eq!(h.login(0), 0, "the leading login reinstates the session");
+    // The others join the session it made.
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.login(1), 0x1234);
+    assert_eq!(h.login(2), 0x1234);
+    assert_eq!(h.s.stats().reinstatements, 1);
+    assert!((0..3).all(|cid| h.s.connection_up(cid)));
+}
+
+#[test]
+fn a_connection_that_opens_while_another_leads_the_login_waits_for_it() {
+    let mut h = Harness::up(cfg(3));
+    h.login(1);
+    h.login(2);
+    h.events();
+    // 1 and 2 fail and reconnect while 0 is up; then 0 fails too.
+    h.s.handle_closed(1, h.now, "reset by peer".into());
+    h.s.handle_closed(2, h.now, "reset by peer".into());
+    h.advance(Duration::from_secs(2));
+    h.s.handle_closed(0, h.now, "reset by peer".into());
+    // 1's TCP connection opens first: with no connection up it leads.
+    h.accept(1);
+    let pdus = h.sent(1);
+    assert!(matches!(&pdus[..], [Pdu::LoginRequest(r)] if r.tsih == 0), "{pdus:?}");
+    // 2's opens while 1 logs in: it must not start a second leading login.
+    h.s.handle_connected(2, h.now);
+    assert!(h.s.tx(2).unwrap().is_empty(), "no second leading login");
+    let evs = h.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::Close { cid: 2, flush: false })), "{evs:?}");
+}

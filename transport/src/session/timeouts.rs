@@ -53,8 +53,15 @@ impl<T> Session<T> {
     pub(super) fn on_conn_timer(&mut self, cid: u16, timer: ConnTimer, now: Instant) {
         let t = &self.cfg.timeouts;
         let (nop_interval, nop_timeout, login) = (t.nop_interval, t.nop_timeout, t.login);
+        let wait_for_leader = timer == ConnTimer::Reconnect && self.leading_login_elsewhere(cid, true);
+        let reconnect_min = t.reconnect_min;
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
         match (timer, &c.phase) {
+            (ConnTimer::Reconnect, Phase::Down) if wait_for_leader => {
+                // Another connection is bringing the session back: join it
+                // once it is up, instead of reinstating it again.
+                c.timers.set(ConnTimer::Reconnect, now + reconnect_min);
+            }
             (ConnTimer::Reconnect, Phase::Down) => {
                 c.enter(Phase::Connecting);
                 debug!(cid, portal = %c.portal, "reconnecting");
