@@ -503,6 +503,37 @@ async fn source_address_and_interface_binding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_and_dns_name_portals() {
+    require_root();
+    let tgtd = Tgtd::builder().target(TargetSpec::new("names").lun(LunSpec::file(4 << 20))).start().unwrap();
+    let port = tgtd.port();
+    // A DNS name, resolved when the connection opens.
+    let mut portals = vec![(format!("localhost:{port}"), "127.0.0.1".parse::<std::net::IpAddr>().unwrap())];
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        tgtd.add_portal(format!("[::1]:{port}").parse().unwrap()).unwrap();
+        portals.push((format!("[::1]:{port}"), "::1".parse().unwrap()));
+    } else {
+        eprintln!("SKIPPED the IPv6 part: this host has no ::1 on lo (ip -6 addr show lo)");
+    }
+    for (i, (portal, ip)) in portals.iter().enumerate() {
+        let mut cfg = session_config(&tgtd, 1, 0);
+        cfg.connections[0].portal = portal.parse().unwrap();
+        let s = SessionHandle::connect(cfg, Duration::from_secs(10)).await.unwrap();
+        ready(&s).await;
+        let snap = s.snapshot().await.unwrap();
+        assert_eq!(snap.connections[0].portal, *portal, "the portal as configured");
+        assert_eq!(snap.connections[0].peer_addr.map(|a| a.ip()), Some(*ip), "{portal}");
+        let off = i as u64 * MIB as u64;
+        let data = pattern(off, MIB, 0x6a);
+        write_good(&s, off, data.clone()).await;
+        assert_data(&read_good(&s, off, MIB).await, &data, portal);
+        s.logout().await.unwrap();
+        let disk = std::fs::read(tgtd.backing_file(1, 1)).unwrap();
+        assert_data(&disk[off as usize..off as usize + MIB], &data, &format!("backing file, written via {portal}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_redirection_is_followed() {
     require_root();
     // Two daemons with the same target: the first redirects every login to
