@@ -87,7 +87,9 @@ fn discovery_and_scsi_diagnostics() {
     let e = fails(&["scsi", "tur", "-p", p, "-i", INIT, "-t", "iqn.2026-11.test.mpio:nosuch", "-l", "1"], &[]);
     assert_eq!(
         e,
-        "mpio: login failed: target not found (0x0203): no such target on this portal: check the target name (mpio discover lists them)"
+        format!(
+            "mpio: login failed: target not found (0x0203): this portal has no target named iqn.2026-11.test.mpio:nosuch: check the name (mpio discover --portal {p} lists the targets there)"
+        )
     );
     let e = fails(&["scsi", "tur", "-p", p, "-i", INIT, "-t", iqn, "-l", "7"], &[]);
     assert!(e.contains("LOGICAL UNIT NOT SUPPORTED") && e.contains("mpio scsi report-luns"), "{e}");
