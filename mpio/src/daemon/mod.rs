@@ -11,7 +11,7 @@ mod handler;
 mod journal;
 mod notify;
 mod reload;
-mod server;
+pub(crate) mod server;
 mod views;
 
 use std::collections::BTreeMap;
