@@ -75,6 +75,27 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon without devices yet.
+    fn new(
+        cfg: Config,
+        log: Arc<LogControl>,
+        log_pinned: bool,
+        nbd: Option<Server<Device>>,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            config: Mutex::new(cfg),
+            devices: Mutex::new(BTreeMap::new()),
+            journal: Journal::new(),
+            log,
+            log_pinned,
+            started: Instant::now(),
+            nbd,
+            metrics_addr,
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
     fn devices(&self) -> MutexGuard<'_, BTreeMap<String, Managed>> {
         self.devices.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -172,17 +193,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     let nbd = nbd_server(&cfg.nbd).await?;
     let ready_timeout = cfg.ready_timeout;
     let specs = cfg.devices.clone();
-    let daemon = Arc::new(Daemon {
-        config: Mutex::new(cfg),
-        devices: Mutex::new(BTreeMap::new()),
-        journal: Journal::new(),
-        log,
-        log_pinned,
-        started: Instant::now(),
-        nbd,
-        metrics_addr,
-        reloading: tokio::sync::Mutex::new(()),
-    });
+    let daemon = Daemon::new(cfg, log, log_pinned, nbd, metrics_addr);
     for spec in specs {
         let name = spec.name.clone();
         let m = daemon.start_device(spec).map_err(anyhow::Error::msg)?;
@@ -214,8 +225,9 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the configuration");
+                // The answer says what happened to the running configuration.
                 if let Err(e) = reload::reload(&daemon).await {
-                    warn!("reload refused, the running configuration stays: {e}");
+                    warn!("{e}");
                 }
             }
             _ = term.recv() => break,
