@@ -182,6 +182,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     if !log_pinned {
         log.set(&cfg.log).map_err(anyhow::Error::msg)?;
     }
+    raise_fd_limit();
     let control = server::bind(&cfg.control_socket)?;
     let metrics = match cfg.metrics {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -249,6 +250,22 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         daemon.stop_device(m).await;
     }
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: every path holds a
+/// socket, every NBD and metrics client one more, and the soft limit is
+/// 1024 by default (systemd's hard limit is 524288). The daemon's
+/// listeners bound what clients can hold and back off when it is reached.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open files: soft limit raised from {soft} to {hard}"),
+            Err(e) => warn!("open files: cannot raise the soft limit {soft} to {hard}: {e}"),
+        },
+        Ok((soft, _)) => info!("open files: limit {soft}"),
+        Err(e) => warn!("open files: cannot read the limit: {e}"),
+    }
 }
 
 /// The NBD listeners of `[nbd]`, if any.

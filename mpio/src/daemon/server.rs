@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use mpio_throttle::{AcceptBackoff, LogLimit, warn_limited};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::Daemon;
 use super::handler::{self, Answer};
@@ -37,22 +38,36 @@ pub(super) fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// Clients refused for their uid (the socket's mode keeps them out
+/// already; this is the second lock).
+static REFUSED: LogLimit = LogLimit::per_second(1);
+
 /// Accepts connections until the task is aborted.
 pub(super) async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     // Root, or the user the daemon runs as (tests, unprivileged setups).
     let own_uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    // Out of file descriptors, accept fails at once until one is freed:
+    // a pause, not a spin (which wrote a WARN line per failure, 1 GB in
+    // 16 s).
+    let mut backoff = AcceptBackoff::new("control socket");
     loop {
         let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                backoff.accepted();
+                s
+            }
             Err(e) => {
-                warn!("control socket: accept: {e}");
+                backoff.failed(&e).await;
                 continue;
             }
         };
         match stream.peer_cred() {
             Ok(c) if c.uid() == 0 || c.uid() == own_uid => {}
             other => {
-                warn!("control socket: refused a client that is neither root nor uid {own_uid}: {other:?}");
+                warn_limited!(
+                    REFUSED,
+                    "control socket: refused a client that is neither root nor uid {own_uid}: {other:?}"
+                );
                 continue;
             }
         }
