@@ -23,7 +23,7 @@ mod http;
 mod view;
 
 pub use exposition::encode;
-pub use http::{CONTENT_TYPE, DEFAULT_LISTEN, router, serve};
+pub use http::{CONTENT_TYPE, DEFAULT_LISTEN, Limits, router, serve, serve_with};
 pub use view::DeviceView;
 
 use mpio_mpath::Device;

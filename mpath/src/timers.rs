@@ -80,32 +80,58 @@ impl std::str::FromStr for HoldMode {
         match s {
             "queue" => Ok(HoldMode::Queue),
             "fail" => Ok(HoldMode::Fail),
-            d => parse_duration(d)
-                .map(HoldMode::For)
-                .map_err(|_| format!("hold {s:?}: expected queue, fail, or a duration like 20s")),
+            d => parse_duration(d).map(HoldMode::For).map_err(|e| match d.starts_with(|c: char| c.is_ascii_digit()) {
+                // A number that is not a usable duration: say why.
+                true => format!("hold {e}"),
+                false => format!("hold {s:?}: expected queue, fail, or a duration like 20s"),
+            }),
         }
     }
 }
 
-/// Parses `"1s"`, `"500ms"`, `"2m"`, `"1.5s"` or a bare number of seconds.
+/// The longest duration any timer takes: a year. Anything longer is a
+/// typing mistake, and would overflow on the way: `Duration::from_secs_f64`
+/// panics past `u64::MAX` seconds, and `Instant + Duration` panics past the
+/// clock's range. A hold without end is `hold = "queue"`.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `"1s"`, `"500ms"`, `"2m"`, `"1.5s"`, `"1h"` or a bare number of
+/// seconds, from 0 to [`MAX_DURATION`]. Every other input is an error that
+/// says what to write, never a panic.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
+    // The unit is the trailing run of letters ("1e3s": 1e3 seconds).
+    let num = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match s.get(num.len()..) {
+        Some("") | None => "s",
+        Some(u) => u,
     };
-    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration (like 1s, 500ms, 2m)"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: write a number and a unit, like 1s, 500ms, 2m or 1h"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}: use ms, s, m or h")),
     };
+    duration_from_secs(secs, s)
+}
+
+/// `secs` seconds (`shown` as the user wrote them) as a duration within
+/// [`MAX_DURATION`].
+fn duration_from_secs(secs: f64, shown: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a duration"));
+        return Err(format!("{shown:?} is not a duration: write a positive number, like 1s, 500ms or 2m"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "{shown:?} is longer than a year (8760h): write a shorter duration (a hold without end is hold = \"queue\")"
+        )),
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -116,8 +142,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Text(String),
     }
     match Raw::deserialize(d)? {
-        Raw::Secs(n) if n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(n)),
-        Raw::Secs(n) => Err(serde::de::Error::custom(format!("{n} is not a duration"))),
+        Raw::Secs(n) => duration_from_secs(n, &n.to_string()).map_err(serde::de::Error::custom),
         Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
     }
 }
@@ -497,5 +522,43 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("3 fortnights").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
+    }
+
+    /// Finite durations too large for a `Duration` (or for the clock) are
+    /// refused, not a panic: `hold = "18446744073709551616s"` took a
+    /// reloading daemon down.
+    #[test]
+    fn durations_too_long_are_refused_with_the_fix() {
+        for s in ["18446744073709551616s", "99999999999999999999s", "1e300", "1e300ms", "8761h", "1e20h", "NaN", "inf"]
+        {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains("a year") || e.contains("not a duration"), "{s}: {e}");
+        }
+        for text in [
+            "[timers]\nhold = \"18446744073709551616s\"\n",
+            "[timers]\nprobation_interval = \"99999999999999999999s\"\n",
+            "[timers]\nio_timeout = 1e300\n",
+            "[timers]\nnop_timeout = -1\n",
+            "[timers]\nfailback = \"delayed:1e300\"\n",
+        ] {
+            let e = TimerConfig::from_toml(text).unwrap_err();
+            assert!(e.contains("a year") || e.contains("not a duration"), "{text}: {e}");
+        }
+        assert!("1e300s".parse::<HoldMode>().is_err());
+    }
+
+    proptest::proptest! {
+        /// No text and no number is a panic.
+        #[test]
+        fn parse_duration_never_panics(s in "\\PC{0,24}", n in proptest::num::f64::ANY) {
+            let _ = parse_duration(&s);
+            let _ = parse_duration(&n.to_string());
+            let _ = parse_duration(&format!("{n}ms"));
+            let _ = TimerConfig::from_toml(&format!("[timers]\nhold = {n:?}\nio_timeout = {n:?}\n"));
+            if let Ok(d) = parse_duration(&s) {
+                proptest::prop_assert!(d <= MAX_DURATION);
+            }
+        }
     }
 }

@@ -64,8 +64,8 @@ pub(crate) struct ConnectArgs {
     /// File holding the target's CHAP secret (mutual CHAP).
     #[arg(long)]
     pub(crate) chap_target_secret_file: Option<PathBuf>,
-    /// Seconds to wait for connect and login.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds to wait for connect and login (1 to 3600).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) login_timeout: u64,
     /// MaxRecvDataSegmentLength we declare (bytes; default 65536).
     #[arg(long)]

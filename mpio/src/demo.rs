@@ -31,8 +31,8 @@ pub(crate) struct DemoArgs {
     /// Portals of the local target (127.0.0.1 .. 127.0.0.N).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
     portals: u8,
-    /// Size of the logical unit in MiB.
-    #[arg(long, default_value_t = 256)]
+    /// Size of the logical unit in MiB (at most 1 TiB).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     size_mib: u64,
     /// Do not wait for Ctrl-C at the end: stop the daemon and the SAN and
     /// exit.

@@ -24,7 +24,9 @@ impl LogControl {
                     .with_writer(std::io::stderr)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
             )
-            .init();
+            // Only a test process installs it twice; the first one stays.
+            .try_init()
+            .ok();
         LogControl { handle, current: Mutex::new(filter.to_owned()) }
     }
 

@@ -32,6 +32,10 @@ pub(crate) use self::device::MultipathArgs;
 use crate::connect::ConnectArgs;
 use crate::output;
 
+/// Largest I/O `--bs` takes (a READ(16)/WRITE(16) of it is split by the
+/// session's burst sizes anyway).
+const MAX_BS: u64 = 64 << 20;
+
 /// The access pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Pattern {
@@ -62,11 +66,11 @@ pub(crate) struct PerfArgs {
     /// Bytes per I/O (suffixes k, m).
     #[arg(long, default_value = "4k", value_parser = parse_size)]
     pub(crate) bs: u64,
-    /// I/Os in flight.
-    #[arg(long, default_value_t = 1)]
+    /// I/Os in flight (1 to 4096).
+    #[arg(long, default_value_t = 1, value_parser = parse_qd)]
     pub(crate) qd: usize,
-    /// Seconds to run (after a 1 s warm-up).
-    #[arg(long, default_value_t = 5)]
+    /// Seconds to run (after a 1 s warm-up; at most a day).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub(crate) seconds: u64,
     /// Use at most this many bytes of the LU (default: all of it).
     #[arg(long, value_parser = parse_size)]
@@ -93,14 +97,18 @@ pub(crate) struct At {
 
 fn parse_at(s: &str) -> Result<At, String> {
     let (secs, command) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected SECS:COMMAND"))?;
-    let secs: f64 = secs.trim().parse().map_err(|_| format!("{secs:?} is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{secs} is not a number of seconds"));
-    }
+    let after = mpio_mpath::timers::parse_duration(secs)?;
     if command.trim().is_empty() {
         return Err(format!("{s:?}: the command is empty"));
     }
-    Ok(At { after: Duration::from_secs_f64(secs), command: command.to_owned() })
+    Ok(At { after, command: command.to_owned() })
+}
+
+fn parse_qd(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: give a queue depth from 1 to 4096")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -111,7 +119,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('g') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
         _ => (&s[..], 1),
     };
-    num.parse::<u64>().map(|n| n * mult).map_err(|_| format!("{s:?} is not a size (like 4k, 1m)"))
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size: write bytes or k, m, g, like 4k or 1m"))
 }
 
 /// CPU time (user + system) of this process, from /proc/self/stat.
@@ -262,6 +273,9 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
         (Target::Session { session, lun }, u64::from(cap.block_len), cap.capacity_bytes().unwrap_or(0))
     };
     let target = Arc::new(target);
+    if args.bs > MAX_BS {
+        bail!("--bs {} is larger than {} MiB: give a smaller I/O size", args.bs, MAX_BS >> 20);
+    }
     if args.bs == 0 || args.bs % block != 0 {
         bail!("--bs {} is not a multiple of the LU's {block}-byte blocks", args.bs);
     }
@@ -291,7 +305,7 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
         let payload = payload.clone();
         let bs = args.bs;
         let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (w as u64 + 1);
-        let mut seq = (w as u64 * slots / args.qd as u64) % slots;
+        let mut seq = ((w as u128 * u128::from(slots) / args.qd as u128) as u64) % slots;
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let slot = if random {
@@ -499,9 +513,18 @@ mod tests {
         assert_eq!(a.command, "tgtadm --op delete --mode conn --tid 1 --sid 2 --cid 0");
         let a = parse_at("1.5:sh -c 'a:b'").unwrap();
         assert_eq!((a.after, a.command.as_str()), (Duration::from_millis(1500), "sh -c 'a:b'"));
-        for bad in ["4", ":cmd", "x:cmd", "-1:cmd", "3:", "3:  "] {
+        for bad in ["4", ":cmd", "x:cmd", "-1:cmd", "3:", "3:  ", "1e300:cmd", "18446744073709551616:cmd"] {
             assert!(parse_at(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn sizes_and_queue_depths_that_do_not_fit_are_refused() {
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert!(parse_size("99999999999999999g").is_err());
+        assert!(parse_size("18446744073709551616").is_err());
+        assert!(parse_qd("0").is_err() && parse_qd("4097").is_err() && parse_qd("99999999999999999999").is_err());
+        assert_eq!(parse_qd("32"), Ok(32));
     }
 
     #[test]

@@ -29,9 +29,10 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use mpio_throttle::{LogLimit, warn_limited};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::backend::{Backend, BackendError, ZeroFlags};
 use crate::consts::*;
@@ -126,6 +127,14 @@ pub(crate) async fn serve<S, C, B>(
 
 const READ_CHUNK: usize = 64 * 1024;
 
+// A client that breaks the protocol, or a device that fails every request,
+// repeats the same line as fast as it can: a few a second reach the log
+// (mpio_throttle), the next one written counts those left out.
+static HANDSHAKE_TIMEOUT: LogLimit = LogLimit::per_second(5);
+static HANDSHAKE_REFUSED: LogLimit = LogLimit::per_second(5);
+static PROTOCOL_BROKEN: LogLimit = LogLimit::per_second(5);
+static REQUEST_FAILED: LogLimit = LogLimit::per_second(5);
+
 async fn handshake<R, W, C, E>(
     rd: &mut R,
     wr: &mut W,
@@ -142,14 +151,26 @@ where
 {
     let mut nego = Negotiation::new(limits.negotiation);
     let mut out = Vec::new();
+    // The whole handshake, replies included: a client that never reads
+    // them must not hold the connection past it.
     let mut deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let timed_out = || {
+        warn_limited!(HANDSHAKE_TIMEOUT, peer, "handshake not finished within {:?}: closing", limits.handshake_timeout);
+    };
     let mut stopping = false;
     loop {
         nego.poll_transmit(&mut out);
         if !out.is_empty() {
-            if let Err(e) = wr.write_all(&out).await {
-                debug!(peer, "handshake: write failed: {e}");
-                return None;
+            match tokio::time::timeout_at(deadline, wr.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(peer, "handshake: write failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    timed_out();
+                    return None;
+                }
             }
             out.clear();
         }
@@ -175,7 +196,7 @@ where
                 }
             },
             () = tokio::time::sleep_until(deadline) => {
-                warn!(peer, "handshake not finished within {:?}: closing", limits.handshake_timeout);
+                timed_out();
                 return None;
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
@@ -191,8 +212,8 @@ where
             Ok(n) => rbuf.advance(n),
             Err(e) => {
                 nego.poll_transmit(&mut out);
-                let _ = wr.write_all(&out).await;
-                warn!(peer, "handshake refused, closing: {e}");
+                let _ = tokio::time::timeout_at(deadline, wr.write_all(&out)).await;
+                warn_limited!(HANDSHAKE_REFUSED, peer, "handshake refused, closing: {e}");
                 return None;
             }
         }
@@ -333,7 +354,7 @@ impl Conn<'_> {
                         open = false;
                     }
                     Item::Fatal(why) => {
-                        warn!(peer, export = self.export, "closing the connection: {why}");
+                        warn_limited!(PROTOCOL_BROKEN, peer, export = self.export, "closing the connection: {why}");
                         open = false;
                     }
                 }
@@ -357,7 +378,14 @@ impl Conn<'_> {
             match event {
                 Event::Finished(f) => {
                     if let Answer::Failed(error, message) = &f.answer {
-                        warn!(peer, export = self.export, req = ?f.req, ?error, "request failed: {message}");
+                        warn_limited!(
+                            REQUEST_FAILED,
+                            peer,
+                            export = self.export,
+                            req = ?f.req,
+                            ?error,
+                            "request failed: {message}"
+                        );
                     }
                     if dead {
                         charged -= f.charge;
@@ -471,5 +499,68 @@ fn refusal_message(req: &Request, error: NbdError, p: &ExportParams) -> String {
              offset and length multiples of {} and within the {}-byte export, reads and writes at most {} bytes",
             req.flags, req.length, req.offset, p.block.minimum, p.size, p.block.maximum
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::negotiate::ExportInfo;
+    use crate::tests::option_bytes;
+
+    /// Many exports with long descriptions: every NBD_OPT_LIST answer is
+    /// large.
+    struct Many;
+
+    impl Catalog for Many {
+        type Export = ExportHandle<mpio_mpath::Device>;
+
+        fn lookup(&self, name: &str) -> Result<(Self::Export, ExportInfo), String> {
+            Err(format!("no export {name:?}"))
+        }
+
+        fn list(&self) -> Vec<(String, String)> {
+            (0..64).map(|i| (format!("export{i}"), "d".repeat(1000))).collect()
+        }
+    }
+
+    /// A client that sends options and never reads the answers must be
+    /// closed at the handshake deadline: the answers fill the socket, and
+    /// the server's writes were outside the deadline.
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_closed_at_the_handshake_deadline() {
+        let (server, client) = std::os::unix::net::UnixStream::pair().unwrap();
+        for s in [&server, &client] {
+            let s = socket2::SockRef::from(s);
+            s.set_send_buffer_size(4096).unwrap();
+            s.set_recv_buffer_size(4096).unwrap();
+            s.set_nonblocking(true).unwrap();
+        }
+        let server = tokio::net::UnixStream::from_std(server).unwrap();
+        let mut client = tokio::net::UnixStream::from_std(client).unwrap();
+        let limits = Limits {
+            negotiation: NegotiationConfig::default(),
+            max_in_flight: 64 << 20,
+            max_requests: 256,
+            handshake_timeout: Duration::from_millis(300),
+        };
+        let (_stop, stop) = watch::channel(false);
+        let t0 = Instant::now();
+        let served = tokio::spawn(async move { serve(server, "test", &Many, limits, stop).await });
+        let mut hello = (NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES).to_be_bytes().to_vec();
+        for _ in 0..64 {
+            hello.extend(option_bytes(NBD_OPT_LIST, &[]));
+        }
+        // Sent, never read: 64 answers of 64 KiB each cannot fit.
+        let _ = client.write_all(&hello).await;
+        tokio::time::timeout(Duration::from_secs(30), served)
+            .await
+            .expect("the connection must end at the handshake deadline")
+            .unwrap();
+        assert!(t0.elapsed() >= limits.handshake_timeout);
     }
 }

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use mpio_throttle::AcceptBackoff;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::backend::Backend;
 use crate::conn::{self, ExportHandle, Limits};
@@ -466,18 +467,24 @@ fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
 
 async fn accept_loop<B: Backend>(shared: Arc<Shared<B>>, listener: Listener, _guard: Guard) {
     let mut stop = shared.stop.subscribe();
+    let mut backoff = AcceptBackoff::new("NBD");
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             a = accept(&listener) => a,
         };
         match accepted {
-            Ok(conn) => spawn_connection(&shared, conn),
+            Ok(conn) => {
+                backoff.accepted();
+                spawn_connection(&shared, conn);
+            }
+            // Out of file descriptors and the like: keep serving the
+            // connections there are, try again after a pause.
             Err(e) => {
-                // Out of file descriptors and the like: keep serving the
-                // connections there are, try again shortly.
-                warn!("NBD accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    () = backoff.failed(&e) => {}
+                }
             }
         }
     }

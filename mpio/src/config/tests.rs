@@ -160,3 +160,179 @@ fn negotiation_sizes_are_offered_and_checked() {
     let e = refused(&text.replace("1048576", "100"));
     assert!(e.message.contains("MaxBurstLength"), "{e}");
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEYS: &[&str] = &[
+        "initiator",
+        "control_socket",
+        "log",
+        "ready_timeout",
+        "enabled",
+        "listen",
+        "socket",
+        "name",
+        "iqn",
+        "header_digest",
+        "data_digest",
+        "max_recv_data_segment_length",
+        "first_burst_length",
+        "max_burst_length",
+        "user",
+        "secret_file",
+        "secret_env",
+        "target_user",
+        "target_secret_file",
+        "target_secret_env",
+        "target",
+        "lun",
+        "identity",
+        "policy",
+        "switch",
+        "failback",
+        "hold",
+        "frontend",
+        "portal",
+        "source",
+        "interface",
+        "group",
+        "weight",
+        "role",
+        "nop_interval",
+        "nop_timeout",
+        "io_timeout",
+        "abort_timeout",
+        "connect_timeout",
+        "login_timeout",
+        "reconnect_min",
+        "reconnect_max",
+        "path_verify",
+        "path_verify_period",
+        "probation_probes",
+        "probation_interval",
+        "damping_base",
+        "damping_max",
+        "damping_window",
+        "retry_count",
+        "retry_interval",
+        "fence_timeout",
+    ];
+    const TABLES: &[&str] = &[
+        "[daemon]",
+        "[metrics]",
+        "[nbd]",
+        "[timers]",
+        "[[target]]",
+        "[target.chap]",
+        "[[device]]",
+        "[device.timers]",
+        "[[device.path]]",
+    ];
+
+    /// A TOML value of any type, the troublesome ones included.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,12}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            proptest::num::f64::ANY.prop_map(|n| format!("{n:?}")),
+            Just("1e300".to_string()),
+            Just("\"18446744073709551616s\"".to_string()),
+            Just("\"-5s\"".to_string()),
+            Just("\"\"".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            Just("\"san\"".to_string()),
+            Just("\"p1\"".to_string()),
+            Just("\"127.0.0.1:3260\"".to_string()),
+            Just("\"iqn.2026-11.org.mpio:t1\"".to_string()),
+            Just("\"fail-over-only\"".to_string()),
+            Just("\"weighted\"".to_string()),
+            Just("\"primary\"".to_string()),
+            Just("\"queue\"".to_string()),
+            Just("\"delayed:1e300\"".to_string()),
+        ]
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => (proptest::sample::select(KEYS), value()).prop_map(|(k, v)| format!("{k} = {v}")),
+            1 => proptest::sample::select(TABLES).prop_map(str::to_owned),
+            1 => "\\PC{0,20}",
+        ]
+    }
+
+    /// An edit of a valid file.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Delete(usize),
+        Duplicate(usize),
+        Value(usize, String),
+        Insert(usize, String),
+        Swap(usize, usize),
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        let edit = prop_oneof![
+            any::<usize>().prop_map(Edit::Delete),
+            any::<usize>().prop_map(Edit::Duplicate),
+            (any::<usize>(), value()).prop_map(|(i, v)| Edit::Value(i, v)),
+            (any::<usize>(), line()).prop_map(|(i, l)| Edit::Insert(i, l)),
+            (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Edit::Swap(i, j)),
+        ];
+        proptest::collection::vec(edit, 1..4)
+    }
+
+    fn apply(text: &str, edits: &[Edit]) -> String {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        for e in edits {
+            let n = lines.len().max(1);
+            match e {
+                Edit::Delete(i) if !lines.is_empty() => {
+                    lines.remove(i % n);
+                }
+                Edit::Duplicate(i) if !lines.is_empty() => {
+                    let l = lines[i % n].clone();
+                    lines.insert(i % n, l);
+                }
+                Edit::Value(i, v) if !lines.is_empty() => {
+                    let l = &mut lines[i % n];
+                    if let Some((k, _)) = l.split_once(" = ") {
+                        *l = format!("{k} = {v}");
+                    }
+                }
+                Edit::Insert(i, l) => lines.insert(i % (lines.len() + 1), l.clone()),
+                Edit::Swap(i, j) if !lines.is_empty() => lines.swap(i % n, j % n),
+                _ => {}
+            }
+        }
+        lines.join("\n")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Random TOML-ish files: accepted or refused, never a panic.
+        #[test]
+        fn toml_ish_text(lines in proptest::collection::vec(line(), 0..24)) {
+            let _ = check(&lines.join("\n"));
+        }
+
+        /// The valid files with lines deleted, duplicated, swapped,
+        /// inserted or given other values.
+        #[test]
+        fn mutated_valid_files(edits in edits(), example in any::<bool>()) {
+            let base = if example { include_str!("../../mpio.example.toml") } else { BASE };
+            let _ = check(&apply(base, &edits));
+        }
+
+        /// Arbitrary bytes as far as they are text.
+        #[test]
+        fn arbitrary_text(text in "\\PC{0,200}") {
+            let _ = check(&text);
+        }
+    }
+}

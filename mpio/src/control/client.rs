@@ -4,16 +4,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 
+use super::line::{self, LineError, MAX_ANSWER};
 use super::proto::{Envelope, EventView, Request, Response, VERSION};
 
 /// A connection to the daemon.
 pub(crate) struct Client {
     socket: PathBuf,
-    lines: Lines<BufReader<OwnedReadHalf>>,
+    read: BufReader<OwnedReadHalf>,
     write: tokio::net::unix::OwnedWriteHalf,
 }
 
@@ -31,7 +32,7 @@ impl Client {
             anyhow!("cannot reach the mpio daemon at {}: {e}; {hint}", socket.display())
         })?;
         let (read, write) = stream.into_split();
-        Ok(Client { socket: socket.to_path_buf(), lines: BufReader::new(read).lines(), write })
+        Ok(Client { socket: socket.to_path_buf(), read: BufReader::new(read), write })
     }
 
     async fn send(&mut self, request: &Request) -> Result<()> {
@@ -42,27 +43,16 @@ impl Client {
     }
 
     async fn next(&mut self) -> Result<Option<Response>> {
-        let Some(line) =
-            self.lines.next_line().await.with_context(|| format!("reading from {}", self.socket.display()))?
-        else {
-            return Ok(None);
+        let line = match line::read_line(&mut self.read, MAX_ANSWER).await {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(None),
+            Err(LineError::Io(e)) => return Err(e).with_context(|| format!("reading from {}", self.socket.display())),
+            Err(e) => bail!(
+                "the daemon's answer on {} is {e}: use the mpio binary that matches the daemon",
+                self.socket.display()
+            ),
         };
-        let resp: Response = serde_json::from_str(&line).map_err(|e| {
-            anyhow!("the daemon's answer is not of control protocol {VERSION} ({e}): use the mpio binary that matches the daemon")
-        })?;
-        if resp.version != VERSION {
-            bail!(
-                "this mpio speaks control protocol {VERSION}, the daemon speaks {}: use the mpio binary of the daemon's version",
-                resp.version
-            );
-        }
-        if let Some(f) = resp.error {
-            match f.code {
-                Some(code) => bail!("{} ({code})", f.message),
-                None => bail!("{}", f.message),
-            }
-        }
-        Ok(Some(resp))
+        decode_answer(&line).map(Some)
     }
 
     /// Sends a request and decodes its answer.
@@ -90,4 +80,24 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// One answer line as the CLI takes it: a refusal becomes the error.
+pub(crate) fn decode_answer(line: &str) -> Result<Response> {
+    let resp: Response = serde_json::from_str(line).map_err(|e| {
+        anyhow!("the daemon's answer is not of control protocol {VERSION} ({e}): use the mpio binary that matches the daemon")
+    })?;
+    if resp.version != VERSION {
+        bail!(
+            "this mpio speaks control protocol {VERSION}, the daemon speaks {}: use the mpio binary of the daemon's version",
+            resp.version
+        );
+    }
+    if let Some(f) = resp.error {
+        match f.code {
+            Some(code) => bail!("{} ({code})", f.message),
+            None => bail!("{}", f.message),
+        }
+    }
+    Ok(resp)
 }

@@ -2,4 +2,5 @@
 //! and the CLI's client.
 
 pub(crate) mod client;
+pub(crate) mod line;
 pub(crate) mod proto;

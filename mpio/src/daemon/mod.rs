@@ -11,7 +11,7 @@ mod handler;
 mod journal;
 mod notify;
 mod reload;
-mod server;
+pub(crate) mod server;
 mod views;
 
 use std::collections::BTreeMap;
@@ -75,6 +75,27 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon without devices yet.
+    fn new(
+        cfg: Config,
+        log: Arc<LogControl>,
+        log_pinned: bool,
+        nbd: Option<Server<Device>>,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            config: Mutex::new(cfg),
+            devices: Mutex::new(BTreeMap::new()),
+            journal: Journal::new(),
+            log,
+            log_pinned,
+            started: Instant::now(),
+            nbd,
+            metrics_addr,
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
     fn devices(&self) -> MutexGuard<'_, BTreeMap<String, Managed>> {
         self.devices.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -161,6 +182,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     if !log_pinned {
         log.set(&cfg.log).map_err(anyhow::Error::msg)?;
     }
+    raise_fd_limit();
     let control = server::bind(&cfg.control_socket)?;
     let metrics = match cfg.metrics {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -172,17 +194,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     let nbd = nbd_server(&cfg.nbd).await?;
     let ready_timeout = cfg.ready_timeout;
     let specs = cfg.devices.clone();
-    let daemon = Arc::new(Daemon {
-        config: Mutex::new(cfg),
-        devices: Mutex::new(BTreeMap::new()),
-        journal: Journal::new(),
-        log,
-        log_pinned,
-        started: Instant::now(),
-        nbd,
-        metrics_addr,
-        reloading: tokio::sync::Mutex::new(()),
-    });
+    let daemon = Daemon::new(cfg, log, log_pinned, nbd, metrics_addr);
     for spec in specs {
         let name = spec.name.clone();
         let m = daemon.start_device(spec).map_err(anyhow::Error::msg)?;
@@ -214,8 +226,9 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the configuration");
+                // The answer says what happened to the running configuration.
                 if let Err(e) = reload::reload(&daemon).await {
-                    warn!("reload refused, the running configuration stays: {e}");
+                    warn!("{e}");
                 }
             }
             _ = term.recv() => break,
@@ -237,6 +250,22 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
         daemon.stop_device(m).await;
     }
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: every path holds a
+/// socket, every NBD and metrics client one more, and the soft limit is
+/// 1024 by default (systemd's hard limit is 524288). The daemon's
+/// listeners bound what clients can hold and back off when it is reached.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open files: soft limit raised from {soft} to {hard}"),
+            Err(e) => warn!("open files: cannot raise the soft limit {soft} to {hard}: {e}"),
+        },
+        Ok((soft, _)) => info!("open files: limit {soft}"),
+        Err(e) => warn!("open files: cannot read the limit: {e}"),
+    }
 }
 
 /// The NBD listeners of `[nbd]`, if any.

@@ -4,15 +4,28 @@
 //! the differences with the running devices are applied without stopping
 //! I/O: devices added or removed, paths added (they log in, are claimed
 //! and checked before they carry I/O) or removed (drained first), the
-//! policy, the hold.
+//! policy, the hold, the log filter.
+//!
+//! A reload is all or nothing. Before anything changes, every change is
+//! rehearsed on each running device's policy and path table
+//! ([`rehearse`]): a removal the running policy refuses (the primary an
+//! administrator chose with `mpio path set-active`, the last path) refuses
+//! the whole reload. A step that still fails while applying (a session that
+//! cannot be made for an added path, an administrator's change racing the
+//! reload) undoes the steps before it, newest first ([`Undo`]): added
+//! devices and paths are removed, the policy, hold and log filter set
+//! back, removed paths added again (they log in anew). The answer names the
+//! failed step and what was undone, and, if an undo failed too, what stays
+//! changed. Devices are removed last, once nothing can fail any more, so a
+//! removed device never has to come back.
 //!
 //! What changed is judged against what runs, not against the previous
-//! file, so a reload after a partly failed one finishes the job. Changes
-//! made with the CLI (`mpio policy set`, ...) stay until the file changes
-//! the same setting or the daemon restarts.
+//! file. Changes made with the CLI (`mpio policy set`, ...) stay until the
+//! file changes the same setting or the daemon restarts.
 
-use mpio_mpath::{HoldMode, PolicyRequest};
 use std::sync::Arc;
+
+use mpio_mpath::{DeviceSnapshot, HoldMode, PathStatus, PolicyRequest, PolicySpec};
 
 use super::Daemon;
 use super::notify::notify;
@@ -28,6 +41,25 @@ enum Change {
     RemovePath { device: String, path: String },
     Policy { device: String, request: PolicyRequest },
     Hold { device: String, hold: HoldMode },
+    Log(String),
+}
+
+/// How to take back one applied change.
+enum Undo {
+    /// A device was added: remove it.
+    RemoveDevice(String),
+    /// A path was added: remove it.
+    RemovePath { device: String, path: String },
+    /// A path was removed: add it again.
+    AddPath { device: String, path: PathSpec },
+    /// The policy changed: set the one that ran (by path names).
+    Policy { device: String, request: PolicyRequest, configured: PolicyRequest },
+    /// The hold changed: set the one that ran.
+    Hold { device: String, hold: HoldMode },
+    /// The log filter changed.
+    Log(String),
+    /// Nothing to undo (a removed device: the last kind of step).
+    Nothing,
 }
 
 impl std::fmt::Display for Change {
@@ -41,6 +73,7 @@ impl std::fmt::Display for Change {
             Change::RemovePath { device, path } => write!(f, "device {device}: path {path} removed"),
             Change::Policy { device, request } => write!(f, "device {device}: policy {}", request.policy),
             Change::Hold { device, hold } => write!(f, "device {device}: hold {hold}"),
+            Change::Log(filter) => write!(f, "log {filter}"),
         }
     }
 }
@@ -61,27 +94,95 @@ pub(super) async fn reload(d: &Arc<Daemon>) -> Result<ReloadView, String> {
 
 async fn apply(d: &Arc<Daemon>) -> Result<ReloadView, String> {
     let file = d.config().file.clone();
-    let new = config::load(&file).map_err(|e| e.to_string())?;
+    let new = config::load(&file).map_err(|e| format!("reload refused, nothing changed: {e}"))?;
     let running: Vec<DeviceSpec> = d.devices().values().map(|m| m.spec.clone()).collect();
-    let changes = plan(&d.config(), &running, &new)?;
-    let mut done = Vec::new();
-    for change in changes {
-        let line = change.to_string();
-        if let Err(e) = execute(d, change).await {
-            return Err(if done.is_empty() {
-                format!("{line}: {e}")
-            } else {
-                format!("{line}: {e} (applied before it: {}; reload again once fixed)", done.join("; "))
-            });
-        }
-        done.push(line);
-    }
+    let mut changes = plan(&d.config(), &running, &new).map_err(|e| format!("reload refused, nothing changed: {e}"))?;
     if new.log != d.config().log && !d.log_pinned {
-        d.log.set(&new.log)?;
-        done.push(format!("log {}", new.log));
+        changes.insert(0, Change::Log(new.log.clone()));
     }
+    let snapshots: Vec<(String, DeviceSnapshot)> =
+        d.devices().values().map(|m| (m.spec.name.clone(), m.device.snapshot())).collect();
+    rehearse(&snapshots, &changes).map_err(|e| format!("reload refused, nothing changed: {e}"))?;
+    let done = apply_changes(d, changes).await?;
     *d.config() = new;
     Ok(ReloadView { changes: done })
+}
+
+/// Applies `changes` in order, or none of them: a failed step undoes the
+/// ones before it. Returns what was done, one line each.
+async fn apply_changes(d: &Arc<Daemon>, changes: Vec<Change>) -> Result<Vec<String>, String> {
+    let mut undo: Vec<(String, Undo)> = Vec::new();
+    for change in changes {
+        let line = change.to_string();
+        match execute(d, change).await {
+            Ok(u) => undo.push((line, u)),
+            Err(e) => return Err(roll_back(d, &line, &e, undo).await),
+        }
+    }
+    Ok(undo.into_iter().map(|(line, _)| line).collect())
+}
+
+/// Undoes the applied steps, newest first, after `failed` failed with
+/// `why`; returns the answer: what failed, what was undone, and what could
+/// not be.
+async fn roll_back(d: &Arc<Daemon>, failed: &str, why: &str, applied: Vec<(String, Undo)>) -> String {
+    if applied.is_empty() {
+        return format!("reload failed, nothing changed: {failed}: {why}");
+    }
+    let mut undone = Vec::new();
+    let mut stuck = Vec::new();
+    for (line, u) in applied.into_iter().rev() {
+        match undo(d, u).await {
+            Ok(()) => undone.push(line),
+            Err(e) => stuck.push(format!("{line} (cannot undo: {e})")),
+        }
+    }
+    if stuck.is_empty() {
+        format!(
+            "reload failed and was rolled back: {failed}: {why}; undone: {}; the running configuration is the one before the reload",
+            undone.join("; ")
+        )
+    } else {
+        format!(
+            "reload failed: {failed}: {why}; undone: {}; STILL CHANGED: {}; fix the file and reload again, or restart the daemon",
+            if undone.is_empty() { "nothing".to_string() } else { undone.join("; ") },
+            stuck.join("; ")
+        )
+    }
+}
+
+/// Plays `changes` on each device's running policy and path table without
+/// touching the device: every refusal the policy would give while applying
+/// (a removed path that is the running primary, a policy naming a path that
+/// is gone) is found here, before anything changes. Pure.
+fn rehearse(devices: &[(String, DeviceSnapshot)], changes: &[Change]) -> Result<(), String> {
+    for (name, snap) in devices {
+        let mut table = table_of(snap);
+        let mut spec: PolicySpec = snap.policy.clone();
+        for change in changes {
+            let refused = |e: mpio_mpath::PolicyError| format!("{change}: {e} (0x{:08X} {})", e.code(), e.symbol());
+            match change {
+                Change::AddPath { device, path } if device == name => {
+                    table.push(Some(path.name.clone()));
+                    spec = spec.with_path(table.len() - 1);
+                }
+                Change::RemovePath { device, path } if device == name => {
+                    let Some(id) = table.iter().position(|n| n.as_deref() == Some(path.as_str())) else {
+                        return Err(format!("{change}: the device has no such path now"));
+                    };
+                    spec = spec.without_path(&table, id).map_err(refused)?;
+                    if let Some(slot) = table.get_mut(id) {
+                        *slot = None;
+                    }
+                }
+                Change::Policy { device, request } if device == name => {
+                    spec = request.validate(&table, Some(&spec)).map_err(refused)?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What to do to make the running devices match `new`, or why it cannot
@@ -118,11 +219,14 @@ fn plan(old: &Config, running: &[DeviceSpec], new: &Config) -> Result<Vec<Change
     // policy changes before paths are removed, so a removed primary or
     // active path no longer has that role when it goes. Weights name every
     // path exactly once, so a weighted policy waits for the final set.
+    // Devices go last: nothing after them can fail, so a removed device
+    // (its exports closed, its sessions logged out) never has to come back.
     changes.sort_by_key(|c| match c {
-        Change::AddDevice(_) | Change::AddPath { .. } => 0,
+        Change::Log(_) | Change::AddDevice(_) | Change::AddPath { .. } => 0,
         Change::Policy { request, .. } if request.policy == "weighted" => 3,
         Change::Policy { .. } | Change::Hold { .. } => 1,
-        Change::RemovePath { .. } | Change::RemoveDevice(_) => 2,
+        Change::RemovePath { .. } => 2,
+        Change::RemoveDevice(_) => 4,
     });
     Ok(changes)
 }
@@ -172,13 +276,15 @@ fn device_changes(cur: &DeviceSpec, next: &DeviceSpec, changes: &mut Vec<Change>
     Ok(())
 }
 
-async fn execute(d: &Arc<Daemon>, change: Change) -> Result<(), String> {
-    match change {
+/// Applies one change; returns how to take it back.
+async fn execute(d: &Arc<Daemon>, change: Change) -> Result<Undo, String> {
+    Ok(match change {
         Change::AddDevice(spec) => {
             let name = spec.name.clone();
             let m = d.start_device(*spec)?;
             d.devices().insert(name.clone(), m);
             d.event(&name, "device_added", &format!("device {name} added by a configuration reload"));
+            Undo::RemoveDevice(name)
         }
         Change::RemoveDevice(name) => {
             let m = d.devices().remove(&name);
@@ -186,28 +292,102 @@ async fn execute(d: &Arc<Daemon>, change: Change) -> Result<(), String> {
                 d.stop_device(m).await;
             }
             d.event(&name, "device_removed", &format!("device {name} removed by a configuration reload"));
+            Undo::Nothing
         }
         Change::AddPath { device, path } => {
             let dev = d.device(&device)?;
             dev.add_path(path.path_config()).map_err(|e| e.to_string())?;
+            let name = path.name.clone();
             update_spec(d, &device, |s| s.paths.push(path));
+            Undo::RemovePath { device, path: name }
         }
         Change::RemovePath { device, path } => {
             let dev = d.device(&device)?;
+            let spec = spec_of(d, &device, |s| s.paths.iter().find(|p| p.name == path).cloned()).flatten();
             dev.remove_path(&path).await.map_err(|e| e.to_string())?;
             update_spec(d, &device, |s| s.paths.retain(|p| p.name != path));
+            match spec {
+                Some(path) => Undo::AddPath { device, path },
+                None => Undo::Nothing,
+            }
         }
         Change::Policy { device, request } => {
             let dev = d.device(&device)?;
+            let before = spec_of(d, &device, |s| s.policy.clone()).unwrap_or_default();
+            let snap = dev.snapshot();
+            let running = snap.policy.to_request(&table_of(&snap));
             dev.set_policy(&request).map_err(|e| e.to_string())?;
             update_spec(d, &device, |s| s.policy = request);
+            Undo::Policy { device, request: running, configured: before }
         }
         Change::Hold { device, hold } => {
+            let dev = d.device(&device)?;
+            let before = dev.snapshot().hold;
+            dev.set_hold(hold);
+            update_spec(d, &device, |s| s.timers.hold = hold);
+            Undo::Hold { device, hold: before }
+        }
+        Change::Log(filter) => {
+            let before = d.log.current();
+            d.log.set(&filter)?;
+            Undo::Log(before)
+        }
+    })
+}
+
+/// Takes back one applied change.
+async fn undo(d: &Arc<Daemon>, u: Undo) -> Result<(), String> {
+    match u {
+        Undo::RemoveDevice(name) => {
+            let m = d.devices().remove(&name);
+            if let Some(m) = m {
+                d.stop_device(m).await;
+            }
+            d.event(
+                &name,
+                "device_removed",
+                &format!("device {name} removed: the reload that added it was rolled back"),
+            );
+        }
+        Undo::RemovePath { device, path } => {
+            d.device(&device)?.remove_path(&path).await.map_err(|e| e.to_string())?;
+            update_spec(d, &device, |s| s.paths.retain(|p| p.name != path));
+        }
+        Undo::AddPath { device, path } => {
+            d.device(&device)?.add_path(path.path_config()).map_err(|e| e.to_string())?;
+            update_spec(d, &device, |s| s.paths.push(path));
+        }
+        Undo::Policy { device, request, configured } => {
+            d.device(&device)?.set_policy(&request).map_err(|e| e.to_string())?;
+            update_spec(d, &device, |s| s.policy = configured);
+        }
+        Undo::Hold { device, hold } => {
             d.device(&device)?.set_hold(hold);
             update_spec(d, &device, |s| s.timers.hold = hold);
         }
+        Undo::Log(filter) => d.log.set(&filter)?,
+        Undo::Nothing => {}
     }
     Ok(())
+}
+
+/// A device's path table by id (holes for removed paths), as its policy
+/// names paths.
+fn table_of(snap: &DeviceSnapshot) -> Vec<Option<String>> {
+    let slots = snap.paths.iter().map(|p| p.id + 1).max().unwrap_or(0);
+    let mut table = vec![None; slots];
+    for p in &snap.paths {
+        if p.status != PathStatus::Removing
+            && let Some(slot) = table.get_mut(p.id)
+        {
+            *slot = Some(p.name.clone());
+        }
+    }
+    table
+}
+
+fn spec_of<T>(d: &Daemon, device: &str, f: impl FnOnce(&DeviceSpec) -> T) -> Option<T> {
+    d.devices().get(device).map(|m| f(&m.spec))
 }
 
 fn update_spec(d: &Daemon, device: &str, f: impl FnOnce(&mut DeviceSpec)) {

@@ -33,6 +33,23 @@ pub(crate) fn path_toml(tgtd: &Tgtd, i: usize) -> String {
 
 /// The file around devices: sockets in `dir`, quick timers.
 pub(crate) fn config_toml(dir: &Path, tgtd: &Tgtd, devices: &str) -> String {
+    config_for(dir, tgtd.iqn(1), devices)
+}
+
+/// A file whose device `d0` has paths `p1` and `p2` to a port where
+/// nothing listens: they keep connecting, and the daemon reports ready
+/// after 1 s. Enough for what needs no SAN (hostile input, reload rules).
+pub(crate) fn offline_config(dir: &Path, extra: &str) -> String {
+    let device = format!(
+        "\n[[device]]\nname = \"d0\"\ntarget = \"san\"\nlun = 1\n{extra}\n\
+         [[device.path]]\nname = \"p1\"\nportal = \"127.0.0.1:1\"\n\
+         [[device.path]]\nname = \"p2\"\nportal = \"127.0.0.2:1\"\n"
+    );
+    config_for(dir, "iqn.2026-11.test.mpio:offline", &device)
+        .replace("ready_timeout = \"10s\"", "ready_timeout = \"1s\"")
+}
+
+fn config_for(dir: &Path, iqn: &str, devices: &str) -> String {
     format!(
         r#"initiator = "{INIT}"
 
@@ -55,7 +72,6 @@ name = "san"
 iqn = "{iqn}"
 {devices}"#,
         dir = dir.display(),
-        iqn = tgtd.iqn(1),
     )
 }
 
@@ -73,6 +89,15 @@ impl Daemon {
     /// Writes `config` (a function of the state directory) and starts the
     /// daemon; returns once it told the notify socket it is ready.
     pub(crate) fn start(config: impl FnOnce(&Path) -> String) -> Daemon {
+        Daemon::start_with(None, config)
+    }
+
+    /// [`Daemon::start`] with soft and hard limits of `nofile` open files.
+    pub(crate) fn start_limited(nofile: u64, config: impl FnOnce(&Path) -> String) -> Daemon {
+        Daemon::start_with(Some(nofile), config)
+    }
+
+    fn start_with(nofile: Option<u64>, config: impl FnOnce(&Path) -> String) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mpio.toml");
         std::fs::write(&path, config(dir.path())).expect("write config");
@@ -80,7 +105,21 @@ impl Daemon {
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
         notify.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mpio"))
+        let mut cmd = match nofile {
+            None => Command::new(env!("CARGO_BIN_EXE_mpio")),
+            Some(n) => {
+                // The hard limit too: the daemon raises its soft limit to
+                // the hard one.
+                let mut c = Command::new("bash");
+                c.args([
+                    "-c",
+                    &format!("ulimit -Sn {n} && ulimit -Hn {n} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_mpio"),
+                ]);
+                c
+            }
+        };
+        let child = cmd
             .args(["daemon", "--config"])
             .arg(&path)
             .env("NOTIFY_SOCKET", &notify_path)
@@ -180,6 +219,26 @@ impl Daemon {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
             .expect("SIGTERM");
         child.wait().expect("wait for the daemon")
+    }
+
+    /// The daemon's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Open file descriptors of the daemon.
+    pub(crate) fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(Iterator::count).unwrap_or(0)
+    }
+
+    /// A `/proc/PID/status` value in kB (`VmRSS`, `VmHWM`).
+    pub(crate) fn status_kb(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(0)
     }
 
     /// SIGHUP.

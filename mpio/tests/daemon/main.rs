@@ -2,6 +2,7 @@
 //! every CLI command, events, reload, and shutdown.
 
 mod harness;
+mod hostile;
 mod io;
 
 use std::io::{BufRead, BufReader, Write};
