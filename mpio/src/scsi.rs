@@ -154,13 +154,17 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
     match page {
         VpdPage::SUPPORTED_PAGES => {
             let p = SupportedPages::parse(&data).map_err(parsed)?;
-            let pages: Vec<String> = p.pages.iter().map(|c| format!("{:#04x}", c.0)).collect();
-            let names: Vec<String> =
-                p.pages.iter().map(|c| format!("{:#04x} {}", c.0, c.name().unwrap_or(""))).collect();
             if as_json {
+                let pages: Vec<_> = p
+                    .pages
+                    .iter()
+                    .map(|c| json!({ "code": format!("{:#04x}", c.0), "name": c.description() }))
+                    .collect();
                 output::json(&json!({ "pages": pages }))
             } else {
-                names.iter().for_each(|n| println!("{}", n.trim_end()));
+                for c in &p.pages {
+                    println!("{:#04x} {}", c.0, c.description().unwrap_or("(reserved)"));
+                }
                 Ok(())
             }
         }

@@ -77,6 +77,21 @@ fn discovery_and_scsi_diagnostics() {
     let numbers: Vec<u64> = luns.as_array().unwrap().iter().map(|l| l["lun"].as_u64().unwrap()).collect();
     assert_eq!(numbers, vec![0, 1]);
     assert_eq!(run(&["scsi", "tur"], &[]).trim(), "ready");
+    // Every page tgtd lists has a name (in the text and in JSON), and the
+    // list holds the pages mpio reads.
+    let supported = json(&run(&["scsi", "inquiry"], &["--vpd", "0x00", "--json"]));
+    let pages = supported["pages"].as_array().unwrap();
+    let codes: Vec<&str> = pages.iter().map(|p| p["code"].as_str().unwrap()).collect();
+    assert!(["0x00", "0x80", "0x83", "0xb0"].iter().all(|c| codes.contains(c)), "{supported}");
+    for p in pages {
+        assert!(p["name"].as_str().is_some_and(|n| !n.is_empty()), "page without a name: {p}");
+    }
+    let text = run(&["scsi", "inquiry"], &["--vpd", "0x00"]);
+    assert_eq!(text.lines().count(), pages.len(), "{text}");
+    for line in text.lines() {
+        let (code, name) = line.split_once(' ').unwrap_or((line, ""));
+        assert!(codes.contains(&code) && !name.is_empty() && name != "(reserved)", "{line:?}");
+    }
     let serial = run(&["scsi", "inquiry"], &["--vpd", "128"]);
     assert!(!serial.trim().is_empty());
 
