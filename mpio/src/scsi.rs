@@ -94,7 +94,7 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
             let r = access.test_unit_ready().await.map_err(anyhow::Error::from);
             if r.is_ok() {
                 if lu.json {
-                    output::json(&json!({ "ready": true }))?;
+                    output::json(&json!({ "ready": true, "login": login_json(&s).await }))?;
                 } else {
                     println!("ready");
                 }
@@ -105,6 +105,23 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
     let (session, _) = lu;
     let _ = session.logout().await;
     result
+}
+
+/// What the login negotiated on the session's connection: which digests
+/// protect it, and the segment sizes (`null` if the session no longer
+/// answers).
+async fn login_json(session: &mpio_transport::SessionHandle) -> Value {
+    let Ok(snap) = session.snapshot().await else { return Value::Null };
+    let Some((c, p)) = snap.connections.iter().find_map(|c| Some((c, c.params.as_ref()?))) else {
+        return Value::Null;
+    };
+    json!({
+        "portal": c.portal,
+        "header_digest": p.header_digest.as_str(),
+        "data_digest": p.data_digest.as_str(),
+        "max_recv_data_segment_length": p.max_recv_data_segment_length,
+        "max_xmit_data_segment_length": p.max_xmit_data_segment_length,
+    })
 }
 
 async fn inquiry(lu: &LuAccess, as_json: bool) -> Result<()> {
