@@ -23,22 +23,85 @@ use crate::inquiry::{DeviceType, PeripheralQualifier};
 use crate::macros::wire_enum;
 
 wire_enum! {
-    /// VPD page code (byte 2 of the INQUIRY CDB with EVPD set).
+    /// VPD page code (byte 2 of the INQUIRY CDB with EVPD set). The names
+    /// cover every page SPC-5 ("Vital product data parameters", the table
+    /// of VPD page codes) and SBC-4 define, with SBC-5's B9h; pages B0h-BFh
+    /// are named as SBC defines them, since mpio serves direct-access LUs
+    /// only (SSC and others give those codes other meanings).
+    /// [`VpdPage::description`] also names the ranges (ASCII information,
+    /// vendor specific).
     pub struct VpdPage(u8);
-    /// Supported VPD pages (SPC-4).
+    /// Supported VPD pages (SPC-5).
     SUPPORTED_PAGES = 0x00 => "SUPPORTED VPD PAGES";
-    /// Unit serial number (SPC-4).
+    /// Unit serial number (SPC-5).
     UNIT_SERIAL_NUMBER = 0x80 => "UNIT SERIAL NUMBER";
-    /// Device identification (SPC-4).
+    /// Implemented operating definition (obsolete since SPC-3).
+    IMPLEMENTED_OPERATING_DEFINITION = 0x81 => "IMPLEMENTED OPERATING DEFINITION (OBSOLETE)";
+    /// ASCII implemented operating definition (obsolete since SPC-3).
+    ASCII_IMPLEMENTED_OPERATING_DEFINITION = 0x82 => "ASCII IMPLEMENTED OPERATING DEFINITION (OBSOLETE)";
+    /// Device identification (SPC-5).
     DEVICE_IDENTIFICATION = 0x83 => "DEVICE IDENTIFICATION";
-    /// Extended INQUIRY data (SPC-4).
+    /// Software interface identification (SPC-5).
+    SOFTWARE_INTERFACE_IDENTIFICATION = 0x84 => "SOFTWARE INTERFACE IDENTIFICATION";
+    /// Management network addresses (SPC-5).
+    MANAGEMENT_NETWORK_ADDRESSES = 0x85 => "MANAGEMENT NETWORK ADDRESSES";
+    /// Extended INQUIRY data (SPC-5).
     EXTENDED_INQUIRY = 0x86 => "EXTENDED INQUIRY DATA";
-    /// Block limits (SBC-3).
+    /// Mode page policy (SPC-5).
+    MODE_PAGE_POLICY = 0x87 => "MODE PAGE POLICY";
+    /// SCSI ports (SPC-5).
+    SCSI_PORTS = 0x88 => "SCSI PORTS";
+    /// ATA information (SAT, listed by SPC-5).
+    ATA_INFORMATION = 0x89 => "ATA INFORMATION";
+    /// Power condition (SPC-5).
+    POWER_CONDITION = 0x8a => "POWER CONDITION";
+    /// Device constituents (SPC-5).
+    DEVICE_CONSTITUENTS = 0x8b => "DEVICE CONSTITUENTS";
+    /// CFA profile information (SPC-5).
+    CFA_PROFILE_INFORMATION = 0x8c => "CFA PROFILE INFORMATION";
+    /// Power consumption (SPC-5).
+    POWER_CONSUMPTION = 0x8d => "POWER CONSUMPTION";
+    /// Third-party copy (SPC-5).
+    THIRD_PARTY_COPY = 0x8f => "THIRD-PARTY COPY";
+    /// Protocol specific logical unit information (SPC-5).
+    PROTOCOL_SPECIFIC_LU_INFORMATION = 0x90 => "PROTOCOL SPECIFIC LOGICAL UNIT INFORMATION";
+    /// Protocol specific port information (SPC-5).
+    PROTOCOL_SPECIFIC_PORT_INFORMATION = 0x91 => "PROTOCOL SPECIFIC PORT INFORMATION";
+    /// SCSI feature sets (SPC-5).
+    SCSI_FEATURE_SETS = 0x92 => "SCSI FEATURE SETS";
+    /// Block limits (SBC-4).
     BLOCK_LIMITS = 0xb0 => "BLOCK LIMITS";
-    /// Block device characteristics (SBC-3).
+    /// Block device characteristics (SBC-4).
     BLOCK_DEVICE_CHARACTERISTICS = 0xb1 => "BLOCK DEVICE CHARACTERISTICS";
-    /// Logical block provisioning (SBC-3).
+    /// Logical block provisioning (SBC-4).
     LOGICAL_BLOCK_PROVISIONING = 0xb2 => "LOGICAL BLOCK PROVISIONING";
+    /// Referrals (SBC-4; LIO lists it).
+    REFERRALS = 0xb3 => "REFERRALS";
+    /// Supported block lengths and protection types (SBC-4).
+    SUPPORTED_BLOCK_LENGTHS = 0xb4 => "SUPPORTED BLOCK LENGTHS AND PROTECTION TYPES";
+    /// Block device characteristics extension (SBC-4).
+    BLOCK_DEVICE_CHARACTERISTICS_EXTENSION = 0xb5 => "BLOCK DEVICE CHARACTERISTICS EXTENSION";
+    /// Zoned block device characteristics (SBC-4, defined by ZBC).
+    ZONED_BLOCK_DEVICE_CHARACTERISTICS = 0xb6 => "ZONED BLOCK DEVICE CHARACTERISTICS";
+    /// Block limits extension (SBC-4).
+    BLOCK_LIMITS_EXTENSION = 0xb7 => "BLOCK LIMITS EXTENSION";
+    /// Format presets (SBC-4).
+    FORMAT_PRESETS = 0xb8 => "FORMAT PRESETS";
+    /// Concurrent positioning ranges (SBC-5).
+    CONCURRENT_POSITIONING_RANGES = 0xb9 => "CONCURRENT POSITIONING RANGES";
+}
+
+impl VpdPage {
+    /// What the page is: its name, or the range SPC-5 puts it in (01h-7Fh
+    /// ASCII information, C0h-FFh vendor specific); `None` for codes
+    /// the standards reserve.
+    pub fn description(self) -> Option<&'static str> {
+        self.name().or(match self.0 {
+            0x01..=0x7f => Some("ASCII INFORMATION"),
+            0xc0..=0xff => Some("VENDOR SPECIFIC"),
+            _ => None,
+        })
+    }
 }
 
 /// The allocation length that returns the whole VPD page whose first
@@ -639,6 +702,24 @@ mod tests {
         assert_eq!(s.pages, [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2].map(VpdPage).to_vec());
         assert!(s.supports(VpdPage::LOGICAL_BLOCK_PROVISIONING));
         assert!(!s.supports(VpdPage::EXTENDED_INQUIRY));
+    }
+
+    #[test]
+    fn every_page_the_standards_define_has_a_description() {
+        // SPC-5's table of VPD page codes and SBC-4's (with SBC-5's B9h):
+        // everything but the reserved codes 8Eh, 93h-AFh and BAh-BFh.
+        let reserved = |c: u8| c == 0x8e || (0x93..=0xaf).contains(&c) || (0xba..=0xbf).contains(&c);
+        for code in 0..=u8::MAX {
+            let p = VpdPage(code);
+            assert_eq!(p.description().is_none(), reserved(code), "page {code:#04x}: {:?}", p.description());
+        }
+        // A name of its own for each single page, not only its range.
+        for code in (0x80..=0x92).chain(0xb0..=0xb9).filter(|c| *c != 0x8e) {
+            assert!(VpdPage(code).name().is_some(), "page {code:#04x} has no name");
+        }
+        assert_eq!(VpdPage::REFERRALS.to_string(), "REFERRALS");
+        assert_eq!(VpdPage(0x05).description(), Some("ASCII INFORMATION"));
+        assert_eq!(VpdPage(0xc1).description(), Some("VENDOR SPECIFIC"));
     }
 
     #[test]

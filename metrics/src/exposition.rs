@@ -196,6 +196,14 @@ fn path_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt
         None,
         "Requests retried on the path after a transient condition of the logical unit (UNIT ATTENTION, BUSY, ...).",
         per_path(devices, |p| counter(p.stats.retries)),
+    )?;
+    family(
+        enc,
+        "path_errors",
+        None,
+        "Requests that failed on the path with an error for the caller, without failover (reservation conflict, \
+         medium error, write protected, retries exhausted, ...).",
+        per_path(devices, |p| counter(p.stats.errors)),
     )
 }
 

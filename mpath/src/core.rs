@@ -784,6 +784,7 @@ impl DeviceCore {
             Completion::Retry { immediate, why } => {
                 p.stats.retries += 1;
                 if attempt >= self.timers.retry_count {
+                    p.stats.errors += 1;
                     return Verdict::Fail(IoError {
                         kind: IoErrorKind::RetriesExhausted,
                         errno: 5,
@@ -793,6 +794,7 @@ impl DeviceCore {
                 Verdict::Retry(if immediate { Duration::ZERO } else { self.timers.retry_interval })
             }
             Completion::Fatal { errno, why } => {
+                p.stats.errors += 1;
                 Verdict::Fail(IoError { kind: IoErrorKind::Device, errno, message: why })
             }
         }

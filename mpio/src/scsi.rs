@@ -94,7 +94,7 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
             let r = access.test_unit_ready().await.map_err(anyhow::Error::from);
             if r.is_ok() {
                 if lu.json {
-                    output::json(&json!({ "ready": true }))?;
+                    output::json(&json!({ "ready": true, "login": login_json(&s).await }))?;
                 } else {
                     println!("ready");
                 }
@@ -105,6 +105,23 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
     let (session, _) = lu;
     let _ = session.logout().await;
     result
+}
+
+/// What the login negotiated on the session's connection: which digests
+/// protect it, and the segment sizes (`null` if the session no longer
+/// answers).
+async fn login_json(session: &mpio_transport::SessionHandle) -> Value {
+    let Ok(snap) = session.snapshot().await else { return Value::Null };
+    let Some((c, p)) = snap.connections.iter().find_map(|c| Some((c, c.params.as_ref()?))) else {
+        return Value::Null;
+    };
+    json!({
+        "portal": c.portal,
+        "header_digest": p.header_digest.as_str(),
+        "data_digest": p.data_digest.as_str(),
+        "max_recv_data_segment_length": p.max_recv_data_segment_length,
+        "max_xmit_data_segment_length": p.max_xmit_data_segment_length,
+    })
 }
 
 async fn inquiry(lu: &LuAccess, as_json: bool) -> Result<()> {
@@ -154,13 +171,17 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
     match page {
         VpdPage::SUPPORTED_PAGES => {
             let p = SupportedPages::parse(&data).map_err(parsed)?;
-            let pages: Vec<String> = p.pages.iter().map(|c| format!("{:#04x}", c.0)).collect();
-            let names: Vec<String> =
-                p.pages.iter().map(|c| format!("{:#04x} {}", c.0, c.name().unwrap_or(""))).collect();
             if as_json {
+                let pages: Vec<_> = p
+                    .pages
+                    .iter()
+                    .map(|c| json!({ "code": format!("{:#04x}", c.0), "name": c.description() }))
+                    .collect();
                 output::json(&json!({ "pages": pages }))
             } else {
-                names.iter().for_each(|n| println!("{}", n.trim_end()));
+                for c in &p.pages {
+                    println!("{:#04x} {}", c.0, c.description().unwrap_or("(reserved)"));
+                }
                 Ok(())
             }
         }

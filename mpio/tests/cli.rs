@@ -77,6 +77,21 @@ fn discovery_and_scsi_diagnostics() {
     let numbers: Vec<u64> = luns.as_array().unwrap().iter().map(|l| l["lun"].as_u64().unwrap()).collect();
     assert_eq!(numbers, vec![0, 1]);
     assert_eq!(run(&["scsi", "tur"], &[]).trim(), "ready");
+    // Every page tgtd lists has a name (in the text and in JSON), and the
+    // list holds the pages mpio reads.
+    let supported = json(&run(&["scsi", "inquiry"], &["--vpd", "0x00", "--json"]));
+    let pages = supported["pages"].as_array().unwrap();
+    let codes: Vec<&str> = pages.iter().map(|p| p["code"].as_str().unwrap()).collect();
+    assert!(["0x00", "0x80", "0x83", "0xb0"].iter().all(|c| codes.contains(c)), "{supported}");
+    for p in pages {
+        assert!(p["name"].as_str().is_some_and(|n| !n.is_empty()), "page without a name: {p}");
+    }
+    let text = run(&["scsi", "inquiry"], &["--vpd", "0x00"]);
+    assert_eq!(text.lines().count(), pages.len(), "{text}");
+    for line in text.lines() {
+        let (code, name) = line.split_once(' ').unwrap_or((line, ""));
+        assert!(codes.contains(&code) && !name.is_empty() && name != "(reserved)", "{line:?}");
+    }
     let serial = run(&["scsi", "inquiry"], &["--vpd", "128"]);
     assert!(!serial.trim().is_empty());
 
@@ -209,28 +224,48 @@ fn assert_missing_chap_is_explained(portal: &str, target: &str) -> String {
 }
 
 #[test]
-fn required_digests_from_the_command_line() {
+fn digests_are_negotiated_as_asked_and_a_refusal_fails() {
     require_root();
     let tgtd = Tgtd::builder()
         .target(TargetSpec::new("clidigest").lun(LunSpec::file(4 << 20)).digests("CRC32C"))
+        .target(TargetSpec::new("clinodigest").lun(LunSpec::file(4 << 20)).digests("None"))
         .start()
         .unwrap();
     let portal = tgtd.portal(0).to_string();
-    let args = [
-        "scsi",
-        "tur",
-        "-p",
-        portal.as_str(),
-        "-i",
-        INIT,
-        "-t",
-        tgtd.iqn(1),
-        "-l",
-        "1",
-        "--header-digest",
-        "crc32c",
-        "--data-digest",
-        "crc32c",
-    ];
-    assert_eq!(ok(&args, &[]).trim(), "ready");
+    let tur = |tid: u32, header: &'static str, data: &'static str, json: bool| {
+        let mut a = vec!["scsi", "tur", "-p", portal.as_str(), "-i", INIT, "-t", tgtd.iqn(tid), "-l", "1"];
+        a.extend(["--header-digest", header, "--data-digest", data]);
+        if json {
+            a.push("--json");
+        }
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let login = |tid, header, data| {
+        let v = tur(tid, header, data, true);
+        let j = json(&ok(&args(&v), &[]));
+        assert_eq!(j["ready"], true, "{j}");
+        (
+            j["login"]["header_digest"].as_str().unwrap().to_owned(),
+            j["login"]["data_digest"].as_str().unwrap().to_owned(),
+        )
+    };
+
+    // Required on a target that requires them: CRC32C both ways.
+    assert_eq!(ok(&args(&tur(1, "crc32c", "crc32c", false)), &[]).trim(), "ready");
+    assert_eq!(login(1, "crc32c", "crc32c"), ("CRC32C".into(), "CRC32C".into()));
+    // Preferred: CRC32C where the target agrees, None where it refuses.
+    assert_eq!(login(1, "prefer", "prefer"), ("CRC32C".into(), "CRC32C".into()));
+    assert_eq!(login(2, "prefer", "prefer"), ("None".into(), "None".into()));
+    assert_eq!(login(2, "none", "none"), ("None".into(), "None".into()));
+    // Required where the target refuses (it offers only None): the login
+    // fails, naming the key, instead of running unprotected.
+    let e = fails(&args(&tur(2, "crc32c", "none", false)), &[]);
+    assert!(e.contains("HeaderDigest"), "{e}");
+    let e = fails(&args(&tur(2, "none", "crc32c", false)), &[]);
+    assert!(e.contains("DataDigest"), "{e}");
+    // (tgtd configured with HeaderDigest=CRC32C still accepts an initiator
+    // that offers only None: it cannot show a target that requires them.)
 }

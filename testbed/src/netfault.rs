@@ -259,6 +259,44 @@ impl RateLimit {
         format!("{TC_HANDLE}:{:x}", self.slot.as_ref().map_or(0, Slot::number))
     }
 
+    /// Changes the rate. What the class has queued stays queued and
+    /// leaves at the new rate (removing the limit instead drops it): a
+    /// crawl followed by a high rate delivers packets that left their
+    /// socket long ago, as a congested network does.
+    pub fn set_rate(&mut self, bytes_per_sec: u64) -> Result<()> {
+        if bytes_per_sec == 0 {
+            return Err(Error::Environment("RateLimit of 0 bytes/s: use a Blackhole".into()));
+        }
+        let bits = format!("{}bit", bytes_per_sec.saturating_mul(8));
+        let class = self.class_id();
+        let _lock = slot::lock_global("tc")?;
+        tc(&[
+            "class",
+            "change",
+            "dev",
+            "lo",
+            "parent",
+            &root(),
+            "classid",
+            &class,
+            "htb",
+            "rate",
+            &bits,
+            "ceil",
+            &bits,
+        ])?;
+        self.bytes_per_sec = bytes_per_sec;
+        Ok(())
+    }
+
+    /// Packets the class holds now, waiting for their turn.
+    pub fn backlog_packets(&self) -> Result<u64> {
+        let text = tc(&["-s", "class", "show", "dev", "lo", "classid", &self.class_id()])?;
+        parse_backlog_packets(&text).ok_or_else(|| {
+            Error::Environment(format!("no backlog in `tc -s class show` of {}: {text:?}", self.class_id()))
+        })
+    }
+
     /// Removes the limit now, reporting errors (Drop only prints them).
     pub fn remove(mut self) -> Result<()> {
         self.uninstall()
@@ -385,6 +423,14 @@ fn count_filters(text: &str, addr: SocketAddrV4) -> usize {
     filters.iter().filter(|f| wanted.iter().any(|w| w.iter().all(|m| f.contains(&m.as_str())))).count()
 }
 
+/// The packet count of the first ` backlog <bytes>b <packets>p` line of
+/// `tc -s class show` output.
+fn parse_backlog_packets(text: &str) -> Option<u64> {
+    let line = text.lines().map(str::trim).find(|l| l.starts_with("backlog "))?;
+    let packets = line.split_whitespace().nth(2)?;
+    packets.strip_suffix('p')?.parse().ok()
+}
+
 /// Minor numbers of the classes under our root qdisc.
 fn class_minors() -> Result<Vec<u32>> {
     let text = tc(&["class", "show", "dev", "lo"])?;
@@ -454,5 +500,20 @@ filter protocol ip pref 5 u32 chain 0 fh 800::801 order 2049 key ht 800 bkt 0 *f
         assert_eq!(count("127.0.0.3:23456"), 2);
         assert_eq!(count("127.0.0.3:23457"), 0);
         assert_eq!(count("127.0.0.4:23456"), 0);
+    }
+
+    #[test]
+    fn reads_the_backlog_of_a_class() {
+        // `tc -s class show dev lo classid 6d70:3` (iproute2 6.1)
+        let text = "\
+class htb 6d70:3 root prio 0 rate 8Kbit ceil 8Kbit burst 1599b cburst 1599b
+ Sent 5302 bytes 25 pkt (dropped 0, overlimits 60 requeues 0)
+ backlog 24816b 6p requeues 0
+ lended: 25 borrowed: 0 giants: 0
+ tokens: -24968750 ctokens: -24968750
+";
+        assert_eq!(parse_backlog_packets(text), Some(6));
+        assert_eq!(parse_backlog_packets("class htb 6d70:3 root\n backlog 0b 0p requeues 0\n"), Some(0));
+        assert_eq!(parse_backlog_packets("garbage"), None);
     }
 }

@@ -373,6 +373,7 @@ fn transient_conditions_are_retried_then_failed() {
     let Verdict::Fail(e) = t.c.complete(t.now, k, S, busy, 3) else { panic!() };
     assert_eq!(e.kind, IoErrorKind::RetriesExhausted);
     assert!(e.message.contains("BUSY") && e.message.contains("3 retries"), "{e}");
+    assert_eq!(t.c.snapshot().paths[0].stats.errors, 1, "the exhausted retry is an error for the caller");
     // Retries never fail the path.
     assert_eq!(t.c.status(0), Some(PathStatus::Ready));
 }
@@ -388,6 +389,11 @@ fn device_errors_go_to_the_caller_without_failover() {
     );
     assert!(t.c.snapshot().paths.iter().all(|p| p.status == PathStatus::Ready));
     assert_eq!(t.c.snapshot().counters.failovers, 0);
+    // Counted as an error of the path that carried it, not as a failure
+    // or a retry.
+    let stats = &t.c.snapshot().paths[k.path].stats;
+    assert_eq!((stats.errors, stats.retries, stats.redriven), (1, 0, 0));
+    assert!(stats.failures.is_empty(), "{:?}", stats.failures);
 }
 
 #[test]

@@ -138,6 +138,7 @@ struct PathDelta {
     write_bytes: u64,
     redriven: u64,
     retries: u64,
+    errors: u64,
     failures: Vec<(&'static str, u64)>,
 }
 
@@ -159,6 +160,7 @@ fn deltas(args: &PerfArgs, before: &DeviceSnapshot, after: &DeviceSnapshot) -> V
                 write_bytes: s.bytes_of(Op::Write) - b.bytes_of(Op::Write),
                 redriven: s.redriven - b.redriven,
                 retries: s.retries - b.retries,
+                errors: s.errors - b.errors,
                 failures: s
                     .failures
                     .iter()
@@ -177,7 +179,7 @@ pub(super) fn paths_json(args: &PerfArgs, before: &DeviceSnapshot, after: &Devic
             json!({
                 "name": d.name, "portal": d.portal, "state": d.state, "requests": d.requests,
                 "read_bytes": d.read_bytes, "write_bytes": d.write_bytes, "bytes": d.read_bytes + d.write_bytes,
-                "redriven": d.redriven, "retries": d.retries,
+                "redriven": d.redriven, "retries": d.retries, "errors": d.errors,
                 "failures": d.failures.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             })
         })
@@ -190,7 +192,9 @@ pub(super) fn events_json(events: &[(f64, Event)]) -> Value {
 
 pub(super) fn print_paths(args: &PerfArgs, before: &DeviceSnapshot, after: &DeviceSnapshot) {
     let mut rows = vec![
-        ["path", "portal", "state", "requests", "MB", "redriven", "retries", "failures"].map(String::from).to_vec(),
+        ["path", "portal", "state", "requests", "MB", "redriven", "retries", "errors", "failures"]
+            .map(String::from)
+            .to_vec(),
     ];
     for d in deltas(args, before, after) {
         let failures: Vec<String> = d.failures.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -202,6 +206,7 @@ pub(super) fn print_paths(args: &PerfArgs, before: &DeviceSnapshot, after: &Devi
             format!("{:.1}", (d.read_bytes + d.write_bytes) as f64 / 1e6),
             d.redriven.to_string(),
             d.retries.to_string(),
+            d.errors.to_string(),
             failures.join(" "),
         ]);
     }
