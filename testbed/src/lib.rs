@@ -58,6 +58,7 @@ pub mod libiscsi;
 pub mod netfault;
 pub mod slot;
 pub mod tgtd;
+pub mod vm;
 pub mod wait;
 
 pub use error::{Error, Result};
