@@ -55,6 +55,7 @@
 pub mod cmd;
 pub mod error;
 pub mod libiscsi;
+pub mod lio;
 pub mod netfault;
 pub mod slot;
 pub mod tgtd;

@@ -256,6 +256,11 @@ impl Vm {
         self.boot_time
     }
 
+    /// qemu's pid on the host.
+    pub fn qemu_pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+
     /// The hang grace of the spec.
     pub fn hang_grace(&self) -> Duration {
         self.hang_grace
