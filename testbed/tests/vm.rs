@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mpio_testbed::cmd::{self, Outcome};
 use mpio_testbed::libiscsi;
-use mpio_testbed::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
+use mpio_testbed::lio::{AclSpec, AluaGroup, AluaState, Lio, LunSpec, TargetSpec, TpgSpec};
 use mpio_testbed::tgtd::INITIATOR_IQN;
 use mpio_testbed::vm::fault::{self, GuestBlackhole, LinkDown};
 use mpio_testbed::vm::{Shared, Vm, VmSpec};
@@ -185,7 +185,10 @@ fn lio_serves_the_host_luns_with_and_without_serials() {
     wait_inq_ok(&libiscsi::url(a, &iqn, 0));
 
     // SendTargets names every portal of the TPG (tgtd names only the one asked).
-    let found = send_targets(a).into_iter().find(|(name, _)| *name == iqn);
+    let found = {
+        let _turn = DISCOVERY.lock().unwrap_or_else(|e| e.into_inner());
+        send_targets(a).into_iter().find(|(name, _)| *name == iqn)
+    };
     assert_eq!(found, Some((iqn.clone(), vec![format!("{a},1"), format!("{b},1"), format!("{inner},1")])));
 
     let serial = evpd(b, &iqn, 0, 0x80);
@@ -413,4 +416,223 @@ fn no_qemu_outlives_a_killed_test() {
         if alive { Err(format!("qemu pid {pid} alive")) } else { Ok(()) }
     })
     .unwrap();
+}
+
+/// Discovery CHAP is global to LIO: the tests that discover take turns.
+static DISCOVERY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A login through mpio's initiator: `Ok` or the error's text.
+fn login(portal: SocketAddr, target: &str, initiator: &str) -> Result<(), String> {
+    use mpio_transport::{SessionConfig, SessionHandle};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let cfg = SessionConfig::new(initiator.parse().unwrap(), target.parse().unwrap(), portal.into());
+        let s = SessionHandle::connect(cfg, INQ).await.map_err(|e| e.to_string())?;
+        let _ = s.logout().await;
+        Ok(())
+    })
+}
+
+#[test]
+fn lio_enforces_chap_acls_and_discovery_auth() {
+    let Some(vm) = VM.get_or_skip() else { return };
+    let portal = vm.portal(0, 1, 3265);
+    let allowed = "iqn.2026-11.test.mpio:allowed";
+    let lio = Lio::builder()
+        .target(
+            TargetSpec::new("harness-chap").tpg(
+                TpgSpec::new()
+                    .portal(portal)
+                    .lun(LunSpec::fileio(8 << 20))
+                    .chap("mpio-user", "initiator-secret")
+                    .mutual_chap("mpio-target", "target-secret-1"),
+            ),
+        )
+        .target(
+            TargetSpec::new("harness-acl")
+                .tpg(TpgSpec::new().portal(portal).lun(LunSpec::fileio(8 << 20)).acl(AclSpec::new(allowed))),
+        )
+        .start(vm)
+        .unwrap();
+    let (chap, acl) = (lio.iqn(1), lio.iqn(2));
+
+    let plain = inq(&libiscsi::url(portal, &chap, 0));
+    assert!(!plain.success(), "CHAP was not required: {plain:?}");
+    let one_way = libiscsi::chap_url(portal, &chap, 0, "mpio-user", "initiator-secret");
+    let ok = wait_inq_ok(&one_way);
+    assert!(ok.stdout.contains("LIO-ORG"), "{ok:?}");
+    let wrong = inq(&libiscsi::chap_url(portal, &chap, 0, "mpio-user", "initiator-secreT"));
+    assert!(!wrong.success(), "a wrong secret got in: {wrong:?}");
+    let mutual = |target_secret| {
+        libiscsi::mutual_chap_url(portal, &chap, 0, ("mpio-user", "initiator-secret"), ("mpio-target", target_secret))
+    };
+    assert!(inq(&mutual("target-secret-1")).success());
+    assert!(!inq(&mutual("target-secret-2")).success(), "a target with the wrong mutual secret was accepted");
+
+    let acl_inq = |initiator: &str| {
+        cmd::run(Command::new("iscsi-inq").args(["-i", initiator, &libiscsi::url(portal, &acl, 0)]), INQ).unwrap()
+    };
+    assert!(!acl_inq(INITIATOR_IQN).success(), "an initiator outside the ACL got in");
+    assert!(acl_inq(allowed).success());
+
+    // How LIO refuses, as mpio's initiator reports it.
+    let unknown = login(portal, "iqn.2026-11.test.mpio:no-such-target", INITIATOR_IQN).unwrap_err();
+    assert!(unknown.contains("(0x0301)"), "unknown target name: {unknown}");
+    let no_chap = login(portal, &chap, INITIATOR_IQN).unwrap_err();
+    assert!(no_chap.contains("closed the connection during login"), "CHAP required, none offered: {no_chap}");
+    let not_in_acl = login(portal, &acl, INITIATOR_IQN).unwrap_err();
+    assert!(not_in_acl.contains("(0x0202)"), "initiator not in the ACL: {not_in_acl}");
+    assert!(login(portal, &acl, allowed).is_ok());
+
+    let _turn = DISCOVERY.lock().unwrap_or_else(|e| e.into_inner());
+    let ls = |url: String| cmd::run(Command::new("iscsi-ls").args(["-i", INITIATOR_IQN, &url]), INQ).unwrap();
+    assert!(ls(format!("iscsi://{portal}")).success(), "discovery without auth");
+    let auth = Lio::builder().discovery_chap("disc-user", "discovery-secret").start(vm).unwrap();
+    let refused = ls(format!("iscsi://{portal}"));
+    assert!(!refused.success(), "discovery without CHAP got in: {refused:?}");
+    let found = ls(format!("iscsi://disc-user%discovery-secret@{portal}"));
+    assert!(found.success() && found.stdout.contains(&chap), "{found:?}");
+    drop(auth);
+    assert!(ls(format!("iscsi://{portal}")).success(), "discovery auth was not switched off again");
+}
+
+#[test]
+fn lio_tpg_disable_closes_the_connection_without_an_async_message() {
+    let Some(vm) = VM.get_or_skip() else { return };
+    use mpio_transport::{SessionConfig, SessionHandle};
+    let (lio, _urls) = fault_target(vm, "harness-disable", 3266);
+    let portal = vm.portal(0, 1, 3266);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let events = rt.block_on(async {
+        let mut cfg = SessionConfig::new(INITIATOR_IQN.parse().unwrap(), lio.iqn(1).parse().unwrap(), portal.into());
+        cfg.reconnect = false;
+        let s = SessionHandle::connect(cfg, INQ).await.unwrap();
+        let mut rx = s.events();
+        lio.set_enabled(1, 1, false).unwrap();
+        let mut seen = Vec::new();
+        while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+            let down = matches!(e, mpio_transport::SessionEvent::SessionDown { .. });
+            seen.push(format!("{e:?}"));
+            if down {
+                break;
+            }
+        }
+        seen
+    });
+    // LIO sends no asynchronous message (no Logout Request, no Drop
+    // Connection): it closes the connection. mpio's initiator logs every
+    // async message it receives and reports Drop Connection as a target
+    // request; it saw neither, only the close.
+    assert_eq!(
+        events,
+        [
+            "ConnectionDown { cid: 0, reason: Closed(\"closed by the target\") }",
+            "SessionDown { reason: Closed(\"closed by the target\"), permanent: true }",
+        ],
+    );
+    lio.set_enabled(1, 1, true).unwrap();
+}
+
+/// Runs CDBs on LUN `lun` (< 256) through one session of mpio's
+/// initiator: `(status, sense, data)` each.
+fn scsi(portal: SocketAddr, iqn: &str, lun: u64, cdbs: &[(&[u8], u32)]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+    use mpio_transport::{ScsiRequest, SessionConfig, SessionHandle};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let cfg = SessionConfig::new(INITIATOR_IQN.parse().unwrap(), iqn.parse().unwrap(), portal.into());
+        let s = SessionHandle::connect(cfg, INQ).await.unwrap();
+        let mut out = Vec::new();
+        for (cdb, len) in cdbs {
+            let mut req = ScsiRequest::new(lun << 48, cdb);
+            if *len > 0 {
+                req = req.read(*len);
+            }
+            let r = s.execute(req).await.unwrap();
+            out.push((r.status, r.sense.map(|b| b.to_vec()).unwrap_or_default(), r.data.to_bytes().to_vec()));
+        }
+        let _ = s.logout().await;
+        out
+    })
+}
+
+/// Sense key, ASC, ASCQ of fixed-format sense data.
+fn sense_code(sense: &[u8]) -> (u8, u8, u8) {
+    (sense.get(2).map_or(0, |b| b & 0x0f), sense.get(12).copied().unwrap_or(0), sense.get(13).copied().unwrap_or(0))
+}
+
+const TUR: &[u8] = &[0; 6];
+/// REPORT TARGET PORT GROUPS (SPC-4 6.36), 1 KiB.
+const RTPG: &[u8] = &[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0];
+/// MODE SENSE(6), no block descriptors, caching page (SBC-4 6.5.5).
+const CACHING: &[u8] = &[0x1a, 0x08, 0x08, 0, 255, 0];
+
+#[test]
+fn lio_alua_states_and_the_write_cache_knob_show_to_an_initiator() {
+    let Some(vm) = VM.get_or_skip() else { return };
+    let (a, b) = (vm.portal(0, 1, 3267), vm.portal(1, 0, 3267));
+    let lio = Lio::builder()
+        .target(
+            TargetSpec::new("harness-alua")
+                .tpg(
+                    TpgSpec::new()
+                        .portal(a)
+                        .lun(LunSpec::fileio(8 << 20).alua_group(AluaGroup::new(
+                            "fast",
+                            10,
+                            AluaState::ActiveOptimized,
+                        )))
+                        .lun(LunSpec::fileio(8 << 20).write_cache(true)),
+                )
+                .tpg(TpgSpec::new().portal(b).lun(LunSpec::same_as(1, 1, 0).alua_group(AluaGroup::new(
+                    "slow",
+                    20,
+                    AluaState::Standby,
+                )))),
+        )
+        .start(vm)
+        .unwrap();
+    let iqn = lio.iqn(1);
+    wait_inq_ok(&libiscsi::url(a, &iqn, 0));
+    // (libiscsi's tools cannot log in to b: they send TEST UNIT READY
+    // after login, which a standby port fails.)
+
+    // One LU through two TPGs: RTPG names both groups and their states.
+    let parse = |r: &(u8, Vec<u8>, Vec<u8>)| {
+        assert_eq!(r.0, 0, "RTPG: {r:?}");
+        let mut groups = Vec::new();
+        let mut d = &r.2[4..];
+        while d.len() >= 8 {
+            let id = u16::from_be_bytes([d[2], d[3]]);
+            groups.push((id, d[0] & 0x0f));
+            d = &d[8 + 4 * usize::from(d[7])..];
+        }
+        groups.sort();
+        groups
+    };
+    // (The default group, id 0, has no ports left and is not reported.)
+    let r = scsi(a, &iqn, 0, &[(RTPG, 1024)]);
+    assert_eq!(parse(&r[0]), [(10, 0), (20, 2)], "fast active/optimized, slow standby");
+    let tur = scsi(b, &iqn, 0, &[(TUR, 0), (TUR, 0)]);
+    let last = tur.last().unwrap();
+    assert_eq!((last.0, sense_code(&last.1)), (2, (2, 0x04, 0x0b)), "standby: NOT READY 04/0B: {tur:?}");
+
+    lio.set_alua_state(1, 2, 0, AluaState::ActiveOptimized).unwrap();
+    // The initiator's next command learns of it (LIO keeps the demo-mode
+    // ACL, and its pending UNIT ATTENTION, across sessions): ASYMMETRIC
+    // ACCESS STATE CHANGED (2A/06).
+    let r = scsi(b, &iqn, 0, &[(RTPG, 1024), (RTPG, 1024)]);
+    assert_eq!((r[0].0, sense_code(&r[0].1)), (2, (6, 0x2a, 0x06)), "{r:?}");
+    assert_eq!(parse(&r[1]), [(10, 0), (20, 0)]);
+    let tur = scsi(b, &iqn, 0, &[(TUR, 0), (TUR, 0)]);
+    assert_eq!(tur.last().unwrap().0, 0, "{tur:?}");
+
+    // LIO's fileio default: write-through, and so no DPOFUA; with the
+    // write cache on both WCE and DPOFUA are set.
+    let flags = |lun| {
+        let r = scsi(a, &iqn, lun, &[(CACHING, 255), (CACHING, 255)]).pop().unwrap();
+        assert_eq!(r.0, 0, "MODE SENSE: {r:?}");
+        (r.2[2] & 0x10 != 0, r.2[4 + 2] & 0x04 != 0) // (DPOFUA, WCE)
+    };
+    assert_eq!(flags(0), (false, false));
+    assert_eq!(flags(1), (true, true));
 }

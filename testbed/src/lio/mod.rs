@@ -41,9 +41,9 @@
 //!
 //! # What LIO (kernel 6.12) does, and how it differs from tgtd
 //!
-//! Seen here through this module's tests and the research notes
-//! (`vm-recipe.md`); the harness tests in `testbed/tests/vm.rs` pin the
-//! ones marked *(tested)*.
+//! Seen here through `testbed/tests/vm.rs` with libiscsi and mpio's own
+//! initiator; the points marked *(tested)* are asserted there, so a
+//! different kernel shows up in those tests first.
 //!
 //! * **LU identity** *(tested)*: with `wwn/vpd_unit_serial` set, VPD 0x83
 //!   has an NAA designator and a T10 vendor ID designator `LIO-ORG
@@ -52,27 +52,45 @@
 //!   designator is T10 `LIO-ORG` with an empty vendor-specific part: every
 //!   such LU of every LIO looks the same. tgtd gives every LU a serial.
 //!   0x83 also names the target (SCSI name string, association target
-//!   device) and the target port (`<iqn>,t,0x0001`), a relative target
-//!   port and target port group, for every LU.
+//!   device), the target port (`<iqn>,t,0x0001`), a relative target port
+//!   and a target port group, for every LU.
 //! * **Portals** *(tested)*: SendTargets answers with every portal of the
-//!   TPG (`TargetAddress=a:p,1` each), tgtd only with the one asked.
-//!   `rmdir np/<addr:port>` stops listening at once: new connections are
-//!   refused (RST); `mkdir` again listens again.
-//! * **Write cache / FUA**: a fileio LU made through configfs has
+//!   TPG (`TargetAddress=a:p,1` each); tgtd only with the one asked.
+//!   libiscsi's `iscsi-ls` prints one of them per target (the last) and
+//!   lists LUNs through it. `rmdir np/<addr:port>` makes new connections
+//!   to it fail at once (refused, not silent); `mkdir` listens again.
+//! * **Login refusals** *(tested)*: an unknown target name is answered
+//!   with status 0x0301 (service unavailable, a "retry later" class), not
+//!   tgtd's 0x0203; with CHAP required and none offered LIO closes the
+//!   connection without a login response; an initiator outside the ACL
+//!   gets 0x0202. One-way and mutual CHAP, and discovery CHAP, work as
+//!   configured here; credentials written with `echo` keep their newline
+//!   and then fail (hence `printf %s`, research notes).
+//! * **TPG disable** *(tested)*: LIO closes the session's connection (FIN)
+//!   without any asynchronous message (no Logout Request, no Drop
+//!   Connection); a disabled TPG refuses logins. To exercise async
+//!   messages, LIO's TPG disable is not the lever.
+//! * **Write cache / FUA** *(tested)*: a fileio LU made through configfs has
 //!   `emulate_write_cache = 0` and `emulate_fua_write = 1`; MODE SENSE then
-//!   says DPOFUA = 0, and WRITE with FUA is rejected ("Got CDB: 0x8a with FUA
-//!   bit set, but device does not advertise support for FUA write"; ILLEGAL
-//!   REQUEST, INVALID FIELD IN CDB). DPOFUA = 1 needs both attributes on
-//!   ([`LunSpec::write_cache`]). tgtd accepts FUA always.
-//! * **Logins**: a login to an unknown target name is answered with status
-//!   0x0301 (service unavailable, a "retry later" class), not 0x0203; with
-//!   CHAP required and none offered LIO closes the connection without a
-//!   login response; CHAP credentials keep a trailing newline if written
-//!   with `echo` (hence `printf %s`).
-//! * **TPG disable** closes the TPG's sessions; a disabled TPG refuses
-//!   logins.
-//! * **Block sizes**: `attrib/block_size` (512 or 4096) can be changed
-//!   after `enable` but not once the LU is exported (linked into a TPG).
+//!   says WCE = 0 and DPOFUA = 0, and (research notes) a WRITE with FUA is
+//!   rejected ("Got CDB: 0x8a with FUA bit set, but device does not
+//!   advertise support for FUA write"; ILLEGAL REQUEST, INVALID FIELD IN
+//!   CDB). With [`LunSpec::write_cache`] both WCE and DPOFUA are 1. tgtd
+//!   accepts FUA always.
+//! * **ALUA** *(tested)*: a LU exported through two TPGs in two port groups
+//!   reports both in REPORT TARGET PORT GROUPS with their states; the
+//!   default group (id 0) is not reported once it has no ports. Through a
+//!   standby port TEST UNIT READY fails with NOT READY 04/0B, so
+//!   libiscsi's tools (which send TEST UNIT READY after login) cannot log
+//!   in there. After a state change the initiator's next command gets
+//!   UNIT ATTENTION 2A/06 (LIO keeps a demo-mode ACL, and its pending UNIT
+//!   ATTENTIONs, across sessions: `cache_dynamic_acls = 1`, as targetcli).
+//! * The first commands of a new initiator on a freshly made target may get
+//!   UNIT ATTENTION 3F/0E (REPORTED LUNS DATA HAS CHANGED); seen with
+//!   `iscsi-ls`, not pinned by a test.
+//! * **Block sizes**: `attrib/block_size` (512 or 4096) is written after
+//!   `enable` and before the LU is linked into a TPG; READ CAPACITY
+//!   reports it *(tested for rd_mcp)*.
 //! * rd_mcp (`rd_nullio=1`) is part of target_core_mod: reads return zeros,
 //!   writes are discarded; its size is `rd_pages` of 4 KiB.
 //! * SPC-3 persistent reservations are on by default (`attrib/emulate_pr

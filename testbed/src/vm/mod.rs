@@ -41,7 +41,7 @@
 //! * **Boot** ([`qemu`]): `qemu-system-x86_64 -accel tcg -cpu max` (nested
 //!   KVM crashes on these machines), busybox init, the modules loaded in
 //!   dependency order, then the agent.
-//! * **Control** ([`proto`], [`channel`], [`exec`]): a static, std-only
+//! * **Control** ([`proto`], [`exec`]): a static, std-only
 //!   guest agent on a virtio-serial port (independent of the guest network,
 //!   so network faults never cut it) runs commands with separate stdout and
 //!   stderr, several at once, and streams stdin in. Files are copied with
