@@ -14,8 +14,10 @@
 //! All loopback packets pass the `OUTPUT` chain, so [`Blackhole`] inserts
 //! two `OUTPUT` rules: `-d ADDR --dport PORT -j DROP` (initiator to target)
 //! and `-s ADDR --sport PORT -j DROP` (target to initiator: ACKs, responses,
-//! target NOP-Ins). With both, an *established* connection goes completely
-//! silent:
+//! target NOP-Ins). A third rule, `INPUT -s ADDR --sport PORT -j DROP`, does
+//! the same for a target on another machine (a test VM behind a TAP
+//! device, [`crate::vm`]), whose packets to us pass `INPUT` only. With
+//! these, an *established* connection goes completely silent:
 //! * the initiator's `send` succeeds (data is queued), nothing is received,
 //!   and **no error surfaces**: nothing within 30 s observed; the kernel
 //!   keeps retransmitting with exponential backoff (`tcp_retries2` = 15,
@@ -112,7 +114,7 @@ pub struct Blackhole {
 }
 
 impl Blackhole {
-    /// Inserts the two DROP rules at the top of `OUTPUT`.
+    /// Inserts the DROP rules at the top of `OUTPUT` and `INPUT`.
     pub fn new(addr: SocketAddr) -> Result<Blackhole> {
         let addr = v4(addr)?;
         let iptables = iptables()?;
@@ -121,13 +123,14 @@ impl Blackhole {
         let slot = slot::acquire(BLACKHOLE_KIND, SLOTS, &[])?;
         let comment = format!("{COMMENT_PREFIX}{}", slot.number());
         let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
-        let rule = |host: &str, port_opt: &str| -> Vec<String> {
-            let words = ["-p", "tcp", host, &ip, port_opt, &port, "-m", "comment", "--comment", &comment, "-j", "DROP"];
+        let rule = |chain: &str, host: &str, port_opt: &str| -> Vec<String> {
+            let words =
+                [chain, "-p", "tcp", host, &ip, port_opt, &port, "-m", "comment", "--comment", &comment, "-j", "DROP"];
             words.iter().map(|w| w.to_string()).collect()
         };
         let mut guard = Blackhole { addr, iptables, rules: Vec::new(), slot: Some(slot) };
-        for r in [rule("-d", "--dport"), rule("-s", "--sport")] {
-            let mut args = vec!["-w".to_owned(), "-I".to_owned(), "OUTPUT".to_owned()];
+        for r in [rule("OUTPUT", "-d", "--dport"), rule("OUTPUT", "-s", "--sport"), rule("INPUT", "-s", "--sport")] {
+            let mut args = vec!["-w".to_owned(), "-I".to_owned()];
             args.extend(r.iter().cloned());
             run_ok(iptables, &args)?; // on error, Drop removes the rules made so far
             guard.rules.push(r);
@@ -140,6 +143,15 @@ impl Blackhole {
         self.addr.into()
     }
 
+    /// Packets the rules dropped so far: `(to the address, from it)`, from
+    /// the rules' counters (`iptables -S -v`).
+    pub fn dropped_packets(&self) -> Result<(u64, u64)> {
+        let text = run_ok(self.iptables, &["-w".into(), "-S".into(), "-v".into()])?;
+        let comment = self.rules.first().and_then(|r| r.iter().skip_while(|w| *w != "--comment").nth(1).cloned());
+        let comment = comment.unwrap_or_default();
+        count_dropped(&text, &comment).map_err(|detail| Error::parse("iptables -S -v", detail, &text))
+    }
+
     /// Removes the rules now, reporting errors (Drop only prints them).
     pub fn remove(mut self) -> Result<()> {
         self.remove_rules()
@@ -148,7 +160,7 @@ impl Blackhole {
     fn remove_rules(&mut self) -> Result<()> {
         let mut first_error = None;
         for r in self.rules.drain(..) {
-            let mut args = vec!["-w".to_owned(), "-D".to_owned(), "OUTPUT".to_owned()];
+            let mut args = vec!["-w".to_owned(), "-D".to_owned()];
             args.extend(r);
             if let Err(e) = run_ok(self.iptables, &args) {
                 first_error.get_or_insert(e);
@@ -167,11 +179,11 @@ impl Drop for Blackhole {
     }
 }
 
-/// The `iptables -S OUTPUT` lines of live or leftover [`Blackhole`]s that
-/// match `addr` (to check that nothing is left behind).
+/// The `iptables -S` lines (any chain) of live or leftover [`Blackhole`]s
+/// that match `addr` (to check that nothing is left behind).
 pub fn blackhole_rules(addr: SocketAddr) -> Result<Vec<String>> {
     let addr = v4(addr)?;
-    let text = run_ok(iptables()?, &["-w".into(), "-S".into(), "OUTPUT".into()])?;
+    let text = run_ok(iptables()?, &["-w".into(), "-S".into()])?;
     let host = format!("{}/32", addr.ip());
     let port = addr.port().to_string();
     Ok(text
@@ -185,10 +197,34 @@ pub fn blackhole_rules(addr: SocketAddr) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Sums the `-c PACKETS BYTES` counters of the rules with `comment`:
+/// `(--dport rules, --sport rules)`.
+fn count_dropped(text: &str, comment: &str) -> std::result::Result<(u64, u64), String> {
+    let (mut to, mut from) = (0, 0);
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().map(|w| w.trim_matches('"')).collect();
+        if !words.windows(2).any(|w| w[0] == "--comment" && w[1] == comment) {
+            continue;
+        }
+        let packets = words
+            .iter()
+            .position(|w| *w == "-c")
+            .and_then(|i| words.get(i + 1))
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("no packet counter in {line:?}"))?;
+        if words.contains(&"--dport") {
+            to += packets;
+        } else {
+            from += packets;
+        }
+    }
+    Ok((to, from))
+}
+
 /// Deletes blackhole rules whose slot nobody holds (best effort: a rule
 /// another process deletes at the same time is not an error).
 fn sweep_stale_blackholes(iptables: &str) {
-    let Ok(text) = run_ok(iptables, &["-w".into(), "-S".into(), "OUTPUT".into()]) else {
+    let Ok(text) = run_ok(iptables, &["-w".into(), "-S".into()]) else {
         return;
     };
     for line in text.lines() {
@@ -482,6 +518,18 @@ fn sweep_stale_classes() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_dropped_packets_per_direction() {
+        let text = "\
+-P INPUT ACCEPT -c 10 20
+-A INPUT -s 10.241.1.2/32 -p tcp -m tcp --sport 3264 -m comment --comment mpio-test-blackhole-2 -c 7 420 -j DROP
+-A OUTPUT -s 10.241.1.2/32 -p tcp -m tcp --sport 3264 -m comment --comment mpio-test-blackhole-2 -c 0 0 -j DROP
+-A OUTPUT -d 10.241.1.2/32 -p tcp -m tcp --dport 3264 -m comment --comment mpio-test-blackhole-2 -c 3 180 -j DROP
+-A OUTPUT -d 10.241.1.2/32 -p tcp -m tcp --dport 3264 -m comment --comment mpio-test-blackhole-20 -c 99 9 -j DROP
+";
+        assert_eq!(count_dropped(text, "mpio-test-blackhole-2"), Ok((3, 7)));
+    }
 
     #[test]
     fn counts_filters_of_one_address_and_port() {
