@@ -273,6 +273,20 @@ fn device_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> f
         None,
         "All-paths-down holds whose time ran out (held and new requests failed with EIO until a path returned).",
         per_device(|d| d.snapshot.counters.hold_expirations),
+    )?;
+    family(
+        enc,
+        "device_fua_flushes",
+        None,
+        "SYNCHRONIZE CACHE commands sent after FUA writes, because the LU has a write cache and does not take the FUA bit (DPOFUA 0).",
+        per_device(|d| d.snapshot.counters.fua_flushes),
+    )?;
+    family(
+        enc,
+        "device_write_through",
+        None,
+        "FUA writes and flushes that needed no command because the LU writes through (no write cache: WCE 0).",
+        per_device(|d| d.snapshot.counters.write_through),
     )
 }
 

@@ -426,6 +426,22 @@ pub struct DeviceCounters {
     pub hold_failures: u64,
     /// All-paths-down holds that ran out (each one a `hold_expired` event).
     pub hold_expirations: u64,
+    /// SYNCHRONIZE CACHE commands sent to make a FUA write durable on a
+    /// write-back LU that does not take the FUA bit
+    /// ([`crate::durability`]).
+    pub fua_flushes: u64,
+    /// FUA writes and flushes that needed no command because the LU writes
+    /// through (no write cache).
+    pub write_through: u64,
+}
+
+/// What a durability decision cost, for [`DeviceCounters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A SYNCHRONIZE CACHE after a FUA write (no DPOFUA).
+    FuaFlush,
+    /// Nothing sent: the LU writes through.
+    WriteThrough,
 }
 
 /// The whole device, for status and metrics.
@@ -1306,6 +1322,14 @@ impl DeviceCore {
         p.login_reported = Some(reason);
         let why = format!("{}: {cause}", p.name);
         self.event(now, Some(path), EventKind::LoginFailed, why, seed_event);
+    }
+
+    /// Counts what making a write durable took (see [`Durability`]).
+    pub fn durability_command(&mut self, what: Durability) {
+        match what {
+            Durability::FuaFlush => self.counters.fua_flushes += 1,
+            Durability::WriteThrough => self.counters.write_through += 1,
+        }
     }
 
     /// A request starts waiting for a usable path or for a fence (counted in

@@ -50,9 +50,10 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::core::{
-    Action, Completion, DeviceCore, DeviceSnapshot, FailureCause, Fence, IoError, IoErrorKind, PathStatus, Selection,
-    Verdict,
+    Action, Completion, DeviceCore, DeviceSnapshot, Durability, FailureCause, Fence, IoError, IoErrorKind, PathStatus,
+    Selection, Verdict,
 };
+use crate::durability::WriteCache;
 use crate::event::DeviceEvent;
 use crate::scsi::{LuAccess, request};
 use crate::stats::Op;
@@ -285,6 +286,10 @@ pub struct LuInfo {
     /// path is claimed again. Until then writes to a newly protected LU
     /// fail with EROFS (DATA PROTECT 27/xx) all the same.
     pub write_protected: bool,
+    /// The LU's write cache (WCE) and FUA support (DPOFUA), read at every
+    /// claim as Linux's sd does: what FUA writes and flushes become
+    /// ([`crate::durability`]).
+    pub write_cache: WriteCache,
 }
 
 impl LuInfo {
@@ -295,11 +300,12 @@ impl LuInfo {
 
     fn describe(&self) -> String {
         format!(
-            "{} (serial {}, {} blocks of {} bytes{})",
+            "{} (serial {}, {} blocks of {} bytes, {}{})",
             self.identity,
             self.serial.as_deref().unwrap_or("none"),
             self.blocks,
             self.block_len,
+            self.write_cache.describe(),
             if self.write_protected { ", write-protected" } else { "" }
         )
     }
@@ -828,19 +834,40 @@ impl Device {
     }
 
     /// Writes `data` at `offset`; `fua`: on stable media before it
-    /// completes.
+    /// completes, by the means the LU has ([`crate::durability`]: the FUA
+    /// bit where the LU takes it, a SYNCHRONIZE CACHE after the write on a
+    /// write-back LU without it, nothing more on a write-through LU).
     pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
         let lu = self.lu().await?;
+        let plan = lu.write_cache.write(fua);
         for p in Self::pieces(&lu, offset, data.len() as u64, Self::chunk(&lu))? {
-            let cmd = cdb::write16(p.lba, p.blocks, lu.block_len, fua).map_err(cdb_error)?;
+            let cmd = cdb::write16(p.lba, p.blocks, lu.block_len, plan.fua_bit).map_err(cdb_error)?;
             let part = data.slice(p.rel as usize..(p.rel + p.len) as usize);
             self.run(Op::Write, p.len, &cmd, part).await?;
+        }
+        if plan.flush_after {
+            debug!(device = %self.inner.name, offset, "FUA write on a write-back LU without DPOFUA: SYNCHRONIZE CACHE");
+            self.core().durability_command(Durability::FuaFlush);
+            self.synchronize_cache().await?;
+        } else if plan.write_through {
+            self.core().durability_command(Durability::WriteThrough);
         }
         Ok(())
     }
 
-    /// Makes completed writes durable (SYNCHRONIZE CACHE of the whole LU).
+    /// Makes completed writes durable: SYNCHRONIZE CACHE of the whole LU,
+    /// or nothing on a LU without a write cache, whose completed writes
+    /// are durable already ([`crate::durability`]).
     pub async fn flush(&self) -> Result<(), IoError> {
+        let lu = self.lu().await?;
+        if !lu.write_cache.flush_needed() {
+            self.core().durability_command(Durability::WriteThrough);
+            return Ok(());
+        }
+        self.synchronize_cache().await
+    }
+
+    async fn synchronize_cache(&self) -> Result<(), IoError> {
         let cmd = cdb::synchronize_cache16(0, 0, false).map_err(cdb_error)?;
         self.run(Op::Flush, 0, &cmd, Bytes::new()).await.map(|_| ())
     }
@@ -1203,6 +1230,15 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
         debug!(device = %inner.name, path = name, error = %e, "no write-protect flag: taken as writable");
         false
     });
+    let write_cache = match lu.caching().await {
+        Ok((header, page)) => WriteCache::from_mode_sense(&header, page.as_ref()),
+        Err(e) => {
+            // As Linux's sd: a LU that does not say is taken as
+            // write-through, and FUA is never sent to it.
+            debug!(device = %inner.name, path = name, error = %e, "no caching mode page: taken as write-through without FUA");
+            WriteCache::ASSUMED
+        }
+    };
     let found = LuInfo {
         identity,
         serial,
@@ -1222,6 +1258,7 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
         write_same: lbp.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
         max_write_same_blocks: limits.as_ref().map(|l| l.max_write_same_len).filter(|&n| n != 0),
         write_protected,
+        write_cache,
     };
     if let Some(want) = &inner.template.expect_identity
         && &found.identity != want
@@ -1248,16 +1285,18 @@ async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String>
                     known.describe()
                 ));
             }
-            // The one property of the same LU that may change between
+            // The properties of the same LU that may change between
             // claims; the newest reading wins.
-            Some(known) if known.write_protected != found.write_protected => {
+            Some(known) if known.write_protected != found.write_protected || known.write_cache != found.write_cache => {
                 info!(
                     device = %inner.name,
                     path = name,
                     write_protected = found.write_protected,
-                    "logical unit write protection changed"
+                    write_cache = found.write_cache.describe(),
+                    "logical unit write protection or write cache changed"
                 );
                 known.write_protected = found.write_protected;
+                known.write_cache = found.write_cache;
             }
             Some(_) => {}
             None => {
@@ -1337,6 +1376,7 @@ mod tests {
             write_same: true,
             max_write_same_blocks: None,
             write_protected: false,
+            write_cache: WriteCache::ASSUMED,
         }
     }
 

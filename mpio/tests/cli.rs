@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+use serde_json::json;
 
 const INIT: &str = "iqn.2026-11.test.mpio:cli";
 
@@ -77,6 +78,15 @@ fn discovery_and_scsi_diagnostics() {
     let numbers: Vec<u64> = luns.as_array().unwrap().iter().map(|l| l["lun"].as_u64().unwrap()).collect();
     assert_eq!(numbers, vec![0, 1]);
     assert_eq!(run(&["scsi", "tur"], &[]).trim(), "ready");
+    // tgtd's LU: a write cache, and the FUA bit taken.
+    let mode = json(&run(&["scsi", "mode-sense"], &["--json"]));
+    assert_eq!(
+        (&mode["write_cache"], &mode["dpofua"], &mode["write_protected"]),
+        (&json!(true), &json!(true), &json!(false))
+    );
+    assert_eq!(mode["mpio"]["fua_write"], "WRITE with FUA", "{mode}");
+    let mode = run(&["scsi", "mode-sense"], &[]);
+    assert!(mode.contains("write-back, FUA"), "{mode}");
     let serial = run(&["scsi", "inquiry"], &["--vpd", "128"]);
     assert!(!serial.trim().is_empty());
 
