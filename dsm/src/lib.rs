@@ -17,6 +17,7 @@
 //! | [`sense`], [`asc`] | [`Sense`] (fixed and descriptor format), [`SenseKey`], [`AscAscq`] with texts | SPC-4 |
 //! | [`inquiry`] | [`StandardInquiry`] | SPC-4 |
 //! | [`vpd`] | VPD pages 00h, 80h, 83h (+ [`LuIdentity`]), B0h, B2h | SPC-4, SBC-3 |
+//! | [`identity`] | the LU identity paths are merged by, unique by construction (designator, else unit serial + vendor + product, else none) | SPC-4 |
 //! | [`mode`] | [`ModeSense`]: [`ModeParameterHeader`] (WP, DPOFUA), mode pages, [`CachingPage`] (WCE) | SPC-5, SBC-4 |
 //! | [`capacity`] | [`ReadCapacity10`], [`Capacity`] (READ CAPACITY(16)) | SBC-3 |
 //! | [`lun`] | [`Lun`], [`ReportLuns`] | SAM-5, SPC-4 |
@@ -84,6 +85,7 @@ pub mod capacity;
 pub mod cdb;
 pub mod classify;
 pub mod error;
+pub mod identity;
 pub mod inquiry;
 pub mod lun;
 pub mod mode;

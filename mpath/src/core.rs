@@ -542,6 +542,12 @@ impl DeviceCore {
         self.paths.iter().filter(|p| p.live()).map(|p| p.name.clone()).collect()
     }
 
+    /// The name of the device's first path: the first in the table that
+    /// is still in the device (not removed, not being removed).
+    pub fn first_path(&self) -> Option<String> {
+        self.paths.iter().find(|p| p.live()).map(|p| p.name.clone())
+    }
+
     /// The path with this name, including one being removed.
     pub fn path_id(&self, name: &str) -> Option<PathId> {
         self.paths.iter().position(|p| !p.removed && p.name == name)

@@ -35,8 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use mpio_dsm::classify::{ErrorClass, classify};
-use mpio_dsm::vpd::VpdPage;
-use mpio_dsm::{Command, Lun, ScsiStatus, Sense, UnitSerialNumber, cdb};
+use mpio_dsm::{Command, Lun, ScsiStatus, Sense, cdb};
 use mpio_policies::{PathId, PathRole, PolicyError, PolicyRequest, PolicySpec, SwitchEvery};
 use mpio_transport::login::LoginError;
 use mpio_transport::name::IscsiName;
@@ -49,6 +48,7 @@ use mpio_transport::{
 use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::claim::{ClaimRefusal, claim};
 use crate::core::{
     Action, Completion, DeviceCore, DeviceSnapshot, Durability, FailureCause, Fence, IoError, IoErrorKind, PathStatus,
     Selection, Verdict,
@@ -118,7 +118,11 @@ pub struct DeviceConfig {
     /// Timers.
     pub timers: TimerConfig,
     /// Refuse paths (and the device) unless the LU has this identity
-    /// (`naa.…`, as `mpio scsi inquiry --vpd 0x83` prints it).
+    /// (`naa.…`, as `mpio scsi inquiry --vpd 0x83` prints it). For a LU
+    /// that reports no identity at all (which is otherwise refused, see
+    /// [`ClaimRefusal::NoIdentity`]) the pin stands in for one, over the
+    /// device's first path only: nothing could prove that a second path
+    /// reaches the same LU.
     pub expect_identity: Option<String>,
     /// [`Device::open`] waits this long for a first usable path.
     pub startup_timeout: Duration,
@@ -259,7 +263,10 @@ impl DeviceError {
 /// What the device is: the logical unit behind every path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LuInfo {
-    /// VPD 0x83 identity (`naa.…`).
+    /// The identity paths are merged by (`naa.…`, `eui.…`, `iqn.…`,
+    /// `t10.…` from VPD 0x83, or `serial.VENDOR:PRODUCT:SERIAL`; see
+    /// `mpio_dsm::identity`), or the configured pin for a LU that reports
+    /// none.
     pub identity: String,
     /// VPD 0x80 serial number, if the LU reports one.
     pub serial: Option<String>,
@@ -298,7 +305,7 @@ impl LuInfo {
         self.blocks * u64::from(self.block_len)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} (serial {}, {} blocks of {} bytes, {}{})",
             self.identity,
@@ -313,7 +320,7 @@ impl LuInfo {
     /// Same logical unit. tgtd can give two LUs the same NAA designator
     /// (its NAA is built from the hex digits of scsi_id), so the serial,
     /// size and block size must match too.
-    fn same_lu(&self, other: &LuInfo) -> bool {
+    pub(crate) fn same_lu(&self, other: &LuInfo) -> bool {
         self.identity == other.identity
             && self.serial == other.serial
             && self.block_len == other.block_len
@@ -335,12 +342,12 @@ struct Piece {
 }
 
 /// The I/O side of one path.
-struct PathIo {
+pub(crate) struct PathIo {
     /// As configured (`mpio path list` shows the portal and source).
-    config: PathConfig,
-    session: SessionHandle,
-    session_config: SessionConfig,
-    lu: LuAccess,
+    pub(crate) config: PathConfig,
+    pub(crate) session: SessionHandle,
+    pub(crate) session_config: SessionConfig,
+    pub(crate) lu: LuAccess,
 }
 
 impl PathIo {
@@ -359,16 +366,16 @@ impl PathIo {
     }
 }
 
-struct Inner {
-    name: String,
+pub(crate) struct Inner {
+    pub(crate) name: String,
     /// What the sessions of paths are made from, also of paths added later
     /// (its `paths` list is not kept: the path table is `paths` below).
-    template: DeviceConfig,
+    pub(crate) template: DeviceConfig,
     core: Mutex<DeviceCore>,
     /// The I/O side of each path by id, `None` once removed. Read for every
     /// command, written only when paths are added or removed.
     paths: RwLock<Vec<Option<Arc<PathIo>>>>,
-    info: Mutex<Option<LuInfo>>,
+    pub(crate) info: Mutex<Option<LuInfo>>,
     /// Woken when paths become usable or fences clear.
     changed: Notify,
     /// Wakes the driver after a completion changed the core.
@@ -379,15 +386,15 @@ struct Inner {
 }
 
 impl Inner {
-    fn core(&self) -> MutexGuard<'_, DeviceCore> {
+    pub(crate) fn core(&self) -> MutexGuard<'_, DeviceCore> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn path_io(&self, id: PathId) -> Option<Arc<PathIo>> {
+    pub(crate) fn path_io(&self, id: PathId) -> Option<Arc<PathIo>> {
         self.paths.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned().flatten()
     }
 
-    fn path_name(&self, id: PathId) -> String {
+    pub(crate) fn path_name(&self, id: PathId) -> String {
         self.core().path_name(id).unwrap_or("?").to_owned()
     }
 }
@@ -428,7 +435,7 @@ impl std::fmt::Debug for Device {
 enum Msg {
     Session(PathId, SessionEvent),
     /// A claim's outcome; `Ok` carries the path's portal group.
-    Claimed(PathId, bool, Result<Option<String>, String>),
+    Claimed(PathId, bool, Result<Option<String>, ClaimRefusal>),
     Probed(PathId, Result<(), String>),
     Fenced(PathId, u64, Result<(), String>),
 }
@@ -1183,7 +1190,7 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
         }
         Msg::Claimed(id, _, Err(reason)) => {
             warn!(device = %inner.name, path = %inner.path_name(id), %reason, "path refused");
-            core().refuse(now, id, reason);
+            core().refuse(now, id, reason.to_string());
             if let Some(p) = inner.path_io(id) {
                 // A path to another LU must not keep a nexus open.
                 let s = p.session.clone();
@@ -1195,120 +1202,6 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
         Msg::Probed(id, r) => core().probe_done(now, id, r),
         Msg::Fenced(id, epoch, r) => core().fence_done(now, id, epoch, r),
     }
-}
-
-/// Checks that a path reaches the device's logical unit; the first path
-/// to get here defines it. Returns the path's portal group: configured,
-/// or the target name and the TargetPortalGroupTag the target declared.
-async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String> {
-    let path = inner.path_io(id).ok_or("no such path")?;
-    let name = inner.path_name(id);
-    let name = name.as_str();
-    let lu = &path.lu;
-    lu.test_unit_ready().await.map_err(|e| format!("{name}: {e}"))?;
-    let identity = lu
-        .device_identification()
-        .await
-        .map_err(|e| format!("{name}: {e}"))?
-        .lu_identity()
-        .map(|i| i.to_string())
-        .ok_or_else(|| format!("{name}: the LU reports no identity (VPD 0x83): it cannot be claimed safely"))?;
-    let serial = match lu.vpd(VpdPage::UNIT_SERIAL_NUMBER).await {
-        Ok(b) => UnitSerialNumber::parse(&b).ok().map(|s| s.serial).filter(|s| !s.is_empty()),
-        Err(_) => None,
-    };
-    let cap = lu.capacity().await.map_err(|e| format!("{name}: {e}"))?;
-    let limits = lu.vpd(VpdPage::BLOCK_LIMITS).await.ok().and_then(|b| mpio_dsm::BlockLimits::parse(&b).ok());
-    let lbp = lu
-        .vpd(VpdPage::LOGICAL_BLOCK_PROVISIONING)
-        .await
-        .ok()
-        .and_then(|b| mpio_dsm::LogicalBlockProvisioning::parse(&b).ok());
-    let write_protected = lu.write_protected().await.unwrap_or_else(|e| {
-        // MODE SENSE is optional for a disk (SBC-3); a LU without it is
-        // taken as writable, and a protected one still refuses writes.
-        debug!(device = %inner.name, path = name, error = %e, "no write-protect flag: taken as writable");
-        false
-    });
-    let write_cache = match lu.caching().await {
-        Ok((header, page)) => WriteCache::from_mode_sense(&header, page.as_ref()),
-        Err(e) => {
-            // As Linux's sd: a LU that does not say is taken as
-            // write-through, and FUA is never sent to it.
-            debug!(device = %inner.name, path = name, error = %e, "no caching mode page: taken as write-through without FUA");
-            WriteCache::ASSUMED
-        }
-    };
-    let found = LuInfo {
-        identity,
-        serial,
-        block_len: cap.block_len,
-        blocks: cap.blocks().unwrap_or(0),
-        physical_block_len: cap.physical_block_len().unwrap_or(cap.block_len),
-        max_transfer: limits
-            .as_ref()
-            .and_then(|l| l.max_transfer_blocks())
-            .map(|b| u64::from(b) * u64::from(cap.block_len)),
-        // A MAXIMUM UNMAP LBA COUNT of 0 means no UNMAP (SBC-4 6.6.4);
-        // all ones means no limit.
-        unmap: cap.lbpme
-            && lbp.as_ref().is_some_and(|l| l.lbpu)
-            && limits.as_ref().is_none_or(|l| l.max_unmap_lba_count != 0),
-        max_unmap_blocks: limits.as_ref().map(|l| l.max_unmap_lba_count).filter(|&n| n != 0 && n != u32::MAX),
-        write_same: lbp.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
-        max_write_same_blocks: limits.as_ref().map(|l| l.max_write_same_len).filter(|&n| n != 0),
-        write_protected,
-        write_cache,
-    };
-    if let Some(want) = &inner.template.expect_identity
-        && &found.identity != want
-    {
-        return Err(format!(
-            "path {name} reaches {} but the device is configured for {want}: refused",
-            found.describe()
-        ));
-    }
-    let group = match &path.config.group {
-        Some(g) => Some(g.clone()),
-        None => path.session.snapshot().await.ok().and_then(|s| {
-            let tpgt = s.connections.iter().find_map(|c| c.tpgt)?;
-            Some(format!("{} tpgt {tpgt}", path.session_config.target_name.as_ref().map_or("", |n| n.as_str())))
-        }),
-    };
-    {
-        let mut info = inner.info.lock().unwrap_or_else(|e| e.into_inner());
-        match info.as_mut() {
-            Some(known) if !known.same_lu(&found) => {
-                return Err(format!(
-                    "path {name} reaches {}, not the device's logical unit {}: refused",
-                    found.describe(),
-                    known.describe()
-                ));
-            }
-            // The properties of the same LU that may change between
-            // claims; the newest reading wins.
-            Some(known) if known.write_protected != found.write_protected || known.write_cache != found.write_cache => {
-                info!(
-                    device = %inner.name,
-                    path = name,
-                    write_protected = found.write_protected,
-                    write_cache = found.write_cache.describe(),
-                    "logical unit write protection or write cache changed"
-                );
-                known.write_protected = found.write_protected;
-                known.write_cache = found.write_cache;
-            }
-            Some(_) => {}
-            None => {
-                info!(device = %inner.name, path = name, lu = %found.describe(), "device logical unit");
-                *info = Some(found);
-            }
-        }
-    }
-    for step in &inner.template.bring_up {
-        step.before_io(name, lu).await.map_err(|e| format!("path {name}: bring-up step {step:?} failed: {e}"))?;
-    }
-    Ok(group)
 }
 
 fn start_action(inner: &Arc<Inner>, action: Action) {

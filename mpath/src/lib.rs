@@ -15,6 +15,7 @@
 //! - [`scsi`]: SCSI commands on one LU through one session.
 #![warn(missing_docs)]
 
+mod claim;
 pub mod core;
 pub mod device;
 pub mod durability;
@@ -27,6 +28,7 @@ pub use crate::core::{
     DeviceCore, DeviceCounters, DeviceSnapshot, Durability, FailureCause, IoError, IoErrorKind, PathSnapshot,
     PathStatus,
 };
+pub use claim::ClaimRefusal;
 pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, DeviceEvents, LuInfo, PathConfig};
 pub use durability::{WriteCache, WritePlan};
 pub use event::{DeviceEvent, EventKind};

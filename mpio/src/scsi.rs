@@ -220,7 +220,11 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
         }
         VpdPage::DEVICE_IDENTIFICATION => {
             let d = DeviceIdentification::parse(&data).map_err(parsed)?;
-            let identity = d.lu_identity().map(|i| i.to_string());
+            // What the multipath device merges paths by: this page, else
+            // the unit serial with vendor and product (mpio_dsm::identity).
+            let serial = lu.vpd(VpdPage::UNIT_SERIAL_NUMBER).await.ok().and_then(|b| UnitSerialNumber::parse(&b).ok());
+            let identity = mpio_dsm::identity::lu_identity(Some(&d), serial.as_ref(), &lu.inquiry().await?)
+                .map(|i| i.to_string());
             let list: Vec<DesignatorOut> = d
                 .designators
                 .iter()
@@ -235,7 +239,12 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
             if as_json {
                 return output::json(&json!({ "lu_identity": identity, "designators": list }));
             }
-            println!("LU identity: {}", identity.as_deref().unwrap_or("(none)"));
+            println!(
+                "LU identity: {}",
+                identity.as_deref().unwrap_or(
+                    "(none: nothing names this LU, so mpio does not use it; give it a unit serial on the target, or pin `identity` for one path)"
+                )
+            );
             let mut rows = vec![vec!["ASSOCIATION".into(), "TYPE".into(), "CODE SET".into(), "VALUE".into()]];
             for x in &list {
                 rows.push(vec![
