@@ -196,6 +196,20 @@ fn path_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt
         None,
         "Requests retried on the path after a transient condition of the logical unit (UNIT ATTENTION, BUSY, ...).",
         per_path(devices, |p| counter(p.stats.retries)),
+    )?;
+    family(
+        enc,
+        "path_login_failures",
+        None,
+        "Login attempts of the path that failed (TCP connect or login refused), each retry counted.",
+        per_path(devices, |p| counter(p.stats.login_failures)),
+    )?;
+    family(
+        enc,
+        "path_login_refusals_in_a_row",
+        None,
+        "Login attempts in a row that failed with the same reason (0 once logged in); a login_refused_repeatedly event says what to check.",
+        per_path(devices, |p| gauge(u64::from(p.stats.login_refusals_in_a_row))),
     )
 }
 

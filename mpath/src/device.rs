@@ -50,8 +50,8 @@ use tracing::{debug, info, warn};
 
 use crate::claim::{ClaimRefusal, claim};
 use crate::core::{
-    Action, Completion, DeviceCore, DeviceSnapshot, Durability, FailureCause, Fence, IoError, IoErrorKind, PathStatus,
-    Selection, Verdict,
+    Action, Completion, DeviceCore, DeviceSnapshot, Durability, FailureCause, Fence, IoError, IoErrorKind,
+    PathSnapshot, PathStatus, Selection, Verdict,
 };
 use crate::durability::WriteCache;
 use crate::event::DeviceEvent;
@@ -215,6 +215,27 @@ pub enum DeviceError {
         /// The path.
         path: String,
     },
+    /// Not every path came up in time ([`Device::wait_all_ready`]).
+    #[error("not every path of device {device} came up within {waited:?}: {}", reasons.join("; "))]
+    NotAllReady {
+        /// Device name.
+        device: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Per path: state and reason.
+        reasons: Vec<String>,
+    },
+    /// A path failed for good ([`Device::wait_all_ready`]): it will not
+    /// come up by itself.
+    #[error("path {path} of device {device} failed and will not come up by itself: {reason}")]
+    PathFailed {
+        /// Device name.
+        device: String,
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A path name is used twice (in the configuration, or by a path added
     /// at runtime).
     #[error(
@@ -248,7 +269,7 @@ impl DeviceError {
 
     fn status(&self) -> Option<(u32, &'static str)> {
         match self {
-            DeviceError::Config(_) => None,
+            DeviceError::Config(_) | DeviceError::NotAllReady { .. } | DeviceError::PathFailed { .. } => None,
             // The seed's startup wait for persistent logins (004 line 3178).
             DeviceError::NoPath { .. } => Some((0xEFFF_0047, "ISDSC_PERSISTENT_LOGIN_TIMEOUT")),
             DeviceError::UnknownPath { .. } | DeviceError::PathRemoving { .. } => {
@@ -399,6 +420,24 @@ impl Inner {
     }
 }
 
+/// The path may carry I/O.
+fn usable(p: &PathSnapshot) -> bool {
+    matches!(p.state, "active" | "standby")
+}
+
+/// Each path's last failure (or its state, when usable), for a wait that
+/// gave up.
+fn reasons(snap: &DeviceSnapshot) -> Vec<String> {
+    snap.paths
+        .iter()
+        .map(|p| match &p.last_cause {
+            _ if usable(p) => format!("{}: {}", p.name, p.state),
+            Some(c) => format!("{}: {c}", p.name),
+            None => format!("{}: still connecting", p.name),
+        })
+        .collect()
+}
+
 /// Counts a request as waiting (for a path or a fence) while it lives.
 struct Waiting<'a>(&'a Inner);
 
@@ -527,28 +566,58 @@ impl Device {
     /// (its last login or claim failure, or "still connecting"); paths still
     /// retrying go on in the background.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DeviceError> {
+        let device = self.inner.name.clone();
+        self.wait_paths(timeout, |snap, waited| {
+            if snap.paths.iter().any(usable) {
+                return Some(Ok(()));
+            }
+            let hopeless = snap.paths.iter().all(|p| p.status == PathStatus::Failed);
+            (hopeless || waited.is_some()).then(|| {
+                let waited = waited.unwrap_or_default();
+                Err(DeviceError::NoPath { device: device.clone(), waited, reasons: reasons(snap) })
+            })
+        })
+        .await
+    }
+
+    /// Waits until every path carries I/O (what `mpio perf` over several
+    /// paths measures with). Fails at once when a path has failed for good
+    /// (its claim refused, its login refused for good: it will not come up
+    /// by itself), and after `timeout` with each path's state and reason.
+    pub async fn wait_all_ready(&self, timeout: Duration) -> Result<(), DeviceError> {
+        let device = self.inner.name.clone();
+        self.wait_paths(timeout, |snap, waited| {
+            if snap.paths.iter().all(usable) {
+                return Some(Ok(()));
+            }
+            if let Some(p) = snap.paths.iter().find(|p| p.status == PathStatus::Failed) {
+                let reason = p.last_cause.as_ref().map_or_else(|| "failed".into(), ToString::to_string);
+                return Some(Err(DeviceError::PathFailed { device: device.clone(), path: p.name.clone(), reason }));
+            }
+            waited
+                .map(|waited| Err(DeviceError::NotAllReady { device: device.clone(), waited, reasons: reasons(snap) }))
+        })
+        .await
+    }
+
+    /// Re-checks `done` after every change of the device until it answers;
+    /// once `timeout` passed it is asked with the time waited and must.
+    async fn wait_paths(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&DeviceSnapshot, Option<Duration>) -> Option<Result<(), DeviceError>>,
+    ) -> Result<(), DeviceError> {
         let start = tokio::time::Instant::now();
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let snap = self.snapshot();
-            if snap.paths.iter().any(|p| matches!(p.state, "active" | "standby")) {
-                return Ok(());
+            if let Some(r) = done(&self.snapshot(), None) {
+                return r;
             }
-            let hopeless = snap.paths.iter().all(|p| p.status == PathStatus::Failed);
-            if hopeless || tokio::time::timeout_at(start + timeout, notified).await.is_err() {
-                let reasons = self
-                    .snapshot()
-                    .paths
-                    .iter()
-                    .map(|p| {
-                        let why = p.last_cause.as_ref().map_or("still connecting".into(), ToString::to_string);
-                        format!("{}: {why}", p.name)
-                    })
-                    .collect();
+            if tokio::time::timeout_at(start + timeout, notified).await.is_err() {
                 let waited = start.elapsed();
-                return Err(DeviceError::NoPath { device: self.inner.name.clone(), waited, reasons });
+                return done(&self.snapshot(), Some(waited)).unwrap_or(Ok(()));
             }
         }
     }

@@ -223,8 +223,8 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
             // What the multipath device merges paths by: this page, else
             // the unit serial with vendor and product (mpio_dsm::identity).
             let serial = lu.vpd(VpdPage::UNIT_SERIAL_NUMBER).await.ok().and_then(|b| UnitSerialNumber::parse(&b).ok());
-            let identity = mpio_dsm::identity::lu_identity(Some(&d), serial.as_ref(), &lu.inquiry().await?)
-                .map(|i| i.to_string());
+            let identity =
+                mpio_dsm::identity::lu_identity(Some(&d), serial.as_ref(), &lu.inquiry().await?).map(|i| i.to_string());
             let list: Vec<DesignatorOut> = d
                 .designators
                 .iter()
