@@ -136,6 +136,12 @@ fn page<'a>(
     Ok((PeripheralQualifier(b0 >> 5), DeviceType(b0 & 0x1f), whole))
 }
 
+/// Whether any of the `len` bits of `bytes` from bit `from` (0 = the most
+/// significant bit of the first byte) is set; bits past the end read as 0.
+fn any_bit(bytes: &[u8], from: usize, len: usize) -> bool {
+    (from..from.saturating_add(len)).any(|i| bytes.get(i / 8).is_some_and(|b| (b >> (7 - i % 8)) & 1 == 1))
+}
+
 /// A big-endian field at `offset` of `page`, or 0 when the page is too
 /// short to hold it (older revisions define shorter pages).
 fn field<const N: usize>(page: &[u8], offset: usize) -> u64 {
@@ -376,13 +382,22 @@ impl Designator {
     }
 
     /// The identity text of this designator, if it is of a type usable as
-    /// an identity and well formed (code set and length as SPC-4 requires
-    /// for its type):
-    /// - NAA, binary, 8 bytes (NAA 2, 3, 5) or 16 bytes (NAA 6): `naa.` + lower-case hex;
-    /// - EUI-64, binary, 8/12/16 bytes: `eui.` + lower-case hex;
-    /// - SCSI name string, UTF-8, NUL-terminated/padded: the string;
-    /// - T10 vendor ID, ASCII (or UTF-8): `t10.` + the text with trailing
-    ///   spaces/NULs cut, inner spaces kept (`t10.IET     00010001`).
+    /// an identity, well formed (code set and length as SPC-4 requires for
+    /// its type) and names something (an identifier that is all zeroes or
+    /// blank names nothing, and every LU of such a target would share it):
+    /// - NAA, binary, 8 bytes (NAA 2, 3, 5) or 16 bytes (NAA 6), with a
+    ///   vendor-specific (or locally administered) part that is not all
+    ///   zeroes: `naa.` + lower-case hex;
+    /// - EUI-64, binary, 8/12/16 bytes, not zero past the company id:
+    ///   `eui.` + lower-case hex;
+    /// - SCSI name string, UTF-8, NUL-terminated/padded, in one of the
+    ///   formats SPC-4 allows (`iqn.`, `eui.`, `naa.`, with something after
+    ///   the prefix): the string;
+    /// - T10 vendor ID, ASCII (or UTF-8): the 8-byte T10 VENDOR
+    ///   IDENTIFICATION then a VENDOR SPECIFIC IDENTIFIER that is not
+    ///   blank: `t10.` + the text with trailing spaces/NULs cut, inner
+    ///   spaces kept (`t10.IET     00010001`). The vendor alone names no
+    ///   LU: LIO reports only `LIO-ORG` for every LU without a unit serial.
     ///
     /// The association is not checked here; see
     /// [`DeviceIdentification::lu_designator`].
@@ -390,18 +405,32 @@ impl Designator {
         let v = self.value.as_slice();
         let text = match self.designator_type {
             DesignatorType::NAA => {
-                let ok_len = match self.naa()? {
-                    2 | 3 | 5 => 8,
-                    6 => 16,
+                // The bits that identify (SPC-4 "NAA designator
+                // formats"), as (first bit, bits) from the most
+                // significant: NAA 2 vendor-specific A and B around the
+                // company id, NAA 3 the locally administered value, NAA 5
+                // the vendor-specific id, NAA 6 that and its extension.
+                let (ok_len, parts): (usize, &[(usize, usize)]) = match self.naa()? {
+                    2 => (8, &[(4, 12), (40, 24)]),
+                    3 => (8, &[(4, 60)]),
+                    5 => (8, &[(28, 36)]),
+                    6 => (16, &[(28, 100)]),
                     _ => return None,
                 };
                 if self.code_set != CodeSet::BINARY || v.len() != ok_len {
                     return None;
                 }
+                if !parts.iter().any(|(from, len)| any_bit(v, *from, *len)) {
+                    return None;
+                }
                 format!("naa.{}", hex(v))
             }
             DesignatorType::EUI64 => {
-                if self.code_set != CodeSet::BINARY || !matches!(v.len(), 8 | 12 | 16) {
+                // IEEE company id (24 bits), then what identifies.
+                if self.code_set != CodeSet::BINARY
+                    || !matches!(v.len(), 8 | 12 | 16)
+                    || !any_bit(v, 24, v.len() * 8 - 24)
+                {
                     return None;
                 }
                 format!("eui.{}", hex(v))
@@ -412,7 +441,8 @@ impl Designator {
                 }
                 let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
                 let s = core::str::from_utf8(v.get(..end)?).ok()?;
-                if s.is_empty() || s.chars().any(char::is_control) {
+                let named = ["iqn.", "eui.", "naa."].iter().any(|p| s.len() > p.len() && s.starts_with(p));
+                if !named || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
                     return None;
                 }
                 s.to_owned()
@@ -421,11 +451,11 @@ impl Designator {
                 if !matches!(self.code_set, CodeSet::ASCII | CodeSet::UTF8) {
                     return None;
                 }
-                let t = ascii_text(v, false);
-                if t.is_empty() {
+                let vendor_specific = v.get(8..)?;
+                if ascii_text(vendor_specific, true).is_empty() {
                     return None;
                 }
-                format!("t10.{t}")
+                format!("t10.{}", ascii_text(v, false))
             }
             _ => return None,
         };
@@ -754,7 +784,11 @@ mod tests {
         assert_eq!(d.target_port_group(), None);
 
         let d = DeviceIdentification::parse(&hex(TGTD_VPD83_LUN3)).unwrap();
-        assert_eq!(d.designators[0].identity().unwrap().as_str(), "t10.MYID123");
+        // tgtd puts a configured scsi_id where the T10 VENDOR
+        // IDENTIFICATION goes and leaves the vendor-specific part blank:
+        // no identity from it.
+        assert_eq!(&d.designators[0].value[..8], b"MYID123\0");
+        assert_eq!(d.designators[0].identity(), None);
         assert_eq!(d.lu_identity().unwrap().as_str(), "naa.6000000000000000000000000000d123");
     }
 
@@ -763,12 +797,13 @@ mod tests {
         // tgtd derives its NAA 6 designator from the hex digits of scsi_id:
         // LUN 2 with scsi_id=XYID123 and LUN 3 with scsi_id=MYID123 report
         // the same NAA, so the LU identity alone would merge two different
-        // LUs. The T10 designator and the serial number (VPD 80h) differ.
+        // LUs. The T10 designator (no identity: see above) and the serial
+        // number (VPD 80h) differ; the multipath device compares the serial.
         const TGTD_VPD83_XYID123: &str = "0083004802010024585949443132330000000000000000000000000000000000000000000000000000000000010300083000000100000002010300106000000000000000000000000000d123";
         let a = DeviceIdentification::parse(&hex(TGTD_VPD83_XYID123)).unwrap();
         let b = DeviceIdentification::parse(&hex(TGTD_VPD83_LUN3)).unwrap();
         assert_eq!(a.lu_identity(), b.lu_identity());
-        assert_ne!(a.designators[0].identity(), b.designators[0].identity());
+        assert_ne!(a.designators[0].value, b.designators[0].value);
         assert_ne!(a.designators[1].identity(), b.designators[1].identity());
     }
 

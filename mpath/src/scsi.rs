@@ -6,8 +6,9 @@
 use bytes::Bytes;
 use mpio_dsm::cdb::ReportLunsSelect;
 use mpio_dsm::{
-    Capacity, Command, DataDirection, DeviceIdentification, Lun, ModeParameterHeader, ParseError, ReadCapacity10,
-    ReportLuns, ScsiStatus, Sense, SenseKey, StandardInquiry, cdb, vpd::VpdPage,
+    CachingPage, Capacity, Command, DataDirection, DeviceIdentification, Lun, ModeParameterHeader, ModeSense,
+    ModeSenseKind, ParseError, ReadCapacity10, ReportLuns, ScsiStatus, Sense, SenseKey, StandardInquiry, cdb,
+    vpd::VpdPage,
 };
 use mpio_transport::{ScsiRequest, ScsiResult, SessionHandle, TaskError};
 
@@ -225,6 +226,36 @@ impl LuAccess {
             Err(e) => Err(e),
         }?;
         Ok(header.write_protected())
+    }
+
+    /// MODE SENSE for one page (current values), whole: (10) first, (6)
+    /// when the LU refuses (10) with ILLEGAL REQUEST, as Linux's
+    /// `scsi_mode_sense` does. Each asks for the header first and then
+    /// for the length it announces (`sd_read_cache_type`: "cautiously
+    /// ask").
+    pub async fn mode_sense(&self, page: u8) -> Result<ModeSense, ScsiError> {
+        let ten = |alloc: u32| cdb::mode_sense10(page, 0, alloc.min(u32::from(u16::MAX)) as u16);
+        let parse10 = |b: &[u8]| ModeSense::parse(ModeSenseKind::Ten, b);
+        match self.read_structure("MODE SENSE(10)", ten, 8, parse10).await {
+            Err(ScsiError::CheckCondition { sense: Some(s), .. }) if s.key == SenseKey::ILLEGAL_REQUEST => {
+                let six = |alloc: u32| cdb::mode_sense6(page, 0, alloc.min(u32::from(u8::MAX)) as u8);
+                let parse6 = |b: &[u8]| ModeSense::parse(ModeSenseKind::Six, b);
+                self.read_structure("MODE SENSE(6)", six, 4, parse6).await
+            }
+            other => other,
+        }
+    }
+
+    /// The LU's write cache as Linux's sd reads it (`sd_read_cache_type`):
+    /// MODE SENSE for the Caching mode page; DPOFUA from the header, WCE
+    /// from the page. An answer without the page is what sd calls "No
+    /// Caching mode page found" and reads as write-through without FUA;
+    /// the header is returned as well, for its WP bit.
+    pub async fn caching(&self) -> Result<(ModeParameterHeader, Option<CachingPage>), ScsiError> {
+        let op = "MODE SENSE caching page";
+        let m = self.mode_sense(CachingPage::CODE).await?;
+        let page = m.caching().transpose().map_err(|source| ScsiError::Parse { op, source })?;
+        Ok((m.header, page))
     }
 
     /// REPORT LUNS (sent to this LU; any LU of the target answers it).

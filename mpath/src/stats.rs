@@ -80,6 +80,9 @@ pub struct PathStats {
     /// Login attempts that failed (connect or login refused), each retry
     /// counted; the path's failures by cause count incidents instead.
     pub login_failures: u64,
+    /// Login attempts in a row that failed with the same reason as the
+    /// last one reported (1 for a new reason, 0 once logged in).
+    pub login_refusals_in_a_row: u32,
 }
 
 impl PathStats {

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+use serde_json::json;
 
 const INIT: &str = "iqn.2026-11.test.mpio:cli";
 
@@ -92,6 +93,15 @@ fn discovery_and_scsi_diagnostics() {
         let (code, name) = line.split_once(' ').unwrap_or((line, ""));
         assert!(codes.contains(&code) && !name.is_empty() && name != "(reserved)", "{line:?}");
     }
+    // tgtd's LU: a write cache, and the FUA bit taken.
+    let mode = json(&run(&["scsi", "mode-sense"], &["--json"]));
+    assert_eq!(
+        (&mode["write_cache"], &mode["dpofua"], &mode["write_protected"]),
+        (&json!(true), &json!(true), &json!(false))
+    );
+    assert_eq!(mode["mpio"]["fua_write"], "WRITE with FUA", "{mode}");
+    let mode = run(&["scsi", "mode-sense"], &[]);
+    assert!(mode.contains("write-back, FUA"), "{mode}");
     let serial = run(&["scsi", "inquiry"], &["--vpd", "128"]);
     assert!(!serial.trim().is_empty());
 

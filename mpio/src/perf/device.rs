@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use mpio_dsm::Lun;
 use mpio_mpath::{Device, DeviceConfig, DeviceSnapshot, Op, PathConfig};
@@ -62,26 +62,10 @@ pub(super) async fn open(args: &PerfArgs, lun: Lun) -> Result<Device> {
     let wait = Duration::from_secs(args.conn.login_timeout * 2 + 5);
     cfg.startup_timeout = wait;
     let dev = Device::open(cfg).await.context("the multipath device did not open")?;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut rx = dev.events();
-    loop {
-        let snap = dev.snapshot();
-        if snap.paths.iter().all(|p| matches!(p.state, "active" | "standby")) {
-            return Ok(dev);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let states: Vec<String> = snap
-                .paths
-                .iter()
-                .map(|p| match &p.last_cause {
-                    Some(c) => format!("{} {} ({c})", p.name, p.state),
-                    None => format!("{} {}", p.name, p.state),
-                })
-                .collect();
-            bail!("not every path came up within {wait:?}: {}", states.join(", "));
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
-    }
+    // A path refused for good (another LU, a login refused for good)
+    // fails this at once rather than after `wait`.
+    dev.wait_all_ready(wait).await.context("the multipath device did not come up on every path")?;
+    Ok(dev)
 }
 
 /// One device event.

@@ -16,6 +16,7 @@ use mpio_tests::pattern;
 
 mod api;
 mod claim;
+mod durability;
 mod failback;
 mod faults;
 mod fence;
