@@ -254,7 +254,7 @@ impl LuAccess {
     pub async fn caching(&self) -> Result<(ModeParameterHeader, Option<CachingPage>), ScsiError> {
         let op = "MODE SENSE caching page";
         let m = self.mode_sense(CachingPage::CODE).await?;
-        let page = m.caching().transpose().map_err(|source| ScsiError::Parse { op, source })?;
+        let page = m.caching().transpose().map_err(|error| ScsiError::Parse { op, error })?;
         Ok((m.header, page))
     }
 
