@@ -175,17 +175,18 @@ pub fn run_ok_bytes(cmd: &mut Command, timeout: Duration) -> Result<Vec<u8>> {
     Ok(stdout)
 }
 
-/// [`Outcome`] with the output as bytes.
-struct RawOutcome {
-    command: String,
-    status: Option<ExitStatus>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    elapsed: Duration,
+/// [`Outcome`] with the output as bytes: what a host command and a guest
+/// command (`vm::exec`) both produce before their output becomes text.
+pub(crate) struct RawOutcome {
+    pub(crate) command: String,
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) elapsed: Duration,
 }
 
 impl RawOutcome {
-    fn into_outcome_lossy(self) -> Outcome {
+    pub(crate) fn into_outcome_lossy(self) -> Outcome {
         Outcome {
             command: self.command,
             status: self.status,

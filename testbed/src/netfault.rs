@@ -306,21 +306,7 @@ impl RateLimit {
         let bits = format!("{}bit", bytes_per_sec.saturating_mul(8));
         let class = self.class_id();
         let _lock = slot::lock_global("tc")?;
-        tc(&[
-            "class",
-            "change",
-            "dev",
-            "lo",
-            "parent",
-            &root(),
-            "classid",
-            &class,
-            "htb",
-            "rate",
-            &bits,
-            "ceil",
-            &bits,
-        ])?;
+        htb_class("change", &class, &bits, &[])?;
         self.bytes_per_sec = bytes_per_sec;
         Ok(())
     }
@@ -360,28 +346,22 @@ impl Drop for RateLimit {
     }
 }
 
+/// `tc class add|change` of an HTB class under our root qdisc on lo, with
+/// `bits` (e.g. "8000bit") as both its rate and its ceiling.
+fn htb_class(verb: &str, class: &str, bits: &str, extra: &[&str]) -> Result<()> {
+    let root = root();
+    let mut args =
+        vec!["class", verb, "dev", "lo", "parent", &root, "classid", class, "htb", "rate", bits, "ceil", bits];
+    args.extend_from_slice(extra);
+    tc(&args).map(drop)
+}
+
 /// Class `6d70:<n>` with the rate, and two u32 filters (prio `n`) sending
 /// the packets to and from `addr` into it.
 fn add_class(n: u32, addr: SocketAddrV4, bytes_per_sec: u64) -> Result<()> {
     let bits = format!("{}bit", bytes_per_sec.saturating_mul(8));
     let class = format!("{TC_HANDLE}:{n:x}");
-    tc(&[
-        "class",
-        "add",
-        "dev",
-        "lo",
-        "parent",
-        &root(),
-        "classid",
-        &class,
-        "htb",
-        "rate",
-        &bits,
-        "ceil",
-        &bits,
-        "quantum",
-        "65536",
-    ])?;
+    htb_class("add", &class, &bits, &["quantum", "65536"])?;
     let (ip, port) = (format!("{}/32", addr.ip()), addr.port().to_string());
     for (host, port_sel) in [("dst", "dport"), ("src", "sport")] {
         tc(&[

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cmd::{self, Outcome};
+use crate::cmd::{self, Outcome, RawOutcome};
 use crate::error::{Error, Result};
 use crate::vm::Vm;
 use crate::vm::channel::{CmdState, Waited};
@@ -84,7 +84,7 @@ impl<'vm> GuestCommand<'vm> {
     /// its deadline; `Err` only if the VM failed (died, hung).
     pub fn run(&self) -> Result<Outcome> {
         let raw = self.run_raw()?;
-        Ok(raw.lossy())
+        Ok(raw.into_outcome_lossy())
     }
 
     /// Runs it and returns its stdout; fails (with stderr, stdout and the
@@ -97,11 +97,11 @@ impl<'vm> GuestCommand<'vm> {
     pub fn run_ok_bytes(&self) -> Result<Vec<u8>> {
         let mut raw = self.run_raw()?;
         let stdout = std::mem::take(&mut raw.stdout);
-        raw.lossy().check(self.timeout)?;
+        raw.into_outcome_lossy().check(self.timeout)?;
         Ok(stdout)
     }
 
-    fn run_raw(&self) -> Result<Raw> {
+    fn run_raw(&self) -> Result<RawOutcome> {
         let start = Instant::now();
         let id = self.vm.chan().exec(&self.full_argv(), &self.stdin, false).map_err(|why| self.vm.failed(&why))?;
         finish(self.vm, id, self.describe(), start, start + self.timeout)
@@ -172,7 +172,8 @@ impl Background<'_> {
     /// `status: None`.
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Outcome> {
         self.done = true;
-        finish(self.vm, self.id, self.command.clone(), self.start, Instant::now() + timeout).map(Raw::lossy)
+        finish(self.vm, self.id, self.command.clone(), self.start, Instant::now() + timeout)
+            .map(RawOutcome::into_outcome_lossy)
     }
 
     /// Kills it (SIGKILL to its process group) and returns how it ended
@@ -182,11 +183,11 @@ impl Background<'_> {
         let _ = self.vm.chan().signal(self.id, SIGKILL);
         let deadline = Instant::now() + self.vm.hang_grace();
         match self.vm.chan().wait(self.id, deadline) {
-            Waited::Done(state) => Ok(raw(self.command.clone(), state, self.start.elapsed()).lossy()),
+            Waited::Done(state) => Ok(raw(self.command.clone(), state, self.start.elapsed()).into_outcome_lossy()),
             Waited::Closed(why) => Err(self.vm.failed(&why)),
             Waited::Deadline => {
                 stuck_or_hung(self.vm, self.id, self.command.clone(), Vec::new(), Vec::new(), self.start)
-                    .map(Raw::lossy)
+                    .map(RawOutcome::into_outcome_lossy)
             }
         }
     }
@@ -201,28 +202,7 @@ impl Drop for Background<'_> {
     }
 }
 
-/// An outcome with bytes.
-struct Raw {
-    command: String,
-    status: Option<std::process::ExitStatus>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    elapsed: Duration,
-}
-
-impl Raw {
-    fn lossy(self) -> Outcome {
-        Outcome {
-            command: self.command,
-            status: self.status,
-            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
-            elapsed: self.elapsed,
-        }
-    }
-}
-
-fn raw(command: String, state: CmdState, elapsed: Duration) -> Raw {
+fn raw(command: String, state: CmdState, elapsed: Duration) -> RawOutcome {
     use std::os::unix::process::ExitStatusExt;
     let mut stderr = state.stderr;
     let status = match (state.status, state.failed) {
@@ -234,12 +214,18 @@ fn raw(command: String, state: CmdState, elapsed: Duration) -> Raw {
         }
         (None, None) => 255 << 8,
     };
-    Raw { command, status: Some(std::process::ExitStatus::from_raw(status)), stdout: state.stdout, stderr, elapsed }
+    RawOutcome {
+        command,
+        status: Some(std::process::ExitStatus::from_raw(status)),
+        stdout: state.stdout,
+        stderr,
+        elapsed,
+    }
 }
 
 /// Waits for command `id` until `deadline`; past it, kills it and reports
 /// a timeout (see the module docs).
-fn finish(vm: &Vm, id: u32, command: String, start: Instant, deadline: Instant) -> Result<Raw> {
+fn finish(vm: &Vm, id: u32, command: String, start: Instant, deadline: Instant) -> Result<RawOutcome> {
     match vm.chan().wait(id, deadline) {
         Waited::Done(state) => return Ok(raw(command, state, start.elapsed())),
         Waited::Closed(why) => return Err(vm.failed(&why)),
@@ -248,7 +234,9 @@ fn finish(vm: &Vm, id: u32, command: String, start: Instant, deadline: Instant) 
     let elapsed = start.elapsed();
     vm.chan().signal(id, SIGKILL).map_err(|why| vm.failed(&why))?;
     match vm.chan().wait(id, Instant::now() + vm.hang_grace()) {
-        Waited::Done(state) => Ok(Raw { command, status: None, stdout: state.stdout, stderr: state.stderr, elapsed }),
+        Waited::Done(state) => {
+            Ok(RawOutcome { command, status: None, stdout: state.stdout, stderr: state.stderr, elapsed })
+        }
         Waited::Closed(why) => Err(vm.failed(&why)),
         Waited::Deadline => {
             let (_, out, err) = vm.chan().peek(id).unwrap_or_default();
@@ -266,7 +254,7 @@ fn stuck_or_hung(
     stdout: Vec<u8>,
     mut stderr: Vec<u8>,
     start: Instant,
-) -> Result<Raw> {
+) -> Result<RawOutcome> {
     vm.chan().forget(id);
     if !vm.chan().ping(Instant::now() + vm.hang_grace()) {
         return Err(vm.failed(&format!(
@@ -281,5 +269,5 @@ fn stuck_or_hung(
         )
         .as_bytes(),
     );
-    Ok(Raw { command, status: None, stdout, stderr, elapsed: start.elapsed() })
+    Ok(RawOutcome { command, status: None, stdout, stderr, elapsed: start.elapsed() })
 }
