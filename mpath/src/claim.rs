@@ -27,7 +27,8 @@ use std::sync::Arc;
 use mpio_dsm::identity::lu_identity;
 use mpio_dsm::vpd::VpdPage;
 use mpio_dsm::{
-    BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, StandardInquiry, UnitSerialNumber,
+    BlockDeviceCharacteristics, BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, StandardInquiry,
+    UnitSerialNumber,
 };
 use mpio_policies::PathId;
 use tracing::{debug, info};
@@ -113,6 +114,7 @@ pub(crate) struct Reading {
     pub(crate) capacity: Capacity,
     pub(crate) limits: Option<BlockLimits>,
     pub(crate) provisioning: Option<LogicalBlockProvisioning>,
+    pub(crate) characteristics: Option<BlockDeviceCharacteristics>,
     pub(crate) write_protected: bool,
     pub(crate) write_cache: WriteCache,
 }
@@ -142,6 +144,11 @@ impl Reading {
             .await
             .ok()
             .and_then(|b| LogicalBlockProvisioning::parse(&b).ok());
+        let characteristics = lu
+            .vpd(VpdPage::BLOCK_DEVICE_CHARACTERISTICS)
+            .await
+            .ok()
+            .and_then(|b| BlockDeviceCharacteristics::parse(&b).ok());
         let write_protected = lu.write_protected().await.unwrap_or_else(|e| {
             // MODE SENSE is optional for a disk (SBC-4); a LU without it is
             // taken as writable, and a protected one still refuses writes.
@@ -157,7 +164,17 @@ impl Reading {
                 WriteCache::ASSUMED
             }
         };
-        Ok(Reading { inquiry, identification, serial, capacity, limits, provisioning, write_protected, write_cache })
+        Ok(Reading {
+            inquiry,
+            identification,
+            serial,
+            capacity,
+            limits,
+            provisioning,
+            characteristics,
+            write_protected,
+            write_cache,
+        })
     }
 
     /// The LU's own identity, if anything it reports names it.
@@ -184,10 +201,13 @@ impl Reading {
                 && self.provisioning.as_ref().is_some_and(|l| l.lbpu)
                 && limits.is_none_or(|l| l.max_unmap_lba_count != 0),
             max_unmap_blocks: limits.map(|l| l.max_unmap_lba_count).filter(|&n| n != 0 && n != u32::MAX),
+            unmap_granularity: limits.map_or(0, |l| l.optimal_unmap_granularity),
+            unmap_alignment: limits.and_then(|l| l.unmap_granularity_alignment),
             write_same: self.provisioning.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
             max_write_same_blocks: limits.map(|l| l.max_write_same_len).filter(|&n| n != 0),
             write_protected: self.write_protected,
             write_cache: self.write_cache,
+            rotational: self.characteristics.as_ref().and_then(BlockDeviceCharacteristics::rotational),
         }
     }
 }
@@ -360,6 +380,7 @@ mod tests {
             capacity: Capacity::parse_read_capacity16(&cap).unwrap(),
             limits: None,
             provisioning: None,
+            characteristics: None,
             write_protected: false,
             write_cache: WriteCache::ASSUMED,
         }

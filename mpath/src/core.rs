@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use mpio_policies::{PathId, PathRole, PathTable, PathView, Policy, PolicyError, PolicyRequest, PolicySpec, Request};
 
+use crate::block::{Errno, IoError, IoErrorKind};
 use crate::event::{DeviceEvent, EventKind};
 use crate::stats::{Op, PathStats};
 use crate::timers::{FailbackMode, HoldMode, TimerConfig};
@@ -178,8 +179,8 @@ pub enum Completion {
     },
     /// The device's own answer: returned to the caller.
     Fatal {
-        /// Error number for the caller.
-        errno: i32,
+        /// What the caller gets.
+        errno: Errno,
         /// Why.
         why: String,
     },
@@ -209,33 +210,6 @@ pub struct Fence {
     pub path: PathId,
     /// The failure number to be cleared.
     pub epoch: u64,
-}
-
-/// An error returned to the device's user.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct IoError {
-    /// What went wrong.
-    pub kind: IoErrorKind,
-    /// errno for the frontend (EIO, EBADE, ...).
-    pub errno: i32,
-    /// One line for the operator.
-    pub message: String,
-}
-
-/// The classes of [`IoError`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IoErrorKind {
-    /// No usable path within the hold time (or hold mode "fail").
-    NoPath,
-    /// The logical unit's own error (medium, illegal request,
-    /// reservation conflict, ...).
-    Device,
-    /// A transient condition lasted beyond RetryCount.
-    RetriesExhausted,
-    /// The device is closing.
-    Closed,
 }
 
 /// Something the driver must do.
@@ -504,6 +478,8 @@ pub struct DeviceCore {
     /// No path was usable yet since the device was created.
     starting: bool,
     hold_expired: bool,
+    /// The device is shutting down: new requests fail with ESHUTDOWN.
+    closing: bool,
     /// Requests waiting for a path or a fence ([`DeviceCore::wait_started`]).
     waiting: u64,
     events: VecDeque<DeviceEvent>,
@@ -532,6 +508,7 @@ impl DeviceCore {
             all_down_since: Some(now),
             starting: true,
             hold_expired: false,
+            closing: false,
             waiting: 0,
             events: VecDeque::new(),
             actions: VecDeque::new(),
@@ -705,6 +682,9 @@ impl DeviceCore {
 
     /// Chooses a path for a request of `bytes` (`write`: it modifies data).
     pub fn select(&mut self, now: Instant, op: Op, bytes: u64) -> Selection {
+        if self.closing {
+            return Selection::Fail(Self::closed());
+        }
         self.refresh_views(now);
         let req = Request { bytes, write: op.modifies_data() };
         if let Some(id) = self.policy.select(&self.views, &req)
@@ -727,6 +707,9 @@ impl DeviceCore {
     /// fail. Also what a request does before any path was claimed, when the
     /// device cannot even split it into commands yet.
     pub fn hold(&mut self, now: Instant) -> Result<Option<Instant>, IoError> {
+        if self.closing {
+            return Err(Self::closed());
+        }
         self.note_all_down(now);
         match self.timers.hold {
             HoldMode::Fail => Err(self.no_path("no usable path and the hold mode is fail")),
@@ -743,9 +726,30 @@ impl DeviceCore {
         }
     }
 
+    /// The device shuts down ([`crate::Device::shutdown`]): requests not
+    /// yet on a path, and every later one, fail with ESHUTDOWN; those on a
+    /// path complete.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Whether [`DeviceCore::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Commands in flight on every path.
+    pub fn in_flight_total(&self) -> u64 {
+        self.paths.iter().map(|p| u64::from(p.in_flight)).sum()
+    }
+
+    fn closed() -> IoError {
+        IoError { kind: IoErrorKind::Closed, errno: Errno::Shutdown, message: "the device is shutting down".into() }
+    }
+
     fn no_path(&mut self, why: &str) -> IoError {
         self.counters.hold_failures += 1;
-        IoError { kind: IoErrorKind::NoPath, errno: 5, message: why.to_string() }
+        IoError { kind: IoErrorKind::NoPath, errno: Errno::Io, message: why.to_string() }
     }
 
     fn note_all_down(&mut self, now: Instant) {
@@ -814,7 +818,7 @@ impl DeviceCore {
                     p.stats.errors += 1;
                     return Verdict::Fail(IoError {
                         kind: IoErrorKind::RetriesExhausted,
-                        errno: 5,
+                        errno: Errno::Io,
                         message: format!("{why}: still failing after {} retries", self.timers.retry_count),
                     });
                 }

@@ -42,20 +42,21 @@ use mpio_transport::name::IscsiName;
 use mpio_transport::pdu::Isid;
 use mpio_transport::text::OperationalOffer;
 use mpio_transport::{
-    Auth, ConnectionFailure, ConnectionSpec, ReadData, ScsiResult, SessionConfig, SessionEvent, SessionHandle,
-    TaskError,
+    Auth, ConnectionFailure, ConnectionSpec, ScsiResult, SessionConfig, SessionEvent, SessionHandle, TaskError,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::block::{Discard, Errno, Geometry, IoError, ReadBuf, ZeroFlags};
 use crate::claim::{ClaimRefusal, claim};
 use crate::core::{
-    Action, Completion, DeviceCore, DeviceSnapshot, Durability, FailureCause, Fence, IoError, IoErrorKind,
-    PathSnapshot, PathStatus, Selection, Verdict,
+    Action, Completion, DeviceCore, DeviceSnapshot, Durability, FailureCause, Fence, PathSnapshot, PathStatus,
+    Selection, Verdict,
 };
 use crate::durability::WriteCache;
 use crate::event::DeviceEvent;
 use crate::scsi::{LuAccess, request};
+use crate::session_view::SessionView;
 use crate::stats::Op;
 use crate::timers::{HoldMode, TimerConfig};
 
@@ -303,6 +304,10 @@ pub struct LuInfo {
     pub unmap: bool,
     /// Most blocks one UNMAP may name (VPD 0xB0), if the LU says.
     pub max_unmap_blocks: Option<u32>,
+    /// OPTIMAL UNMAP GRANULARITY in blocks (VPD 0xB0), 0 when not reported.
+    pub unmap_granularity: u32,
+    /// UNMAP GRANULARITY ALIGNMENT in blocks (VPD 0xB0), if reported.
+    pub unmap_alignment: Option<u32>,
     /// WRITE SAME(16) supported for zeroing.
     pub write_same: bool,
     /// Most blocks one WRITE SAME may cover (VPD 0xB0), if the LU says.
@@ -318,12 +323,40 @@ pub struct LuInfo {
     /// claim as Linux's sd does: what FUA writes and flushes become
     /// ([`crate::durability`]).
     pub write_cache: WriteCache,
+    /// Whether the medium rotates (VPD 0xB1), if the LU says.
+    pub rotational: Option<bool>,
 }
 
 impl LuInfo {
     /// Capacity in bytes.
     pub fn capacity(&self) -> u64 {
         self.blocks * u64::from(self.block_len)
+    }
+
+    /// What a frontend shows of this LU: the one place the block
+    /// contract's [`Geometry`] is derived.
+    pub fn geometry(&self) -> Geometry {
+        let block = u64::from(self.block_len);
+        let bytes = |blocks: u64| u32::try_from(blocks.saturating_mul(block)).unwrap_or(u32::MAX);
+        Geometry {
+            capacity: self.capacity(),
+            logical_block: self.block_len,
+            physical_block: self.physical_block_len.max(self.block_len),
+            max_transfer: self.max_transfer.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+            read_only: self.write_protected,
+            discard: self.unmap.then(|| Discard {
+                granularity: bytes(u64::from(self.unmap_granularity)).max(self.block_len),
+                alignment: self.unmap_alignment.map_or(0, |a| bytes(u64::from(a))),
+                max_bytes: self.max_unmap_blocks.map(|b| u64::from(b) * block),
+            }),
+            // WRITE SAME, or plain writes of zeroes when the LU lacks it.
+            write_zeroes: true,
+            write_cache: self.write_cache,
+            // SYNCHRONIZE CACHE acts on the logical unit, whatever path
+            // carries it.
+            shared_flush: true,
+            rotational: self.rotational,
+        }
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -628,25 +661,47 @@ impl Device {
         let timeout = cfg.startup_timeout;
         let device = Device::start(cfg)?;
         if let Err(e) = device.wait_ready(timeout).await {
-            device.log_out_all().await;
+            let limit = device.inner.template.timers.login_timeout;
+            device.shutdown(limit).await;
             return Err(e);
         }
         Ok(device)
     }
 
-    /// Logs every session out (at most a login timeout).
-    async fn log_out_all(&self) {
+    /// Shuts the device down, within `limit`: requests not yet on a path
+    /// (and every later one) fail with ESHUTDOWN, the commands on the
+    /// paths complete, then every session logs out. Returns whether all of
+    /// it finished in time; what did not is left to the sessions' drop
+    /// (their connections close). The device stays usable for status.
+    pub async fn shutdown(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        self.core().close();
+        self.after_admin();
+        let drained = loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.core().in_flight_total() == 0 {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break false;
+            }
+        };
         let sessions: Vec<SessionHandle> = {
             let paths = self.inner.paths.read().unwrap_or_else(|e| e.into_inner());
-            paths.iter().flatten().map(|p| p.session.clone()).collect()
+            paths.iter().flatten().map(|p| p.session.clone()).filter(SessionHandle::is_up).collect()
         };
-        let mut all = tokio::task::JoinSet::new();
+        let mut logouts = tokio::task::JoinSet::new();
         for s in sessions {
-            all.spawn(async move {
-                let _ = s.logout().await;
-            });
+            logouts.spawn(async move { s.logout().await.is_ok() });
         }
-        let _ = tokio::time::timeout(self.inner.template.timers.login_timeout, all.join_all()).await;
+        let logged_out = tokio::time::timeout_at(deadline, logouts.join_all()).await;
+        let done = drained && logged_out.is_ok();
+        if !done {
+            warn!(device = %self.inner.name, "shutdown: not every command completed or session logged out within {limit:?}");
+        }
+        done
     }
 
     fn core(&self) -> MutexGuard<'_, DeviceCore> {
@@ -682,10 +737,15 @@ impl Device {
         self.inner.events.subscribe()
     }
 
-    /// The session of a path (for diagnostics and tests).
-    pub fn path_session(&self, name: &str) -> Option<SessionHandle> {
+    /// What path `name`'s session looks like now: state, counters,
+    /// negotiated parameters. `None` when there is no such path or its
+    /// session's driver has stopped. The session answers from its own
+    /// task, between two socket reads; a caller that must not wait puts a
+    /// timeout around this.
+    pub async fn session_view(&self, name: &str) -> Option<SessionView> {
         let id = self.core().path_id(name)?;
-        self.inner.path_io(id).map(|p| p.session.clone())
+        let session = self.inner.path_io(id)?.session.clone();
+        session.snapshot().await.ok().map(|s| SessionView::from(&s))
     }
 
     /// The id of a path an administrator may act on.
@@ -887,7 +947,7 @@ impl Device {
     }
 
     fn invalid(message: String) -> IoError {
-        IoError { kind: IoErrorKind::Device, errno: 22, message }
+        IoError::device(Errno::Invalid, message)
     }
 
     /// Largest request the device sends as one command; longer ones are
@@ -898,13 +958,24 @@ impl Device {
         max - max % u64::from(lu.block_len)
     }
 
-    /// Reads `len` bytes at `offset`.
-    pub async fn read(&self, offset: u64, len: u64) -> Result<ReadData, IoError> {
+    /// The device's geometry, once a path was claimed (the LU is known).
+    pub fn geometry(&self) -> Result<Geometry, String> {
+        let lu = self.info().ok_or_else(|| {
+            format!("device {} has no usable path yet (no logical unit claimed); try again later", self.name())
+        })?;
+        Ok(lu.geometry())
+    }
+
+    /// Reads `len` bytes at `offset`: the buffers as the paths received
+    /// them.
+    pub async fn read(&self, offset: u64, len: u64) -> Result<ReadBuf, IoError> {
         let lu = self.lu().await?;
-        let mut out = ReadData::default();
+        let mut out = ReadBuf::new();
         for p in Self::pieces(&lu, offset, len, Self::chunk(&lu))? {
             let cmd = cdb::read16(p.lba, p.blocks, lu.block_len, false).map_err(cdb_error)?;
-            out.extend(self.run(Op::Read, p.len, &cmd, Bytes::new()).await?.data);
+            for chunk in self.run(Op::Read, p.len, &cmd, Bytes::new()).await?.data.chunks() {
+                out.push(chunk.clone());
+            }
         }
         Ok(out)
     }
@@ -948,15 +1019,12 @@ impl Device {
         self.run(Op::Flush, 0, &cmd, Bytes::new()).await.map(|_| ())
     }
 
-    /// Deallocates a range (UNMAP), in commands the LU accepts.
-    pub async fn discard(&self, offset: u64, len: u64) -> Result<(), IoError> {
+    /// Deallocates a range (UNMAP), in commands the LU accepts; `fua`:
+    /// durable before it completes (a flush after it, where the LU caches).
+    pub async fn discard(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoError> {
         let lu = self.lu().await?;
         if !lu.unmap {
-            return Err(IoError {
-                kind: IoErrorKind::Device,
-                errno: 95,
-                message: "the logical unit does not support UNMAP".into(),
-            });
+            return Err(IoError::device(Errno::NotSupported, "the logical unit does not support UNMAP"));
         }
         let most = lu.max_unmap_blocks.map_or(Self::RANGE_OP_MAX, |b| u64::from(b) * u64::from(lu.block_len));
         for p in Self::pieces(&lu, offset, len, most)? {
@@ -964,12 +1032,19 @@ impl Device {
             let (cmd, params) = cdb::unmap(&[desc], false).map_err(cdb_error)?;
             self.run(Op::Discard, p.len, &cmd, Bytes::from(params)).await?;
         }
-        Ok(())
+        if fua { self.flush().await } else { Ok(()) }
     }
 
     /// Writes zeroes to a range (WRITE SAME(16), or plain writes when the
-    /// LU lacks it).
-    pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), IoError> {
+    /// LU lacks it). Both keep the range allocated, which satisfies
+    /// [`ZeroFlags::no_hole`] and plain zeroing alike; with
+    /// [`ZeroFlags::fua`], durable before it completes.
+    pub async fn write_zeroes(&self, offset: u64, len: u64, flags: ZeroFlags) -> Result<(), IoError> {
+        self.zero(offset, len).await?;
+        if flags.fua { self.flush().await } else { Ok(()) }
+    }
+
+    async fn zero(&self, offset: u64, len: u64) -> Result<(), IoError> {
         let lu = self.lu().await?;
         if !lu.write_same {
             let chunk = Self::chunk(&lu).min(1 << 20);
@@ -1043,15 +1118,15 @@ impl Device {
             let (verdict, draining) = {
                 let mut core = self.core();
                 let verdict = core.complete(Instant::now(), ticket, t0.elapsed(), completion, attempt);
-                (verdict, core.status(ticket.path) == Some(PathStatus::Removing))
+                (verdict, core.status(ticket.path) == Some(PathStatus::Removing) || core.is_closing())
             };
             if draining {
-                // remove_path waits for the path's last command.
+                // remove_path and shutdown wait for the path's last command.
                 inner.changed.notify_waiters();
             }
             match verdict {
                 Verdict::Done => {
-                    return result.map_err(|e| IoError { kind: IoErrorKind::Device, errno: 5, message: e.to_string() });
+                    return result.map_err(|e| IoError::device(Errno::Io, e.to_string()));
                 }
                 Verdict::Redrive { fence: f } => {
                     inner.kick.notify_one();
@@ -1096,7 +1171,7 @@ async fn wait(notified: impl Future<Output = ()>, until: Option<Instant>) {
 }
 
 fn cdb_error(e: mpio_dsm::CdbError) -> IoError {
-    IoError { kind: IoErrorKind::Device, errno: 22, message: e.to_string() }
+    IoError::device(Errno::Invalid, e.to_string())
 }
 
 /// Maps a command's outcome to what the core needs to decide.
@@ -1137,7 +1212,7 @@ fn classify_result(r: &Result<ScsiResult, TaskError>) -> Completion {
             cause: FailureCause::new("connection", "session closed".to_string()),
             may_still_execute: true,
         },
-        Err(e) => Completion::Fatal { errno: 5, why: e.to_string() },
+        Err(e) => Completion::Fatal { errno: Errno::Io, why: e.to_string() },
     }
 }
 
@@ -1339,6 +1414,9 @@ mod tests {
             max_write_same_blocks: None,
             write_protected: false,
             write_cache: WriteCache::ASSUMED,
+            unmap_granularity: 0,
+            unmap_alignment: None,
+            rotational: None,
         }
     }
 
@@ -1358,7 +1436,7 @@ mod tests {
         assert_eq!(pieces(&lu, 0, 1536, 1000).unwrap(), vec![(0, 512), (512, 512), (1024, 512)]);
         assert!(pieces(&lu, 0, 0, 512).unwrap().is_empty());
         // Bounds are checked for the whole range, before any piece.
-        assert_eq!(pieces(&lu, lu.capacity() - 512, 1024, 512).unwrap_err().errno, 22);
-        assert_eq!(pieces(&lu, 1, 512, 512).unwrap_err().errno, 22);
+        assert_eq!(pieces(&lu, lu.capacity() - 512, 1024, 512).unwrap_err().errno, Errno::Invalid);
+        assert_eq!(pieces(&lu, 1, 512, 512).unwrap_err().errno, Errno::Invalid);
     }
 }

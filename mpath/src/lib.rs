@@ -1,5 +1,7 @@
 //! The multipath device: one logical unit reached over many paths.
 //!
+//! - [`block`]: the block contract the frontends (NBD, ublk) serve:
+//!   geometry, requests, one errno per error class, read buffers;
 //! - [`core`]: the device as a sans-I/O state machine (path table with
 //!   stable ids, path states, policy, hold, probation, failback, damping,
 //!   write fence);
@@ -12,22 +14,24 @@
 //!   login failures, paths added and removed), with the seed's event IDs;
 //! - [`stats`]: per-path counters and latency histogram for the metrics;
 //! - [`timers`]: the one timer model and `mpio timers explain`;
-//! - [`scsi`]: SCSI commands on one LU through one session.
+//! - [`scsi`]: SCSI commands on one LU through one session;
+//! - [`session_view`]: read-only views of each path's session (state,
+//!   counters, negotiated parameters) for status and metrics.
 #![warn(missing_docs)]
 
+pub mod block;
 mod claim;
 pub mod core;
 pub mod device;
 pub mod durability;
 pub mod event;
 pub mod scsi;
+pub mod session_view;
 pub mod stats;
 pub mod timers;
 
-pub use crate::core::{
-    DeviceCore, DeviceCounters, DeviceSnapshot, Durability, FailureCause, IoError, IoErrorKind, PathSnapshot,
-    PathStatus,
-};
+pub use crate::block::{BlockDevice, Discard, Errno, Geometry, IoError, IoErrorKind, ReadBuf, ZeroFlags};
+pub use crate::core::{DeviceCore, DeviceCounters, DeviceSnapshot, Durability, FailureCause, PathSnapshot, PathStatus};
 pub use claim::ClaimRefusal;
 pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, DeviceEvents, LuInfo, PathConfig};
 pub use durability::{WriteCache, WritePlan};
@@ -35,5 +39,6 @@ pub use event::{DeviceEvent, EventKind};
 // The policy types are part of the device's API (config and runtime
 // changes), so users of the device need not name the policies crate.
 pub use mpio_policies::{PathId, PathRole, PathTable, PolicyError, PolicyKind, PolicyRequest, PolicySpec, SwitchEvery};
+pub use session_view::{SessionPhase, SessionView};
 pub use stats::{Op, PathStats};
 pub use timers::{FailbackMode, HoldMode, TimerConfig};

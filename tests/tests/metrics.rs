@@ -500,7 +500,7 @@ async fn every_family_is_present_at_zero_before_any_login() {
     }
     let mut snaps = Vec::new();
     for s in &sessions {
-        snaps.push(Some(s.snapshot().await.unwrap()));
+        snaps.push(Some(mpio_mpath::SessionView::from(&s.snapshot().await.unwrap())));
     }
     let view = DeviceView { name: "mp0".into(), snapshot: core.snapshot(), sessions: snaps, at: Instant::now() };
     let text = mpio_metrics::encode(vec![view]);

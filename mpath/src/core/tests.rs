@@ -340,7 +340,7 @@ fn hold_then_eio_then_recovery() {
     t.advance(S);
     assert!(kinds(&t.events()).contains(&"hold_expired"));
     let Selection::Fail(e) = t.c.select(t.now, Op::Read, 512) else { panic!() };
-    assert_eq!((e.kind, e.errno), (IoErrorKind::NoPath, 5));
+    assert_eq!((e.kind, e.errno), (IoErrorKind::NoPath, Errno::Io));
     // A path returns: I/O works again, and the episode is counted.
     t.c.session_up(t.now, 0, true);
     t.pass_probation(0);
@@ -382,10 +382,18 @@ fn transient_conditions_are_retried_then_failed() {
 fn device_errors_go_to_the_caller_without_failover() {
     let mut t = T::up(2);
     let k = t.pick(Op::Write);
-    let v = t.done(k, Op::Write, Completion::Fatal { errno: 52, why: "RESERVATION CONFLICT".into() });
+    let v = t.done(
+        k,
+        Op::Write,
+        Completion::Fatal { errno: Errno::ReservationConflict, why: "RESERVATION CONFLICT".into() },
+    );
     assert_eq!(
         v,
-        Verdict::Fail(IoError { kind: IoErrorKind::Device, errno: 52, message: "RESERVATION CONFLICT".into() })
+        Verdict::Fail(IoError {
+            kind: IoErrorKind::Device,
+            errno: Errno::ReservationConflict,
+            message: "RESERVATION CONFLICT".into()
+        })
     );
     assert!(t.c.snapshot().paths.iter().all(|p| p.status == PathStatus::Ready));
     assert_eq!(t.c.snapshot().counters.failovers, 0);
