@@ -13,7 +13,7 @@ use std::fmt;
 
 use mpio_mpath::session_view::{ConnectionCounters, ConnectionView};
 use mpio_mpath::stats::LATENCY_BUCKETS_US;
-use mpio_mpath::{FailureCause, Op, PathSnapshot, PathStats, PathStatus, SessionPhase, SessionView};
+use mpio_mpath::{CauseKind, Op, PathSnapshot, PathStats, PathStatus, SessionPhase, SessionView};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -175,11 +175,11 @@ fn path_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt
         None,
         "Times the path failed, by cause.",
         paths(devices).flat_map(|(d, p)| {
-            // The known causes at zero, then any other the device reported.
-            let known = FailureCause::KINDS.into_iter().map(|k| (k, p.stats.failures.get(k).copied().unwrap_or(0)));
-            let other =
-                p.stats.failures.iter().filter(|(k, _)| !FailureCause::KINDS.contains(k)).map(|(k, v)| (*k, *v));
-            known.chain(other).map(move |(k, v)| ((path_labels(d, p), [("cause", k)]), counter(v)))
+            // Every cause, at zero before it first happens.
+            CauseKind::ALL.into_iter().map(move |k| {
+                let v = p.stats.failures.get(&k).copied().unwrap_or(0);
+                ((path_labels(d, p), [("cause", k.label())]), counter(v))
+            })
         }),
     )?;
     family(

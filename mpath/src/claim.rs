@@ -309,7 +309,7 @@ pub(crate) async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<Strin
         step.before_io(&name, lu).await.map_err(|error| ClaimRefusal::BringUp {
             path: name.clone(),
             step: format!("{step:?}"),
-            error,
+            error: error.0,
         })?;
     }
     Ok(group)

@@ -46,6 +46,8 @@ use mpio_policies::{PathId, PathRole, PathTable, PathView, Policy, PolicyError, 
 
 use crate::block::{Errno, IoError, IoErrorKind};
 use crate::event::{DeviceEvent, EventKind};
+pub use crate::failure::FailureCause;
+use crate::failure::{CauseKind, FenceFailed, ProbeFailed};
 use crate::stats::{Op, PathStats};
 use crate::timers::{FailbackMode, HoldMode, TimerConfig};
 
@@ -56,54 +58,6 @@ const FENCE_RETRY: Duration = Duration::from_secs(1);
 /// reason raises one [`EventKind::LoginRefusedRepeatedly`]: retrying will
 /// not fix it, the target or the configuration must change.
 pub const LOGIN_REFUSALS_REPEATED: u32 = 3;
-
-/// Why a path failed; `kind` is the metrics label.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FailureCause {
-    /// A short stable label, one of [`FailureCause::KINDS`].
-    pub kind: &'static str,
-    /// Details.
-    pub detail: String,
-}
-
-impl FailureCause {
-    /// Every `kind` the device reports, so that metrics can show each at
-    /// zero before it first happens (a counter that appears at 1 hides
-    /// its first increase from `rate()`): the session's connection
-    /// failed (`connection`, `connect`, `login`, `protocol`,
-    /// `nop_timeout`), a command on the path timed out (`io_timeout`),
-    /// failed with a path error (`path_error`), or was answered with an
-    /// iSCSI failure or reject (`target_failure`, `rejected`); a probe
-    /// in probation or a verification of a ready path failed (`probe`,
-    /// `verify`); the identity check or a bring-up step refused the path
-    /// (`claim`); an administrator disabled it (`admin`).
-    pub const KINDS: [&'static str; 13] = [
-        "connection",
-        "connect",
-        "login",
-        "protocol",
-        "nop_timeout",
-        "io_timeout",
-        "path_error",
-        "target_failure",
-        "rejected",
-        "probe",
-        "verify",
-        "claim",
-        "admin",
-    ];
-
-    /// A cause.
-    pub fn new(kind: &'static str, detail: impl Into<String>) -> FailureCause {
-        FailureCause { kind, detail: detail.into() }
-    }
-}
-
-impl std::fmt::Display for FailureCause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind, self.detail)
-    }
-}
 
 /// The state of a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -864,13 +818,7 @@ impl DeviceCore {
             return;
         }
         p.since = now;
-        let seed = match cause.kind {
-            "connection" => Some(20),
-            "nop_timeout" => Some(48),
-            "io_timeout" => Some(9),
-            "login" => Some(10),
-            _ => None,
-        };
+        let seed = cause.kind.seed_event();
         p.session_may_follow = !session_down;
         let mut probation = None;
         if session_down {
@@ -1027,14 +975,14 @@ impl DeviceCore {
         let Some(p) = self.paths.get_mut(path).filter(|p| p.live()) else { return };
         p.status = PathStatus::Failed;
         p.since = now;
-        *p.stats.failures.entry("claim").or_insert(0) += 1;
-        p.last_cause = Some(FailureCause::new("claim", reason.clone()));
+        *p.stats.failures.entry(CauseKind::Claim).or_insert(0) += 1;
+        p.last_cause = Some(FailureCause::new(CauseKind::Claim, reason.clone()));
         self.event(now, Some(path), EventKind::ClaimRefused, reason, None);
         self.update_active(now, true);
     }
 
     /// Result of a probe sent for [`Action::Probe`].
-    pub fn probe_done(&mut self, now: Instant, path: PathId, result: Result<(), String>) {
+    pub fn probe_done(&mut self, now: Instant, path: PathId, result: Result<(), ProbeFailed>) {
         let probes = self.timers.probation_probes;
         let interval = self.timers.probation_interval;
         let verify = self.timers.path_verify.then_some(self.timers.path_verify_period);
@@ -1076,17 +1024,17 @@ impl DeviceCore {
                 let name = p.name.clone();
                 self.event(now, Some(path), EventKind::ProbationProbeFailed, format!("{name}: {e}"), None);
                 // Counts as a failure: the next probation waits longer.
-                self.fail_path(now, path, FailureCause::new("probe", e), false);
+                self.fail_path(now, path, FailureCause::new(CauseKind::Probe, e.0), false);
             }
             (PathStatus::Ready, Ok(())) => p.next_probe = verify.map(|v| now + v),
-            (PathStatus::Ready, Err(e)) => self.fail_path(now, path, FailureCause::new("verify", e), false),
+            (PathStatus::Ready, Err(e)) => self.fail_path(now, path, FailureCause::new(CauseKind::Verify, e.0), false),
             _ => {}
         }
     }
 
     /// Result of an [`Action::Fence`]: `Ok` when failure `epoch` of `path`
     /// is proven unable to run commands.
-    pub fn fence_done(&mut self, now: Instant, path: PathId, epoch: u64, result: Result<(), String>) {
+    pub fn fence_done(&mut self, now: Instant, path: PathId, epoch: u64, result: Result<(), FenceFailed>) {
         let Some(p) = self.paths.get_mut(path) else { return };
         p.fence_out = false;
         match result {
@@ -1215,7 +1163,7 @@ impl DeviceCore {
         p.since = now;
         p.next_probe = None;
         p.held = None;
-        *p.stats.failures.entry("admin").or_insert(0) += 1;
+        *p.stats.failures.entry(CauseKind::Admin).or_insert(0) += 1;
         let name = p.name.clone();
         self.event(now, Some(path), EventKind::PathDisabled, format!("{name}: disabled by an administrator"), None);
         self.update_active(now, true);
@@ -1343,7 +1291,7 @@ impl DeviceCore {
             // unknown target name, an ACL, a portal group without this
             // target) will not change its mind: say so once, with what the
             // refusal says to check. A dead portal (connect) is no refusal.
-            if n == LOGIN_REFUSALS_REPEATED && cause.kind == "login" {
+            if n == LOGIN_REFUSALS_REPEATED && cause.kind == CauseKind::Login {
                 let why = format!(
                     "{}: the target refused {n} logins in a row the same way; the path keeps retrying with backoff, but that will not help until the target or the configuration changes: {cause}",
                     p.name

@@ -55,6 +55,7 @@ use crate::core::{
 };
 use crate::durability::WriteCache;
 use crate::event::DeviceEvent;
+use crate::failure::{BringUpRefused, CauseKind, FenceFailed, ProbeFailed};
 use crate::scsi::{LuAccess, request};
 use crate::session_view::SessionView;
 use crate::stats::Op;
@@ -91,7 +92,7 @@ impl PathConfig {
 /// keeps the path out, with the step's message.
 pub trait BringUp: Send + Sync + std::fmt::Debug + 'static {
     /// Runs the step on `path` (its name) through `lu`.
-    fn before_io<'a>(&'a self, path: &'a str, lu: &'a LuAccess) -> BoxFuture<'a, Result<(), String>>;
+    fn before_io<'a>(&'a self, path: &'a str, lu: &'a LuAccess) -> BoxFuture<'a, Result<(), BringUpRefused>>;
 }
 
 /// The future a [`BringUp`] step returns.
@@ -506,10 +507,16 @@ impl std::fmt::Debug for Device {
 /// Messages from the helper tasks to the driver.
 enum Msg {
     Session(PathId, SessionEvent),
-    /// A claim's outcome; `Ok` carries the path's portal group.
-    Claimed(PathId, bool, Result<Option<String>, ClaimRefusal>),
-    Probed(PathId, Result<(), String>),
-    Fenced(PathId, u64, Result<(), String>),
+    /// A claim's outcome.
+    Claimed {
+        path: PathId,
+        /// The login replaced an earlier session of the path.
+        reinstated: bool,
+        /// `Ok`: the path's portal group, if known.
+        result: Result<Option<String>, ClaimRefusal>,
+    },
+    Probed(PathId, Result<(), ProbeFailed>),
+    Fenced(PathId, u64, Result<(), FenceFailed>),
 }
 
 /// Forwards a path's session events (subscribed to before the session
@@ -1182,7 +1189,7 @@ fn classify_result(r: &Result<ScsiResult, TaskError>) -> Completion {
             match classify(ScsiStatus(r.status), sense.as_ref()) {
                 ErrorClass::Success => Completion::Success,
                 ErrorClass::PathFailure(f) => Completion::PathFailure {
-                    cause: FailureCause::new("path_error", format!("{}: {}", f.as_str(), describe(r, &sense))),
+                    cause: FailureCause::new(CauseKind::PathError, format!("{}: {}", f.as_str(), describe(r, &sense))),
                     may_still_execute: false,
                 },
                 ErrorClass::Retry(k) => Completion::Retry { immediate: k.immediate(), why: describe(r, &sense) },
@@ -1194,22 +1201,22 @@ fn classify_result(r: &Result<ScsiResult, TaskError>) -> Completion {
         }
         // The abort was confirmed: the target will not run it.
         Err(TaskError::TimedOut(d)) => Completion::PathFailure {
-            cause: FailureCause::new("io_timeout", format!("command aborted after {d:?}")),
+            cause: FailureCause::new(CauseKind::IoTimeout, format!("command aborted after {d:?}")),
             may_still_execute: false,
         },
         // Terminated by a task management function (a LUN reset from
         // another nexus, or ours): not run; send it again.
         Err(TaskError::Aborted) => Completion::Retry { immediate: true, why: "command aborted by a reset".into() },
         Err(TaskError::TargetFailure(code)) => Completion::PathFailure {
-            cause: FailureCause::new("target_failure", format!("iSCSI response {code:#04x}")),
+            cause: FailureCause::new(CauseKind::TargetFailure, format!("iSCSI response {code:#04x}")),
             may_still_execute: false,
         },
         Err(TaskError::Rejected(reason)) => Completion::PathFailure {
-            cause: FailureCause::new("rejected", reason.to_string()),
+            cause: FailureCause::new(CauseKind::Rejected, reason.to_string()),
             may_still_execute: false,
         },
         Err(TaskError::SessionClosed | TaskError::SessionFailed(_)) => Completion::PathFailure {
-            cause: FailureCause::new("connection", "session closed".to_string()),
+            cause: FailureCause::new(CauseKind::Connection, "session closed"),
             may_still_execute: true,
         },
         Err(e) => Completion::Fatal { errno: Errno::Io, why: e.to_string() },
@@ -1243,12 +1250,12 @@ fn login_seed_event(f: &ConnectionFailure) -> Option<u32> {
 
 fn failure_cause(f: &ConnectionFailure) -> FailureCause {
     let kind = match f {
-        ConnectionFailure::NopTimeout(_) => "nop_timeout",
-        ConnectionFailure::TaskMgmtTimeout(_) => "io_timeout",
-        ConnectionFailure::Login(_) => "login",
-        ConnectionFailure::Connect { .. } => "connect",
-        ConnectionFailure::Protocol(_) => "protocol",
-        _ => "connection",
+        ConnectionFailure::NopTimeout(_) => CauseKind::NopTimeout,
+        ConnectionFailure::TaskMgmtTimeout(_) => CauseKind::IoTimeout,
+        ConnectionFailure::Login(_) => CauseKind::Login,
+        ConnectionFailure::Connect { .. } => CauseKind::Connect,
+        ConnectionFailure::Protocol(_) => CauseKind::Protocol,
+        _ => CauseKind::Connection,
     };
     FailureCause::new(kind, f.to_string())
 }
@@ -1311,7 +1318,7 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
             let inner = inner.clone();
             tokio::spawn(async move {
                 let r = claim(&inner, id).await;
-                let _ = inner.tx.send(Msg::Claimed(id, reinstated, r));
+                let _ = inner.tx.send(Msg::Claimed { path: id, reinstated, result: r });
             });
         }
         Msg::Session(id, SessionEvent::SessionDown { reason, permanent }) => {
@@ -1327,12 +1334,12 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
             core().login_failed(now, id, failure_cause(&reason), login_seed_event(&reason));
         }
         Msg::Session(..) => {}
-        Msg::Claimed(id, reinstated, Ok(group)) => {
+        Msg::Claimed { path: id, reinstated, result: Ok(group) } => {
             let mut c = core();
             c.set_group(id, group);
             c.session_up(now, id, reinstated);
         }
-        Msg::Claimed(id, _, Err(reason)) => {
+        Msg::Claimed { path: id, result: Err(reason), .. } => {
             warn!(device = %inner.name, path = %inner.path_name(id), %reason, "path refused");
             core().refuse(now, id, reason.to_string());
             if let Some(p) = inner.path_io(id) {
@@ -1355,7 +1362,7 @@ fn start_action(inner: &Arc<Inner>, action: Action) {
             let Some(p) = inner.path_io(id) else { return };
             let lu = p.lu.clone();
             tokio::spawn(async move {
-                let r = lu.test_unit_ready().await.map_err(|e| e.to_string());
+                let r = lu.test_unit_ready().await.map_err(|e| ProbeFailed(e.to_string()));
                 let _ = tx.send(Msg::Probed(id, r));
             });
         }
@@ -1379,7 +1386,7 @@ fn start_action(inner: &Arc<Inner>, action: Action) {
 /// Reinstates the failed path's session (its ISID) through a healthy
 /// portal of the same portal group: the target then terminates every
 /// command of the old session (RFC 7143 section 6.3.5). Logs out at once.
-async fn fence(mut cfg: SessionConfig, portals: Vec<Vec<ConnectionSpec>>) -> Result<(), String> {
+async fn fence(mut cfg: SessionConfig, portals: Vec<Vec<ConnectionSpec>>) -> Result<(), FenceFailed> {
     cfg.reconnect = false;
     let timeout = cfg.timeouts.login + cfg.timeouts.connect;
     let mut last = String::from("no portal");
@@ -1393,7 +1400,7 @@ async fn fence(mut cfg: SessionConfig, portals: Vec<Vec<ConnectionSpec>>) -> Res
             Err(e) => last = e.to_string(),
         }
     }
-    Err(last)
+    Err(FenceFailed(last))
 }
 
 #[cfg(test)]
