@@ -50,6 +50,7 @@ pub use crate::failure::FailureCause;
 use crate::failure::{CauseKind, FenceFailed, ProbeFailed};
 use crate::stats::{Op, PathStats};
 use crate::timers::{FailbackMode, HoldMode, TimerConfig};
+use mpio_timer::{TimerKind, TimerTable};
 
 /// Wait before a failed fence login is tried again.
 const FENCE_RETRY: Duration = Duration::from_secs(1);
@@ -189,9 +190,54 @@ pub enum Action {
 /// When a path may take I/O back (failback hold).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Held {
+    /// When an administrator says (`mpio failback`).
     Manual,
-    Until(Instant),
+    /// When [`PathTimer::Failback`] fires.
+    Delayed,
 }
+
+/// The timers of one path, in the order [`DeviceCore::handle_timeout`]
+/// runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PathTimer {
+    /// The next probe (probation) or verification (a ready path) is due.
+    Probe = 0,
+    /// A delayed failback hold ends: the path may take I/O back.
+    Failback = 1,
+    /// A failed fence login is tried again.
+    FenceRetry = 2,
+    /// DefaultTime2Wait + DefaultTime2Retain have passed since the path
+    /// failed: the target has discarded the old nexus's tasks, the failure
+    /// is fenced without a login.
+    FenceDeadline = 3,
+}
+
+impl PathTimer {
+    const ALL: [PathTimer; 4] =
+        [PathTimer::Probe, PathTimer::Failback, PathTimer::FenceRetry, PathTimer::FenceDeadline];
+}
+
+impl TimerKind for PathTimer {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The device-wide timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceTimer {
+    /// The all-paths-down hold time runs out (hold mode with a limit).
+    HoldExpiry = 0,
+}
+
+impl TimerKind for DeviceTimer {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+type PathTimers = TimerTable<PathTimer, { PathTimer::ALL.len() }>;
+type DeviceTimers = TimerTable<DeviceTimer, 1>;
 
 #[derive(Debug)]
 struct PathState {
@@ -217,18 +263,15 @@ struct PathState {
     bytes_per_sec: u64,
     /// Last completion that updated the figures above.
     figures_at: Option<Instant>,
-    /// Next probe (probation) or verification.
-    next_probe: Option<Instant>,
+    /// A probe is out ([`Action::Probe`] until [`DeviceCore::probe_done`]).
     probe_out: bool,
     recent_failures: VecDeque<Instant>,
     /// Failures so far (the fence epochs).
     epoch: u64,
     /// Failures up to this one are fenced.
     cleared: u64,
-    fence_deadline: Option<Instant>,
     fence_out: bool,
-    /// A failed fence login is tried again then.
-    fence_retry: Option<Instant>,
+    timers: PathTimers,
     last_cause: Option<FailureCause>,
     since: Instant,
     stats: PathStats,
@@ -250,17 +293,39 @@ impl PathState {
             latency_ns: 0,
             bytes_per_sec: 0,
             figures_at: None,
-            next_probe: None,
             probe_out: false,
             recent_failures: VecDeque::new(),
             epoch: 0,
             cleared: 0,
-            fence_deadline: None,
             fence_out: false,
-            fence_retry: None,
+            timers: PathTimers::default(),
             last_cause: None,
             since: now,
             stats: PathStats::default(),
+        }
+    }
+
+    /// Arms the next probe, or none.
+    fn set_probe(&mut self, at: Option<Instant>) {
+        match at {
+            Some(at) => self.timers.set(PathTimer::Probe, at),
+            None => self.timers.stop(PathTimer::Probe),
+        }
+    }
+
+    /// Ends a failback hold.
+    fn release_failback(&mut self) {
+        self.held = None;
+        self.timers.stop(PathTimer::Failback);
+    }
+
+    /// Failures up to `epoch` can no longer run commands; with every
+    /// failure fenced, no fence timer is left.
+    fn fenced(&mut self, epoch: u64) {
+        self.cleared = self.cleared.max(epoch);
+        if self.cleared >= self.epoch {
+            self.timers.stop(PathTimer::FenceRetry);
+            self.timers.stop(PathTimer::FenceDeadline);
         }
     }
 
@@ -432,6 +497,8 @@ pub struct DeviceCore {
     /// No path was usable yet since the device was created.
     starting: bool,
     hold_expired: bool,
+    /// The device's own timers (the paths have theirs).
+    device_timers: DeviceTimers,
     /// The device is shutting down: new requests fail with ESHUTDOWN.
     closing: bool,
     /// Requests waiting for a path or a fence ([`DeviceCore::wait_started`]).
@@ -453,7 +520,7 @@ impl DeviceCore {
     /// A device with these paths (all connecting) and policy.
     pub fn new(timers: TimerConfig, names: Vec<String>, policy: PolicySpec, now: Instant) -> DeviceCore {
         let paths = names.into_iter().map(|name| PathState::new(name, now)).collect();
-        DeviceCore {
+        let mut core = DeviceCore {
             timers,
             paths,
             policy: policy.build(),
@@ -462,12 +529,15 @@ impl DeviceCore {
             all_down_since: Some(now),
             starting: true,
             hold_expired: false,
+            device_timers: DeviceTimers::default(),
             closing: false,
             waiting: 0,
             events: VecDeque::new(),
             actions: VecDeque::new(),
             counters: DeviceCounters::default(),
-        }
+        };
+        core.rearm_hold();
+        core
     }
 
     // ---- getters -------------------------------------------------------
@@ -574,30 +644,10 @@ impl DeviceCore {
         self.actions.pop_front()
     }
 
-    /// When [`DeviceCore::handle_timeout`] must run next.
+    /// When [`DeviceCore::handle_timeout`] must run next: the earliest
+    /// deadline of the timer tables, which are what it runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n| n.min(t)));
-            }
-        };
-        for p in &self.paths {
-            if !p.probe_out {
-                consider(p.next_probe);
-            }
-            if let Some(Held::Until(t)) = p.held {
-                consider(Some(t));
-            }
-            if p.cleared < p.epoch {
-                consider(p.fence_deadline);
-                consider(p.fence_retry);
-            }
-        }
-        if let (Some(since), HoldMode::For(d), false) = (self.all_down_since, self.timers.hold, self.hold_expired) {
-            consider(Some(since + d));
-        }
-        next
+        self.paths.iter().filter_map(|p| p.timers.next()).chain(self.device_timers.next()).min()
     }
 
     fn event(
@@ -710,6 +760,7 @@ impl DeviceCore {
         if self.all_down_since.is_none() {
             self.all_down_since = Some(now);
             self.hold_expired = false;
+            self.rearm_hold();
             let how = match self.timers.hold {
                 HoldMode::For(d) => format!("I/O is held up to {d:?}"),
                 HoldMode::Queue => "I/O is held until a path returns".into(),
@@ -722,6 +773,7 @@ impl DeviceCore {
     fn expire_hold(&mut self, now: Instant) {
         if !self.hold_expired {
             self.hold_expired = true;
+            self.rearm_hold();
             self.counters.hold_expirations += 1;
             self.event(now, None, EventKind::HoldExpired, "hold time passed with no path: I/O fails with EIO", None);
         }
@@ -802,7 +854,7 @@ impl DeviceCore {
         let out = p.out_by_admin();
         if was_usable || out || p.status == PathStatus::Connecting {
             p.epoch += 1;
-            p.fence_deadline = Some(now + fence_timeout);
+            p.timers.set(PathTimer::FenceDeadline, now + fence_timeout);
             p.fence_out = false;
         }
         *p.stats.failures.entry(cause.kind).or_insert(0) += 1;
@@ -810,7 +862,7 @@ impl DeviceCore {
             p.recent_failures.pop_front();
         }
         p.recent_failures.push_back(now);
-        p.held = None;
+        p.release_failback();
         p.probe_out = false;
         p.last_cause = Some(cause.clone());
         if out {
@@ -823,11 +875,11 @@ impl DeviceCore {
         let mut probation = None;
         if session_down {
             p.status = PathStatus::Reconnecting;
-            p.next_probe = None;
+            p.set_probe(None);
         } else {
             p.status = PathStatus::Probation { passed: 0 };
             let delay = Self::damping(&self.timers, p.recent_failures.len()).max(self.timers.probation_interval);
-            p.next_probe = Some(now + delay);
+            p.set_probe(Some(now + delay));
             probation = Some(delay);
         }
         let name = p.name.clone();
@@ -894,7 +946,8 @@ impl DeviceCore {
         p.login_reported = None;
         p.stats.login_refusals_in_a_row = 0;
         if reinstated && p.cleared < p.epoch {
-            p.cleared = p.epoch;
+            let epoch = p.epoch;
+            p.fenced(epoch);
             let name = p.name.clone();
             self.event(now, Some(path), EventKind::FenceCleared, format!("{name}: session reinstated"), None);
         }
@@ -904,7 +957,7 @@ impl DeviceCore {
                 // The first bring-up was the verification.
                 p.status = PathStatus::Ready;
                 p.since = now;
-                p.next_probe = self.timers.path_verify.then(|| now + self.timers.path_verify_period);
+                p.set_probe(self.timers.path_verify.then(|| now + self.timers.path_verify_period));
                 let name = p.name.clone();
                 self.event(now, Some(path), EventKind::PathReady, format!("{name}: logged in and claimed"), None);
                 self.path_became_ready(now);
@@ -913,7 +966,7 @@ impl DeviceCore {
                 let delay = Self::damping(&self.timers, p.recent_failures.len());
                 p.status = PathStatus::Probation { passed: 0 };
                 p.since = now;
-                p.next_probe = Some(now + delay);
+                p.set_probe(Some(now + delay));
                 p.probe_out = false;
                 let name = p.name.clone();
                 self.event(now, Some(path), EventKind::PathReconnected, format!("{name}: logged in again"), Some(34));
@@ -937,7 +990,7 @@ impl DeviceCore {
             PathStatus::Probation { passed: 0 } if p.session_may_follow => {
                 p.session_may_follow = false;
                 p.status = PathStatus::Reconnecting;
-                p.next_probe = None;
+                p.set_probe(None);
                 p.probe_out = false;
                 p.last_cause = Some(cause);
             }
@@ -995,11 +1048,14 @@ impl DeviceCore {
                 if passed >= probes {
                     p.status = PathStatus::Ready;
                     p.since = now;
-                    p.next_probe = verify.map(|v| now + v);
+                    p.set_probe(verify.map(|v| now + v));
                     p.held = match failback {
                         FailbackMode::Immediate => None,
                         FailbackMode::Manual => Some(Held::Manual),
-                        FailbackMode::Delayed(d) => Some(Held::Until(now + d)),
+                        FailbackMode::Delayed(d) => {
+                            p.timers.set(PathTimer::Failback, now + d);
+                            Some(Held::Delayed)
+                        }
                     };
                     let name = p.name.clone();
                     let how = match failback {
@@ -1017,7 +1073,7 @@ impl DeviceCore {
                     self.path_became_ready(now);
                 } else {
                     p.status = PathStatus::Probation { passed };
-                    p.next_probe = Some(now + interval);
+                    p.set_probe(Some(now + interval));
                 }
             }
             (PathStatus::Probation { .. }, Err(e)) => {
@@ -1026,7 +1082,7 @@ impl DeviceCore {
                 // Counts as a failure: the next probation waits longer.
                 self.fail_path(now, path, FailureCause::new(CauseKind::Probe, e.0), false);
             }
-            (PathStatus::Ready, Ok(())) => p.next_probe = verify.map(|v| now + v),
+            (PathStatus::Ready, Ok(())) => p.set_probe(verify.map(|v| now + v)),
             (PathStatus::Ready, Err(e)) => self.fail_path(now, path, FailureCause::new(CauseKind::Verify, e.0), false),
             _ => {}
         }
@@ -1039,14 +1095,14 @@ impl DeviceCore {
         p.fence_out = false;
         match result {
             Ok(()) if p.cleared < epoch => {
-                p.cleared = epoch;
+                p.fenced(epoch);
                 let name = p.name.clone();
                 self.event(now, Some(path), EventKind::FenceCleared, format!("{name}: old nexus reinstated"), None);
             }
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(path = %p.name, error = %e, "fence login failed; trying again in {FENCE_RETRY:?}");
-                p.fence_retry = Some(now + FENCE_RETRY);
+                p.timers.set(PathTimer::FenceRetry, now + FENCE_RETRY);
             }
         }
     }
@@ -1054,7 +1110,11 @@ impl DeviceCore {
     fn path_became_ready(&mut self, now: Instant) {
         // A fence that found no healthy portal of its group may find one now.
         for id in 0..self.paths.len() {
-            if self.paths.get(id).is_some_and(|p| p.cleared < p.epoch && !p.fence_out && p.fence_retry.is_none()) {
+            if self
+                .paths
+                .get(id)
+                .is_some_and(|p| p.cleared < p.epoch && !p.fence_out && p.timers.get(PathTimer::FenceRetry).is_none())
+            {
                 self.request_fence(id);
             }
         }
@@ -1063,9 +1123,11 @@ impl DeviceCore {
             // the device's creation; that was no outage.
             self.starting = false;
             self.all_down_since = None;
+            self.rearm_hold();
         } else if let Some(since) = self.all_down_since.take() {
             self.counters.all_paths_down += now.saturating_duration_since(since);
             self.hold_expired = false;
+            self.rearm_hold();
             self.event(now, None, EventKind::HoldEnded, "a path is usable again", None);
         }
         self.update_active(now, false);
@@ -1097,30 +1159,38 @@ impl DeviceCore {
 
     // ---- timers ----------------------------------------------------------
 
-    /// Runs what is due.
+    /// Runs the timers that are due, each once.
     pub fn handle_timeout(&mut self, now: Instant) {
         for id in 0..self.paths.len() {
-            let Some(p) = self.paths.get_mut(id) else { continue };
-            if !p.probe_out && p.next_probe.is_some_and(|t| t <= now) {
+            for timer in PathTimer::ALL {
+                let Some(p) = self.paths.get_mut(id) else { continue };
+                if p.timers.take_expired(timer, now) {
+                    self.on_path_timer(now, id, timer);
+                }
+            }
+        }
+        if self.device_timers.take_expired(DeviceTimer::HoldExpiry, now) {
+            self.expire_hold(now);
+        }
+    }
+
+    fn on_path_timer(&mut self, now: Instant, id: PathId, timer: PathTimer) {
+        let Some(p) = self.paths.get_mut(id) else { return };
+        match timer {
+            // With a probe still out, its answer arms the next one.
+            PathTimer::Probe if p.probe_out => {}
+            PathTimer::Probe => {
                 p.probe_out = true;
-                p.next_probe = None;
                 self.actions.push_back(Action::Probe(id));
             }
-            let Some(p) = self.paths.get_mut(id) else { continue };
-            if let Some(Held::Until(t)) = p.held
-                && t <= now
-            {
-                p.held = None;
+            PathTimer::Failback => {
+                p.release_failback();
                 self.update_active(now, false);
             }
-            let Some(p) = self.paths.get_mut(id) else { continue };
-            if p.fence_retry.is_some_and(|t| t <= now) {
-                p.fence_retry = None;
-                self.request_fence(id);
-            }
-            let Some(p) = self.paths.get_mut(id) else { continue };
-            if p.cleared < p.epoch && p.fence_deadline.is_some_and(|t| t <= now) {
-                p.cleared = p.epoch;
+            PathTimer::FenceRetry => self.request_fence(id),
+            PathTimer::FenceDeadline => {
+                let epoch = p.epoch;
+                p.fenced(epoch);
                 let name = p.name.clone();
                 self.event(
                     now,
@@ -1133,10 +1203,15 @@ impl DeviceCore {
                 );
             }
         }
-        if let (Some(since), HoldMode::For(d)) = (self.all_down_since, self.timers.hold)
-            && since + d <= now
-        {
-            self.expire_hold(now);
+    }
+
+    /// Arms the hold-expiry timer when a hold with a limit is running and
+    /// has not expired, and disarms it otherwise: called at every change
+    /// of those.
+    fn rearm_hold(&mut self) {
+        match (self.all_down_since, self.timers.hold, self.hold_expired) {
+            (Some(since), HoldMode::For(d), false) => self.device_timers.set(DeviceTimer::HoldExpiry, since + d),
+            _ => self.device_timers.stop(DeviceTimer::HoldExpiry),
         }
     }
 
@@ -1161,8 +1236,8 @@ impl DeviceCore {
         }
         p.status = PathStatus::Disabled;
         p.since = now;
-        p.next_probe = None;
-        p.held = None;
+        p.set_probe(None);
+        p.release_failback();
         *p.stats.failures.entry(CauseKind::Admin).or_insert(0) += 1;
         let name = p.name.clone();
         self.event(now, Some(path), EventKind::PathDisabled, format!("{name}: disabled by an administrator"), None);
@@ -1178,7 +1253,7 @@ impl DeviceCore {
         p.since = now;
         if p.session_up {
             p.status = PathStatus::Probation { passed: 0 };
-            p.next_probe = Some(now);
+            p.set_probe(Some(now));
         } else {
             p.status = PathStatus::Reconnecting;
         }
@@ -1189,7 +1264,7 @@ impl DeviceCore {
     /// Lets every held path take I/O back now (`mpio failback`).
     pub fn failback_now(&mut self, now: Instant) {
         for p in &mut self.paths {
-            p.held = None;
+            p.release_failback();
         }
         self.update_active(now, false);
     }
@@ -1198,6 +1273,7 @@ impl DeviceCore {
     pub fn set_hold(&mut self, hold: HoldMode) {
         self.timers.hold = hold;
         self.hold_expired = false;
+        self.rearm_hold();
     }
 
     /// Gives a path another role in the running policy (`mpio path
@@ -1249,9 +1325,9 @@ impl DeviceCore {
         let Some(p) = self.paths.get_mut(path) else { return Ok(()) };
         p.status = PathStatus::Removing;
         p.since = now;
-        p.next_probe = None;
+        p.set_probe(None);
         p.probe_out = false;
-        p.held = None;
+        p.release_failback();
         let why = format!("{}: takes no new I/O; removed once its {} commands in flight are done", p.name, p.in_flight);
         self.respec(&spec);
         self.event(now, Some(path), EventKind::PathRemoving, why, None);

@@ -873,3 +873,50 @@ fn a_refused_path_keeps_its_reason_when_its_session_closes() {
     let p = &t.c.snapshot().paths[1];
     assert_eq!((p.state, p.last_cause.as_ref().map(|c| c.kind)), ("failed", Some(CauseKind::Claim)));
 }
+
+/// What `poll_timeout` returns is what `handle_timeout` runs: handling at
+/// the polled instant consumes that deadline (no timer polled but never
+/// handled, which would wake the driver in a loop), through a failure
+/// with a fence login that fails, is retried and is overtaken by a
+/// reinstatement, probation, a delayed failback and an expiring hold.
+#[test]
+fn every_polled_deadline_is_handled() {
+    let timers =
+        TimerConfig { failback: FailbackMode::Delayed(3 * S), hold: HoldMode::For(5 * S), ..TimerConfig::default() };
+    let mut t = T::new(2, timers).all_up();
+    t.c.set_group(0, Some("g".into()));
+    t.c.set_group(1, Some("g".into()));
+    let drain = |t: &mut T, until: Instant| {
+        while let Some(next) = t.c.poll_timeout().filter(|n| *n <= until) {
+            t.now = t.now.max(next);
+            t.c.handle_timeout(t.now);
+            assert!(t.c.poll_timeout().is_none_or(|after| after > next), "the deadline {next:?} is still polled");
+            for a in t.actions() {
+                match a {
+                    Action::Probe(p) => t.c.probe_done(t.now, p, Ok(())),
+                    Action::Fence { path, epoch, .. } => {
+                        t.c.fence_done(t.now, path, epoch, Err(FenceFailed("login timed out".into())))
+                    }
+                }
+            }
+        }
+    };
+    t.lost(sent(0, 0), Op::Write);
+    let until = t.now + 3 * S;
+    drain(&mut t, until);
+    // A fence retry is pending when the session comes back reinstated.
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
+    t.c.session_up(t.now, 0, true);
+    let until = t.now + 60 * S;
+    drain(&mut t, until);
+    assert!(t.c.fence_cleared(Fence { path: 0, epoch: 1 }));
+    // All paths down: the hold expires once.
+    for p in 0..2 {
+        t.c.session_down(t.now, p, FailureCause::new(CauseKind::Connection, "reset"), false);
+    }
+    let _ = t.c.select(t.now, Op::Read, 512);
+    let until = t.now + 60 * S;
+    drain(&mut t, until);
+    assert_eq!(kinds(&t.events()).iter().filter(|k| **k == "hold_expired").count(), 1);
+    assert_eq!(t.c.poll_timeout(), None, "nothing left to run");
+}
