@@ -404,6 +404,82 @@ mod tests {
         r
     }
 
+    /// VPD B0h with these limits, in blocks: MAXIMUM TRANSFER LENGTH,
+    /// MAXIMUM UNMAP LBA COUNT, OPTIMAL UNMAP GRANULARITY, UNMAP
+    /// GRANULARITY ALIGNMENT (UGAVALID set), MAXIMUM WRITE SAME LENGTH.
+    fn block_limits(
+        max_transfer: u32,
+        max_unmap: u32,
+        granularity: u32,
+        alignment: u32,
+        write_same: u64,
+    ) -> BlockLimits {
+        let mut b = vec![0, 0xb0, 0, 0x3c];
+        b.resize(64, 0);
+        b[8..12].copy_from_slice(&max_transfer.to_be_bytes());
+        b[20..24].copy_from_slice(&max_unmap.to_be_bytes());
+        b[28..32].copy_from_slice(&granularity.to_be_bytes());
+        b[32..36].copy_from_slice(&(alignment | 0x8000_0000).to_be_bytes());
+        b[36..44].copy_from_slice(&write_same.to_be_bytes());
+        BlockLimits::parse(&b).unwrap()
+    }
+
+    /// VPD B2h with LBPU (UNMAP) and LBPWS (WRITE SAME with UNMAP).
+    fn provisioning(lbpu: bool, lbpws: bool) -> LogicalBlockProvisioning {
+        let b5 = u8::from(lbpu) << 7 | u8::from(lbpws) << 6;
+        LogicalBlockProvisioning::parse(&[0, 0xb2, 0, 4, 0, b5, 0, 0]).unwrap()
+    }
+
+    #[test]
+    fn lu_info_is_what_the_lu_reports() {
+        // Nothing but READ CAPACITY(16): no limits, no UNMAP, WRITE SAME
+        // only as plain zeroing (LBPME off), physical = logical.
+        let bare = lio_without_serial(2048).lu_info("id".into());
+        assert_eq!((bare.blocks, bare.block_len, bare.physical_block_len), (2048, 512, 512));
+        assert_eq!((bare.max_transfer, bare.unmap, bare.max_unmap_blocks, bare.write_same), (None, false, None, false));
+        assert_eq!(bare.serial, None, "an empty unit serial is none");
+        assert_eq!(bare.capacity(), 2048 * 512);
+
+        // A thin LU (LBPME) with UNMAP, limits, 4 KiB physical blocks
+        // (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 3).
+        let mut r = lio_with_serial("0123abcd");
+        let mut cap = vec![0u8; 32];
+        cap[..8].copy_from_slice(&(0x8000u64 - 1).to_be_bytes());
+        cap[8..12].copy_from_slice(&512u32.to_be_bytes());
+        cap[13] = 3;
+        cap[14] = 0x80;
+        r.capacity = Capacity::parse_read_capacity16(&cap).unwrap();
+        r.limits = Some(block_limits(2048, 8192, 8, 1, 65535));
+        r.provisioning = Some(provisioning(true, false));
+        let thin = r.lu_info("id".into());
+        assert_eq!(thin.serial.as_deref(), Some("0123abcd"));
+        assert_eq!(thin.physical_block_len, 4096);
+        assert_eq!(thin.max_transfer, Some(2048 * 512), "in bytes");
+        assert!(thin.unmap && thin.write_same, "LBPME with LBPU; WRITE SAME with LBPME");
+        assert_eq!((thin.max_unmap_blocks, thin.unmap_granularity, thin.unmap_alignment), (Some(8192), 8, Some(1)));
+        assert_eq!(thin.max_write_same_blocks, Some(65535));
+        let g = thin.geometry();
+        let discard = g.discard.unwrap();
+        assert_eq!((discard.granularity, discard.alignment, discard.max_bytes), (4096, 512, Some(8192 * 512)));
+        assert_eq!(
+            (g.capacity, g.logical_block, g.physical_block, g.max_transfer),
+            (0x8000 * 512, 512, 4096, Some(2048 * 512))
+        );
+
+        // MAXIMUM UNMAP LBA COUNT 0: no UNMAP (SBC-4); all ones: no limit.
+        r.limits = Some(block_limits(0, 0, 0, 0, 0));
+        let none = r.lu_info("id".into());
+        assert!(!none.unmap && none.geometry().discard.is_none());
+        assert_eq!((none.max_transfer, none.max_write_same_blocks), (None, None), "0 states no limit");
+        r.limits = Some(block_limits(0, u32::MAX, 0, 0, 0));
+        let unlimited = r.lu_info("id".into());
+        assert!(unlimited.unmap);
+        assert_eq!(unlimited.max_unmap_blocks, None);
+        // Without LBPU, no UNMAP however the limits read.
+        r.provisioning = Some(provisioning(false, true));
+        assert!(!r.lu_info("id".into()).unmap);
+    }
+
     const P1: Claimant<'static> = Claimant { path: "p1", first: "p1" };
     const P2: Claimant<'static> = Claimant { path: "p2", first: "p1" };
 
