@@ -5,10 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use mpio_policies::{PolicySpec, SwitchEvery};
+use mpio_policies::{PathRole, PolicyRequest, PolicySpec, SwitchEvery};
 
 use super::*;
+use crate::block::{Errno, IoError, IoErrorKind};
 use crate::failure::{CauseKind, FenceFailed, ProbeFailed};
+use crate::stats::Op;
+use crate::timers::{FailbackMode, HoldMode};
 
 const S: Duration = Duration::from_secs(1);
 
