@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use mpio_dsm::{
-    BlockDeviceCharacteristics, BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, ModeSense, ModeSenseKind, ReadCapacity10,
-    ReportLuns, Sense, StandardInquiry, SupportedPages, UnitSerialNumber,
+    BlockDeviceCharacteristics, BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, ModeSense,
+    ModeSenseKind, ReadCapacity10, ReportLuns, Sense, StandardInquiry, SupportedPages, UnitSerialNumber,
 };
 
 fuzz_target!(|data: &[u8]| {
