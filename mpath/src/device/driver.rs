@@ -72,8 +72,11 @@ pub(super) async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg
                 let at = now_s.checked_sub(now_i.saturating_duration_since(e.at)).unwrap_or(now_s);
                 let _ = inner.events.send((at, e));
             }
-            inner.changed.notify_waiters();
         }
+        // Commands waiting on fences or paths re-check after every change,
+        // once its events are out: a write that a fence held returns after
+        // the fence's event, never before it.
+        inner.changed.notify_waiters();
         let sleep = async {
             match timeout {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -93,8 +96,6 @@ pub(super) async fn drive(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Msg
                 inner.core.lock().unwrap_or_else(|e| e.into_inner()).handle_timeout(now);
             }
         }
-        // Commands waiting on fences or paths re-check after every change.
-        inner.changed.notify_waiters();
         drop(inner);
     }
 }
