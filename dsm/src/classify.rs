@@ -99,25 +99,105 @@ use crate::cdb::Opcode;
 use crate::sense::{Sense, SenseKey};
 use crate::status::ScsiStatus;
 
-/// The errno values [`FatalKind::errno`] and [`ErrorClass::errno`] return:
-/// Linux's generic (`asm-generic/errno*.h`) numbers, positive. A ublk
-/// completion wants the negated value.
-pub mod errno {
-    /// I/O error (`BLK_STS_IOERR`).
-    pub const EIO: i32 = 5;
-    /// No space left on device (`BLK_STS_NOSPC`).
-    pub const ENOSPC: i32 = 28;
-    /// Read-only file system: the LU is write-protected (no `blk_status_t`
-    /// of its own; see the module docs).
-    pub const EROFS: i32 = 30;
-    /// Invalid exchange (`BLK_STS_RESV_CONFLICT`).
-    pub const EBADE: i32 = 52;
-    /// No data available (`BLK_STS_MEDIUM`).
-    pub const ENODATA: i32 = 61;
-    /// Illegal byte sequence (`BLK_STS_PROTECTION`).
-    pub const EILSEQ: i32 = 84;
-    /// Remote I/O error (`BLK_STS_TARGET`).
-    pub const EREMOTEIO: i32 = 121;
+/// The error a request completes with: the one errno of the block layer
+/// for each error class (what [`FatalKind::errno`] and
+/// [`ErrorClass::errno`] return), plus the few the multipath device itself
+/// gives (a request it cannot take, a device closing). Frontends map it to
+/// their protocol (NBD's error values, a ublk completion's `-errno`); the
+/// enum is exhaustive so that a new value cannot be forgotten by one.
+/// [`Errno::code`] is Linux's generic (`asm-generic/errno*.h`) number,
+/// positive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Errno {
+    /// EIO, I/O error (`BLK_STS_IOERR`): no usable path within the hold
+    /// time, a transient condition that outlasted its retries, a condition
+    /// with no better name.
+    Io,
+    /// EINVAL: the request is invalid (unaligned, past the end); nothing
+    /// was sent.
+    Invalid,
+    /// EOPNOTSUPP (`BLK_STS_NOTSUPP`): the LU does not support the
+    /// operation (UNMAP).
+    NotSupported,
+    /// EBADE, invalid exchange (`BLK_STS_RESV_CONFLICT`): another initiator
+    /// holds a reservation.
+    ReservationConflict,
+    /// ENODATA, no data available (`BLK_STS_MEDIUM`): a medium error.
+    Medium,
+    /// ENOSPC, no space left (`BLK_STS_NOSPC`): a thin LU out of space.
+    NoSpace,
+    /// EROFS, read-only: the LU is write-protected (no `blk_status_t` of
+    /// its own; see the module docs).
+    ReadOnly,
+    /// EILSEQ, illegal byte sequence (`BLK_STS_PROTECTION`): protection
+    /// information check failed.
+    Protection,
+    /// EREMOTEIO, remote I/O error (`BLK_STS_TARGET`): the target's own
+    /// failure (hardware error, a command or field it refuses).
+    Target,
+    /// ESHUTDOWN: the device is closing.
+    Shutdown,
+}
+
+impl Errno {
+    /// Every value.
+    pub const ALL: [Errno; 10] = [
+        Errno::Io,
+        Errno::Invalid,
+        Errno::NotSupported,
+        Errno::ReservationConflict,
+        Errno::Medium,
+        Errno::NoSpace,
+        Errno::ReadOnly,
+        Errno::Protection,
+        Errno::Target,
+        Errno::Shutdown,
+    ];
+
+    /// Linux's generic errno number, positive (a ublk completion wants it
+    /// negated).
+    pub const fn code(self) -> i32 {
+        match self {
+            Errno::Io => 5,
+            Errno::Invalid => 22,
+            Errno::NoSpace => 28,
+            Errno::ReadOnly => 30,
+            Errno::ReservationConflict => 52,
+            Errno::Medium => 61,
+            Errno::Protection => 84,
+            Errno::NotSupported => 95,
+            Errno::Shutdown => 108,
+            Errno::Target => 121,
+        }
+    }
+
+    /// The symbol: `EIO`, `EBADE`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            Errno::Io => "EIO",
+            Errno::Invalid => "EINVAL",
+            Errno::NotSupported => "EOPNOTSUPP",
+            Errno::ReservationConflict => "EBADE",
+            Errno::Medium => "ENODATA",
+            Errno::NoSpace => "ENOSPC",
+            Errno::ReadOnly => "EROFS",
+            Errno::Protection => "EILSEQ",
+            Errno::Target => "EREMOTEIO",
+            Errno::Shutdown => "ESHUTDOWN",
+        }
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<FatalKind> for Errno {
+    fn from(kind: FatalKind) -> Errno {
+        kind.errno()
+    }
 }
 
 /// What the multipath layer does with a completed SCSI command. Not
@@ -150,16 +230,16 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// The errno to complete the I/O with when this class is final: 0 for
-    /// [`Success`](ErrorClass::Success), [`FatalKind::errno`] for
+    /// The errno to complete the I/O with when this class is final: none
+    /// for [`Success`](ErrorClass::Success), [`FatalKind::errno`] for
     /// [`Fatal`](ErrorClass::Fatal), and EIO for a retry whose budget ran
     /// out or a path failure with no path left (what Linux's SCSI layer and
     /// dm-multipath return in those cases: `BLK_STS_IOERR`).
-    pub const fn errno(&self) -> i32 {
+    pub const fn errno(&self) -> Option<Errno> {
         match self {
-            ErrorClass::Success => 0,
-            ErrorClass::PathFailure(_) | ErrorClass::Retry(_) => errno::EIO,
-            ErrorClass::Fatal(kind) => kind.errno(),
+            ErrorClass::Success => None,
+            ErrorClass::PathFailure(_) | ErrorClass::Retry(_) => Some(Errno::Io),
+            ErrorClass::Fatal(kind) => Some(kind.errno()),
         }
     }
 
@@ -424,21 +504,21 @@ pub enum FatalKind {
 }
 
 impl FatalKind {
-    /// The positive errno to complete the I/O with: the one Linux's block
-    /// layer uses for the same condition (see the module docs).
-    pub const fn errno(&self) -> i32 {
+    /// The errno to complete the I/O with: the one Linux's block layer
+    /// uses for the same condition (see the module docs).
+    pub const fn errno(&self) -> Errno {
         match self {
-            FatalKind::ReservationConflict => errno::EBADE,
-            FatalKind::MediumError => errno::ENODATA,
-            FatalKind::SpaceAllocationFailed => errno::ENOSPC,
-            FatalKind::WriteProtected => errno::EROFS,
-            FatalKind::ProtectionInformation => errno::EILSEQ,
+            FatalKind::ReservationConflict => Errno::ReservationConflict,
+            FatalKind::MediumError => Errno::Medium,
+            FatalKind::SpaceAllocationFailed => Errno::NoSpace,
+            FatalKind::WriteProtected => Errno::ReadOnly,
+            FatalKind::ProtectionInformation => Errno::Protection,
             FatalKind::HardwareError
             | FatalKind::IllegalRequest
             | FatalKind::DataProtect
             | FatalKind::Miscompare
-            | FatalKind::Other => errno::EREMOTEIO,
-            FatalKind::MediumNotPresent | FatalKind::ManualIntervention | FatalKind::UnexpectedStatus => errno::EIO,
+            | FatalKind::Other => Errno::Target,
+            FatalKind::MediumNotPresent | FatalKind::ManualIntervention | FatalKind::UnexpectedStatus => Errno::Io,
         }
     }
 
@@ -660,8 +740,21 @@ pub const fn is_data_modifying(opcode: Opcode) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::errno::*;
     use super::*;
+
+    // The tables below give each class's errno as its number.
+    const EIO: i32 = Errno::Io.code();
+    const ENOSPC: i32 = Errno::NoSpace.code();
+    const EROFS: i32 = Errno::ReadOnly.code();
+    const EBADE: i32 = Errno::ReservationConflict.code();
+    const ENODATA: i32 = Errno::Medium.code();
+    const EILSEQ: i32 = Errno::Protection.code();
+    const EREMOTEIO: i32 = Errno::Target.code();
+
+    /// A class's errno as its number, 0 for success.
+    fn code(c: ErrorClass) -> i32 {
+        c.errno().map_or(0, Errno::code)
+    }
     use crate::sense::SenseFormat;
     use crate::testutil::hex;
     use proptest::prelude::*;
@@ -751,7 +844,7 @@ mod tests {
             let s = Sense::new(key, asc, ascq);
             let got = classify(CC, Some(&s));
             assert_eq!(got, want, "{s}");
-            assert_eq!(got.errno(), errno, "{s}");
+            assert_eq!(code(got), errno, "{s}");
             // The descriptor format classifies alike.
             let mut d = s.clone();
             d.format = SenseFormat::Descriptor;
@@ -783,7 +876,7 @@ mod tests {
         ];
         for (status, want, errno) in table {
             assert_eq!(classify(status, None), want, "{status}");
-            assert_eq!(want.errno(), errno, "{status}");
+            assert_eq!(code(want), errno, "{status}");
         }
     }
 
@@ -837,7 +930,7 @@ mod tests {
         // Descriptor format MEDIUM ERROR 11/00 of sense.rs.
         let s = Sense::parse(&crate::sense::DESCRIPTOR_MEDIUM_ERROR).unwrap();
         assert_eq!(classify(CC, Some(&s)), Fatal(FatalKind::MediumError));
-        assert_eq!(classify(CC, Some(&s)).errno(), ENODATA);
+        assert_eq!(code(classify(CC, Some(&s))), ENODATA);
         // Sense cut short after the key: classified by the key alone.
         let s = Sense::parse(&[0x70, 0, 2]).unwrap();
         assert_eq!(classify(CC, Some(&s)), Retry(RetryKind::NotReady));
@@ -879,7 +972,23 @@ mod tests {
         assert_eq!(Retry(RetryKind::CapacityChanged).to_string(), "retry (capacity_changed)");
         assert_eq!(Fatal(FatalKind::SpaceAllocationFailed).to_string(), "fatal (space_allocation_failed)");
         // asm-generic/errno-base.h and errno.h.
-        assert_eq!((EIO, ENOSPC, EROFS, EBADE, ENODATA, EILSEQ, EREMOTEIO), (5, 28, 30, 52, 61, 84, 121));
+        let codes: Vec<(&str, i32)> = Errno::ALL.iter().map(|e| (e.name(), e.code())).collect();
+        assert_eq!(
+            codes,
+            [
+                ("EIO", 5),
+                ("EINVAL", 22),
+                ("EOPNOTSUPP", 95),
+                ("EBADE", 52),
+                ("ENODATA", 61),
+                ("ENOSPC", 28),
+                ("EROFS", 30),
+                ("EILSEQ", 84),
+                ("EREMOTEIO", 121),
+                ("ESHUTDOWN", 108)
+            ]
+        );
+        assert_eq!(Errno::from(FatalKind::MediumError), Errno::Medium);
     }
 
     #[test]
@@ -978,9 +1087,7 @@ mod tests {
         fn never_panics(status: u8, sense in proptest::option::of(any_sense())) {
             let class = classify(ScsiStatus(status), sense.as_ref());
             let _ = class.to_string();
-            let e = class.errno();
-            prop_assert!(e >= 0);
-            prop_assert_eq!(e == 0, class == Success);
+            prop_assert_eq!(class.errno().is_none(), class == Success);
             if let Retry(kind) = class {
                 let _ = kind.immediate();
             }

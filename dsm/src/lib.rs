@@ -16,7 +16,7 @@
 //! | [`status`] | [`ScsiStatus`] | SAM-5 |
 //! | [`sense`], [`asc`] | [`Sense`] (fixed and descriptor format), [`SenseKey`], [`AscAscq`] with texts | SPC-4 |
 //! | [`inquiry`] | [`StandardInquiry`] | SPC-4 |
-//! | [`vpd`] | VPD pages 00h, 80h, 83h (+ [`LuIdentity`]), B0h, B2h | SPC-4, SBC-3 |
+//! | [`vpd`] | VPD pages 00h, 80h, 83h (+ [`LuIdentity`]), B0h, B1h, B2h | SPC-4, SBC-4 |
 //! | [`identity`] | the LU identity paths are merged by, unique by construction (designator, else unit serial + vendor + product, else none) | SPC-4 |
 //! | [`mode`] | [`ModeSense`]: [`ModeParameterHeader`] (WP, DPOFUA), mode pages, [`CachingPage`] (WCE) | SPC-5, SBC-4 |
 //! | [`capacity`] | [`ReadCapacity10`], [`Capacity`] (READ CAPACITY(16)) | SBC-3 |
@@ -97,7 +97,7 @@ pub mod vpd;
 pub use asc::AscAscq;
 pub use capacity::{Capacity, ReadCapacity10, prefer_read_capacity16};
 pub use cdb::{Cdb, Command, DataDirection, Opcode, ReportLunsSelect, UnmapDescriptor, WriteSameFlags};
-pub use classify::{ErrorClass, FatalKind, PathFault, RetryKind, classify, is_data_modifying};
+pub use classify::{Errno, ErrorClass, FatalKind, PathFault, RetryKind, classify, is_data_modifying};
 pub use error::{CdbError, ParseError};
 pub use inquiry::{DeviceType, PeripheralQualifier, StandardInquiry, Tpgs};
 pub use lun::{Lun, LunTooLarge, ReportLuns};
@@ -106,8 +106,8 @@ pub use pr::{PrCapabilities, PrInAction, PrKeys, PrOutAction, PrOutParameters, P
 pub use sense::{Sense, SenseFormat, SenseKey, SenseKeySpecific};
 pub use status::ScsiStatus;
 pub use vpd::{
-    Association, BlockLimits, CodeSet, Designator, DesignatorType, DeviceIdentification, LogicalBlockProvisioning,
-    LuIdentity, ProtocolId, ProvisioningType, SupportedPages, UnitSerialNumber, VpdPage,
+    Association, BlockDeviceCharacteristics, BlockLimits, CodeSet, Designator, DesignatorType, DeviceIdentification,
+    LogicalBlockProvisioning, LuIdentity, ProtocolId, ProvisioningType, SupportedPages, UnitSerialNumber, VpdPage,
 };
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! | 80h | Unit serial number | a second identity check, messages |
 //! | 83h | Device identification | LU identity: which paths lead to the same LU |
 //! | B0h | Block limits | max transfer size, UNMAP / WRITE SAME limits |
+//! | B1h | Block device characteristics | rotational or solid-state |
 //! | B2h | Logical block provisioning | thin provisioning, UNMAP / WRITE SAME support |
 //!
 //! Every page starts with the same 4-byte header: byte 0 peripheral
@@ -640,6 +641,36 @@ wire_enum! {
     THIN = 2 => "THIN PROVISIONED";
 }
 
+/// Block device characteristics (SBC-4 "Block Device Characteristics VPD
+/// page"): of it, the medium rotation rate, which tells a disk from
+/// solid-state storage (what Linux's sd reads for the queue's rotational
+/// flag, `sd_read_block_characteristics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct BlockDeviceCharacteristics {
+    /// MEDIUM ROTATION RATE (bytes 4-5): 0 not reported, 1 non-rotating
+    /// medium, 0401h-FFFEh revolutions per minute.
+    pub medium_rotation_rate: u16,
+}
+
+impl BlockDeviceCharacteristics {
+    /// Parses VPD page B1h; a page too short for the rate reports none.
+    pub fn parse(buf: &[u8]) -> Result<BlockDeviceCharacteristics, ParseError> {
+        let (_, _, p) = page(buf, VpdPage::BLOCK_DEVICE_CHARACTERISTICS, "VPD page 0xb1")?;
+        Ok(BlockDeviceCharacteristics { medium_rotation_rate: field::<2>(p, 4) as u16 })
+    }
+
+    /// Whether the medium rotates, if the LU says: `Some(false)` for
+    /// solid-state (rate 1), `Some(true)` for a rate in rpm.
+    pub fn rotational(&self) -> Option<bool> {
+        match self.medium_rotation_rate {
+            1 => Some(false),
+            0x0401..=0xfffe => Some(true),
+            _ => None,
+        }
+    }
+}
+
 /// Logical block provisioning (SBC-3 "Logical Block Provisioning VPD
 /// page"): whether and how the LU can deallocate blocks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -842,6 +873,21 @@ mod tests {
     }
 
     #[test]
+    fn block_device_characteristics() {
+        // LIO (`spc_emulate_evpd_b1`): is_nonrot gives rate 1.
+        let mut lio = vec![0, 0xb1, 0, 0x3c];
+        lio.extend([0, 1]);
+        lio.resize(64, 0);
+        assert_eq!(BlockDeviceCharacteristics::parse(&lio).unwrap().rotational(), Some(false));
+        lio[5] = 0;
+        assert_eq!(BlockDeviceCharacteristics::parse(&lio).unwrap().rotational(), None);
+        lio[4..6].copy_from_slice(&7200u16.to_be_bytes());
+        assert_eq!(BlockDeviceCharacteristics::parse(&lio).unwrap().rotational(), Some(true));
+        assert_eq!(BlockDeviceCharacteristics::parse(&[0, 0xb1, 0, 0]).unwrap().rotational(), None);
+        assert!(BlockDeviceCharacteristics::parse(&[0, 0xb0, 0, 0]).is_err());
+    }
+
+    #[test]
     fn block_limits_all_fields() {
         let mut b = vec![0x00, 0xb0, 0x00, 0x3c];
         b.extend([1, 2, 0, 8]); // WSNZ, MCAWL 2, granularity 8
@@ -992,6 +1038,7 @@ mod tests {
                 let _ = d.relative_target_port();
             }
             let _ = BlockLimits::parse(&b);
+            let _ = BlockDeviceCharacteristics::parse(&b).map(|c| c.rotational());
             let _ = LogicalBlockProvisioning::parse(&b);
         }
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpio_nbd::Geometry;
+use mpio_mpath::{Discard, Geometry, WriteCache};
 use mpio_nbd::negotiate::{Catalog, ExportInfo, Negotiation, NegotiationConfig, Outcome};
 use mpio_nbd::transmission::{decode_request, validate_request};
 
@@ -15,14 +15,16 @@ impl Catalog for One {
 
     fn lookup(&self, name: &str) -> Result<((), ExportInfo), String> {
         let geometry = Geometry {
-            size: 1 << 20,
-            block_len: 512,
-            preferred_block_len: 4096,
+            capacity: 1 << 20,
+            logical_block: 512,
+            physical_block: 4096,
             max_transfer: Some(1 << 16),
             read_only: name == "ro",
-            trim: true,
+            discard: Some(Discard { granularity: 512, alignment: 0, max_bytes: None }),
             write_zeroes: true,
-            multi_conn: true,
+            write_cache: WriteCache::ASSUMED,
+            shared_flush: true,
+            rotational: None,
         };
         match name {
             "" | "disk" | "ro" => Ok(((), ExportInfo { name: name.into(), description: "d".into(), geometry })),

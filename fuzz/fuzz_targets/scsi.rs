@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use mpio_dsm::{
-    BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, ModeSense, ModeSenseKind, ReadCapacity10,
-    ReportLuns, Sense, StandardInquiry, SupportedPages, UnitSerialNumber,
+    BlockDeviceCharacteristics, BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, ModeSense,
+    ModeSenseKind, ReadCapacity10, ReportLuns, Sense, StandardInquiry, SupportedPages, UnitSerialNumber,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = UnitSerialNumber::parse(data);
     let _ = DeviceIdentification::parse(data).map(|d| d.lu_identity());
     let _ = BlockLimits::parse(data);
+    let _ = BlockDeviceCharacteristics::parse(data).map(|c| c.rotational());
     let _ = LogicalBlockProvisioning::parse(data);
     let _ = ReadCapacity10::parse(data).map(|c| c.capacity());
     let _ = Capacity::parse_read_capacity16(data).map(|c| c.capacity_bytes());

@@ -11,10 +11,9 @@
 
 use std::fmt;
 
+use mpio_mpath::session_view::{ConnectionCounters, ConnectionView};
 use mpio_mpath::stats::LATENCY_BUCKETS_US;
-use mpio_mpath::{FailureCause, Op, PathSnapshot, PathStats, PathStatus};
-use mpio_transport::SessionSnapshot;
-use mpio_transport::session::SessionState;
+use mpio_mpath::{CauseKind, Op, PathSnapshot, PathStats, PathStatus, SessionPhase, SessionView};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -176,11 +175,11 @@ fn path_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt
         None,
         "Times the path failed, by cause.",
         paths(devices).flat_map(|(d, p)| {
-            // The known causes at zero, then any other the device reported.
-            let known = FailureCause::KINDS.into_iter().map(|k| (k, p.stats.failures.get(k).copied().unwrap_or(0)));
-            let other =
-                p.stats.failures.iter().filter(|(k, _)| !FailureCause::KINDS.contains(k)).map(|(k, v)| (*k, *v));
-            known.chain(other).map(move |(k, v)| ((path_labels(d, p), [("cause", k)]), counter(v)))
+            // Every cause, at zero before it first happens.
+            CauseKind::ALL.into_iter().map(move |k| {
+                let v = p.stats.failures.get(&k).copied().unwrap_or(0);
+                ((path_labels(d, p), [("cause", k.label())]), counter(v))
+            })
         }),
     )?;
     family(
@@ -313,64 +312,63 @@ fn device_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> f
 }
 
 /// `(device, path, session)` of every path whose session answered.
-fn sessions(devices: &[DeviceView]) -> impl Iterator<Item = (PathLabels<'_>, &SessionSnapshot)> {
+fn sessions(devices: &[DeviceView]) -> impl Iterator<Item = (PathLabels<'_>, &SessionView)> {
     devices.iter().flat_map(|d| {
         d.snapshot.paths.iter().zip(&d.sessions).filter_map(move |(p, s)| Some((path_labels(d, p), s.as_ref()?)))
     })
 }
 
 fn session_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt::Result {
-    let per_session = |value: fn(&SessionSnapshot) -> u64| sessions(devices).map(move |(l, s)| (l, counter(value(s))));
+    let per_session = |value: fn(&SessionView) -> u64| sessions(devices).map(move |(l, s)| (l, counter(value(s))));
     family(
         enc,
         "session_up",
         None,
         "1 when the path's iSCSI session has a connection in the full feature phase.",
-        sessions(devices).map(|(l, s)| (l, flag(s.state == SessionState::Up))),
+        sessions(devices).map(|(l, s)| (l, flag(s.phase == SessionPhase::Up))),
     )?;
     family(
         enc,
         "session_logins",
         None,
         "Session logins (the first one and each reinstatement).",
-        per_session(|s| s.stats.logins),
+        per_session(|s| s.logins),
     )?;
     family(
         enc,
         "session_reinstatements",
         None,
         "Session reinstatements (logins that replaced a failed session of the same path).",
-        per_session(|s| s.stats.reinstatements),
+        per_session(|s| s.reinstatements),
     )?;
     family(
         enc,
         "session_command_timeouts",
         None,
         "Commands aborted because they did not complete within the I/O timeout.",
-        per_session(|s| s.stats.timeouts),
+        per_session(|s| s.command_timeouts),
     )?;
     family(
         enc,
         "session_command_retries",
         None,
         "Commands sent again on the session after one of its connections failed.",
-        per_session(|s| s.stats.retries),
+        per_session(|s| s.command_retries),
     )
 }
 
 type ConnLabels<'a> = (PathLabels<'a>, ([(&'static str, u16); 1], [(&'static str, &'a str); 1]));
 
-fn connections(
-    devices: &[DeviceView],
-) -> impl Iterator<Item = (ConnLabels<'_>, &mpio_transport::driver::ConnectionSnapshot)> {
+fn connections(devices: &[DeviceView]) -> impl Iterator<Item = (ConnLabels<'_>, &ConnectionView)> {
     sessions(devices).flat_map(|(l, s)| {
         s.connections.iter().map(move |c| ((l, ([("cid", c.cid)], [("portal", c.portal.as_str())])), c))
     })
 }
 
 fn connection_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt::Result {
-    use mpio_transport::session::ConnStats;
-    let per_conn = |value: fn(&ConnStats) -> u64| connections(devices).map(move |(l, c)| (l, counter(value(&c.stats))));
+    let per_conn = |value: fn(&ConnectionCounters) -> u64| {
+        connections(devices).map(move |(l, c)| (l, counter(value(&c.counters))))
+    };
     family(
         enc,
         "connection_up",
@@ -391,7 +389,7 @@ fn connection_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) 
         None,
         "Login attempts of the connection by result (failure includes TCP connect failures).",
         connections(devices).flat_map(|(l, c)| {
-            [("success", c.stats.logins), ("failure", c.stats.login_failures)]
+            [("success", c.counters.logins), ("failure", c.counters.login_failures)]
                 .map(|(result, v)| ((l, [("result", result)]), counter(v)))
         }),
     )?;

@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mpio_mpath::{Device, DeviceSnapshot};
-use mpio_transport::SessionSnapshot;
+use mpio_mpath::{Device, DeviceSnapshot, SessionView};
 use tracing::debug;
 
 /// A session driver busy for longer than this (it answers between two
@@ -21,7 +20,7 @@ pub struct DeviceView {
     pub snapshot: DeviceSnapshot,
     /// The session of each path, in the order of `snapshot.paths`; `None`
     /// when it did not answer (its driver stopped, or it was busy).
-    pub sessions: Vec<Option<SessionSnapshot>>,
+    pub sessions: Vec<Option<SessionView>>,
     /// When the snapshot was taken: the length of a hold still running is
     /// measured up to here.
     pub at: Instant,
@@ -42,12 +41,11 @@ impl DeviceView {
     }
 }
 
-async fn session(device: &Device, path: &str) -> Option<SessionSnapshot> {
-    let handle = device.path_session(path)?;
-    match tokio::time::timeout(SESSION_ANSWER, handle.snapshot()).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            debug!(device = device.name(), path, "no session snapshot: {e}");
+async fn session(device: &Device, path: &str) -> Option<SessionView> {
+    match tokio::time::timeout(SESSION_ANSWER, device.session_view(path)).await {
+        Ok(Some(s)) => Some(s),
+        Ok(None) => {
+            debug!(device = device.name(), path, "no session snapshot: no such path, or its session driver stopped");
             None
         }
         Err(_) => {

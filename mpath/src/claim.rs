@@ -27,7 +27,8 @@ use std::sync::Arc;
 use mpio_dsm::identity::lu_identity;
 use mpio_dsm::vpd::VpdPage;
 use mpio_dsm::{
-    BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, StandardInquiry, UnitSerialNumber,
+    BlockDeviceCharacteristics, BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, StandardInquiry,
+    UnitSerialNumber,
 };
 use mpio_policies::PathId;
 use tracing::{debug, info};
@@ -113,6 +114,7 @@ pub(crate) struct Reading {
     pub(crate) capacity: Capacity,
     pub(crate) limits: Option<BlockLimits>,
     pub(crate) provisioning: Option<LogicalBlockProvisioning>,
+    pub(crate) characteristics: Option<BlockDeviceCharacteristics>,
     pub(crate) write_protected: bool,
     pub(crate) write_cache: WriteCache,
 }
@@ -142,6 +144,11 @@ impl Reading {
             .await
             .ok()
             .and_then(|b| LogicalBlockProvisioning::parse(&b).ok());
+        let characteristics = lu
+            .vpd(VpdPage::BLOCK_DEVICE_CHARACTERISTICS)
+            .await
+            .ok()
+            .and_then(|b| BlockDeviceCharacteristics::parse(&b).ok());
         let write_protected = lu.write_protected().await.unwrap_or_else(|e| {
             // MODE SENSE is optional for a disk (SBC-4); a LU without it is
             // taken as writable, and a protected one still refuses writes.
@@ -157,7 +164,17 @@ impl Reading {
                 WriteCache::ASSUMED
             }
         };
-        Ok(Reading { inquiry, identification, serial, capacity, limits, provisioning, write_protected, write_cache })
+        Ok(Reading {
+            inquiry,
+            identification,
+            serial,
+            capacity,
+            limits,
+            provisioning,
+            characteristics,
+            write_protected,
+            write_cache,
+        })
     }
 
     /// The LU's own identity, if anything it reports names it.
@@ -184,10 +201,13 @@ impl Reading {
                 && self.provisioning.as_ref().is_some_and(|l| l.lbpu)
                 && limits.is_none_or(|l| l.max_unmap_lba_count != 0),
             max_unmap_blocks: limits.map(|l| l.max_unmap_lba_count).filter(|&n| n != 0 && n != u32::MAX),
+            unmap_granularity: limits.map_or(0, |l| l.optimal_unmap_granularity),
+            unmap_alignment: limits.and_then(|l| l.unmap_granularity_alignment),
             write_same: self.provisioning.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
             max_write_same_blocks: limits.map(|l| l.max_write_same_len).filter(|&n| n != 0),
             write_protected: self.write_protected,
             write_cache: self.write_cache,
+            rotational: self.characteristics.as_ref().and_then(BlockDeviceCharacteristics::rotational),
         }
     }
 }
@@ -289,7 +309,7 @@ pub(crate) async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<Strin
         step.before_io(&name, lu).await.map_err(|error| ClaimRefusal::BringUp {
             path: name.clone(),
             step: format!("{step:?}"),
-            error,
+            error: error.0,
         })?;
     }
     Ok(group)
@@ -360,6 +380,7 @@ mod tests {
             capacity: Capacity::parse_read_capacity16(&cap).unwrap(),
             limits: None,
             provisioning: None,
+            characteristics: None,
             write_protected: false,
             write_cache: WriteCache::ASSUMED,
         }
@@ -381,6 +402,82 @@ mod tests {
         p80.push(0);
         r.serial = Some(UnitSerialNumber::parse(&p80).unwrap());
         r
+    }
+
+    /// VPD B0h with these limits, in blocks: MAXIMUM TRANSFER LENGTH,
+    /// MAXIMUM UNMAP LBA COUNT, OPTIMAL UNMAP GRANULARITY, UNMAP
+    /// GRANULARITY ALIGNMENT (UGAVALID set), MAXIMUM WRITE SAME LENGTH.
+    fn block_limits(
+        max_transfer: u32,
+        max_unmap: u32,
+        granularity: u32,
+        alignment: u32,
+        write_same: u64,
+    ) -> BlockLimits {
+        let mut b = vec![0, 0xb0, 0, 0x3c];
+        b.resize(64, 0);
+        b[8..12].copy_from_slice(&max_transfer.to_be_bytes());
+        b[20..24].copy_from_slice(&max_unmap.to_be_bytes());
+        b[28..32].copy_from_slice(&granularity.to_be_bytes());
+        b[32..36].copy_from_slice(&(alignment | 0x8000_0000).to_be_bytes());
+        b[36..44].copy_from_slice(&write_same.to_be_bytes());
+        BlockLimits::parse(&b).unwrap()
+    }
+
+    /// VPD B2h with LBPU (UNMAP) and LBPWS (WRITE SAME with UNMAP).
+    fn provisioning(lbpu: bool, lbpws: bool) -> LogicalBlockProvisioning {
+        let b5 = u8::from(lbpu) << 7 | u8::from(lbpws) << 6;
+        LogicalBlockProvisioning::parse(&[0, 0xb2, 0, 4, 0, b5, 0, 0]).unwrap()
+    }
+
+    #[test]
+    fn lu_info_is_what_the_lu_reports() {
+        // Nothing but READ CAPACITY(16): no limits, no UNMAP, WRITE SAME
+        // only as plain zeroing (LBPME off), physical = logical.
+        let bare = lio_without_serial(2048).lu_info("id".into());
+        assert_eq!((bare.blocks, bare.block_len, bare.physical_block_len), (2048, 512, 512));
+        assert_eq!((bare.max_transfer, bare.unmap, bare.max_unmap_blocks, bare.write_same), (None, false, None, false));
+        assert_eq!(bare.serial, None, "an empty unit serial is none");
+        assert_eq!(bare.capacity(), 2048 * 512);
+
+        // A thin LU (LBPME) with UNMAP, limits, 4 KiB physical blocks
+        // (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 3).
+        let mut r = lio_with_serial("0123abcd");
+        let mut cap = vec![0u8; 32];
+        cap[..8].copy_from_slice(&(0x8000u64 - 1).to_be_bytes());
+        cap[8..12].copy_from_slice(&512u32.to_be_bytes());
+        cap[13] = 3;
+        cap[14] = 0x80;
+        r.capacity = Capacity::parse_read_capacity16(&cap).unwrap();
+        r.limits = Some(block_limits(2048, 8192, 8, 1, 65535));
+        r.provisioning = Some(provisioning(true, false));
+        let thin = r.lu_info("id".into());
+        assert_eq!(thin.serial.as_deref(), Some("0123abcd"));
+        assert_eq!(thin.physical_block_len, 4096);
+        assert_eq!(thin.max_transfer, Some(2048 * 512), "in bytes");
+        assert!(thin.unmap && thin.write_same, "LBPME with LBPU; WRITE SAME with LBPME");
+        assert_eq!((thin.max_unmap_blocks, thin.unmap_granularity, thin.unmap_alignment), (Some(8192), 8, Some(1)));
+        assert_eq!(thin.max_write_same_blocks, Some(65535));
+        let g = thin.geometry();
+        let discard = g.discard.unwrap();
+        assert_eq!((discard.granularity, discard.alignment, discard.max_bytes), (4096, 512, Some(8192 * 512)));
+        assert_eq!(
+            (g.capacity, g.logical_block, g.physical_block, g.max_transfer),
+            (0x8000 * 512, 512, 4096, Some(2048 * 512))
+        );
+
+        // MAXIMUM UNMAP LBA COUNT 0: no UNMAP (SBC-4); all ones: no limit.
+        r.limits = Some(block_limits(0, 0, 0, 0, 0));
+        let none = r.lu_info("id".into());
+        assert!(!none.unmap && none.geometry().discard.is_none());
+        assert_eq!((none.max_transfer, none.max_write_same_blocks), (None, None), "0 states no limit");
+        r.limits = Some(block_limits(0, u32::MAX, 0, 0, 0));
+        let unlimited = r.lu_info("id".into());
+        assert!(unlimited.unmap);
+        assert_eq!(unlimited.max_unmap_blocks, None);
+        // Without LBPU, no UNMAP however the limits read.
+        r.provisioning = Some(provisioning(false, true));
+        assert!(!r.lu_info("id".into()).unmap);
     }
 
     const P1: Claimant<'static> = Claimant { path: "p1", first: "p1" };

@@ -2,6 +2,8 @@
 //! Prometheus metrics.
 
 use std::collections::BTreeMap;
+
+use crate::failure::CauseKind;
 use std::time::Duration;
 
 /// The kinds of request the device serves.
@@ -67,7 +69,7 @@ pub struct PathStats {
     /// Sum of latencies, microseconds.
     pub latency_sum_us: u64,
     /// Failures by cause.
-    pub failures: BTreeMap<&'static str, u64>,
+    pub failures: BTreeMap<CauseKind, u64>,
     /// Requests that failed here and went to another path.
     pub redriven: u64,
     /// Transient-condition retries.

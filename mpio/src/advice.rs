@@ -1,6 +1,6 @@
 //! One-line failure messages that name the problem and the fix.
 
-use mpio_dsm::classify::errno;
+use mpio_dsm::Errno;
 use mpio_dsm::{ScsiStatus, Sense, SenseKey};
 use mpio_mpath::IoError;
 use mpio_mpath::scsi::ScsiError;
@@ -45,8 +45,8 @@ const WRITE_PROTECTED: &str = "the LU is write-protected";
 /// (the device has classified the SCSI answer already).
 pub(crate) fn io_error(e: &IoError) -> String {
     let hint = match e.errno {
-        errno::EBADE => Some(RESERVATION_CONFLICT),
-        errno::EROFS => Some(WRITE_PROTECTED),
+        Errno::ReservationConflict => Some(RESERVATION_CONFLICT),
+        Errno::ReadOnly => Some(WRITE_PROTECTED),
         _ => None,
     };
     match hint {

@@ -34,8 +34,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::backend::{Backend, BackendError, ZeroFlags};
+use mpio_mpath::{BlockDevice, IoError, ReadBuf, ZeroFlags};
+
 use crate::consts::*;
+use crate::errors::reply_error;
 use crate::negotiate::{Agreed, Catalog, Negotiation, NegotiationConfig, Outcome};
 use crate::outq::OutQueue;
 use crate::reply::{Answer, queue_reply};
@@ -105,7 +107,7 @@ pub(crate) async fn serve<S, C, B>(
 ) where
     S: Socket,
     C: Catalog<Export = ExportHandle<B>>,
-    B: Backend,
+    B: BlockDevice,
 {
     let (mut rd, mut wr) = sock.halves();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -225,33 +227,28 @@ where
 const REQUEST_OVERHEAD: usize = 64;
 
 /// What a finished request's future yields.
-struct Finished<D> {
+struct Finished {
     req: Request,
-    answer: Answer<D>,
+    answer: Answer,
     charge: usize,
 }
 
-async fn execute<B: Backend>(
-    backend: &B,
-    req: Request,
-    cmd: Command,
-    payload: Bytes,
-    charge: usize,
-) -> Finished<B::Data> {
+async fn execute<B: BlockDevice>(backend: &B, req: Request, cmd: Command, payload: Bytes, charge: usize) -> Finished {
     let fua = req.flags & NBD_CMD_FLAG_FUA != 0;
-    let result: Result<Option<B::Data>, BackendError> = match cmd {
+    let (offset, len) = (req.offset, u64::from(req.length));
+    let result: Result<Option<ReadBuf>, IoError> = match cmd {
         // Empty ranges are no-ops the backend never sees (the spec leaves
         // them unspecified; the reply must still come).
         Command::Read | Command::Write | Command::Trim | Command::WriteZeroes if req.length == 0 => {
             return Finished { req, answer: Answer::Done, charge };
         }
-        Command::Read => backend.read(req.offset, req.length).await.map(Some),
-        Command::Write => backend.write(req.offset, payload, fua).await.map(|()| None),
+        Command::Read => backend.read(offset, len).await.map(Some),
+        Command::Write => backend.write(offset, payload, fua).await.map(|()| None),
         Command::Flush => backend.flush().await.map(|()| None),
-        Command::Trim => backend.trim(req.offset, req.length, fua).await.map(|()| None),
+        Command::Trim => backend.discard(offset, len, fua).await.map(|()| None),
         Command::WriteZeroes => {
             let flags = ZeroFlags { fua, no_hole: req.flags & NBD_CMD_FLAG_NO_HOLE != 0 };
-            backend.write_zeroes(req.offset, req.length, flags).await.map(|()| None)
+            backend.write_zeroes(offset, len, flags).await.map(|()| None)
         }
         // Handled by the reader; never executed.
         Command::Disc => Ok(None),
@@ -259,7 +256,10 @@ async fn execute<B: Backend>(
     let answer = match result {
         Ok(Some(d)) => Answer::Data(d),
         Ok(None) => Answer::Done,
-        Err(e) => Answer::Failed(e.error, e.message),
+        Err(e) => {
+            let (error, message) = reply_error(e);
+            Answer::Failed(error, message)
+        }
     };
     Finished { req, answer, charge }
 }
@@ -301,8 +301,8 @@ struct Skip {
 /// denial of service attack".
 const DRAIN_LIMIT: u32 = 32 << 20;
 
-enum Event<D> {
-    Finished(Finished<D>),
+enum Event {
+    Finished(Finished),
     Wrote(std::io::Result<usize>),
     Read(std::io::Result<usize>),
     Stop,
@@ -319,7 +319,7 @@ impl Conn<'_> {
     ) where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
-        B: Backend,
+        B: BlockDevice,
     {
         let peer = self.peer;
         let mut stop = std::pin::pin!(stop);
@@ -345,7 +345,7 @@ impl Conn<'_> {
                     Item::Refuse(req, error, message) => {
                         debug!(peer, export = self.export, ?req, ?error, "request refused: {message}");
                         charged += REQUEST_OVERHEAD;
-                        let answer: Answer<B::Data> = Answer::Failed(error, message);
+                        let answer = Answer::Failed(error, message);
                         queue_reply(&mut outq, &mut scratch, self.params.structured, &req, answer, REQUEST_OVERHEAD);
                     }
                     Item::NeedMore => break,

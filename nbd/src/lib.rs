@@ -1,4 +1,5 @@
-//! NBD server frontend: exports multipath devices (or any [`Backend`]) to
+//! NBD server frontend: exports multipath devices (or any
+//! [`mpio_mpath::BlockDevice`]) to
 //! NBD clients (qemu, libnbd's nbdinfo/nbdcopy/nbdfuse, fio, the kernel's
 //! nbd client) over unix sockets and TCP.
 //!
@@ -17,8 +18,9 @@
 //! - [`transmission`]: request decoder, reply encoders, and
 //!   [`transmission::validate_request`], which picks the NBD error for a
 //!   malformed or out-of-range request.
-//! - [`backend`]: the [`Backend`] trait the server runs requests on;
-//!   [`mpath`] implements it for `mpio_mpath::Device`.
+//! - [`errors`]: the NBD error a client gets for each errno of the
+//!   block contract (`mpio_mpath::block`, which the server runs requests
+//!   on and `mpio_mpath::Device` implements).
 //! - [`server`]: [`Server`]: listeners, exports added and removed at
 //!   runtime, graceful shutdown.
 //!
@@ -53,10 +55,9 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
-pub mod backend;
 pub mod consts;
+pub mod errors;
 pub mod handshake;
-pub mod mpath;
 pub mod negotiate;
 pub mod server;
 pub mod transmission;
@@ -67,7 +68,6 @@ mod reply;
 mod tracker;
 mod wire;
 
-pub use backend::{Backend, BackendError, Geometry, ReadBuffers, ZeroFlags};
 pub use consts::NbdError;
 pub use server::{DEFAULT_PORT, ExportConfig, ListenAddr, ListenSpec, Server, ServerConfig, ServerError};
 

@@ -56,10 +56,10 @@
 //! transfer limit: they were never told about it, and the device splits
 //! long requests itself.
 
-use crate::backend::Geometry;
 use crate::consts::*;
 use crate::handshake::*;
 use crate::transmission::ExportParams;
+use mpio_mpath::Geometry;
 
 /// Limits of the negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,13 +376,13 @@ pub fn transmission_flags(g: &Geometry, structured: bool) -> u16 {
     if g.read_only {
         f |= NBD_FLAG_READ_ONLY;
     }
-    if g.trim {
+    if g.discard.is_some() {
         f |= NBD_FLAG_SEND_TRIM;
     }
     if g.write_zeroes {
         f |= NBD_FLAG_SEND_WRITE_ZEROES;
     }
-    if g.multi_conn {
+    if g.shared_flush {
         f |= NBD_FLAG_CAN_MULTI_CONN;
     }
     if structured {
@@ -394,16 +394,16 @@ pub fn transmission_flags(g: &Geometry, structured: bool) -> u16 {
 /// The block size constraints advertised for `g` (see the module docs),
 /// or why the geometry cannot be exported.
 pub fn advertised_block_sizes(g: &Geometry, max_payload: u32) -> Result<BlockSizes, String> {
-    let minimum = g.block_len;
+    let minimum = g.logical_block;
     if !minimum.is_power_of_two() || minimum > 65_536 {
         return Err(format!(
             "the device's {minimum}-byte logical block cannot be exported over NBD (needs a power of two up to 64 KiB)"
         ));
     }
-    if g.size % u64::from(minimum) != 0 {
-        return Err(format!("the device's size {} is not a multiple of its {minimum}-byte block", g.size));
+    if g.capacity % u64::from(minimum) != 0 {
+        return Err(format!("the device's size {} is not a multiple of its {minimum}-byte block", g.capacity));
     }
-    let preferred = g.preferred_block_len.max(minimum).max(512).checked_next_power_of_two().unwrap_or(minimum);
+    let preferred = g.physical_block.max(minimum).max(512).checked_next_power_of_two().unwrap_or(minimum);
     let cap = max_payload.max(preferred);
     let maximum = g.max_transfer.map_or(cap, |m| m.clamp(preferred, cap));
     // A whole number of blocks (preferred is a multiple of minimum, so
@@ -428,5 +428,5 @@ pub fn export_params(
         let cap = max_payload.max(advertised.preferred);
         BlockSizes { maximum: cap - cap % advertised.minimum, ..advertised }
     };
-    Ok(ExportParams { size: g.size, transmission_flags: transmission_flags(g, structured), block, structured })
+    Ok(ExportParams { size: g.capacity, transmission_flags: transmission_flags(g, structured), block, structured })
 }

@@ -7,7 +7,8 @@
 //! with an `ERROR` chunk carrying the message; other successes keep the
 //! 16-byte simple reply, which the spec allows for replies without data.
 
-use crate::backend::ReadBuffers;
+use mpio_mpath::ReadBuf;
+
 use crate::consts::{NBD_CMD_READ, NbdError};
 use crate::outq::OutQueue;
 use crate::transmission::{
@@ -16,29 +17,29 @@ use crate::transmission::{
 
 /// How a request ended.
 #[derive(Debug)]
-pub(crate) enum Answer<D> {
+pub(crate) enum Answer {
     /// Success without data (everything but a read, and a read of
     /// zero bytes).
     Done,
     /// A read's data.
-    Data(D),
+    Data(ReadBuf),
     /// Failure: the error and a message for structured replies and logs.
     Failed(NbdError, String),
 }
 
 /// Queues the reply to `req`; `charge` is released when it is written.
-pub(crate) fn queue_reply<D: ReadBuffers>(
+pub(crate) fn queue_reply(
     q: &mut OutQueue,
     scratch: &mut Vec<u8>,
     structured: bool,
     req: &Request,
-    answer: Answer<D>,
+    answer: Answer,
     charge: usize,
 ) {
     scratch.clear();
     let answer = match answer {
         Answer::Data(d) => {
-            let got: usize = d.buffers().iter().map(|b| b.len()).sum();
+            let got = d.len();
             // A backend returning the wrong amount would desynchronise a
             // simple-reply stream; refuse it as an I/O error instead.
             if u32::try_from(got).ok() == Some(req.length) {
@@ -70,7 +71,7 @@ pub(crate) fn queue_reply<D: ReadBuffers>(
                 return;
             }
             q.push_copy(scratch);
-            for b in d.buffers() {
+            for b in d.chunks() {
                 q.push_shared(b.clone());
             }
             q.end_reply(charge);
@@ -101,7 +102,7 @@ mod tests {
         Request { flags: 0, typ: NBD_CMD_READ, cookie: 0x0a0b, offset: 0x200, length }
     }
 
-    fn reply(structured: bool, req: &Request, answer: Answer<Vec<Bytes>>) -> (Vec<u8>, usize) {
+    fn reply(structured: bool, req: &Request, answer: Answer) -> (Vec<u8>, usize) {
         let mut q = OutQueue::default();
         queue_reply(&mut q, &mut Vec::new(), structured, req, answer, 77);
         let bytes = wire(&q);
@@ -112,16 +113,16 @@ mod tests {
     #[test]
     fn simple_read_is_header_then_the_buffers() {
         let data = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")];
-        let (w, released) = reply(false, &read_req(4), Answer::Data(data));
+        let (w, released) = reply(false, &read_req(4), Answer::Data(data.into()));
         assert_eq!(w, hex("67446698 00000000 0000000000000a0b 61626364"));
         assert_eq!(released, 77);
     }
 
     #[test]
     fn structured_read_is_one_done_data_chunk() {
-        let (w, _) = reply(true, &read_req(2), Answer::Data(vec![Bytes::from_static(b"xy")]));
+        let (w, _) = reply(true, &read_req(2), Answer::Data(vec![Bytes::from_static(b"xy")].into()));
         assert_eq!(w, hex("668e33ef 0001 0001 0000000000000a0b 0000000a 0000000000000200 7879"));
-        let (w, _) = reply(true, &read_req(0), Answer::Data(vec![]));
+        let (w, _) = reply(true, &read_req(0), Answer::Data(vec![].into()));
         assert_eq!(w, hex("668e33ef 0001 0000 0000000000000a0b 00000000"));
         // A zero-length read answered without calling the backend.
         let (w, _) = reply(true, &read_req(0), Answer::Done);
@@ -147,7 +148,7 @@ mod tests {
 
     #[test]
     fn short_read_from_the_backend_is_an_error_not_a_short_payload() {
-        let (w, _) = reply(false, &read_req(4), Answer::Data(vec![Bytes::from_static(b"abc")]));
+        let (w, _) = reply(false, &read_req(4), Answer::Data(vec![Bytes::from_static(b"abc")].into()));
         assert_eq!(w, hex("67446698 00000005 0000000000000a0b"));
     }
 }

@@ -29,11 +29,11 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::backend::Backend;
 use crate::conn::{self, ExportHandle, Limits};
 use crate::consts::MAX_STRING_LEN;
 use crate::negotiate::{Catalog, DEFAULT_MAX_PAYLOAD, ExportInfo, NegotiationConfig};
 use crate::tracker::{Guard, Tracker};
+use mpio_mpath::BlockDevice;
 
 /// The IANA port of NBD.
 pub const DEFAULT_PORT: u16 = 10809;
@@ -237,7 +237,7 @@ impl<B> Shared<B> {
     }
 }
 
-impl<B: Backend> Catalog for Shared<B> {
+impl<B: BlockDevice> Catalog for Shared<B> {
     type Export = ExportHandle<B>;
 
     fn lookup(&self, name: &str) -> Result<(ExportHandle<B>, ExportInfo), String> {
@@ -277,12 +277,12 @@ impl<B: Backend> Catalog for Shared<B> {
 /// Serving starts at [`Server::bind`]; exports come and go with
 /// [`Server::add_export`] and [`Server::remove_export`]. Dropping the
 /// server stops it as [`Server::shutdown`] does, without waiting.
-pub struct Server<B: Backend> {
+pub struct Server<B: BlockDevice> {
     shared: Arc<Shared<B>>,
     addrs: Vec<ListenAddr>,
 }
 
-impl<B: Backend> fmt::Debug for Server<B> {
+impl<B: BlockDevice> fmt::Debug for Server<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server").field("addrs", &self.addrs).finish_non_exhaustive()
     }
@@ -293,7 +293,7 @@ enum Listener {
     Tcp(TcpListener),
 }
 
-impl<B: Backend> Server<B> {
+impl<B: BlockDevice> Server<B> {
     /// Binds every listening socket and starts accepting connections (on
     /// the current tokio runtime). Fails, having bound nothing that stays
     /// bound, if any address cannot be used.
@@ -402,7 +402,7 @@ impl<B: Backend> Server<B> {
     }
 }
 
-impl<B: Backend> Drop for Server<B> {
+impl<B: BlockDevice> Drop for Server<B> {
     fn drop(&mut self) {
         self.shared.stop.send_replace(true);
     }
@@ -465,7 +465,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
     }
 }
 
-async fn accept_loop<B: Backend>(shared: Arc<Shared<B>>, listener: Listener, _guard: Guard) {
+async fn accept_loop<B: BlockDevice>(shared: Arc<Shared<B>>, listener: Listener, _guard: Guard) {
     let mut stop = shared.stop.subscribe();
     let mut backoff = AcceptBackoff::new("NBD");
     loop {
@@ -511,7 +511,7 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
     })
 }
 
-fn spawn_connection<B: Backend>(shared: &Arc<Shared<B>>, conn: Accepted) {
+fn spawn_connection<B: BlockDevice>(shared: &Arc<Shared<B>>, conn: Accepted) {
     let guard = shared.connections.guard();
     let stop = shared.stop.subscribe();
     let shared = shared.clone();

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use mpio_mpath::{BlockDevice, Discard, Errno, Geometry, IoError, ReadBuf, WriteCache, ZeroFlags};
 use mpio_nbd::consts::*;
 use mpio_nbd::transmission::Request;
-use mpio_nbd::{Backend, BackendError, Geometry, NbdError, ZeroFlags};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
@@ -27,7 +27,7 @@ pub struct MemBackend {
     /// Requests touching this offset wait for a permit of `gate`.
     held: Mutex<Option<u64>>,
     gate: Semaphore,
-    fail: Mutex<Option<(u64, NbdError)>>,
+    fail: Mutex<Option<(u64, Errno)>>,
     log: Mutex<Vec<String>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -37,14 +37,16 @@ impl MemBackend {
     /// `size` bytes of zeroes, 512-byte blocks, trim supported.
     pub fn new(size: u64) -> MemBackend {
         let geometry = Geometry {
-            size,
-            block_len: 512,
-            preferred_block_len: 4096,
+            capacity: size,
+            logical_block: 512,
+            physical_block: 4096,
             max_transfer: None,
             read_only: false,
-            trim: true,
+            discard: Some(Discard { granularity: 512, alignment: 0, max_bytes: None }),
             write_zeroes: true,
-            multi_conn: true,
+            write_cache: WriteCache::ASSUMED,
+            shared_flush: true,
+            rotational: None,
         };
         MemBackend {
             data: Mutex::new(vec![0; size as usize]),
@@ -74,7 +76,7 @@ impl MemBackend {
     }
 
     /// Fails requests at `offset` with `error`.
-    pub fn fail_at(&self, offset: u64, error: NbdError) {
+    pub fn fail_at(&self, offset: u64, error: Errno) {
         *self.fail.lock().unwrap() = Some((offset, error));
     }
 
@@ -98,7 +100,7 @@ impl MemBackend {
         self.data.lock().unwrap()[offset as usize..offset as usize + len].to_vec()
     }
 
-    async fn enter(&self, entry: String, offset: u64) -> Result<InFlight<'_>, BackendError> {
+    async fn enter(&self, entry: String, offset: u64) -> Result<InFlight<'_>, IoError> {
         self.log.lock().unwrap().push(entry);
         let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(n, Ordering::SeqCst);
@@ -110,7 +112,7 @@ impl MemBackend {
         if let Some((at, error)) = *self.fail.lock().unwrap()
             && at == offset
         {
-            return Err(BackendError::new(error, format!("injected failure at {at}")));
+            return Err(IoError::device(error, format!("injected failure at {at}")));
         }
         Ok(guard)
     }
@@ -124,23 +126,21 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl Backend for MemBackend {
-    type Data = Vec<Bytes>;
-
+impl BlockDevice for MemBackend {
     fn geometry(&self) -> Result<Geometry, String> {
         self.geometry.lock().unwrap().clone()
     }
 
-    async fn read(&self, offset: u64, len: u32) -> Result<Vec<Bytes>, BackendError> {
+    async fn read(&self, offset: u64, len: u64) -> Result<ReadBuf, IoError> {
         let _g = self.enter(format!("read {offset}+{len}"), offset).await?;
         let data = self.data.lock().unwrap();
         let (a, b) = (offset as usize, offset as usize + len as usize);
         // Two buffers, as a read over two iSCSI PDUs would give.
         let mid = a + (len as usize / 2);
-        Ok(vec![Bytes::copy_from_slice(&data[a..mid]), Bytes::copy_from_slice(&data[mid..b])])
+        Ok(ReadBuf::from(vec![Bytes::copy_from_slice(&data[a..mid]), Bytes::copy_from_slice(&data[mid..b])]))
     }
 
-    async fn write(&self, offset: u64, payload: Bytes, fua: bool) -> Result<(), BackendError> {
+    async fn write(&self, offset: u64, payload: Bytes, fua: bool) -> Result<(), IoError> {
         let _g =
             self.enter(format!("write {offset}+{}{}", payload.len(), if fua { " fua" } else { "" }), offset).await?;
         let at = offset as usize;
@@ -148,19 +148,19 @@ impl Backend for MemBackend {
         Ok(())
     }
 
-    async fn flush(&self) -> Result<(), BackendError> {
+    async fn flush(&self) -> Result<(), IoError> {
         let _g = self.enter("flush".into(), u64::MAX).await?;
         Ok(())
     }
 
-    async fn trim(&self, offset: u64, len: u32, fua: bool) -> Result<(), BackendError> {
+    async fn discard(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoError> {
         let _g = self.enter(format!("trim {offset}+{len}{}", if fua { " fua" } else { "" }), offset).await?;
         let at = offset as usize;
         self.data.lock().unwrap()[at..at + len as usize].fill(0);
         Ok(())
     }
 
-    async fn write_zeroes(&self, offset: u64, len: u32, flags: ZeroFlags) -> Result<(), BackendError> {
+    async fn write_zeroes(&self, offset: u64, len: u64, flags: ZeroFlags) -> Result<(), IoError> {
         let f = format!("{}{}", if flags.fua { " fua" } else { "" }, if flags.no_hole { " no_hole" } else { "" });
         let _g = self.enter(format!("zero {offset}+{len}{f}"), offset).await?;
         let at = offset as usize;

@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mpio_dsm::Errno;
 use mpio_dsm::Lun;
-use mpio_dsm::classify::errno;
 use mpio_dsm::pr::{PrOutAction, PrOutParameters, PrType, persistent_reserve_out};
 use mpio_mpath::scsi::LuAccess;
 use mpio_mpath::{DeviceConfig, DeviceEvent, EventKind, PathConfig};
@@ -151,7 +151,7 @@ pub async fn conflict_reaches_the_caller_without_failover(
     for i in 0..CHUNKS {
         let at = i * CHUNK as u64;
         let e = dev.write(at, pattern(at, CHUNK, 2), false).await.expect_err("a write under another's reservation");
-        assert_eq!(e.errno, errno::EBADE, "write at {at}: {e}");
+        assert_eq!(e.errno, Errno::ReservationConflict, "write at {at}: {e}");
         assert!(e.message.contains("RESERVATION CONFLICT"), "write at {at}: {e}");
     }
     // Reads are allowed under WRITE EXCLUSIVE, and find the old data: the

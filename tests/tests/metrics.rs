@@ -500,7 +500,7 @@ async fn every_family_is_present_at_zero_before_any_login() {
     }
     let mut snaps = Vec::new();
     for s in &sessions {
-        snaps.push(Some(s.snapshot().await.unwrap()));
+        snaps.push(Some(mpio_mpath::SessionView::from(&s.snapshot().await.unwrap())));
     }
     let view = DeviceView { name: "mp0".into(), snapshot: core.snapshot(), sessions: snaps, at: Instant::now() };
     let text = mpio_metrics::encode(vec![view]);
@@ -517,8 +517,8 @@ async fn every_family_is_present_at_zero_before_any_login() {
         for op in ["read", "write", "flush", "discard", "write_zeroes", "other"] {
             assert_eq!(s.get("mpio_path_requests_total", &[l[0], l[1], ("op", op)]), 0.0);
         }
-        for cause in mpio_mpath::FailureCause::KINDS {
-            assert_eq!(s.get("mpio_path_failures_total", &[l[0], l[1], ("cause", cause)]), 0.0);
+        for cause in mpio_mpath::CauseKind::ALL {
+            assert_eq!(s.get("mpio_path_failures_total", &[l[0], l[1], ("cause", cause.label())]), 0.0);
         }
     }
 

@@ -5,9 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use mpio_policies::{PolicySpec, SwitchEvery};
+use mpio_policies::{PathRole, PolicyRequest, PolicySpec, SwitchEvery};
 
 use super::*;
+use crate::block::{Errno, IoError, IoErrorKind};
+use crate::failure::{CauseKind, FenceFailed, ProbeFailed};
+use crate::stats::Op;
+use crate::timers::{FailbackMode, HoldMode};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -49,7 +53,7 @@ impl T {
 
     /// A path's connection resets, its session logs in again at once.
     fn bounce(&mut self, path: PathId) {
-        self.c.session_down(self.now, path, FailureCause::new("connection", "reset"), false);
+        self.c.session_down(self.now, path, FailureCause::new(CauseKind::Connection, "reset"), false);
         self.c.session_up(self.now, path, true);
     }
 
@@ -95,7 +99,10 @@ impl T {
         self.done(
             t,
             op,
-            Completion::PathFailure { cause: FailureCause::new("connection", "reset"), may_still_execute: true },
+            Completion::PathFailure {
+                cause: FailureCause::new(CauseKind::Connection, "reset"),
+                may_still_execute: true,
+            },
         )
     }
 
@@ -170,7 +177,7 @@ fn a_read_on_a_failed_path_goes_again_at_once_and_a_write_waits_for_the_fence() 
     // The session still looks up: probation, until its down event says
     // otherwise; that event is the same incident, not a second failure.
     assert_eq!(t.c.status(0), Some(PathStatus::Probation { passed: 0 }));
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert_eq!(t.c.status(0), Some(PathStatus::Reconnecting));
     let evs = t.events();
     assert_eq!(kinds(&evs).iter().filter(|k| **k == "path_failed").count(), 1);
@@ -213,7 +220,7 @@ fn a_failed_fence_is_tried_again_and_a_returning_portal_is_used() {
     }
     t.lost(sent(0, 0), Op::Write);
     assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1, 2] }]);
-    t.c.fence_done(t.now, 0, 1, Err("login timed out".into()));
+    t.c.fence_done(t.now, 0, 1, Err(FenceFailed("login timed out".into())));
     assert!(t.actions().is_empty());
     t.advance(S);
     assert!(t.actions().contains(&Action::Fence { path: 0, epoch: 1, via: vec![1, 2] }), "tried again after 1 s");
@@ -222,7 +229,7 @@ fn a_failed_fence_is_tried_again_and_a_returning_portal_is_used() {
     let mut t = T::up(2);
     t.c.set_group(0, Some("g".into()));
     t.c.set_group(1, Some("g".into()));
-    t.c.session_down(t.now, 1, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 1, FailureCause::new(CauseKind::Connection, "reset"), false);
     t.lost(sent(0, 0), Op::Write);
     t.actions();
     t.c.session_up(t.now, 1, false);
@@ -235,7 +242,7 @@ fn reinstatement_of_the_path_clears_its_fence() {
     let mut t = T::up(2);
     let fence = Fence { path: 0, epoch: 1 };
     t.lost(sent(0, 0), Op::Write);
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!(!t.c.fence_cleared(fence));
     t.advance(2 * S);
     t.c.session_up(t.now, 0, true);
@@ -249,7 +256,7 @@ fn a_confirmed_abort_needs_no_fence() {
     let v = t.done(
         sent(0, 0),
         Op::Write,
-        Completion::PathFailure { cause: FailureCause::new("io_timeout", "aborted"), may_still_execute: false },
+        Completion::PathFailure { cause: FailureCause::new(CauseKind::IoTimeout, "aborted"), may_still_execute: false },
     );
     assert_eq!(v, Verdict::Redrive { fence: None });
     // The session is still up: probation starts without a reconnect.
@@ -259,7 +266,7 @@ fn a_confirmed_abort_needs_no_fence() {
 #[test]
 fn probation_takes_three_clean_probes() {
     let mut t = T::up(2);
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     t.events();
     t.advance(2 * S);
     t.c.session_up(t.now, 0, true);
@@ -283,11 +290,11 @@ fn probation_takes_three_clean_probes() {
 #[test]
 fn a_failed_probe_restarts_probation_later() {
     let mut t = T::up(1);
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     t.c.session_up(t.now, 0, true);
     t.c.handle_timeout(t.now);
     assert_eq!(t.actions(), vec![Action::Probe(0)]);
-    t.c.probe_done(t.now, 0, Err("NOT READY".into()));
+    t.c.probe_done(t.now, 0, Err(ProbeFailed("NOT READY".into())));
     assert!(kinds(&t.events()).contains(&"probation_probe_failed"));
     assert_eq!(t.c.status(0), Some(PathStatus::Probation { passed: 0 }));
     // Second failure within the window: the next probe waits damping_base.
@@ -302,7 +309,7 @@ fn a_flapping_path_is_damped() {
     let mut failovers_before = t.c.snapshot().counters.failovers;
     // The path's session drops every 2 s and comes back 1 s later.
     for cycle in 0..30 {
-        t.c.session_down(t.now, 0, FailureCause::new("connection", "flap"), false);
+        t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "flap"), false);
         t.advance(S);
         t.c.session_up(t.now, 0, true);
         let deadline = t.now + S;
@@ -332,7 +339,7 @@ fn a_flapping_path_is_damped() {
 #[test]
 fn hold_then_eio_then_recovery() {
     let mut t = T::up(1);
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     let t0 = t.now;
     assert_eq!(t.c.select(t.now, Op::Read, 512), Selection::Hold(Some(t0 + 20 * S)));
     t.advance(19 * S);
@@ -340,7 +347,7 @@ fn hold_then_eio_then_recovery() {
     t.advance(S);
     assert!(kinds(&t.events()).contains(&"hold_expired"));
     let Selection::Fail(e) = t.c.select(t.now, Op::Read, 512) else { panic!() };
-    assert_eq!((e.kind, e.errno), (IoErrorKind::NoPath, 5));
+    assert_eq!((e.kind, e.errno), (IoErrorKind::NoPath, Errno::Io));
     // A path returns: I/O works again, and the episode is counted.
     t.c.session_up(t.now, 0, true);
     t.pass_probation(0);
@@ -352,7 +359,7 @@ fn hold_then_eio_then_recovery() {
 #[test]
 fn hold_modes_switch_at_runtime() {
     let mut t = T::up(1);
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     t.c.set_hold(HoldMode::Queue);
     t.advance(3600 * S);
     assert_eq!(t.c.select(t.now, Op::Read, 512), Selection::Hold(None));
@@ -382,10 +389,18 @@ fn transient_conditions_are_retried_then_failed() {
 fn device_errors_go_to_the_caller_without_failover() {
     let mut t = T::up(2);
     let k = t.pick(Op::Write);
-    let v = t.done(k, Op::Write, Completion::Fatal { errno: 52, why: "RESERVATION CONFLICT".into() });
+    let v = t.done(
+        k,
+        Op::Write,
+        Completion::Fatal { errno: Errno::ReservationConflict, why: "RESERVATION CONFLICT".into() },
+    );
     assert_eq!(
         v,
-        Verdict::Fail(IoError { kind: IoErrorKind::Device, errno: 52, message: "RESERVATION CONFLICT".into() })
+        Verdict::Fail(IoError {
+            kind: IoErrorKind::Device,
+            errno: Errno::ReservationConflict,
+            message: "RESERVATION CONFLICT".into()
+        })
     );
     assert!(t.c.snapshot().paths.iter().all(|p| p.status == PathStatus::Ready));
     assert_eq!(t.c.snapshot().counters.failovers, 0);
@@ -424,9 +439,9 @@ fn path_verification_probes_ready_paths() {
     t.advance(S);
     assert_eq!(t.actions(), vec![Action::Probe(0), Action::Probe(1)]);
     t.c.probe_done(t.now, 0, Ok(()));
-    t.c.probe_done(t.now, 1, Err("TEST UNIT READY: no answer".into()));
+    t.c.probe_done(t.now, 1, Err(ProbeFailed("TEST UNIT READY: no answer".into())));
     assert_eq!(t.c.status(1), Some(PathStatus::Probation { passed: 0 }));
-    assert_eq!(t.c.snapshot().paths[1].last_cause.as_ref().unwrap().kind, "verify");
+    assert_eq!(t.c.snapshot().paths[1].last_cause.as_ref().unwrap().kind, CauseKind::Verify);
     // Every state change is an event: failed, then probation (the session
     // is still up).
     let evs = t.events();
@@ -440,7 +455,7 @@ fn path_verification_probes_ready_paths() {
 #[test]
 fn failover_is_counted_once_per_change() {
     let mut t = T::up(3);
-    t.c.session_down(t.now, 2, FailureCause::new("nop_timeout", "no answer"), false);
+    t.c.session_down(t.now, 2, FailureCause::new(CauseKind::NopTimeout, "no answer"), false);
     let evs = t.events();
     assert!(
         evs.iter().any(|e| matches!(&e.kind, EventKind::Failover { from, to } if from.len() == 3 && to.len() == 2))
@@ -448,7 +463,7 @@ fn failover_is_counted_once_per_change() {
     assert!(evs.iter().any(|e| e.seed_event == Some(48)));
     assert_eq!(t.c.snapshot().counters.failovers, 1);
     // A repeated report of the same failure changes nothing.
-    t.c.session_down(t.now, 2, FailureCause::new("nop_timeout", "no answer"), false);
+    t.c.session_down(t.now, 2, FailureCause::new(CauseKind::NopTimeout, "no answer"), false);
     assert_eq!(t.c.snapshot().counters.failovers, 1);
 }
 
@@ -462,7 +477,7 @@ fn fail_over_only_promotes_one_standby_in_order_and_fails_back_immediately() {
     let mut t = fail_over_only(TimerConfig::default());
     assert_eq!(t.active(), vec!["active", "standby", "standby"]);
     assert!((0..5).all(|_| t.serve() == 0));
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     // The configured order says p2 before p1.
     assert!((0..5).all(|_| t.serve() == 2));
     assert_eq!(t.active(), vec!["reconnecting", "standby", "active"]);
@@ -486,7 +501,7 @@ fn manual_failback_waits_for_the_administrator() {
     assert!((0..5).all(|_| t.serve() == 2), "the standby keeps the I/O");
     assert_eq!(t.active(), vec!["standby", "standby", "active"]);
     // The held primary is still better than nothing.
-    t.c.session_down(t.now, 2, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 2, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert_eq!(t.serve(), 0);
     t.bounce(2);
     t.pass_probation(2);
@@ -519,11 +534,11 @@ fn round_robin_subset_promotes_one_standby_only_when_every_active_path_is_down()
     seen.sort();
     seen.dedup();
     assert_eq!(seen, vec![0, 1]);
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!((0..4).all(|_| t.serve() == 1), "one active path left: no standby yet");
-    t.c.session_down(t.now, 1, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 1, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!((0..4).all(|_| t.serve() == 2), "exactly one standby, the first in order");
-    t.c.session_down(t.now, 2, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 2, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!((0..4).all(|_| t.serve() == 3), "the next one only when it fails too");
     t.c.session_up(t.now, 1, true);
     t.pass_probation(1);
@@ -539,8 +554,8 @@ fn weighted_uses_the_lowest_weight_then_the_next() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen, vec![1, 2], "equal lowest weights share in turn");
-    t.c.session_down(t.now, 1, FailureCause::new("connection", "reset"), false);
-    t.c.session_down(t.now, 2, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 1, FailureCause::new(CauseKind::Connection, "reset"), false);
+    t.c.session_down(t.now, 2, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!((0..4).all(|_| t.serve() == 0), "then the next lowest weight");
 }
 
@@ -568,7 +583,7 @@ fn a_path_whose_login_is_refused_for_good_says_so() {
     t2.c.session_up(t2.now, 0, false);
     t2.events();
     // Path 1 never logged in; its login is refused for good.
-    let cause = FailureCause::new("login", "authorization failure (0x0202)");
+    let cause = FailureCause::new(CauseKind::Login, "authorization failure (0x0202)");
     t2.c.session_down(t2.now, 1, cause.clone(), true);
     assert_eq!(t2.c.status(1), Some(PathStatus::Failed));
     let evs = t2.events();
@@ -718,7 +733,7 @@ fn disabled_and_removing_paths_stay_out_when_they_fail() {
         t.actions();
         assert_eq!(t.lost(w, Op::Write), Verdict::Redrive { fence: Some(Fence { path: 0, epoch: 1 }) });
         assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1] }], "remove {remove}");
-        t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+        t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
         t.c.session_up(t.now, 0, true);
         assert!(t.c.fence_cleared(Fence { path: 0, epoch: 1 }), "reinstatement clears it");
         t.advance(60 * S);
@@ -733,7 +748,7 @@ fn an_added_path_takes_the_least_preferred_role_until_given_another() {
     let id = t.c.add_path(t.now, "p3".into()).unwrap();
     t.c.session_up(t.now, id, false);
     assert_eq!(by_name(&t, "p3").role, Some(PathRole::Standby));
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!((0..4).all(|_| t.serve() == 2), "the configured standbys come first");
     t.events();
     // set-active: the new primary takes the I/O; an administrator's move is
@@ -764,11 +779,11 @@ fn an_added_path_takes_the_least_preferred_role_until_given_another() {
 #[test]
 fn login_failures_are_reported_once_per_reason_and_counted() {
     let mut t = T::new(1, TimerConfig::default());
-    let refused = FailureCause::new("connect", "connect to 127.0.0.1:3260 failed: connection refused");
+    let refused = FailureCause::new(CauseKind::Connect, "connect to 127.0.0.1:3260 failed: connection refused");
     for _ in 0..5 {
         t.c.login_failed(t.now, 0, refused.clone(), Some(1));
     }
-    let auth = FailureCause::new("login", "authentication failure (0x0201): check the CHAP user and secret");
+    let auth = FailureCause::new(CauseKind::Login, "authentication failure (0x0201): check the CHAP user and secret");
     t.c.login_failed(t.now, 0, auth.clone(), Some(10));
     let evs = t.events();
     assert_eq!(kinds(&evs), ["login_failed", "login_failed"]);
@@ -779,7 +794,7 @@ fn login_failures_are_reported_once_per_reason_and_counted() {
     assert_eq!(p.state, "connecting");
     // Logged in: the next failure of the same kind is news again.
     t.c.session_up(t.now, 0, false);
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     t.events();
     t.c.login_failed(t.now, 0, refused, Some(1));
     assert_eq!(kinds(&t.events()), ["login_failed"]);
@@ -789,7 +804,7 @@ fn login_failures_are_reported_once_per_reason_and_counted() {
 fn a_login_refused_the_same_way_again_and_again_raises_one_event_with_the_fix() {
     let mut t = T::new(1, TimerConfig::default());
     let unknown = FailureCause::new(
-        "login",
+        CauseKind::Login,
         "service unavailable (0x0301): the target may not know this target name: check it (mpio discover lists them)",
     );
     let streak = |t: &T| t.c.snapshot().paths[0].stats.login_refusals_in_a_row;
@@ -803,7 +818,7 @@ fn a_login_refused_the_same_way_again_and_again_raises_one_event_with_the_fix() 
     assert!(again.contains("3 logins in a row") && again.contains("mpio discover"), "{again}");
     assert_eq!(evs[1].seed_event, Some(10));
     // Another reason starts a new streak, with its own first event.
-    let auth = FailureCause::new("login", "authentication failure (0x0201): check the CHAP user and secret");
+    let auth = FailureCause::new(CauseKind::Login, "authentication failure (0x0201): check the CHAP user and secret");
     t.c.login_failed(t.now, 0, auth.clone(), Some(10));
     assert_eq!(streak(&t), 1);
     for _ in 0..LOGIN_REFUSALS_REPEATED {
@@ -813,7 +828,7 @@ fn a_login_refused_the_same_way_again_and_again_raises_one_event_with_the_fix() 
     // A dead portal is no refusal: reported once, not as repeated.
     let mut t = T::new(1, TimerConfig::default());
     for _ in 0..10 {
-        t.c.login_failed(t.now, 0, FailureCause::new("connect", "connection refused"), Some(1));
+        t.c.login_failed(t.now, 0, FailureCause::new(CauseKind::Connect, "connection refused"), Some(1));
     }
     assert_eq!(kinds(&t.events()), ["login_failed"]);
     assert_eq!(streak(&t), 10);
@@ -838,7 +853,7 @@ fn waiting_requests_hold_expirations_and_down_time_are_reported() {
     t.c.wait_ended();
     t.c.session_up(t.now, 0, false);
     let start = t.now;
-    t.c.session_down(t.now, 0, FailureCause::new("connection", "reset"), false);
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!(matches!(t.c.select(t.now, Op::Read, 512), Selection::Hold(_)));
     t.advance(5 * S);
     t.advance(5 * S);
@@ -857,7 +872,54 @@ fn a_refused_path_keeps_its_reason_when_its_session_closes() {
     let mut t = T::new(2, TimerConfig::default()).all_up();
     t.c.refuse(t.now, 1, "path p1 reaches another LU: refused".into());
     // The driver logs the refused path out; its session's end is no news.
-    t.c.session_down(t.now, 1, FailureCause::new("connection", "session closed"), false);
+    t.c.session_down(t.now, 1, FailureCause::new(CauseKind::Connection, "session closed"), false);
     let p = &t.c.snapshot().paths[1];
-    assert_eq!((p.state, p.last_cause.as_ref().map(|c| c.kind)), ("failed", Some("claim")));
+    assert_eq!((p.state, p.last_cause.as_ref().map(|c| c.kind)), ("failed", Some(CauseKind::Claim)));
+}
+
+/// What `poll_timeout` returns is what `handle_timeout` runs: handling at
+/// the polled instant consumes that deadline (no timer polled but never
+/// handled, which would wake the driver in a loop), through a failure
+/// with a fence login that fails, is retried and is overtaken by a
+/// reinstatement, probation, a delayed failback and an expiring hold.
+#[test]
+fn every_polled_deadline_is_handled() {
+    let timers =
+        TimerConfig { failback: FailbackMode::Delayed(3 * S), hold: HoldMode::For(5 * S), ..TimerConfig::default() };
+    let mut t = T::new(2, timers).all_up();
+    t.c.set_group(0, Some("g".into()));
+    t.c.set_group(1, Some("g".into()));
+    let drain = |t: &mut T, until: Instant| {
+        while let Some(next) = t.c.poll_timeout().filter(|n| *n <= until) {
+            t.now = t.now.max(next);
+            t.c.handle_timeout(t.now);
+            assert!(t.c.poll_timeout().is_none_or(|after| after > next), "the deadline {next:?} is still polled");
+            for a in t.actions() {
+                match a {
+                    Action::Probe(p) => t.c.probe_done(t.now, p, Ok(())),
+                    Action::Fence { path, epoch, .. } => {
+                        t.c.fence_done(t.now, path, epoch, Err(FenceFailed("login timed out".into())))
+                    }
+                }
+            }
+        }
+    };
+    t.lost(sent(0, 0), Op::Write);
+    let until = t.now + 3 * S;
+    drain(&mut t, until);
+    // A fence retry is pending when the session comes back reinstated.
+    t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
+    t.c.session_up(t.now, 0, true);
+    let until = t.now + 60 * S;
+    drain(&mut t, until);
+    assert!(t.c.fence_cleared(Fence { path: 0, epoch: 1 }));
+    // All paths down: the hold expires once.
+    for p in 0..2 {
+        t.c.session_down(t.now, p, FailureCause::new(CauseKind::Connection, "reset"), false);
+    }
+    let _ = t.c.select(t.now, Op::Read, 512);
+    let until = t.now + 60 * S;
+    drain(&mut t, until);
+    assert_eq!(kinds(&t.events()).iter().filter(|k| **k == "hold_expired").count(), 1);
+    assert_eq!(t.c.poll_timeout(), None, "nothing left to run");
 }

@@ -145,7 +145,9 @@ impl Daemon {
         if let (Some(server), Some(_)) = (&self.nbd, &m.export) {
             server.remove_export(&m.spec.name).await;
         }
-        shutdown(&m.device, Duration::from_secs(5)).await;
+        // A target that does not answer must not keep the daemon from
+        // stopping.
+        m.device.shutdown(Duration::from_secs(5)).await;
     }
 
     /// Records a daemon-level event.
@@ -282,21 +284,6 @@ async fn nbd_server(cfg: &NbdListen) -> Result<Option<Server<Device>>> {
         info!("NBD exports on {a}");
     }
     Ok(Some(server))
-}
-
-/// Logs out every path of a device (commands in flight finish first),
-/// waiting at most `limit`: a target that does not answer must not keep
-/// the daemon from stopping.
-async fn shutdown(device: &Device, limit: Duration) {
-    let mut logouts = tokio::task::JoinSet::new();
-    for p in device.path_configs() {
-        if let Some(session) = device.path_session(&p.name).filter(|s| s.is_up()) {
-            logouts.spawn(async move { session.logout().await });
-        }
-    }
-    if tokio::time::timeout(limit, logouts.join_all()).await.is_err() {
-        warn!(device = device.name(), "not every session logged out within {limit:?}");
-    }
 }
 
 /// Tells systemd the daemon is ready once every device is, or after

@@ -148,7 +148,7 @@ fn deltas(args: &PerfArgs, before: &DeviceSnapshot, after: &DeviceSnapshot) -> V
                 failures: s
                     .failures
                     .iter()
-                    .map(|(k, n)| (*k, n - b.failures.get(k).copied().unwrap_or(0)))
+                    .map(|(k, n)| (k.label(), n - b.failures.get(k).copied().unwrap_or(0)))
                     .filter(|(_, n)| *n > 0)
                     .collect(),
             }

@@ -1,19 +1,23 @@
 //! The negotiation state machine, byte for byte.
 
 use super::*;
-use crate::backend::Geometry;
 use crate::handshake::{BlockSizes, DecodeError};
 use crate::negotiate::*;
+use mpio_mpath::{Discard, Geometry, WriteCache};
+
+const TRIM: Option<Discard> = Some(Discard { granularity: 512, alignment: 0, max_bytes: None });
 
 const DISK: Geometry = Geometry {
-    size: 64 << 20,
-    block_len: 512,
-    preferred_block_len: 4096,
+    capacity: 64 << 20,
+    logical_block: 512,
+    physical_block: 4096,
     max_transfer: Some(1 << 20),
     read_only: false,
-    trim: true,
+    discard: TRIM,
     write_zeroes: true,
-    multi_conn: true,
+    write_cache: WriteCache::ASSUMED,
+    shared_flush: true,
+    rotational: None,
 };
 
 /// Exports `disk` (described), `other`, and `cold` (no geometry yet).
@@ -338,12 +342,12 @@ fn byte_at_a_time_gives_the_same_conversation() {
 
 #[test]
 fn transmission_flags_follow_the_geometry() {
-    let bare = Geometry { trim: false, write_zeroes: false, multi_conn: false, ..DISK };
+    let bare = Geometry { discard: None, write_zeroes: false, shared_flush: false, ..DISK };
     let base = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA;
     assert_eq!(transmission_flags(&bare, false), base);
-    assert_eq!(transmission_flags(&Geometry { trim: true, ..bare }, false), base | NBD_FLAG_SEND_TRIM);
+    assert_eq!(transmission_flags(&Geometry { discard: TRIM, ..bare }, false), base | NBD_FLAG_SEND_TRIM);
     assert_eq!(transmission_flags(&Geometry { read_only: true, ..bare }, false), base | NBD_FLAG_READ_ONLY);
-    assert_eq!(transmission_flags(&Geometry { multi_conn: true, ..bare }, false), base | NBD_FLAG_CAN_MULTI_CONN);
+    assert_eq!(transmission_flags(&Geometry { shared_flush: true, ..bare }, false), base | NBD_FLAG_CAN_MULTI_CONN);
     assert_eq!(transmission_flags(&Geometry { write_zeroes: true, ..bare }, false), base | NBD_FLAG_SEND_WRITE_ZEROES);
     assert_eq!(transmission_flags(&bare, true), base | NBD_FLAG_SEND_DF);
 }
@@ -356,19 +360,19 @@ fn block_sizes_from_the_geometry() {
     assert_eq!(sizes(DISK), bs(512, 4096, 1 << 20));
     // 4 KiB LU; no stated limit: the server's cap.
     assert_eq!(
-        sizes(Geometry { block_len: 4096, preferred_block_len: 4096, max_transfer: None, ..DISK }),
+        sizes(Geometry { logical_block: 4096, physical_block: 4096, max_transfer: None, ..DISK }),
         bs(4096, 4096, cap)
     );
     // Physical below 512 is raised (the spec: preferred >= 512); a limit
     // under the preferred size is raised to it; one over the cap is capped;
     // a limit that is not a block multiple is rounded down.
-    assert_eq!(sizes(Geometry { preferred_block_len: 512, max_transfer: Some(100), ..DISK }), bs(512, 512, 512));
+    assert_eq!(sizes(Geometry { physical_block: 512, max_transfer: Some(100), ..DISK }), bs(512, 512, 512));
     assert_eq!(sizes(Geometry { max_transfer: Some(u32::MAX), ..DISK }), bs(512, 4096, cap));
     assert_eq!(sizes(Geometry { max_transfer: Some(1_000_000), ..DISK }), bs(512, 4096, 999_936));
     // Geometries NBD cannot express.
-    assert!(sizes(Geometry { block_len: 520, ..DISK }).unwrap_err().contains("520-byte"));
-    assert!(sizes(Geometry { block_len: 1 << 17, ..DISK }).is_err());
-    assert!(sizes(Geometry { size: 1000, ..DISK }).unwrap_err().contains("not a multiple"));
+    assert!(sizes(Geometry { logical_block: 520, ..DISK }).unwrap_err().contains("520-byte"));
+    assert!(sizes(Geometry { logical_block: 1 << 17, ..DISK }).is_err());
+    assert!(sizes(Geometry { capacity: 1000, ..DISK }).unwrap_err().contains("not a multiple"));
 }
 
 proptest::proptest! {

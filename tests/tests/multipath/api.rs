@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use mpio_mpath::{EventKind, IoErrorKind, Op};
+use mpio_mpath::{Errno, EventKind, IoErrorKind, Op, ZeroFlags};
 use mpio_tests::assert_data;
 
 use super::*;
@@ -38,9 +38,9 @@ async fn every_data_operation_works_across_the_paths() {
     assert!(dev.snapshot().paths.iter().all(|p| p.stats.requests_of(Op::Write) > 0), "both paths wrote");
 
     // Zeroes in the middle, a hole at the start; the rest is untouched.
-    dev.write_zeroes(3 << 20, 2 << 20).await.unwrap();
+    dev.write_zeroes(3 << 20, 2 << 20, ZeroFlags::default()).await.unwrap();
     let allocated = std::fs::metadata(file).unwrap().blocks();
-    dev.discard(0, 2 << 20).await.unwrap();
+    dev.discard(0, 2 << 20, false).await.unwrap();
     dev.flush().await.unwrap();
     assert!(std::fs::metadata(file).unwrap().blocks() < allocated, "the discarded range is deallocated");
     let got = dev.read(0, 24 << 20).await.unwrap().to_bytes();
@@ -60,14 +60,14 @@ async fn every_data_operation_works_across_the_paths() {
     // Bad ranges: EINVAL naming the problem; an empty one is a no-op.
     let end = lu.capacity();
     let e = dev.read(end - 4096, 8192).await.unwrap_err();
-    assert!(e.errno == 22 && e.message.contains("past the end"), "{e}");
+    assert!(e.errno == Errno::Invalid && e.message.contains("past the end"), "{e}");
     let e = dev.write(100, pattern(100, 512, 1), false).await.unwrap_err();
-    assert!(e.errno == 22 && e.message.contains("multiples"), "{e}");
-    let e = dev.discard(end, 4096).await.unwrap_err();
-    assert_eq!(e.errno, 22, "{e}");
+    assert!(e.errno == Errno::Invalid && e.message.contains("multiples"), "{e}");
+    let e = dev.discard(end, 4096, false).await.unwrap_err();
+    assert_eq!(e.errno, Errno::Invalid, "{e}");
     let writes = totals(&dev, Op::Write).0;
     dev.write(4096, bytes::Bytes::new(), false).await.unwrap();
-    dev.write_zeroes(4096, 0).await.unwrap();
+    dev.write_zeroes(4096, 0, ZeroFlags::default()).await.unwrap();
     assert_eq!(totals(&dev, Op::Write).0, writes, "nothing sent for an empty range");
     drop(dev);
 
@@ -75,10 +75,10 @@ async fn every_data_operation_works_across_the_paths() {
     let mut cfg = device_config(&tgtd, 2, 2);
     cfg.name = "thick".into();
     let dev = open_all(cfg).await;
-    let e = dev.discard(0, 4096).await.unwrap_err();
-    assert!(e.errno == 95 && e.message.contains("UNMAP"), "{e}");
+    let e = dev.discard(0, 4096, false).await.unwrap_err();
+    assert!(e.errno == Errno::NotSupported && e.message.contains("UNMAP"), "{e}");
     dev.write(0, pattern(0, 1 << 20, 7), false).await.unwrap();
-    dev.write_zeroes(0, 1 << 20).await.unwrap();
+    dev.write_zeroes(0, 1 << 20, ZeroFlags::default()).await.unwrap();
     assert_data(&dev.read(0, 1 << 20).await.unwrap().to_bytes(), &vec![0u8; 1 << 20], "zeroed without UNMAP");
 }
 
@@ -113,12 +113,12 @@ async fn a_write_protected_lu_refuses_writes_with_erofs_on_one_path() {
     let mut events = dev.events();
     let writes = totals(&dev, Op::Write).0;
     let e = dev.write(0, pattern(0, 4096, 6), true).await.unwrap_err();
-    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, 30), "{e}");
+    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, Errno::ReadOnly), "{e}");
     assert!(e.message.contains("DATA PROTECT") && e.message.contains("WRITE PROTECTED"), "{e}");
-    let e = dev.write_zeroes(8192, 4096).await.unwrap_err();
-    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, 30), "write zeroes: {e}");
-    let e = dev.discard(1 << 20, 1 << 20).await.unwrap_err();
-    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, 30), "discard: {e}");
+    let e = dev.write_zeroes(8192, 4096, ZeroFlags::default()).await.unwrap_err();
+    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, Errno::ReadOnly), "write zeroes: {e}");
+    let e = dev.discard(1 << 20, 1 << 20, false).await.unwrap_err();
+    assert_eq!((e.kind, e.errno), (IoErrorKind::Device, Errno::ReadOnly), "discard: {e}");
     assert_eq!(redriven_and_retried(&dev), (0, 0));
     assert_eq!(totals(&dev, Op::Write).0, writes, "a refused write is not counted as done");
     let evs = drain(&mut events);

@@ -1,7 +1,7 @@
 //! Only paths to the device's logical unit that pass bring-up carry I/O.
 
 use mpio_mpath::scsi::LuAccess;
-use mpio_mpath::{BoxFuture, BringUp, DeviceError};
+use mpio_mpath::{BoxFuture, BringUp, BringUpRefused, CauseKind, DeviceError};
 use mpio_testbed::tgtd::TargetState;
 
 use super::*;
@@ -19,7 +19,7 @@ async fn paths_to_another_logical_unit_or_failing_bring_up_are_refused() {
     #[derive(Debug)]
     struct RefuseP2(std::sync::Mutex<Vec<String>>);
     impl BringUp for RefuseP2 {
-        fn before_io<'a>(&'a self, path: &'a str, lu: &'a LuAccess) -> BoxFuture<'a, Result<(), String>> {
+        fn before_io<'a>(&'a self, path: &'a str, lu: &'a LuAccess) -> BoxFuture<'a, Result<(), BringUpRefused>> {
             Box::pin(async move {
                 // The step can talk to the LU on this path's nexus.
                 lu.test_unit_ready().await.map_err(|e| e.to_string())?;
@@ -38,12 +38,12 @@ async fn paths_to_another_logical_unit_or_failing_bring_up_are_refused() {
     let dev = Device::open(cfg.clone()).await.unwrap();
     wait_until(&dev, Duration::from_secs(10), "p1 active, p2 refused", |d| {
         let s = d.snapshot();
-        s.paths[0].state == "active" && s.paths[1].last_cause.as_ref().is_some_and(|c| c.kind == "claim")
+        s.paths[0].state == "active" && s.paths[1].last_cause.as_ref().is_some_and(|c| c.kind == CauseKind::Claim)
     })
     .await;
     tgtd.set_state(2, TargetState::Ready).unwrap();
     wait_until(&dev, Duration::from_secs(10), "p3 refused", |d| {
-        d.snapshot().paths[2].last_cause.as_ref().is_some_and(|c| c.kind == "claim")
+        d.snapshot().paths[2].last_cause.as_ref().is_some_and(|c| c.kind == CauseKind::Claim)
     })
     .await;
     let snap = dev.snapshot();

@@ -86,12 +86,12 @@ async fn requests_are_held_while_every_path_is_down_then_released_or_failed_afte
             .await;
     let (r, failed_at) = w.await.unwrap();
     let e = r.expect_err("the hold ran out");
-    assert_eq!(e.errno, 5, "{e}");
+    assert_eq!(e.errno, mpio_mpath::Errno::Io, "{e}");
     assert!(e.message.contains("hold time"), "{e}");
     assert!(expired.at.duration_since(started.at) >= hold, "expired {:?} after it started", expired.at - started.at);
     assert!(expired.at <= failed_at, "the write failed before the hold expired");
     let e = dev.write(0, pattern(0, LEN, 3), false).await.expect_err("a new request after the hold expired");
-    assert_eq!(e.errno, 5, "{e}");
+    assert_eq!(e.errno, mpio_mpath::Errno::Io, "{e}");
     let c = dev.snapshot().counters;
     assert_eq!((c.hold_expirations, c.hold_failures), (1, 2), "{c:?}");
 

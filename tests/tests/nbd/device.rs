@@ -316,7 +316,7 @@ async fn a_write_protected_lu_is_a_read_only_export() {
     assert_data(&r.data, &[0x5a; 4096], "read on the read-only export");
     assert_eq!(target_writes(&f.tgtd), writes, "a refused NBD write reached the target");
     // The counter does see a write that is sent (and refused by the LU).
-    assert_eq!(f.dev.write(0, vec![0xab; 4096].into(), false).await.unwrap_err().errno, 30);
+    assert_eq!(f.dev.write(0, vec![0xab; 4096].into(), false).await.unwrap_err().errno, mpio_mpath::Errno::ReadOnly);
     assert_eq!(target_writes(&f.tgtd), writes + 1);
     assert_data(&f.disk().await[..64 << 10], &[0x5a; 64 << 10], "the target's disk");
 }

@@ -5,8 +5,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use mpio_mpath::{BlockDevice, Geometry};
 use mpio_nbd::consts::*;
-use mpio_nbd::{Geometry, NbdError, ServerError};
+use mpio_nbd::{NbdError, ServerError};
 use mpio_tests::nbd::*;
 use mpio_tests::pattern;
 
@@ -110,7 +111,7 @@ async fn commands_and_flags_reach_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_get_the_spec_errors_and_the_connection_goes_on() {
     let (l, b) = mem(MIB).await;
-    b.fail_at(512 * 7, NbdError::Io);
+    b.fail_at(512 * 7, mpio_mpath::Errno::Io);
     for structured in [false, true] {
         let mut c = RawClient::unix(&l.socket()).await;
         c.open("mem", structured).await;
@@ -228,7 +229,7 @@ async fn options_unknown_exports_and_unavailable_ones() {
     assert_eq!(typ, NBD_REP_ERR_UNKNOWN);
     assert!(msg.contains("not available yet: no path claimed yet"), "{msg}");
     // Once the device has a geometry, the same connection gets it.
-    other.set_geometry(Ok(Geometry { read_only: true, trim: false, ..mpio_nbd::Backend::geometry(&*b).unwrap() }));
+    other.set_geometry(Ok(Geometry { read_only: true, discard: None, ..BlockDevice::geometry(&*b).unwrap() }));
     let e = c.go("cold").await.unwrap();
     assert_eq!(e.flags & (NBD_FLAG_READ_ONLY | NBD_FLAG_SEND_TRIM), NBD_FLAG_READ_ONLY);
     let r = c.call(write(1, 0, 512), &[0; 512]).await;

@@ -19,12 +19,12 @@ const MIB: u64 = 1 << 20;
 
 /// A server on a unix socket in a fresh directory and on TCP port 0 of
 /// 127.0.0.1.
-struct Listening<B: mpio_nbd::Backend> {
+struct Listening<B: mpio_mpath::BlockDevice> {
     server: Server<B>,
     dir: tempfile::TempDir,
 }
 
-impl<B: mpio_nbd::Backend> Listening<B> {
+impl<B: mpio_mpath::BlockDevice> Listening<B> {
     async fn start(config: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::Builder::new().prefix("mpio-nbd-test").tempdir().expect("temp dir");
         let mut cfg = ServerConfig::new(vec![

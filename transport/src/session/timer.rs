@@ -1,5 +1,5 @@
-//! Timers as data, in the shape of quinn-proto's `TimerTable`: an enum of
-//! the timers a state machine has and a table of their deadlines.
+//! The session's timers as data ([`mpio_timer::TimerTable`]): an enum of
+//! the timers and a table of their deadlines.
 //! `Session::poll_timeout` is the earliest deadline of the session's table
 //! and of every connection's; `Session::handle_timeout(now)` stops each
 //! expired timer and handles it, in the order of the enum, so a call when
@@ -10,8 +10,7 @@
 //! it fires, handles what is due and re-arms for the rest: it may fire
 //! early (and then does nothing), never late.
 
-use std::marker::PhantomData;
-use std::time::Instant;
+pub(crate) use mpio_timer::{TimerKind, TimerTable};
 
 /// The timers of one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,11 +70,6 @@ impl SessionTimer {
         [SessionTimer::Command, SessionTimer::TaskMgmt, SessionTimer::Logout, SessionTimer::Recovery];
 }
 
-/// A timer kind that indexes a [`TimerTable`].
-pub(crate) trait TimerKind: Copy {
-    fn index(self) -> usize;
-}
-
 impl TimerKind for ConnTimer {
     fn index(self) -> usize {
         self as usize
@@ -88,102 +82,7 @@ impl TimerKind for SessionTimer {
     }
 }
 
-/// The deadline of each timer of kind `T`; `N` is the number of kinds.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TimerTable<T, const N: usize> {
-    at: [Option<Instant>; N],
-    kind: PhantomData<T>,
-}
-
 /// The timers of one connection.
 pub(crate) type ConnTimers = TimerTable<ConnTimer, { ConnTimer::ALL.len() }>;
 /// The timers of the session.
 pub(crate) type SessionTimers = TimerTable<SessionTimer, { SessionTimer::ALL.len() }>;
-
-impl<T: TimerKind, const N: usize> Default for TimerTable<T, N> {
-    fn default() -> Self {
-        TimerTable { at: [None; N], kind: PhantomData }
-    }
-}
-
-impl<T: TimerKind, const N: usize> TimerTable<T, N> {
-    /// Arms `timer` at `at`, replacing its deadline.
-    pub(crate) fn set(&mut self, timer: T, at: Instant) {
-        if let Some(slot) = self.at.get_mut(timer.index()) {
-            *slot = Some(at);
-        }
-    }
-
-    /// Arms `timer` at `at` unless it is armed earlier already.
-    pub(crate) fn set_earliest(&mut self, timer: T, at: Instant) {
-        if let Some(slot) = self.at.get_mut(timer.index()) {
-            *slot = Some(slot.map_or(at, |d| d.min(at)));
-        }
-    }
-
-    /// Arms `timer` at `at` unless it is armed later already.
-    pub(crate) fn set_latest(&mut self, timer: T, at: Instant) {
-        if let Some(slot) = self.at.get_mut(timer.index()) {
-            *slot = Some(slot.map_or(at, |d| d.max(at)));
-        }
-    }
-
-    /// The deadline of `timer`, if armed.
-    pub(crate) fn get(&self, timer: T) -> Option<Instant> {
-        self.at.get(timer.index()).copied().flatten()
-    }
-
-    /// Disarms `timer`.
-    pub(crate) fn stop(&mut self, timer: T) {
-        if let Some(slot) = self.at.get_mut(timer.index()) {
-            *slot = None;
-        }
-    }
-
-    /// Disarms every timer.
-    pub(crate) fn clear(&mut self) {
-        self.at = [None; N];
-    }
-
-    /// The earliest deadline.
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.at.iter().flatten().min().copied()
-    }
-
-    /// Disarms `timer` and returns true when it is due at `now`.
-    pub(crate) fn take_expired(&mut self, timer: T, now: Instant) -> bool {
-        let due = self.get(timer).is_some_and(|d| d <= now);
-        if due {
-            self.stop(timer);
-        }
-        due
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn the_table_holds_one_deadline_per_timer() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
-        let mut t = ConnTimers::default();
-        assert_eq!(t.next(), None);
-        t.set(ConnTimer::NopInterval, t0 + 5 * s);
-        t.set(ConnTimer::Login, t0 + 3 * s);
-        assert_eq!(t.next(), Some(t0 + 3 * s));
-        t.set_earliest(ConnTimer::Login, t0 + 4 * s);
-        assert_eq!(t.get(ConnTimer::Login), Some(t0 + 3 * s));
-        t.set_latest(ConnTimer::Login, t0 + 4 * s);
-        assert_eq!(t.get(ConnTimer::Login), Some(t0 + 4 * s));
-        assert!(!t.take_expired(ConnTimer::Login, t0 + 3 * s), "not due yet");
-        assert!(t.take_expired(ConnTimer::Login, t0 + 4 * s));
-        assert!(!t.take_expired(ConnTimer::Login, t0 + 4 * s), "handled once");
-        assert_eq!(t.next(), Some(t0 + 5 * s));
-        t.clear();
-        assert_eq!(t.next(), None);
-    }
-}
