@@ -161,7 +161,9 @@ async fn a_device_started_before_its_target_is_reachable_becomes_ready_when_it_i
 /// an offline target with Target Error, 0x0300, which is worth a retry,
 /// as LIO answers an unknown target name with 0x0301): the path keeps
 /// retrying, reports the reason once, then once that it keeps repeating,
-/// and counts the streak; a login ends it.
+/// and counts the streak; a login ends it (the scenario is
+/// `mp::refused_again_and_again_is_reported_once`; `tests/tests/lio` runs
+/// it with LIO's answer to an unknown name).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_refused_again_and_again_is_reported_as_repeating_once() {
     require_root();
