@@ -31,6 +31,7 @@ busybox-static         -                           the VM tests initramfs (testb
 cpio                   cpio                        packs the VM tests initramfs
 xz-utils               xz                          unpacks the kernel modules (.ko.xz) for the VM
 kmod                   depmod                      modules.dep of the VM kernel
+nbd-client             nbd-client                  NBD client of the guest kernel in the VM tests (tests/tests/lio)
 '
 # qemu's packages must come from one version: qemu-block-extra depends on
 # the exact qemu-utils it was built with, and apt removes a qemu-utils of
@@ -69,6 +70,10 @@ check_commands() {
         command -v "$c" >/dev/null 2>&1 || echo "$c (qemu set: $QEMU_SET)"
     done
     [ -x /bin/busybox ] || echo "/bin/busybox (busybox-static)"
+    # The VM tests: qemu needs TAP devices, and the guest's kernel package
+    # is fetched by apt-get download (the test command does that itself).
+    [ -c /dev/net/tun ] || echo "/dev/net/tun (the tun module: modprobe tun)"
+    command -v apt-get >/dev/null 2>&1 || echo "apt-get (apt; the VM tests download their kernel with it)"
     # qemu-block-extra's iSCSI driver is a module of one qemu version: ask
     # qemu-img to open an iscsi:// URL where nothing listens. A usable
     # driver fails to connect ("iSCSI: Failed to connect ..."); without one

@@ -18,5 +18,7 @@ echo "== cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== fuzz targets: build each, run it ${FUZZ_SECONDS:-10} s"
 ./scripts/fuzz.sh
-echo "== cargo test (end-to-end tests need root: tgtd, iptables, tc)"
+echo "== VM image: the kernel package (apt-get download, cached in /var/cache/mpio-tests), agent, initramfs"
+as_root cargo run --quiet -p mpio-testbed --bin mpio-vm -- prepare
+echo "== cargo test (end-to-end tests need root: tgtd, iptables, tc; the VM tests: TAP devices)"
 as_root cargo test --workspace

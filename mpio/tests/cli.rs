@@ -1,10 +1,13 @@
-//! The `mpio` diagnostics CLI against a real tgtd: output, JSON, CHAP
+//! The `mpio` diagnostics CLI against a real tgtd (and LIO in a test VM
+//! where it answers differently): output, JSON, CHAP
 //! secrets from files and the environment, and one-line errors.
 
 use std::process::{Command, Output};
 
+use mpio_testbed::lio::{Lio, LunSpec as LioLun, TargetSpec as LioTarget, TpgSpec};
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+use mpio_testbed::vm::{Shared, VmSpec};
 use serde_json::json;
 
 const INIT: &str = "iqn.2026-11.test.mpio:cli";
@@ -278,4 +281,68 @@ fn digests_are_negotiated_as_asked_and_a_refusal_fails() {
     assert!(e.contains("DataDigest"), "{e}");
     // (tgtd configured with HeaderDigest=CRC32C still accepts an initiator
     // that offers only None: it cannot show a target that requires them.)
+}
+
+/// One VM with LIO for the CLI tests below ([`mpio_testbed::vm`]; they
+/// skip where VMs cannot run).
+static LIO_VM: Shared = Shared::new(|| VmSpec::new().nic(1));
+
+/// The CLI against LIO, which refuses differently from tgtd: an unknown
+/// target name gets 0x0301, a login without CHAP where CHAP is required
+/// is closed without a status; and discovery CHAP through `mpio
+/// discover` (one test: discovery CHAP is global to the VM's LIO).
+#[test]
+fn lio_refusals_and_discovery_chap_are_explained() {
+    let Some(vm) = LIO_VM.get_or_skip() else { return };
+    let portal = vm.portal(0, 0, 3260);
+    let p = portal.to_string();
+    let lio = Lio::builder()
+        .target(LioTarget::new("cli-open").tpg(TpgSpec::new().portal(portal).lun(LioLun::fileio(4 << 20))))
+        .target(
+            LioTarget::new("cli-chap")
+                .tpg(TpgSpec::new().portal(portal).lun(LioLun::fileio(4 << 20)).chap("cli-user", "cli-secret-1234")),
+        )
+        .start(vm)
+        .unwrap();
+    assert_unknown_target_is_explained(&p, "0x0301");
+    let e = assert_missing_chap_is_explained(&p, &lio.iqn(2));
+    assert!(e.contains("closed the connection") && e.contains("ACL"), "names both likely causes: {e}");
+
+    // Discovery CHAP: the right secret lists the targets, a wrong one
+    // fails with the fix, and no secret shows anywhere.
+    let _auth = Lio::builder().discovery_chap("disc-user", "disc-secret-5678").start(vm).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
+    std::fs::write(&right, "disc-secret-5678\n").unwrap();
+    std::fs::write(&wrong, "not-the-disc-secret").unwrap();
+    let discover = |file: &std::path::Path| {
+        mpio(
+            &[
+                "discover",
+                "-p",
+                &p,
+                "-i",
+                INIT,
+                "--chap-user",
+                "disc-user",
+                "--chap-secret-file",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let o = discover(&right);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&lio.iqn(1)) && out.contains(&lio.iqn(2)), "{out}");
+    let o = discover(&wrong);
+    assert_eq!(o.status.code(), Some(1), "a wrong discovery secret: {}", stdout(&o));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.starts_with("mpio: login failed: ") && e.contains("CHAP"), "{e}");
+    let o2 = mpio(&["discover", "-p", &p, "-i", INIT], &[]);
+    assert_eq!(o2.status.code(), Some(1), "discovery without CHAP got in: {}", stdout(&o2));
+    for out in [stdout(&o), e.clone(), stdout(&o2), stderr(&o2)] {
+        assert!(!out.contains("disc-secret-5678") && !out.contains("not-the-disc-secret"), "secret leaked: {out}");
+    }
 }

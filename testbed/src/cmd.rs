@@ -37,6 +37,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nbdinfo", "libnbd-bin"),
     ("nbdcopy", "libnbd-bin"),
     ("nbdfuse", "libnbd-bin"),
+    ("nbd-client", "nbd-client"),
     ("fio", "fio"),
     ("mkfs.ext4", "e2fsprogs"),
     ("fsck.ext4", "e2fsprogs"),

@@ -314,3 +314,41 @@ async fn work(
     }
     r
 }
+
+/// A path whose every login is refused the same way: it keeps retrying,
+/// reports the refusal once (`login_failed`, naming `status`), then once
+/// that it keeps repeating (`login_refused_repeatedly`, naming `status`
+/// and, if given, `hint`, the fix), and afterwards only counts the streak.
+/// Returns the device (still retrying) for the caller to repair the
+/// target and see the path log in. Written for any target: tgtd offline
+/// (0x0300), LIO asked for an unknown name (0x0301).
+pub async fn refused_again_and_again_is_reported_once(
+    mut cfg: DeviceConfig,
+    status: &str,
+    hint: Option<&str>,
+) -> Device {
+    cfg.timers.reconnect_min = Duration::from_millis(100);
+    cfg.timers.reconnect_max = Duration::from_millis(200);
+    let (dev, mut events) = Device::start_watched(cfg).expect("device starts");
+    let first = wait_device_event(&mut events, Duration::from_secs(10), "a login failure", |e| {
+        e.kind == EventKind::LoginFailed
+    })
+    .await;
+    assert!(first.reason.contains(status), "{}", first.reason);
+    let again = wait_device_event(&mut events, Duration::from_secs(10), "the refusal reported as repeating", |e| {
+        e.kind == EventKind::LoginRefusedRepeatedly
+    })
+    .await;
+    assert!(again.reason.contains("3 logins in a row") && again.reason.contains(status), "{}", again.reason);
+    if let Some(hint) = hint {
+        assert!(again.reason.contains(hint), "the event says what to check: {}", again.reason);
+    }
+    // Further identical refusals raise nothing more, and are counted.
+    wait_until(&dev, Duration::from_secs(10), "6 refusals in a row", |d| {
+        d.snapshot().paths[0].stats.login_refusals_in_a_row >= 6
+    })
+    .await;
+    let more: Vec<_> = drain(&mut events).into_iter().filter(|e| e.kind.name().starts_with("login")).collect();
+    assert!(more.is_empty(), "{more:?}");
+    dev
+}

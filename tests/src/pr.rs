@@ -1,7 +1,7 @@
 //! Persistent reservations held by another initiator, and the test of
 //! what the multipath device does with them, written against any target
 //! fixture that can offer one LU through several portals ([`SharedLu`]):
-//! tgtd on the host today, LIO in the VM next.
+//! tgtd on the host and LIO in the test VM.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +37,16 @@ impl SharedLu {
         SharedLu {
             target: tgtd.iqn(tid).to_owned(),
             portals: tgtd.portals(),
+            lun: Lun::from_number(lun).expect("addressable LUN"),
+        }
+    }
+
+    /// LUN `lun` of TPG `tag` of target `target` of a LIO in a test VM,
+    /// through every portal of that TPG (LIO's LUNs start at 0).
+    pub fn lio(lio: &mpio_testbed::lio::Lio<'_>, target: usize, tag: u16, lun: u64) -> SharedLu {
+        SharedLu {
+            target: lio.iqn(target),
+            portals: lio.portals(target, tag),
             lun: Lun::from_number(lun).expect("addressable LUN"),
         }
     }

@@ -117,6 +117,12 @@ const PRELUDE: &str = r#"set -e
 w() { printf %s "$2" > "$1" || { echo "lio: cannot write '$2' to $1" >&2; exit 1; }; }
 ws() { printf %s "$2" > "$1" || { echo "lio: cannot write a secret to $1" >&2; exit 1; }; }
 md() { mkdir -p "$1" || { echo "lio: cannot create $1" >&2; exit 1; }; }
+# LIO writes its persistent-reservation (APTPL) and ALUA metadata under its
+# dbroot (/etc/target) on every PR registration, APTPL or not, and fails
+# the command with LOGICAL UNIT COMMUNICATION FAILURE (08/00) when the
+# directory is missing (targetcli's package makes it).
+md /etc/target/pr
+md /etc/target/alua
 "#;
 
 /// The script that creates everything in `plan`.

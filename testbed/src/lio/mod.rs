@@ -95,6 +95,11 @@
 //!   writes are discarded; its size is `rd_pages` of 4 KiB.
 //! * SPC-3 persistent reservations are on by default (`attrib/emulate_pr
 //!   = 1`; the holder shows in `pr/res_holder`, see [`Lio::pr_holder`]).
+//!   Every PERSISTENT RESERVE OUT REGISTER writes APTPL metadata under
+//!   `/etc/target/pr` (also without APTPL) and fails with NOT READY,
+//!   LOGICAL UNIT COMMUNICATION FAILURE (08/00) if the directory is
+//!   missing; the builder makes it *(tested: the reservation scenario in
+//!   `tests/tests/lio`)*.
 //! * The kernel logs "Unable to load target_core_pscsi / _user" when LIO
 //!   starts: it asks for backstore modules the guest does not have;
 //!   harmless.

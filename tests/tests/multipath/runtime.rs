@@ -161,33 +161,15 @@ async fn a_device_started_before_its_target_is_reachable_becomes_ready_when_it_i
 /// an offline target with Target Error, 0x0300, which is worth a retry,
 /// as LIO answers an unknown target name with 0x0301): the path keeps
 /// retrying, reports the reason once, then once that it keeps repeating,
-/// and counts the streak; a login ends it.
+/// and counts the streak; a login ends it (the scenario is
+/// `mp::refused_again_and_again_is_reported_once`; `tests/tests/lio` runs
+/// it with LIO's answer to an unknown name).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_refused_again_and_again_is_reported_as_repeating_once() {
     require_root();
     let tgtd = four_portals(16 * MIB);
     tgtd.set_state(1, TargetState::Offline).unwrap();
-    let mut cfg = device_config(&tgtd, 1, 1);
-    cfg.timers.reconnect_min = Duration::from_millis(100);
-    cfg.timers.reconnect_max = Duration::from_millis(200);
-    let (dev, mut events) = Device::start_watched(cfg).unwrap();
-    let first = wait_device_event(&mut events, Duration::from_secs(10), "a login failure", |e| {
-        e.kind == EventKind::LoginFailed
-    })
-    .await;
-    assert!(first.reason.contains("0x0300"), "{}", first.reason);
-    let again = wait_device_event(&mut events, Duration::from_secs(10), "the refusal reported as repeating", |e| {
-        e.kind == EventKind::LoginRefusedRepeatedly
-    })
-    .await;
-    assert!(again.reason.contains("3 logins in a row") && again.reason.contains("0x0300"), "{}", again.reason);
-    // Further identical refusals raise nothing more, and are counted.
-    wait_until(&dev, Duration::from_secs(10), "6 refusals in a row", |d| {
-        d.snapshot().paths[0].stats.login_refusals_in_a_row >= 6
-    })
-    .await;
-    let more: Vec<_> = drain(&mut events).into_iter().filter(|e| e.kind.name().starts_with("login")).collect();
-    assert!(more.is_empty(), "{more:?}");
+    let dev = refused_again_and_again_is_reported_once(device_config(&tgtd, 1, 1), "0x0300", None).await;
     tgtd.set_state(1, TargetState::Ready).unwrap();
     dev.wait_ready(Duration::from_secs(10)).await.unwrap();
     assert_eq!(dev.snapshot().paths[0].stats.login_refusals_in_a_row, 0);

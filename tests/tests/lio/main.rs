@@ -1,0 +1,76 @@
+//! mpio against the Linux kernel's own iSCSI target (LIO) in a test VM
+//! (`testbed::vm`, `testbed::lio`): what only LIO shows. Its default
+//! fileio LU (write cache off, no DPOFUA) under ext4 through our NBD
+//! export and the guest kernel's NBD client, across a path failure; LUs
+//! without a unit serial, which all look alike; its refusal of an unknown
+//! target name; and the reservation scenario tgtd also runs. One VM for
+//! the whole binary ([`Shared`]); each test has its own targets and ports,
+//! so a fault on one test's portal touches no other. The tests skip (pass,
+//! with a message) where VMs cannot run ([`mpio_testbed::vm::skip_reason`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mpio_testbed::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
+use mpio_testbed::vm::{Shared, Vm, VmSpec};
+
+mod claim;
+mod durability;
+mod login;
+mod reservation;
+
+/// nic0 and nic1 carry one iSCSI path each (a fault on one link leaves the
+/// other); nic2 carries NBD from the guest's kernel client to our export
+/// on the host, so no path fault touches it. `nbd-client` (package
+/// nbd-client) sets up /dev/nbdN in the guest.
+static VM: Shared = Shared::new(|| VmSpec::new().nic(1).nic(1).nic(1).host_program("nbd-client"));
+
+const MIB: u64 = 1 << 20;
+
+/// Portal `port` on each of the two path links.
+fn two_portals(vm: &Vm, port: u16) -> [SocketAddr; 2] {
+    [vm.portal(0, 0, port), vm.portal(1, 0, port)]
+}
+
+/// A target `name` with one TPG on both path links at `port` and `lun`.
+fn one_lu<'vm>(vm: &'vm Vm, name: &str, port: u16, lun: LunSpec) -> Lio<'vm> {
+    let [a, b] = two_portals(vm, port);
+    Lio::builder()
+        .target(TargetSpec::new(name).tpg(TpgSpec::new().portal(a).portal(b).lun(lun)))
+        .start(vm)
+        .expect("LIO starts")
+}
+
+/// Runs `script` in the guest off the async runtime (guest commands block,
+/// and the ones that do I/O through our device need the runtime's workers
+/// free to serve it); panics with its output unless it exits 0.
+async fn guest(vm: &'static Vm, script: &str, timeout: Duration) -> String {
+    let script = script.to_owned();
+    tokio::task::spawn_blocking(move || vm.sh(&script).timeout(timeout).run_ok())
+        .await
+        .expect("guest command task")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`guest`], returning the outcome whatever the exit status.
+async fn guest_outcome(vm: &'static Vm, script: &str, timeout: Duration) -> mpio_testbed::cmd::Outcome {
+    let script = script.to_owned();
+    tokio::task::spawn_blocking(move || vm.sh(&script).timeout(timeout).run())
+        .await
+        .expect("guest command task")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Prints the end of the guest's kernel log (where LIO says why it
+/// refused something) if the test panics while this lives: the shared VM
+/// outlives every test, so its console is never printed on a drop.
+struct KernelLogOnPanic(&'static Vm);
+
+impl Drop for KernelLogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.sh("dmesg | tail -40").run().map(|o| o.stdout).unwrap_or_else(|e| e.to_string());
+            eprintln!("--- the guest's kernel log, last lines:\n{log}");
+        }
+    }
+}
