@@ -20,6 +20,7 @@ libiscsi-bin           iscsi-ls,iscsi-inq,iscsi-perf,iscsi-test-cu  reference in
 iptables               iptables                    netfault::Blackhole (iptables DROP)
 iproute2               ip,tc                       netfault::RateLimit (tc), ip netns
 libclang-dev           -                           bindgen for libublk (ublk frontend build)
+g++                    g++                         libFuzzer (C++), built by libfuzzer-sys for scripts/fuzz.sh
 procps                 ps,pgrep                    process checks in scripts
 libnbd-bin             nbdinfo,nbdcopy,nbdfuse     NBD clients of the nbd tests
 fio                    fio                         verified random I/O in the nbd tests and benchmarks

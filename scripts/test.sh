@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit tests, and the end-to-end tests
+# Runs every test: formatting, lints, the fuzz targets (built and run a few
+# seconds each), unit tests, and the end-to-end tests
 # against real tgtd targets and network faults. Installs what they need
 # first (a fresh Debian machine has only Rust, gcc, Python and qemu-utils).
 set -euo pipefail
@@ -15,5 +16,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== fuzz targets: build each, run it ${FUZZ_SECONDS:-10} s"
+./scripts/fuzz.sh
 echo "== cargo test (end-to-end tests need root: tgtd, iptables, tc)"
 as_root cargo test --workspace

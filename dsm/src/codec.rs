@@ -114,8 +114,9 @@ pub(crate) const fn bit(b: u8, n: u32) -> bool {
 /// spaces) as a Rust string: trailing spaces and NULs are cut (some
 /// targets, tgtd among them, pad with NULs), leading ones too when
 /// `trim_leading` (the unit serial number is right-aligned, SPC-4 7.8.15).
-/// Bytes outside 20h-7Eh are written `\xNN`, so the text is unambiguous and
-/// safe to print or use as a key.
+/// Bytes outside 20h-7Eh, and the backslash itself, are written `\xNN`, so
+/// the text is unambiguous (two different trimmed fields never give the
+/// same text) and safe to print or use as a key.
 pub(crate) fn ascii_text(bytes: &[u8], trim_leading: bool) -> String {
     let pad = |b: &u8| *b == b' ' || *b == 0;
     let end = bytes.iter().rposition(|b| !pad(b)).map_or(0, |i| i.saturating_add(1));
@@ -124,7 +125,7 @@ pub(crate) fn ascii_text(bytes: &[u8], trim_leading: bool) -> String {
     let body = body.get(start..).unwrap_or(&[]);
     let mut s = String::with_capacity(body.len());
     for &b in body {
-        if (0x20..=0x7e).contains(&b) {
+        if (0x20..=0x7e).contains(&b) && b != b'\\' {
             s.push(char::from(b));
         } else {
             let _ = write!(s, "\\x{b:02x}");
@@ -178,6 +179,8 @@ mod tests {
         assert_eq!(ascii_text(b"      beaf11", true), "beaf11");
         assert_eq!(ascii_text(b"      beaf11", false), "      beaf11");
         assert_eq!(ascii_text(b"a\x01b\xff ", false), "a\\x01b\\xff");
+        // A backslash is escaped too, so the escapes are unambiguous.
+        assert_eq!(ascii_text(b"a\\x01b", false), "a\\x5cx01b");
         assert_eq!(ascii_text(b"    ", true), "");
         assert_eq!(ascii_text(b"", true), "");
     }

@@ -17,7 +17,8 @@
 //! | [`sense`], [`asc`] | [`Sense`] (fixed and descriptor format), [`SenseKey`], [`AscAscq`] with texts | SPC-4 |
 //! | [`inquiry`] | [`StandardInquiry`] | SPC-4 |
 //! | [`vpd`] | VPD pages 00h, 80h, 83h (+ [`LuIdentity`]), B0h, B2h | SPC-4, SBC-3 |
-//! | [`mode`] | [`ModeParameterHeader`] (the WP bit) | SPC-4, SBC-3 |
+//! | [`identity`] | the LU identity paths are merged by, unique by construction (designator, else unit serial + vendor + product, else none) | SPC-4 |
+//! | [`mode`] | [`ModeSense`]: [`ModeParameterHeader`] (WP, DPOFUA), mode pages, [`CachingPage`] (WCE) | SPC-5, SBC-4 |
 //! | [`capacity`] | [`ReadCapacity10`], [`Capacity`] (READ CAPACITY(16)) | SBC-3 |
 //! | [`lun`] | [`Lun`], [`ReportLuns`] | SAM-5, SPC-4 |
 //! | [`pr`] | PERSISTENT RESERVE IN/OUT builders, READ KEYS / READ RESERVATION / REPORT CAPABILITIES | SPC-4 |
@@ -29,8 +30,8 @@
 //!   the answers back.
 //! - No retry loop: [`classify()`] says what a completion means; counting
 //!   retries and choosing paths is the multipath layer's job.
-//! - No ALUA (REPORT TARGET PORT GROUPS), MODE SELECT, mode pages (of MODE
-//!   SENSE only the header is parsed), protection information, COMPARE AND
+//! - No ALUA (REPORT TARGET PORT GROUPS), MODE SELECT, mode pages other
+//!   than Caching (others are split out, not parsed), protection information, COMPARE AND
 //!   WRITE, EXTENDED COPY, variable-length (32-byte) CDBs, or READ FULL
 //!   STATUS parsing.
 //!
@@ -84,6 +85,7 @@ pub mod capacity;
 pub mod cdb;
 pub mod classify;
 pub mod error;
+pub mod identity;
 pub mod inquiry;
 pub mod lun;
 pub mod mode;
@@ -99,7 +101,7 @@ pub use classify::{ErrorClass, FatalKind, PathFault, RetryKind, classify, is_dat
 pub use error::{CdbError, ParseError};
 pub use inquiry::{DeviceType, PeripheralQualifier, StandardInquiry, Tpgs};
 pub use lun::{Lun, LunTooLarge, ReportLuns};
-pub use mode::ModeParameterHeader;
+pub use mode::{CachingPage, ModePage, ModeParameterHeader, ModeSense, ModeSenseKind};
 pub use pr::{PrCapabilities, PrInAction, PrKeys, PrOutAction, PrOutParameters, PrReservation, PrType};
 pub use sense::{Sense, SenseFormat, SenseKey, SenseKeySpecific};
 pub use status::ScsiStatus;

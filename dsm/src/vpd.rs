@@ -23,22 +23,85 @@ use crate::inquiry::{DeviceType, PeripheralQualifier};
 use crate::macros::wire_enum;
 
 wire_enum! {
-    /// VPD page code (byte 2 of the INQUIRY CDB with EVPD set).
+    /// VPD page code (byte 2 of the INQUIRY CDB with EVPD set). The names
+    /// cover every page SPC-5 ("Vital product data parameters", the table
+    /// of VPD page codes) and SBC-4 define, with SBC-5's B9h; pages B0h-BFh
+    /// are named as SBC defines them, since mpio serves direct-access LUs
+    /// only (SSC and others give those codes other meanings).
+    /// [`VpdPage::description`] also names the ranges (ASCII information,
+    /// vendor specific).
     pub struct VpdPage(u8);
-    /// Supported VPD pages (SPC-4).
+    /// Supported VPD pages (SPC-5).
     SUPPORTED_PAGES = 0x00 => "SUPPORTED VPD PAGES";
-    /// Unit serial number (SPC-4).
+    /// Unit serial number (SPC-5).
     UNIT_SERIAL_NUMBER = 0x80 => "UNIT SERIAL NUMBER";
-    /// Device identification (SPC-4).
+    /// Implemented operating definition (obsolete since SPC-3).
+    IMPLEMENTED_OPERATING_DEFINITION = 0x81 => "IMPLEMENTED OPERATING DEFINITION (OBSOLETE)";
+    /// ASCII implemented operating definition (obsolete since SPC-3).
+    ASCII_IMPLEMENTED_OPERATING_DEFINITION = 0x82 => "ASCII IMPLEMENTED OPERATING DEFINITION (OBSOLETE)";
+    /// Device identification (SPC-5).
     DEVICE_IDENTIFICATION = 0x83 => "DEVICE IDENTIFICATION";
-    /// Extended INQUIRY data (SPC-4).
+    /// Software interface identification (SPC-5).
+    SOFTWARE_INTERFACE_IDENTIFICATION = 0x84 => "SOFTWARE INTERFACE IDENTIFICATION";
+    /// Management network addresses (SPC-5).
+    MANAGEMENT_NETWORK_ADDRESSES = 0x85 => "MANAGEMENT NETWORK ADDRESSES";
+    /// Extended INQUIRY data (SPC-5).
     EXTENDED_INQUIRY = 0x86 => "EXTENDED INQUIRY DATA";
-    /// Block limits (SBC-3).
+    /// Mode page policy (SPC-5).
+    MODE_PAGE_POLICY = 0x87 => "MODE PAGE POLICY";
+    /// SCSI ports (SPC-5).
+    SCSI_PORTS = 0x88 => "SCSI PORTS";
+    /// ATA information (SAT, listed by SPC-5).
+    ATA_INFORMATION = 0x89 => "ATA INFORMATION";
+    /// Power condition (SPC-5).
+    POWER_CONDITION = 0x8a => "POWER CONDITION";
+    /// Device constituents (SPC-5).
+    DEVICE_CONSTITUENTS = 0x8b => "DEVICE CONSTITUENTS";
+    /// CFA profile information (SPC-5).
+    CFA_PROFILE_INFORMATION = 0x8c => "CFA PROFILE INFORMATION";
+    /// Power consumption (SPC-5).
+    POWER_CONSUMPTION = 0x8d => "POWER CONSUMPTION";
+    /// Third-party copy (SPC-5).
+    THIRD_PARTY_COPY = 0x8f => "THIRD-PARTY COPY";
+    /// Protocol specific logical unit information (SPC-5).
+    PROTOCOL_SPECIFIC_LU_INFORMATION = 0x90 => "PROTOCOL SPECIFIC LOGICAL UNIT INFORMATION";
+    /// Protocol specific port information (SPC-5).
+    PROTOCOL_SPECIFIC_PORT_INFORMATION = 0x91 => "PROTOCOL SPECIFIC PORT INFORMATION";
+    /// SCSI feature sets (SPC-5).
+    SCSI_FEATURE_SETS = 0x92 => "SCSI FEATURE SETS";
+    /// Block limits (SBC-4).
     BLOCK_LIMITS = 0xb0 => "BLOCK LIMITS";
-    /// Block device characteristics (SBC-3).
+    /// Block device characteristics (SBC-4).
     BLOCK_DEVICE_CHARACTERISTICS = 0xb1 => "BLOCK DEVICE CHARACTERISTICS";
-    /// Logical block provisioning (SBC-3).
+    /// Logical block provisioning (SBC-4).
     LOGICAL_BLOCK_PROVISIONING = 0xb2 => "LOGICAL BLOCK PROVISIONING";
+    /// Referrals (SBC-4; LIO lists it).
+    REFERRALS = 0xb3 => "REFERRALS";
+    /// Supported block lengths and protection types (SBC-4).
+    SUPPORTED_BLOCK_LENGTHS = 0xb4 => "SUPPORTED BLOCK LENGTHS AND PROTECTION TYPES";
+    /// Block device characteristics extension (SBC-4).
+    BLOCK_DEVICE_CHARACTERISTICS_EXTENSION = 0xb5 => "BLOCK DEVICE CHARACTERISTICS EXTENSION";
+    /// Zoned block device characteristics (SBC-4, defined by ZBC).
+    ZONED_BLOCK_DEVICE_CHARACTERISTICS = 0xb6 => "ZONED BLOCK DEVICE CHARACTERISTICS";
+    /// Block limits extension (SBC-4).
+    BLOCK_LIMITS_EXTENSION = 0xb7 => "BLOCK LIMITS EXTENSION";
+    /// Format presets (SBC-4).
+    FORMAT_PRESETS = 0xb8 => "FORMAT PRESETS";
+    /// Concurrent positioning ranges (SBC-5).
+    CONCURRENT_POSITIONING_RANGES = 0xb9 => "CONCURRENT POSITIONING RANGES";
+}
+
+impl VpdPage {
+    /// What the page is: its name, or the range SPC-5 puts it in (01h-7Fh
+    /// ASCII information, C0h-FFh vendor specific); `None` for codes
+    /// the standards reserve.
+    pub fn description(self) -> Option<&'static str> {
+        self.name().or(match self.0 {
+            0x01..=0x7f => Some("ASCII INFORMATION"),
+            0xc0..=0xff => Some("VENDOR SPECIFIC"),
+            _ => None,
+        })
+    }
 }
 
 /// The allocation length that returns the whole VPD page whose first
@@ -71,6 +134,12 @@ fn page<'a>(
         return Err(ParseError::Truncated { what, need, have: buf.len() });
     };
     Ok((PeripheralQualifier(b0 >> 5), DeviceType(b0 & 0x1f), whole))
+}
+
+/// Whether any of the `len` bits of `bytes` from bit `from` (0 = the most
+/// significant bit of the first byte) is set; bits past the end read as 0.
+fn any_bit(bytes: &[u8], from: usize, len: usize) -> bool {
+    (from..from.saturating_add(len)).any(|i| bytes.get(i / 8).is_some_and(|b| (b >> (7 - i % 8)) & 1 == 1))
 }
 
 /// A big-endian field at `offset` of `page`, or 0 when the page is too
@@ -313,13 +382,22 @@ impl Designator {
     }
 
     /// The identity text of this designator, if it is of a type usable as
-    /// an identity and well formed (code set and length as SPC-4 requires
-    /// for its type):
-    /// - NAA, binary, 8 bytes (NAA 2, 3, 5) or 16 bytes (NAA 6): `naa.` + lower-case hex;
-    /// - EUI-64, binary, 8/12/16 bytes: `eui.` + lower-case hex;
-    /// - SCSI name string, UTF-8, NUL-terminated/padded: the string;
-    /// - T10 vendor ID, ASCII (or UTF-8): `t10.` + the text with trailing
-    ///   spaces/NULs cut, inner spaces kept (`t10.IET     00010001`).
+    /// an identity, well formed (code set and length as SPC-4 requires for
+    /// its type) and names something (an identifier that is all zeroes or
+    /// blank names nothing, and every LU of such a target would share it):
+    /// - NAA, binary, 8 bytes (NAA 2, 3, 5) or 16 bytes (NAA 6), with a
+    ///   vendor-specific (or locally administered) part that is not all
+    ///   zeroes: `naa.` + lower-case hex;
+    /// - EUI-64, binary, 8/12/16 bytes, not zero past the company id:
+    ///   `eui.` + lower-case hex;
+    /// - SCSI name string, UTF-8, NUL-terminated/padded, in one of the
+    ///   formats SPC-4 allows (`iqn.`, `eui.`, `naa.`, with something after
+    ///   the prefix): the string;
+    /// - T10 vendor ID, ASCII (or UTF-8): the 8-byte T10 VENDOR
+    ///   IDENTIFICATION then a VENDOR SPECIFIC IDENTIFIER that is not
+    ///   blank: `t10.` + the text with trailing spaces/NULs cut, inner
+    ///   spaces kept (`t10.IET     00010001`). The vendor alone names no
+    ///   LU: LIO reports only `LIO-ORG` for every LU without a unit serial.
     ///
     /// The association is not checked here; see
     /// [`DeviceIdentification::lu_designator`].
@@ -327,18 +405,32 @@ impl Designator {
         let v = self.value.as_slice();
         let text = match self.designator_type {
             DesignatorType::NAA => {
-                let ok_len = match self.naa()? {
-                    2 | 3 | 5 => 8,
-                    6 => 16,
+                // The bits that identify (SPC-4 "NAA designator
+                // formats"), as (first bit, bits) from the most
+                // significant: NAA 2 vendor-specific A and B around the
+                // company id, NAA 3 the locally administered value, NAA 5
+                // the vendor-specific id, NAA 6 that and its extension.
+                let (ok_len, parts): (usize, &[(usize, usize)]) = match self.naa()? {
+                    2 => (8, &[(4, 12), (40, 24)]),
+                    3 => (8, &[(4, 60)]),
+                    5 => (8, &[(28, 36)]),
+                    6 => (16, &[(28, 100)]),
                     _ => return None,
                 };
                 if self.code_set != CodeSet::BINARY || v.len() != ok_len {
                     return None;
                 }
+                if !parts.iter().any(|(from, len)| any_bit(v, *from, *len)) {
+                    return None;
+                }
                 format!("naa.{}", hex(v))
             }
             DesignatorType::EUI64 => {
-                if self.code_set != CodeSet::BINARY || !matches!(v.len(), 8 | 12 | 16) {
+                // IEEE company id (24 bits), then what identifies.
+                if self.code_set != CodeSet::BINARY
+                    || !matches!(v.len(), 8 | 12 | 16)
+                    || !any_bit(v, 24, v.len() * 8 - 24)
+                {
                     return None;
                 }
                 format!("eui.{}", hex(v))
@@ -349,7 +441,8 @@ impl Designator {
                 }
                 let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
                 let s = core::str::from_utf8(v.get(..end)?).ok()?;
-                if s.is_empty() || s.chars().any(char::is_control) {
+                let named = ["iqn.", "eui.", "naa."].iter().any(|p| s.len() > p.len() && s.starts_with(p));
+                if !named || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
                     return None;
                 }
                 s.to_owned()
@@ -358,11 +451,11 @@ impl Designator {
                 if !matches!(self.code_set, CodeSet::ASCII | CodeSet::UTF8) {
                     return None;
                 }
-                let t = ascii_text(v, false);
-                if t.is_empty() {
+                let vendor_specific = v.get(8..)?;
+                if ascii_text(vendor_specific, true).is_empty() {
                     return None;
                 }
-                format!("t10.{t}")
+                format!("t10.{}", ascii_text(v, false))
             }
             _ => return None,
         };
@@ -642,6 +735,24 @@ mod tests {
     }
 
     #[test]
+    fn every_page_the_standards_define_has_a_description() {
+        // SPC-5's table of VPD page codes and SBC-4's (with SBC-5's B9h):
+        // everything but the reserved codes 8Eh, 93h-AFh and BAh-BFh.
+        let reserved = |c: u8| c == 0x8e || (0x93..=0xaf).contains(&c) || (0xba..=0xbf).contains(&c);
+        for code in 0..=u8::MAX {
+            let p = VpdPage(code);
+            assert_eq!(p.description().is_none(), reserved(code), "page {code:#04x}: {:?}", p.description());
+        }
+        // A name of its own for each single page, not only its range.
+        for code in (0x80..=0x92).chain(0xb0..=0xb9).filter(|c| *c != 0x8e) {
+            assert!(VpdPage(code).name().is_some(), "page {code:#04x} has no name");
+        }
+        assert_eq!(VpdPage::REFERRALS.to_string(), "REFERRALS");
+        assert_eq!(VpdPage(0x05).description(), Some("ASCII INFORMATION"));
+        assert_eq!(VpdPage(0xc1).description(), Some("VENDOR SPECIFIC"));
+    }
+
+    #[test]
     fn tgtd_serial() {
         let s = UnitSerialNumber::parse(&hex(TGTD_VPD80_LUN1)).unwrap();
         assert_eq!(s.serial, "beaf11");
@@ -673,7 +784,11 @@ mod tests {
         assert_eq!(d.target_port_group(), None);
 
         let d = DeviceIdentification::parse(&hex(TGTD_VPD83_LUN3)).unwrap();
-        assert_eq!(d.designators[0].identity().unwrap().as_str(), "t10.MYID123");
+        // tgtd puts a configured scsi_id where the T10 VENDOR
+        // IDENTIFICATION goes and leaves the vendor-specific part blank:
+        // no identity from it.
+        assert_eq!(&d.designators[0].value[..8], b"MYID123\0");
+        assert_eq!(d.designators[0].identity(), None);
         assert_eq!(d.lu_identity().unwrap().as_str(), "naa.6000000000000000000000000000d123");
     }
 
@@ -682,12 +797,13 @@ mod tests {
         // tgtd derives its NAA 6 designator from the hex digits of scsi_id:
         // LUN 2 with scsi_id=XYID123 and LUN 3 with scsi_id=MYID123 report
         // the same NAA, so the LU identity alone would merge two different
-        // LUs. The T10 designator and the serial number (VPD 80h) differ.
+        // LUs. The T10 designator (no identity: see above) and the serial
+        // number (VPD 80h) differ; the multipath device compares the serial.
         const TGTD_VPD83_XYID123: &str = "0083004802010024585949443132330000000000000000000000000000000000000000000000000000000000010300083000000100000002010300106000000000000000000000000000d123";
         let a = DeviceIdentification::parse(&hex(TGTD_VPD83_XYID123)).unwrap();
         let b = DeviceIdentification::parse(&hex(TGTD_VPD83_LUN3)).unwrap();
         assert_eq!(a.lu_identity(), b.lu_identity());
-        assert_ne!(a.designators[0].identity(), b.designators[0].identity());
+        assert_ne!(a.designators[0].value, b.designators[0].value);
         assert_ne!(a.designators[1].identity(), b.designators[1].identity());
     }
 

@@ -4,7 +4,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mpio_transport::chap::{ChapConfig, ChapCredentials, OurChallenge, Secret};
+use std::sync::Arc;
+
+use mpio_transport::chap::{ChapConfig, ChapCredentials, DeterministicRandom, Secret};
 use mpio_transport::config::{Auth, SessionType};
 use mpio_transport::login::{Login, LoginSetup};
 use mpio_transport::pdu::frame::{self, Framing};
@@ -24,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         initiator_name: "iqn.2026-11.test:init".parse().unwrap(),
         initiator_alias: None,
         target_name: Some("iqn.2026-11.test:disk".parse().unwrap()),
+        portal: "127.0.0.1:3260".parse().unwrap(),
         session_type: if sel & 4 == 0 { SessionType::Normal } else { SessionType::Discovery },
         isid: Isid([0x80, 0, 0, 0, 0, 1]),
         tsih: if sel & 8 == 0 { 0 } else { 7 },
@@ -32,8 +35,9 @@ fuzz_target!(|data: &[u8]| {
         itt: 1,
         auth,
         offer: OperationalOffer::default(),
+        random: Arc::new(DeterministicRandom::new(1)),
     };
-    let mut login = Login::new(setup).with_fixed_challenge(OurChallenge::fixed(1, [9; 16]));
+    let mut login = Login::new(setup);
     let mut buf = BytesMut::from(rest);
     while let Ok(Some(raw)) = frame::decode(&mut buf, &Framing::default()) {
         let _ = login.poll_request();

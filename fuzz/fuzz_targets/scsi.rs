@@ -1,11 +1,11 @@
 //! Every SCSI response parser: sense, INQUIRY, VPD pages, capacities,
-//! REPORT LUNS.
+//! REPORT LUNS, MODE SENSE (header, pages, the Caching mode page).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mpio_dsm::{
-    BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, ReadCapacity10, ReportLuns, Sense,
-    StandardInquiry, SupportedPages, UnitSerialNumber,
+    BlockLimits, Capacity, DeviceIdentification, LogicalBlockProvisioning, ModeSense, ModeSenseKind, ReadCapacity10,
+    ReportLuns, Sense, StandardInquiry, SupportedPages, UnitSerialNumber,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -20,4 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = ReadCapacity10::parse(data).map(|c| c.capacity());
     let _ = Capacity::parse_read_capacity16(data).map(|c| c.capacity_bytes());
     let _ = ReportLuns::parse(data);
+    for kind in [ModeSenseKind::Six, ModeSenseKind::Ten] {
+        let _ = ModeSense::parse(kind, data).map(|m| m.caching());
+    }
 });

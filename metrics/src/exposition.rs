@@ -196,6 +196,28 @@ fn path_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt
         None,
         "Requests retried on the path after a transient condition of the logical unit (UNIT ATTENTION, BUSY, ...).",
         per_path(devices, |p| counter(p.stats.retries)),
+    )?;
+    family(
+        enc,
+        "path_errors",
+        None,
+        "Requests that failed on the path with an error for the caller, without failover (reservation conflict, \
+         medium error, write protected, retries exhausted, ...).",
+        per_path(devices, |p| counter(p.stats.errors)),
+    )?;
+    family(
+        enc,
+        "path_login_failures",
+        None,
+        "Login attempts of the path that failed (TCP connect or login refused), each retry counted.",
+        per_path(devices, |p| counter(p.stats.login_failures)),
+    )?;
+    family(
+        enc,
+        "path_login_refusals_in_a_row",
+        None,
+        "Login attempts in a row that failed with the same reason (0 once logged in); a login_refused_repeatedly event says what to check.",
+        per_path(devices, |p| gauge(u64::from(p.stats.login_refusals_in_a_row))),
     )
 }
 
@@ -273,6 +295,20 @@ fn device_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> f
         None,
         "All-paths-down holds whose time ran out (held and new requests failed with EIO until a path returned).",
         per_device(|d| d.snapshot.counters.hold_expirations),
+    )?;
+    family(
+        enc,
+        "device_fua_flushes",
+        None,
+        "SYNCHRONIZE CACHE commands sent after FUA writes, because the LU has a write cache and does not take the FUA bit (DPOFUA 0).",
+        per_device(|d| d.snapshot.counters.fua_flushes),
+    )?;
+    family(
+        enc,
+        "device_write_through",
+        None,
+        "FUA writes and flushes that needed no command because the LU writes through (no write cache: WCE 0).",
+        per_device(|d| d.snapshot.counters.write_through),
     )
 }
 

@@ -51,6 +51,11 @@ use crate::timers::{FailbackMode, HoldMode, TimerConfig};
 /// Wait before a failed fence login is tried again.
 const FENCE_RETRY: Duration = Duration::from_secs(1);
 
+/// A login the target refuses this many times in a row with the same
+/// reason raises one [`EventKind::LoginRefusedRepeatedly`]: retrying will
+/// not fix it, the target or the configuration must change.
+pub const LOGIN_REFUSALS_REPEATED: u32 = 3;
+
 /// Why a path failed; `kind` is the metrics label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailureCause {
@@ -426,6 +431,22 @@ pub struct DeviceCounters {
     pub hold_failures: u64,
     /// All-paths-down holds that ran out (each one a `hold_expired` event).
     pub hold_expirations: u64,
+    /// SYNCHRONIZE CACHE commands sent to make a FUA write durable on a
+    /// write-back LU that does not take the FUA bit
+    /// ([`crate::durability`]).
+    pub fua_flushes: u64,
+    /// FUA writes and flushes that needed no command because the LU writes
+    /// through (no write cache).
+    pub write_through: u64,
+}
+
+/// What a durability decision cost, for [`DeviceCounters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A SYNCHRONIZE CACHE after a FUA write (no DPOFUA).
+    FuaFlush,
+    /// Nothing sent: the LU writes through.
+    WriteThrough,
 }
 
 /// The whole device, for status and metrics.
@@ -524,6 +545,12 @@ impl DeviceCore {
     /// table order.
     pub fn path_names(&self) -> Vec<String> {
         self.paths.iter().filter(|p| p.live()).map(|p| p.name.clone()).collect()
+    }
+
+    /// The name of the device's first path: the first in the table that
+    /// is still in the device (not removed, not being removed).
+    pub fn first_path(&self) -> Option<String> {
+        self.paths.iter().find(|p| p.live()).map(|p| p.name.clone())
     }
 
     /// The path with this name, including one being removed.
@@ -784,6 +811,7 @@ impl DeviceCore {
             Completion::Retry { immediate, why } => {
                 p.stats.retries += 1;
                 if attempt >= self.timers.retry_count {
+                    p.stats.errors += 1;
                     return Verdict::Fail(IoError {
                         kind: IoErrorKind::RetriesExhausted,
                         errno: 5,
@@ -793,6 +821,7 @@ impl DeviceCore {
                 Verdict::Retry(if immediate { Duration::ZERO } else { self.timers.retry_interval })
             }
             Completion::Fatal { errno, why } => {
+                p.stats.errors += 1;
                 Verdict::Fail(IoError { kind: IoErrorKind::Device, errno, message: why })
             }
         }
@@ -911,6 +940,7 @@ impl DeviceCore {
         p.session_up = true;
         p.session_may_follow = false;
         p.login_reported = None;
+        p.stats.login_refusals_in_a_row = 0;
         if reinstated && p.cleared < p.epoch {
             p.cleared = p.epoch;
             let name = p.name.clone();
@@ -962,9 +992,11 @@ impl DeviceCore {
             PathStatus::Ready | PathStatus::Probation { .. } | PathStatus::Connecting => {
                 self.fail_path(now, path, cause, true);
             }
-            PathStatus::Disabled | PathStatus::Removing | PathStatus::Reconnecting | PathStatus::Failed => {
-                p.last_cause = Some(cause)
-            }
+            PathStatus::Disabled | PathStatus::Removing | PathStatus::Reconnecting => p.last_cause = Some(cause),
+            // Failed for good (a refused claim, a login refused for good):
+            // that reason stays what the path reports, not the session
+            // closing after it.
+            PathStatus::Failed => {}
         }
         if let Some(p) = self.paths.get_mut(path)
             && permanent
@@ -1301,11 +1333,33 @@ impl DeviceCore {
         }
         let reason = cause.to_string();
         if p.login_reported.as_deref() == Some(reason.as_str()) {
+            p.stats.login_refusals_in_a_row = p.stats.login_refusals_in_a_row.saturating_add(1);
+            let n = p.stats.login_refusals_in_a_row;
+            // A target that answers every attempt the same way (an
+            // unknown target name, an ACL, a portal group without this
+            // target) will not change its mind: say so once, with what the
+            // refusal says to check. A dead portal (connect) is no refusal.
+            if n == LOGIN_REFUSALS_REPEATED && cause.kind == "login" {
+                let why = format!(
+                    "{}: the target refused {n} logins in a row the same way; the path keeps retrying with backoff, but that will not help until the target or the configuration changes: {cause}",
+                    p.name
+                );
+                self.event(now, Some(path), EventKind::LoginRefusedRepeatedly, why, seed_event);
+            }
             return;
         }
         p.login_reported = Some(reason);
+        p.stats.login_refusals_in_a_row = 1;
         let why = format!("{}: {cause}", p.name);
         self.event(now, Some(path), EventKind::LoginFailed, why, seed_event);
+    }
+
+    /// Counts what making a write durable took (see [`Durability`]).
+    pub fn durability_command(&mut self, what: Durability) {
+        match what {
+            Durability::FuaFlush => self.counters.fua_flushes += 1,
+            Durability::WriteThrough => self.counters.write_through += 1,
+        }
     }
 
     /// A request starts waiting for a usable path or for a fence (counted in

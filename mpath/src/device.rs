@@ -35,8 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use mpio_dsm::classify::{ErrorClass, classify};
-use mpio_dsm::vpd::VpdPage;
-use mpio_dsm::{Command, Lun, ScsiStatus, Sense, UnitSerialNumber, cdb};
+use mpio_dsm::{Command, Lun, ScsiStatus, Sense, cdb};
 use mpio_policies::{PathId, PathRole, PolicyError, PolicyRequest, PolicySpec, SwitchEvery};
 use mpio_transport::login::LoginError;
 use mpio_transport::name::IscsiName;
@@ -49,10 +48,12 @@ use mpio_transport::{
 use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::claim::{ClaimRefusal, claim};
 use crate::core::{
-    Action, Completion, DeviceCore, DeviceSnapshot, FailureCause, Fence, IoError, IoErrorKind, PathStatus, Selection,
-    Verdict,
+    Action, Completion, DeviceCore, DeviceSnapshot, Durability, FailureCause, Fence, IoError, IoErrorKind,
+    PathSnapshot, PathStatus, Selection, Verdict,
 };
+use crate::durability::WriteCache;
 use crate::event::DeviceEvent;
 use crate::scsi::{LuAccess, request};
 use crate::stats::Op;
@@ -117,7 +118,11 @@ pub struct DeviceConfig {
     /// Timers.
     pub timers: TimerConfig,
     /// Refuse paths (and the device) unless the LU has this identity
-    /// (`naa.…`, as `mpio scsi inquiry --vpd 0x83` prints it).
+    /// (`naa.…`, as `mpio scsi inquiry --vpd 0x83` prints it). For a LU
+    /// that reports no identity at all (which is otherwise refused, see
+    /// [`ClaimRefusal::NoIdentity`]) the pin stands in for one, over the
+    /// device's first path only: nothing could prove that a second path
+    /// reaches the same LU.
     pub expect_identity: Option<String>,
     /// [`Device::open`] waits this long for a first usable path.
     pub startup_timeout: Duration,
@@ -210,6 +215,27 @@ pub enum DeviceError {
         /// The path.
         path: String,
     },
+    /// Not every path came up in time ([`Device::wait_all_ready`]).
+    #[error("not every path of device {device} came up within {waited:?}: {}", reasons.join("; "))]
+    NotAllReady {
+        /// Device name.
+        device: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Per path: state and reason.
+        reasons: Vec<String>,
+    },
+    /// A path failed for good ([`Device::wait_all_ready`]): it will not
+    /// come up by itself.
+    #[error("path {path} of device {device} failed and will not come up by itself: {reason}")]
+    PathFailed {
+        /// Device name.
+        device: String,
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A path name is used twice (in the configuration, or by a path added
     /// at runtime).
     #[error(
@@ -243,7 +269,7 @@ impl DeviceError {
 
     fn status(&self) -> Option<(u32, &'static str)> {
         match self {
-            DeviceError::Config(_) => None,
+            DeviceError::Config(_) | DeviceError::NotAllReady { .. } | DeviceError::PathFailed { .. } => None,
             // The seed's startup wait for persistent logins (004 line 3178).
             DeviceError::NoPath { .. } => Some((0xEFFF_0047, "ISDSC_PERSISTENT_LOGIN_TIMEOUT")),
             DeviceError::UnknownPath { .. } | DeviceError::PathRemoving { .. } => {
@@ -258,7 +284,10 @@ impl DeviceError {
 /// What the device is: the logical unit behind every path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LuInfo {
-    /// VPD 0x83 identity (`naa.…`).
+    /// The identity paths are merged by (`naa.…`, `eui.…`, `iqn.…`,
+    /// `t10.…` from VPD 0x83, or `serial.VENDOR:PRODUCT:SERIAL`; see
+    /// `mpio_dsm::identity`), or the configured pin for a LU that reports
+    /// none.
     pub identity: String,
     /// VPD 0x80 serial number, if the LU reports one.
     pub serial: Option<String>,
@@ -285,6 +314,10 @@ pub struct LuInfo {
     /// path is claimed again. Until then writes to a newly protected LU
     /// fail with EROFS (DATA PROTECT 27/xx) all the same.
     pub write_protected: bool,
+    /// The LU's write cache (WCE) and FUA support (DPOFUA), read at every
+    /// claim as Linux's sd does: what FUA writes and flushes become
+    /// ([`crate::durability`]).
+    pub write_cache: WriteCache,
 }
 
 impl LuInfo {
@@ -293,13 +326,14 @@ impl LuInfo {
         self.blocks * u64::from(self.block_len)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
-            "{} (serial {}, {} blocks of {} bytes{})",
+            "{} (serial {}, {} blocks of {} bytes, {}{})",
             self.identity,
             self.serial.as_deref().unwrap_or("none"),
             self.blocks,
             self.block_len,
+            self.write_cache.describe(),
             if self.write_protected { ", write-protected" } else { "" }
         )
     }
@@ -307,7 +341,7 @@ impl LuInfo {
     /// Same logical unit. tgtd can give two LUs the same NAA designator
     /// (its NAA is built from the hex digits of scsi_id), so the serial,
     /// size and block size must match too.
-    fn same_lu(&self, other: &LuInfo) -> bool {
+    pub(crate) fn same_lu(&self, other: &LuInfo) -> bool {
         self.identity == other.identity
             && self.serial == other.serial
             && self.block_len == other.block_len
@@ -329,12 +363,12 @@ struct Piece {
 }
 
 /// The I/O side of one path.
-struct PathIo {
+pub(crate) struct PathIo {
     /// As configured (`mpio path list` shows the portal and source).
-    config: PathConfig,
-    session: SessionHandle,
-    session_config: SessionConfig,
-    lu: LuAccess,
+    pub(crate) config: PathConfig,
+    pub(crate) session: SessionHandle,
+    pub(crate) session_config: SessionConfig,
+    pub(crate) lu: LuAccess,
 }
 
 impl PathIo {
@@ -353,16 +387,16 @@ impl PathIo {
     }
 }
 
-struct Inner {
-    name: String,
+pub(crate) struct Inner {
+    pub(crate) name: String,
     /// What the sessions of paths are made from, also of paths added later
     /// (its `paths` list is not kept: the path table is `paths` below).
-    template: DeviceConfig,
+    pub(crate) template: DeviceConfig,
     core: Mutex<DeviceCore>,
     /// The I/O side of each path by id, `None` once removed. Read for every
     /// command, written only when paths are added or removed.
     paths: RwLock<Vec<Option<Arc<PathIo>>>>,
-    info: Mutex<Option<LuInfo>>,
+    pub(crate) info: Mutex<Option<LuInfo>>,
     /// Woken when paths become usable or fences clear.
     changed: Notify,
     /// Wakes the driver after a completion changed the core.
@@ -373,17 +407,35 @@ struct Inner {
 }
 
 impl Inner {
-    fn core(&self) -> MutexGuard<'_, DeviceCore> {
+    pub(crate) fn core(&self) -> MutexGuard<'_, DeviceCore> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn path_io(&self, id: PathId) -> Option<Arc<PathIo>> {
+    pub(crate) fn path_io(&self, id: PathId) -> Option<Arc<PathIo>> {
         self.paths.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned().flatten()
     }
 
-    fn path_name(&self, id: PathId) -> String {
+    pub(crate) fn path_name(&self, id: PathId) -> String {
         self.core().path_name(id).unwrap_or("?").to_owned()
     }
+}
+
+/// The path may carry I/O.
+fn usable(p: &PathSnapshot) -> bool {
+    matches!(p.state, "active" | "standby")
+}
+
+/// Each path's last failure (or its state, when usable), for a wait that
+/// gave up.
+fn reasons(snap: &DeviceSnapshot) -> Vec<String> {
+    snap.paths
+        .iter()
+        .map(|p| match &p.last_cause {
+            _ if usable(p) => format!("{}: {}", p.name, p.state),
+            Some(c) => format!("{}: {c}", p.name),
+            None => format!("{}: still connecting", p.name),
+        })
+        .collect()
 }
 
 /// Counts a request as waiting (for a path or a fence) while it lives.
@@ -422,7 +474,7 @@ impl std::fmt::Debug for Device {
 enum Msg {
     Session(PathId, SessionEvent),
     /// A claim's outcome; `Ok` carries the path's portal group.
-    Claimed(PathId, bool, Result<Option<String>, String>),
+    Claimed(PathId, bool, Result<Option<String>, ClaimRefusal>),
     Probed(PathId, Result<(), String>),
     Fenced(PathId, u64, Result<(), String>),
 }
@@ -514,28 +566,58 @@ impl Device {
     /// (its last login or claim failure, or "still connecting"); paths still
     /// retrying go on in the background.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DeviceError> {
+        let device = self.inner.name.clone();
+        self.wait_paths(timeout, |snap, waited| {
+            if snap.paths.iter().any(usable) {
+                return Some(Ok(()));
+            }
+            let hopeless = snap.paths.iter().all(|p| p.status == PathStatus::Failed);
+            (hopeless || waited.is_some()).then(|| {
+                let waited = waited.unwrap_or_default();
+                Err(DeviceError::NoPath { device: device.clone(), waited, reasons: reasons(snap) })
+            })
+        })
+        .await
+    }
+
+    /// Waits until every path carries I/O (what `mpio perf` over several
+    /// paths measures with). Fails at once when a path has failed for good
+    /// (its claim refused, its login refused for good: it will not come up
+    /// by itself), and after `timeout` with each path's state and reason.
+    pub async fn wait_all_ready(&self, timeout: Duration) -> Result<(), DeviceError> {
+        let device = self.inner.name.clone();
+        self.wait_paths(timeout, |snap, waited| {
+            if snap.paths.iter().all(usable) {
+                return Some(Ok(()));
+            }
+            if let Some(p) = snap.paths.iter().find(|p| p.status == PathStatus::Failed) {
+                let reason = p.last_cause.as_ref().map_or_else(|| "failed".into(), ToString::to_string);
+                return Some(Err(DeviceError::PathFailed { device: device.clone(), path: p.name.clone(), reason }));
+            }
+            waited
+                .map(|waited| Err(DeviceError::NotAllReady { device: device.clone(), waited, reasons: reasons(snap) }))
+        })
+        .await
+    }
+
+    /// Re-checks `done` after every change of the device until it answers;
+    /// once `timeout` passed it is asked with the time waited and must.
+    async fn wait_paths(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&DeviceSnapshot, Option<Duration>) -> Option<Result<(), DeviceError>>,
+    ) -> Result<(), DeviceError> {
         let start = tokio::time::Instant::now();
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let snap = self.snapshot();
-            if snap.paths.iter().any(|p| matches!(p.state, "active" | "standby")) {
-                return Ok(());
+            if let Some(r) = done(&self.snapshot(), None) {
+                return r;
             }
-            let hopeless = snap.paths.iter().all(|p| p.status == PathStatus::Failed);
-            if hopeless || tokio::time::timeout_at(start + timeout, notified).await.is_err() {
-                let reasons = self
-                    .snapshot()
-                    .paths
-                    .iter()
-                    .map(|p| {
-                        let why = p.last_cause.as_ref().map_or("still connecting".into(), ToString::to_string);
-                        format!("{}: {why}", p.name)
-                    })
-                    .collect();
+            if tokio::time::timeout_at(start + timeout, notified).await.is_err() {
                 let waited = start.elapsed();
-                return Err(DeviceError::NoPath { device: self.inner.name.clone(), waited, reasons });
+                return done(&self.snapshot(), Some(waited)).unwrap_or(Ok(()));
             }
         }
     }
@@ -828,19 +910,40 @@ impl Device {
     }
 
     /// Writes `data` at `offset`; `fua`: on stable media before it
-    /// completes.
+    /// completes, by the means the LU has ([`crate::durability`]: the FUA
+    /// bit where the LU takes it, a SYNCHRONIZE CACHE after the write on a
+    /// write-back LU without it, nothing more on a write-through LU).
     pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), IoError> {
         let lu = self.lu().await?;
+        let plan = lu.write_cache.write(fua);
         for p in Self::pieces(&lu, offset, data.len() as u64, Self::chunk(&lu))? {
-            let cmd = cdb::write16(p.lba, p.blocks, lu.block_len, fua).map_err(cdb_error)?;
+            let cmd = cdb::write16(p.lba, p.blocks, lu.block_len, plan.fua_bit).map_err(cdb_error)?;
             let part = data.slice(p.rel as usize..(p.rel + p.len) as usize);
             self.run(Op::Write, p.len, &cmd, part).await?;
+        }
+        if plan.flush_after {
+            debug!(device = %self.inner.name, offset, "FUA write on a write-back LU without DPOFUA: SYNCHRONIZE CACHE");
+            self.core().durability_command(Durability::FuaFlush);
+            self.synchronize_cache().await?;
+        } else if plan.write_through {
+            self.core().durability_command(Durability::WriteThrough);
         }
         Ok(())
     }
 
-    /// Makes completed writes durable (SYNCHRONIZE CACHE of the whole LU).
+    /// Makes completed writes durable: SYNCHRONIZE CACHE of the whole LU,
+    /// or nothing on a LU without a write cache, whose completed writes
+    /// are durable already ([`crate::durability`]).
     pub async fn flush(&self) -> Result<(), IoError> {
+        let lu = self.lu().await?;
+        if !lu.write_cache.flush_needed() {
+            self.core().durability_command(Durability::WriteThrough);
+            return Ok(());
+        }
+        self.synchronize_cache().await
+    }
+
+    async fn synchronize_cache(&self) -> Result<(), IoError> {
         let cmd = cdb::synchronize_cache16(0, 0, false).map_err(cdb_error)?;
         self.run(Op::Flush, 0, &cmd, Bytes::new()).await.map(|_| ())
     }
@@ -1051,7 +1154,7 @@ fn login_seed_event(f: &ConnectionFailure) -> Option<u32> {
         ConnectionFailure::Connect { .. } => Some(1),
         ConnectionFailure::Login(e) => Some(match e {
             LoginError::Timeout(_) => 43,
-            LoginError::Closed => 59,
+            LoginError::Closed { .. } => 59,
             LoginError::AuthDowngrade(_) => 38,
             LoginError::ChapRequired => 40,
             LoginError::NoAuthMethod => 41,
@@ -1156,7 +1259,7 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
         }
         Msg::Claimed(id, _, Err(reason)) => {
             warn!(device = %inner.name, path = %inner.path_name(id), %reason, "path refused");
-            core().refuse(now, id, reason);
+            core().refuse(now, id, reason.to_string());
             if let Some(p) = inner.path_io(id) {
                 // A path to another LU must not keep a nexus open.
                 let s = p.session.clone();
@@ -1168,108 +1271,6 @@ fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
         Msg::Probed(id, r) => core().probe_done(now, id, r),
         Msg::Fenced(id, epoch, r) => core().fence_done(now, id, epoch, r),
     }
-}
-
-/// Checks that a path reaches the device's logical unit; the first path
-/// to get here defines it. Returns the path's portal group: configured,
-/// or the target name and the TargetPortalGroupTag the target declared.
-async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, String> {
-    let path = inner.path_io(id).ok_or("no such path")?;
-    let name = inner.path_name(id);
-    let name = name.as_str();
-    let lu = &path.lu;
-    lu.test_unit_ready().await.map_err(|e| format!("{name}: {e}"))?;
-    let identity = lu
-        .device_identification()
-        .await
-        .map_err(|e| format!("{name}: {e}"))?
-        .lu_identity()
-        .map(|i| i.to_string())
-        .ok_or_else(|| format!("{name}: the LU reports no identity (VPD 0x83): it cannot be claimed safely"))?;
-    let serial = match lu.vpd(VpdPage::UNIT_SERIAL_NUMBER).await {
-        Ok(b) => UnitSerialNumber::parse(&b).ok().map(|s| s.serial).filter(|s| !s.is_empty()),
-        Err(_) => None,
-    };
-    let cap = lu.capacity().await.map_err(|e| format!("{name}: {e}"))?;
-    let limits = lu.vpd(VpdPage::BLOCK_LIMITS).await.ok().and_then(|b| mpio_dsm::BlockLimits::parse(&b).ok());
-    let lbp = lu
-        .vpd(VpdPage::LOGICAL_BLOCK_PROVISIONING)
-        .await
-        .ok()
-        .and_then(|b| mpio_dsm::LogicalBlockProvisioning::parse(&b).ok());
-    let write_protected = lu.write_protected().await.unwrap_or_else(|e| {
-        // MODE SENSE is optional for a disk (SBC-3); a LU without it is
-        // taken as writable, and a protected one still refuses writes.
-        debug!(device = %inner.name, path = name, error = %e, "no write-protect flag: taken as writable");
-        false
-    });
-    let found = LuInfo {
-        identity,
-        serial,
-        block_len: cap.block_len,
-        blocks: cap.blocks().unwrap_or(0),
-        physical_block_len: cap.physical_block_len().unwrap_or(cap.block_len),
-        max_transfer: limits
-            .as_ref()
-            .and_then(|l| l.max_transfer_blocks())
-            .map(|b| u64::from(b) * u64::from(cap.block_len)),
-        // A MAXIMUM UNMAP LBA COUNT of 0 means no UNMAP (SBC-4 6.6.4);
-        // all ones means no limit.
-        unmap: cap.lbpme
-            && lbp.as_ref().is_some_and(|l| l.lbpu)
-            && limits.as_ref().is_none_or(|l| l.max_unmap_lba_count != 0),
-        max_unmap_blocks: limits.as_ref().map(|l| l.max_unmap_lba_count).filter(|&n| n != 0 && n != u32::MAX),
-        write_same: lbp.as_ref().is_some_and(|l| l.lbpws) || cap.lbpme,
-        max_write_same_blocks: limits.as_ref().map(|l| l.max_write_same_len).filter(|&n| n != 0),
-        write_protected,
-    };
-    if let Some(want) = &inner.template.expect_identity
-        && &found.identity != want
-    {
-        return Err(format!(
-            "path {name} reaches {} but the device is configured for {want}: refused",
-            found.describe()
-        ));
-    }
-    let group = match &path.config.group {
-        Some(g) => Some(g.clone()),
-        None => path.session.snapshot().await.ok().and_then(|s| {
-            let tpgt = s.connections.iter().find_map(|c| c.tpgt)?;
-            Some(format!("{} tpgt {tpgt}", path.session_config.target_name.as_ref().map_or("", |n| n.as_str())))
-        }),
-    };
-    {
-        let mut info = inner.info.lock().unwrap_or_else(|e| e.into_inner());
-        match info.as_mut() {
-            Some(known) if !known.same_lu(&found) => {
-                return Err(format!(
-                    "path {name} reaches {}, not the device's logical unit {}: refused",
-                    found.describe(),
-                    known.describe()
-                ));
-            }
-            // The one property of the same LU that may change between
-            // claims; the newest reading wins.
-            Some(known) if known.write_protected != found.write_protected => {
-                info!(
-                    device = %inner.name,
-                    path = name,
-                    write_protected = found.write_protected,
-                    "logical unit write protection changed"
-                );
-                known.write_protected = found.write_protected;
-            }
-            Some(_) => {}
-            None => {
-                info!(device = %inner.name, path = name, lu = %found.describe(), "device logical unit");
-                *info = Some(found);
-            }
-        }
-    }
-    for step in &inner.template.bring_up {
-        step.before_io(name, lu).await.map_err(|e| format!("path {name}: bring-up step {step:?} failed: {e}"))?;
-    }
-    Ok(group)
 }
 
 fn start_action(inner: &Arc<Inner>, action: Action) {
@@ -1337,6 +1338,7 @@ mod tests {
             write_same: true,
             max_write_same_blocks: None,
             write_protected: false,
+            write_cache: WriteCache::ASSUMED,
         }
     }
 

@@ -58,6 +58,11 @@ pub enum EventKind {
     /// event 1 (connect), 10 (login refused), 43 (login timeout), 59
     /// (connection closed during login), 38/40/41 (authentication setup).
     LoginFailed,
+    /// The target refused a path's login [`crate::core::LOGIN_REFUSALS_REPEATED`]
+    /// times in a row with the same reason: the path keeps retrying, but
+    /// the target or the configuration must change first. Raised once per
+    /// streak; the reason says what to check.
+    LoginRefusedRepeatedly,
     /// A path was added at runtime; it connects and is claimed like any path.
     PathAdded,
     /// A path is being removed: it takes no new I/O and drains.
@@ -103,6 +108,7 @@ impl EventKind {
             EventKind::ClaimRefused => "claim_refused",
             EventKind::FenceCleared => "fence_cleared",
             EventKind::LoginFailed => "login_failed",
+            EventKind::LoginRefusedRepeatedly => "login_refused_repeatedly",
             EventKind::PathAdded => "path_added",
             EventKind::PathRemoving => "path_removing",
             EventKind::PathRemoved => "path_removed",

@@ -6,6 +6,8 @@
 //! - [`device`]: the async device the frontends and the daemon use: start
 //!   without waiting, I/O (read, write, flush, discard, write zeroes), the
 //!   path bring-up, paths added and removed at runtime, per-path roles;
+//! - [`durability`]: what FUA writes and flushes become on the LU (its
+//!   write cache and FUA support, as Linux's sd reads them);
 //! - [`event`]: what the device reports (path states, failovers, holds,
 //!   login failures, paths added and removed), with the seed's event IDs;
 //! - [`stats`]: per-path counters and latency histogram for the metrics;
@@ -13,17 +15,22 @@
 //! - [`scsi`]: SCSI commands on one LU through one session.
 #![warn(missing_docs)]
 
+mod claim;
 pub mod core;
 pub mod device;
+pub mod durability;
 pub mod event;
 pub mod scsi;
 pub mod stats;
 pub mod timers;
 
 pub use crate::core::{
-    DeviceCore, DeviceCounters, DeviceSnapshot, FailureCause, IoError, IoErrorKind, PathSnapshot, PathStatus,
+    DeviceCore, DeviceCounters, DeviceSnapshot, Durability, FailureCause, IoError, IoErrorKind, PathSnapshot,
+    PathStatus,
 };
+pub use claim::ClaimRefusal;
 pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, DeviceEvents, LuInfo, PathConfig};
+pub use durability::{WriteCache, WritePlan};
 pub use event::{DeviceEvent, EventKind};
 // The policy types are part of the device's API (config and runtime
 // changes), so users of the device need not name the policies crate.

@@ -6,8 +6,9 @@
 use bytes::Bytes;
 use mpio_dsm::cdb::ReportLunsSelect;
 use mpio_dsm::{
-    Capacity, Command, DataDirection, DeviceIdentification, Lun, ModeParameterHeader, ParseError, ReadCapacity10,
-    ReportLuns, ScsiStatus, Sense, SenseKey, StandardInquiry, cdb, vpd::VpdPage,
+    CachingPage, Capacity, Command, DataDirection, DeviceIdentification, Lun, ModeParameterHeader, ModeSense,
+    ModeSenseKind, ParseError, ReadCapacity10, ReportLuns, ScsiStatus, Sense, SenseKey, StandardInquiry, cdb,
+    vpd::VpdPage,
 };
 use mpio_transport::{ScsiRequest, ScsiResult, SessionHandle, TaskError};
 
@@ -16,17 +17,19 @@ use mpio_transport::{ScsiRequest, ScsiResult, SessionHandle, TaskError};
 /// ...), each reported once (SPC-4 section 5.14).
 const UNIT_ATTENTION_RETRIES: usize = 4;
 
-/// Why a SCSI command did not give the expected data.
+/// Why a SCSI command did not give the expected data. The message
+/// includes the cause's text, so the cause is not also its `source()`
+/// (the fields are not named `source`): an error chain prints it once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScsiError {
     /// The transport could not deliver the command or its answer.
-    #[error("{op}: {source}")]
+    #[error("{op}: {error}")]
     Transport {
         /// The command.
         op: &'static str,
         /// The transport error.
-        source: TaskError,
+        error: TaskError,
     },
     /// CHECK CONDITION.
     #[error("{op}: {}", sense.as_ref().map_or_else(|| "CHECK CONDITION without sense data".to_string(), ToString::to_string))]
@@ -45,20 +48,20 @@ pub enum ScsiError {
         status: ScsiStatus,
     },
     /// A CDB could not be built (a value out of its field's range).
-    #[error("{op}: {source}")]
+    #[error("{op}: {error}")]
     Cdb {
         /// The command.
         op: &'static str,
         /// The builder's complaint.
-        source: mpio_dsm::CdbError,
+        error: mpio_dsm::CdbError,
     },
     /// The data did not parse.
-    #[error("{op}: {source}")]
+    #[error("{op}: {error}")]
     Parse {
         /// The command.
         op: &'static str,
         /// The parser's complaint.
-        source: ParseError,
+        error: ParseError,
     },
 }
 
@@ -108,7 +111,7 @@ impl LuAccess {
                 .session
                 .execute(request(self.lun, cmd, data_out.clone()))
                 .await
-                .map_err(|source| ScsiError::Transport { op, source })?;
+                .map_err(|error| ScsiError::Transport { op, error })?;
             match ScsiStatus(r.status) {
                 ScsiStatus::GOOD | ScsiStatus::CONDITION_MET => return Ok(r),
                 ScsiStatus::CHECK_CONDITION => {
@@ -134,19 +137,19 @@ impl LuAccess {
         first_alloc: u32,
         parse: impl Fn(&[u8]) -> Result<T, ParseError>,
     ) -> Result<T, ScsiError> {
-        let build = |n| build(n).map_err(|source| ScsiError::Cdb { op, source });
+        let build = |n| build(n).map_err(|error| ScsiError::Cdb { op, error });
         let r = self.run(op, &build(first_alloc)?, Bytes::new()).await?;
         let data = r.data.to_bytes();
         match parse(&data) {
             Err(e @ ParseError::Truncated { .. }) => {
                 let need = e.required_len().unwrap_or(first_alloc as usize).min(u32::MAX as usize) as u32;
                 if need <= first_alloc {
-                    return Err(ScsiError::Parse { op, source: e });
+                    return Err(ScsiError::Parse { op, error: e });
                 }
                 let r = self.run(op, &build(need)?, Bytes::new()).await?;
-                parse(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source })
+                parse(&r.data.to_bytes()).map_err(|error| ScsiError::Parse { op, error })
             }
-            other => other.map_err(|source| ScsiError::Parse { op, source }),
+            other => other.map_err(|error| ScsiError::Parse { op, error }),
         }
     }
 
@@ -159,7 +162,7 @@ impl LuAccess {
     pub async fn inquiry(&self) -> Result<StandardInquiry, ScsiError> {
         let op = "INQUIRY";
         let r = self.run(op, &cdb::inquiry(255), Bytes::new()).await?;
-        StandardInquiry::parse(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source })
+        StandardInquiry::parse(&r.data.to_bytes()).map_err(|error| ScsiError::Parse { op, error })
     }
 
     /// The raw bytes of a VPD page, whole.
@@ -175,7 +178,7 @@ impl LuAccess {
     /// VPD page 0x83, parsed.
     pub async fn device_identification(&self) -> Result<DeviceIdentification, ScsiError> {
         let b = self.vpd(VpdPage::DEVICE_IDENTIFICATION).await?;
-        DeviceIdentification::parse(&b).map_err(|source| ScsiError::Parse { op: "INQUIRY VPD 0x83", source })
+        DeviceIdentification::parse(&b).map_err(|error| ScsiError::Parse { op: "INQUIRY VPD 0x83", error })
     }
 
     /// READ CAPACITY(16), falling back to (10) for targets without it, and
@@ -184,16 +187,15 @@ impl LuAccess {
         let op = "READ CAPACITY(16)";
         match self.run(op, &cdb::read_capacity16(32), Bytes::new()).await {
             Ok(r) => {
-                Capacity::parse_read_capacity16(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source })
+                Capacity::parse_read_capacity16(&r.data.to_bytes()).map_err(|error| ScsiError::Parse { op, error })
             }
             Err(ScsiError::CheckCondition { sense: Some(s), .. }) if s.key == SenseKey::ILLEGAL_REQUEST => {
                 let op = "READ CAPACITY(10)";
                 let r = self.run(op, &cdb::read_capacity10(), Bytes::new()).await?;
-                let rc10 =
-                    ReadCapacity10::parse(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source })?;
+                let rc10 = ReadCapacity10::parse(&r.data.to_bytes()).map_err(|error| ScsiError::Parse { op, error })?;
                 rc10.capacity().ok_or(ScsiError::Parse {
                     op,
-                    source: ParseError::Invalid {
+                    error: ParseError::Invalid {
                         what: "READ CAPACITY(10)",
                         field: "RETURNED LOGICAL BLOCK ADDRESS",
                         value: 0xffff_ffff,
@@ -212,18 +214,48 @@ impl LuAccess {
     /// the LU refuses (10) with ILLEGAL REQUEST (SPC-2 era devices).
     pub async fn write_protected(&self) -> Result<bool, ScsiError> {
         let op = "MODE SENSE(10)";
-        let cmd = cdb::mode_sense10(cdb::MODE_PAGE_ALL, 0, 8).map_err(|source| ScsiError::Cdb { op, source })?;
+        let cmd = cdb::mode_sense10(cdb::MODE_PAGE_ALL, 0, 8).map_err(|error| ScsiError::Cdb { op, error })?;
         let header = match self.run(op, &cmd, Bytes::new()).await {
-            Ok(r) => ModeParameterHeader::parse10(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source }),
+            Ok(r) => ModeParameterHeader::parse10(&r.data.to_bytes()).map_err(|error| ScsiError::Parse { op, error }),
             Err(ScsiError::CheckCondition { sense: Some(s), .. }) if s.key == SenseKey::ILLEGAL_REQUEST => {
                 let op = "MODE SENSE(6)";
-                let cmd = cdb::mode_sense6(cdb::MODE_PAGE_ALL, 0, 4).map_err(|source| ScsiError::Cdb { op, source })?;
+                let cmd = cdb::mode_sense6(cdb::MODE_PAGE_ALL, 0, 4).map_err(|error| ScsiError::Cdb { op, error })?;
                 let r = self.run(op, &cmd, Bytes::new()).await?;
-                ModeParameterHeader::parse6(&r.data.to_bytes()).map_err(|source| ScsiError::Parse { op, source })
+                ModeParameterHeader::parse6(&r.data.to_bytes()).map_err(|error| ScsiError::Parse { op, error })
             }
             Err(e) => Err(e),
         }?;
         Ok(header.write_protected())
+    }
+
+    /// MODE SENSE for one page (current values), whole: (10) first, (6)
+    /// when the LU refuses (10) with ILLEGAL REQUEST, as Linux's
+    /// `scsi_mode_sense` does. Each asks for the header first and then
+    /// for the length it announces (`sd_read_cache_type`: "cautiously
+    /// ask").
+    pub async fn mode_sense(&self, page: u8) -> Result<ModeSense, ScsiError> {
+        let ten = |alloc: u32| cdb::mode_sense10(page, 0, alloc.min(u32::from(u16::MAX)) as u16);
+        let parse10 = |b: &[u8]| ModeSense::parse(ModeSenseKind::Ten, b);
+        match self.read_structure("MODE SENSE(10)", ten, 8, parse10).await {
+            Err(ScsiError::CheckCondition { sense: Some(s), .. }) if s.key == SenseKey::ILLEGAL_REQUEST => {
+                let six = |alloc: u32| cdb::mode_sense6(page, 0, alloc.min(u32::from(u8::MAX)) as u8);
+                let parse6 = |b: &[u8]| ModeSense::parse(ModeSenseKind::Six, b);
+                self.read_structure("MODE SENSE(6)", six, 4, parse6).await
+            }
+            other => other,
+        }
+    }
+
+    /// The LU's write cache as Linux's sd reads it (`sd_read_cache_type`):
+    /// MODE SENSE for the Caching mode page; DPOFUA from the header, WCE
+    /// from the page. An answer without the page is what sd calls "No
+    /// Caching mode page found" and reads as write-through without FUA;
+    /// the header is returned as well, for its WP bit.
+    pub async fn caching(&self) -> Result<(ModeParameterHeader, Option<CachingPage>), ScsiError> {
+        let op = "MODE SENSE caching page";
+        let m = self.mode_sense(CachingPage::CODE).await?;
+        let page = m.caching().transpose().map_err(|error| ScsiError::Parse { op, error })?;
+        Ok((m.header, page))
     }
 
     /// REPORT LUNS (sent to this LU; any LU of the target answers it).

@@ -72,9 +72,17 @@ pub struct PathStats {
     pub redriven: u64,
     /// Transient-condition retries.
     pub retries: u64,
+    /// Requests that ended here with an error for the caller, without
+    /// failover: the LU's own answer (RESERVATION CONFLICT, medium error,
+    /// write protected, ...) or a transient condition still there after
+    /// the last retry.
+    pub errors: u64,
     /// Login attempts that failed (connect or login refused), each retry
     /// counted; the path's failures by cause count incidents instead.
     pub login_failures: u64,
+    /// Login attempts in a row that failed with the same reason as the
+    /// last one reported (1 for a new reason, 0 once logged in).
+    pub login_refusals_in_a_row: u32,
 }
 
 impl PathStats {

@@ -314,6 +314,7 @@ fn print_device(d: DeviceView) {
             s.capacity_bytes
                 .map_or_else(|| "-".into(), |b| format!("{} ({} byte blocks)", size(b), opt(&d.block_size))),
         ),
+        ("write cache", opt(&d.write_cache)),
         ("policy", s.policy.clone()),
         ("failback", d.failback.clone()),
         ("hold", d.hold.clone()),

@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
-use mpio_dsm::{Lun, cdb};
+use mpio_dsm::vpd::VpdPage;
+use mpio_dsm::{Lun, UnitSerialNumber, cdb};
 use mpio_mpath::scsi::LuAccess;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 use mpio_transport::portal::Portal;
@@ -214,7 +215,11 @@ async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
     let session = conn_args(portals[0].clone()).connect(Some(target)).await?;
     let lu = LuAccess::new(session.clone(), Lun::from_number(1)?);
     let inquiry = lu.inquiry().await?;
-    let identity = lu.device_identification().await?.lu_identity().map(|i| i.to_string()).unwrap_or_default();
+    let serial = lu.vpd(VpdPage::UNIT_SERIAL_NUMBER).await.ok().and_then(|b| UnitSerialNumber::parse(&b).ok());
+    let page83 = lu.device_identification().await?;
+    let identity = mpio_dsm::identity::lu_identity(Some(&page83), serial.as_ref(), &inquiry)
+        .map(|i| i.to_string())
+        .unwrap_or_default();
     let cap = lu.capacity().await?;
     output::fields(&[
         ("vendor/product", format!("{} {} {}", inquiry.vendor, inquiry.product, inquiry.revision)),

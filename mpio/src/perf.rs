@@ -21,16 +21,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use mpio_dsm::{Lun, cdb};
-use mpio_mpath::Device;
-use mpio_mpath::scsi::{LuAccess, request};
-use mpio_transport::SessionHandle;
+use mpio_dsm::{Lun, ScsiStatus, Sense, cdb};
+use mpio_mpath::scsi::{LuAccess, ScsiError, request};
+use mpio_mpath::{Device, IoError};
 use mpio_transport::name::IscsiName;
+use mpio_transport::{ScsiResult, SessionHandle};
 use serde_json::json;
 
 pub(crate) use self::device::MultipathArgs;
 use crate::connect::ConnectArgs;
-use crate::output;
+use crate::{advice, output};
 
 /// Largest I/O `--bs` takes (a READ(16)/WRITE(16) of it is split by the
 /// session's burst sizes anyway).
@@ -217,7 +217,7 @@ struct Counters {
     stalls: Mutex<Option<Tracking>>,
     /// Requests the device failed (multipath mode), and the first message.
     errors: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    first_error: Mutex<Option<IoError>>,
 }
 
 impl Counters {
@@ -331,8 +331,9 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
                         let r = session
                             .execute(request(*lun, &cmd, if write { payload.clone() } else { Bytes::new() }))
                             .await?;
-                        if r.status != 0 {
-                            bail!("I/O failed with SCSI status {:#04x}", r.status);
+                        if !ScsiStatus(r.status).is_success() {
+                            let op = if write { "WRITE(16)" } else { "READ(16)" };
+                            return Err(status_error(op, &r).into());
                         }
                     }
                     Target::Device(dev) => {
@@ -346,7 +347,7 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
                         // failed instead of stopping at the first one.
                         if let Err(e) = r {
                             counters.errors.fetch_add(1, Ordering::Relaxed);
-                            counters.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e.message);
+                            counters.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         }
@@ -427,7 +428,7 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
     });
     let cpu_us_per_io = cpu.as_secs_f64() * 1e6 / ios.max(1) as f64;
     let errors = counters.errors.load(Ordering::Relaxed);
-    let first_error = counters.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let first_error = counters.first_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(advice::io_error);
     let events = events.map(|e| e.finish(t0)).unwrap_or_default();
     let failed_at: Vec<String> = ats
         .iter()
@@ -496,10 +497,30 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
             device::print_events(&events);
         }
     }
-    if !failed_at.is_empty() {
-        bail!("{}", failed_at.join("; "));
+    let mut failed = failed_at;
+    if errors > 0 {
+        // A benchmark whose requests failed measured nothing useful: say
+        // so in the exit status, whatever the rate of the rest.
+        failed.push(format!(
+            "{errors} requests failed ({ios} completed during the measurement), first: {}",
+            first_error.as_deref().unwrap_or("(none kept)")
+        ));
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+/// The error of a command that completed with another status than GOOD:
+/// the status, and the sense data of a CHECK CONDITION.
+fn status_error(op: &'static str, r: &ScsiResult) -> ScsiError {
+    match ScsiStatus(r.status) {
+        ScsiStatus::CHECK_CONDITION => {
+            ScsiError::CheckCondition { op, sense: r.sense.as_deref().and_then(|s| Sense::parse(s).ok()) }
+        }
+        status => ScsiError::Status { op, status },
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use mpio_dsm::vpd::VpdPage;
 use mpio_dsm::{BlockLimits, DeviceIdentification, LogicalBlockProvisioning, Lun, SupportedPages, UnitSerialNumber};
+use mpio_mpath::WriteCache;
 use mpio_mpath::scsi::LuAccess;
 use mpio_transport::name::IscsiName;
 use serde::Serialize;
@@ -42,6 +43,12 @@ pub(crate) enum ScsiCommand {
     },
     /// READ CAPACITY(16), with (10) as fallback.
     Readcap {
+        #[command(flatten)]
+        lu: LuArgs,
+    },
+    /// MODE SENSE: write protection (WP), FUA support (DPOFUA), the write
+    /// cache (WCE) and what mpio makes of them for FUA writes and flushes.
+    ModeSense {
         #[command(flatten)]
         lu: LuArgs,
     },
@@ -85,6 +92,10 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
             let (s, access) = open(&lu).await?;
             ((s, lu.json), readcap(&access, lu.json).await)
         }
+        ScsiCommand::ModeSense { lu } => {
+            let (s, access) = open(&lu).await?;
+            ((s, lu.json), mode_sense(&access, lu.json).await)
+        }
         ScsiCommand::ReportLuns { lu } => {
             let (s, access) = open(&lu).await?;
             ((s, lu.json), report_luns(&access, lu.json).await)
@@ -94,7 +105,7 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
             let r = access.test_unit_ready().await.map_err(anyhow::Error::from);
             if r.is_ok() {
                 if lu.json {
-                    output::json(&json!({ "ready": true }))?;
+                    output::json(&json!({ "ready": true, "login": login_json(&s).await }))?;
                 } else {
                     println!("ready");
                 }
@@ -105,6 +116,23 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
     let (session, _) = lu;
     let _ = session.logout().await;
     result
+}
+
+/// What the login negotiated on the session's connection: which digests
+/// protect it, and the segment sizes (`null` if the session no longer
+/// answers).
+async fn login_json(session: &mpio_transport::SessionHandle) -> Value {
+    let Ok(snap) = session.snapshot().await else { return Value::Null };
+    let Some((c, p)) = snap.connections.iter().find_map(|c| Some((c, c.params.as_ref()?))) else {
+        return Value::Null;
+    };
+    json!({
+        "portal": c.portal,
+        "header_digest": p.header_digest.as_str(),
+        "data_digest": p.data_digest.as_str(),
+        "max_recv_data_segment_length": p.max_recv_data_segment_length,
+        "max_xmit_data_segment_length": p.max_xmit_data_segment_length,
+    })
 }
 
 async fn inquiry(lu: &LuAccess, as_json: bool) -> Result<()> {
@@ -134,6 +162,40 @@ async fn inquiry(lu: &LuAccess, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The caching mode page and the header bits, read as the multipath
+/// device reads them at every claim.
+async fn mode_sense(lu: &LuAccess, as_json: bool) -> Result<()> {
+    let (header, page) = lu.caching().await?;
+    let cache = WriteCache::from_mode_sense(&header, page.as_ref());
+    let (fua_write, flush) = match (cache.write(true), cache.flush_needed()) {
+        (p, _) if p.fua_bit => ("WRITE with FUA", "SYNCHRONIZE CACHE"),
+        (p, _) if p.flush_after => ("WRITE, then SYNCHRONIZE CACHE", "SYNCHRONIZE CACHE"),
+        (_, true) => ("WRITE", "SYNCHRONIZE CACHE"),
+        (_, false) => ("WRITE (durable when it completes)", "nothing (completes at once)"),
+    };
+    if as_json {
+        return output::json(&json!({
+            "write_protected": header.write_protected(),
+            "dpofua": header.dpofua(),
+            "caching_page": page.is_some(),
+            "write_cache": page.map(|p| p.write_cache),
+            "read_cache_disabled": page.map(|p| p.read_cache_disabled),
+            "mpio": { "cache": cache.describe(), "fua_write": fua_write, "flush": flush },
+        }));
+    }
+    let reported = |b: Option<bool>| b.map_or_else(|| "not reported (no caching mode page)".to_string(), yes);
+    output::fields(&[
+        ("write-protected (WP)", yes(header.write_protected())),
+        ("FUA supported (DPOFUA)", yes(header.dpofua())),
+        ("write cache (WCE)", reported(page.map(|p| p.write_cache))),
+        ("read cache disabled (RCD)", reported(page.map(|p| p.read_cache_disabled))),
+        ("mpio takes it as", cache.describe().to_string()),
+        ("a FUA write is sent as", fua_write.to_string()),
+        ("a flush is sent as", flush.to_string()),
+    ]);
+    Ok(())
+}
+
 fn yes(b: bool) -> String {
     if b { "yes".into() } else { "no".into() }
 }
@@ -154,13 +216,17 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
     match page {
         VpdPage::SUPPORTED_PAGES => {
             let p = SupportedPages::parse(&data).map_err(parsed)?;
-            let pages: Vec<String> = p.pages.iter().map(|c| format!("{:#04x}", c.0)).collect();
-            let names: Vec<String> =
-                p.pages.iter().map(|c| format!("{:#04x} {}", c.0, c.name().unwrap_or(""))).collect();
             if as_json {
+                let pages: Vec<_> = p
+                    .pages
+                    .iter()
+                    .map(|c| json!({ "code": format!("{:#04x}", c.0), "name": c.description() }))
+                    .collect();
                 output::json(&json!({ "pages": pages }))
             } else {
-                names.iter().for_each(|n| println!("{}", n.trim_end()));
+                for c in &p.pages {
+                    println!("{:#04x} {}", c.0, c.description().unwrap_or("(reserved)"));
+                }
                 Ok(())
             }
         }
@@ -175,7 +241,11 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
         }
         VpdPage::DEVICE_IDENTIFICATION => {
             let d = DeviceIdentification::parse(&data).map_err(parsed)?;
-            let identity = d.lu_identity().map(|i| i.to_string());
+            // What the multipath device merges paths by: this page, else
+            // the unit serial with vendor and product (mpio_dsm::identity).
+            let serial = lu.vpd(VpdPage::UNIT_SERIAL_NUMBER).await.ok().and_then(|b| UnitSerialNumber::parse(&b).ok());
+            let identity =
+                mpio_dsm::identity::lu_identity(Some(&d), serial.as_ref(), &lu.inquiry().await?).map(|i| i.to_string());
             let list: Vec<DesignatorOut> = d
                 .designators
                 .iter()
@@ -190,7 +260,12 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
             if as_json {
                 return output::json(&json!({ "lu_identity": identity, "designators": list }));
             }
-            println!("LU identity: {}", identity.as_deref().unwrap_or("(none)"));
+            println!(
+                "LU identity: {}",
+                identity.as_deref().unwrap_or(
+                    "(none: nothing names this LU, so mpio does not use it; give it a unit serial on the target, or pin `identity` for one path)"
+                )
+            );
             let mut rows = vec![vec!["ASSOCIATION".into(), "TYPE".into(), "CODE SET".into(), "VALUE".into()]];
             for x in &list {
                 rows.push(vec![

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+use serde_json::json;
 
 const INIT: &str = "iqn.2026-11.test.mpio:cli";
 
@@ -77,6 +78,30 @@ fn discovery_and_scsi_diagnostics() {
     let numbers: Vec<u64> = luns.as_array().unwrap().iter().map(|l| l["lun"].as_u64().unwrap()).collect();
     assert_eq!(numbers, vec![0, 1]);
     assert_eq!(run(&["scsi", "tur"], &[]).trim(), "ready");
+    // Every page tgtd lists has a name (in the text and in JSON), and the
+    // list holds the pages mpio reads.
+    let supported = json(&run(&["scsi", "inquiry"], &["--vpd", "0x00", "--json"]));
+    let pages = supported["pages"].as_array().unwrap();
+    let codes: Vec<&str> = pages.iter().map(|p| p["code"].as_str().unwrap()).collect();
+    assert!(["0x00", "0x80", "0x83", "0xb0"].iter().all(|c| codes.contains(c)), "{supported}");
+    for p in pages {
+        assert!(p["name"].as_str().is_some_and(|n| !n.is_empty()), "page without a name: {p}");
+    }
+    let text = run(&["scsi", "inquiry"], &["--vpd", "0x00"]);
+    assert_eq!(text.lines().count(), pages.len(), "{text}");
+    for line in text.lines() {
+        let (code, name) = line.split_once(' ').unwrap_or((line, ""));
+        assert!(codes.contains(&code) && !name.is_empty() && name != "(reserved)", "{line:?}");
+    }
+    // tgtd's LU: a write cache, and the FUA bit taken.
+    let mode = json(&run(&["scsi", "mode-sense"], &["--json"]));
+    assert_eq!(
+        (&mode["write_cache"], &mode["dpofua"], &mode["write_protected"]),
+        (&json!(true), &json!(true), &json!(false))
+    );
+    assert_eq!(mode["mpio"]["fua_write"], "WRITE with FUA", "{mode}");
+    let mode = run(&["scsi", "mode-sense"], &[]);
+    assert!(mode.contains("write-back, FUA"), "{mode}");
     let serial = run(&["scsi", "inquiry"], &["--vpd", "128"]);
     assert!(!serial.trim().is_empty());
 
@@ -87,7 +112,9 @@ fn discovery_and_scsi_diagnostics() {
     let e = fails(&["scsi", "tur", "-p", p, "-i", INIT, "-t", "iqn.2026-11.test.mpio:nosuch", "-l", "1"], &[]);
     assert_eq!(
         e,
-        "mpio: login failed: target not found (0x0203): no such target on this portal: check the target name (mpio discover lists them)"
+        format!(
+            "mpio: login failed: target not found (0x0203): this portal has no target named iqn.2026-11.test.mpio:nosuch: check the name (mpio discover --portal {p} lists the targets there)"
+        )
     );
     let e = fails(&["scsi", "tur", "-p", p, "-i", INIT, "-t", iqn, "-l", "7"], &[]);
     assert!(e.contains("LOGICAL UNIT NOT SUPPORTED") && e.contains("mpio scsi report-luns"), "{e}");
@@ -165,34 +192,90 @@ fn chap_secrets_come_from_files_or_the_environment() {
     // No secret at all: the fix names the options.
     let e = fails(&with(&base, &[]), &[]);
     assert!(e.contains("--chap-secret-file") && e.contains("MPIO_CHAP_SECRET"), "{e}");
-    // No CHAP configured for a target that wants it.
-    let e = fails(&base[..10], &[]);
+    // No CHAP configured for a target that wants it: tgtd says so.
+    let e = assert_missing_chap_is_explained(&portal, tgtd.iqn(1));
     assert!(e.contains("target requires CHAP authentication"), "{e}");
 }
 
 #[test]
-fn required_digests_from_the_command_line() {
+fn a_refused_login_says_what_is_likely() {
+    require_root();
+    let tgtd = Tgtd::builder().target(TargetSpec::new("clirefuse").lun(LunSpec::file(4 << 20))).start().unwrap();
+    // tgtd answers an unknown target name with 0x0203 (target not found).
+    assert_unknown_target_is_explained(&tgtd.portal(0).to_string(), "0x0203");
+}
+
+/// A one-shot login to a target name the portal does not serve: one line
+/// that names the likely cause (an unknown or mistyped name) and how to
+/// list the right ones, and no promise of a retry the command will not
+/// make. tgtd answers 0x0203; LIO answers 0x0301 ("service unavailable"):
+/// call this with a LIO portal and "0x0301" to check that answer.
+fn assert_unknown_target_is_explained(portal: &str, status: &str) {
+    let wrong = "iqn.2026-11.test.mpio:no-such-target";
+    let e = fails(&["scsi", "inquiry", "-p", portal, "-i", INIT, "-t", wrong], &[]);
+    assert!(e.starts_with("mpio: login failed: "), "{e}");
+    assert!(e.contains(status), "{e}");
+    assert!(e.contains(&format!("no target named {wrong}")), "names the name asked for: {e}");
+    assert!(e.contains(&format!("mpio discover --portal {portal}")), "says how to list the names: {e}");
+    assert!(!e.contains("retr"), "a one-shot command does not retry, so it must not say so: {e}");
+}
+
+/// A one-shot login without CHAP to `target`, which requires it: the line
+/// names CHAP as the cause and the options that configure it. tgtd says
+/// so in its answer; LIO closes the connection without a status, and the
+/// line then names CHAP as a likely cause and the ACL as the other (call
+/// this with a LIO portal and check the returned line for "ACL").
+fn assert_missing_chap_is_explained(portal: &str, target: &str) -> String {
+    let e = fails(&["scsi", "tur", "-p", portal, "-i", INIT, "-t", target, "-l", "1"], &[]);
+    assert!(e.starts_with("mpio: login failed: "), "{e}");
+    assert!(e.contains("CHAP") && e.contains("--chap-user and --chap-secret-file"), "{e}");
+    assert!(!e.contains("retr"), "{e}");
+    e
+}
+
+#[test]
+fn digests_are_negotiated_as_asked_and_a_refusal_fails() {
     require_root();
     let tgtd = Tgtd::builder()
         .target(TargetSpec::new("clidigest").lun(LunSpec::file(4 << 20)).digests("CRC32C"))
+        .target(TargetSpec::new("clinodigest").lun(LunSpec::file(4 << 20)).digests("None"))
         .start()
         .unwrap();
     let portal = tgtd.portal(0).to_string();
-    let args = [
-        "scsi",
-        "tur",
-        "-p",
-        portal.as_str(),
-        "-i",
-        INIT,
-        "-t",
-        tgtd.iqn(1),
-        "-l",
-        "1",
-        "--header-digest",
-        "crc32c",
-        "--data-digest",
-        "crc32c",
-    ];
-    assert_eq!(ok(&args, &[]).trim(), "ready");
+    let tur = |tid: u32, header: &'static str, data: &'static str, json: bool| {
+        let mut a = vec!["scsi", "tur", "-p", portal.as_str(), "-i", INIT, "-t", tgtd.iqn(tid), "-l", "1"];
+        a.extend(["--header-digest", header, "--data-digest", data]);
+        if json {
+            a.push("--json");
+        }
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let login = |tid, header, data| {
+        let v = tur(tid, header, data, true);
+        let j = json(&ok(&args(&v), &[]));
+        assert_eq!(j["ready"], true, "{j}");
+        (
+            j["login"]["header_digest"].as_str().unwrap().to_owned(),
+            j["login"]["data_digest"].as_str().unwrap().to_owned(),
+        )
+    };
+
+    // Required on a target that requires them: CRC32C both ways.
+    assert_eq!(ok(&args(&tur(1, "crc32c", "crc32c", false)), &[]).trim(), "ready");
+    assert_eq!(login(1, "crc32c", "crc32c"), ("CRC32C".into(), "CRC32C".into()));
+    // Preferred: CRC32C where the target agrees, None where it refuses.
+    assert_eq!(login(1, "prefer", "prefer"), ("CRC32C".into(), "CRC32C".into()));
+    assert_eq!(login(2, "prefer", "prefer"), ("None".into(), "None".into()));
+    assert_eq!(login(2, "none", "none"), ("None".into(), "None".into()));
+    // Required where the target refuses (it offers only None): the login
+    // fails, naming the key, instead of running unprotected.
+    let e = fails(&args(&tur(2, "crc32c", "none", false)), &[]);
+    assert!(e.contains("HeaderDigest"), "{e}");
+    let e = fails(&args(&tur(2, "none", "crc32c", false)), &[]);
+    assert!(e.contains("DataDigest"), "{e}");
+    // (tgtd configured with HeaderDigest=CRC32C still accepts an initiator
+    // that offers only None: it cannot show a target that requires them.)
 }

@@ -43,6 +43,24 @@ const PACKAGES: &[(&str, &str)] = &[
     ("losetup", "mount"),
     ("mount", "mount"),
     ("umount", "mount"),
+    ("ss", "iproute2"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("setpriv", "util-linux"),
+    ("blkdiscard", "util-linux"),
+    ("busybox", "busybox-static"),
+    ("xz", "xz-utils"),
+    ("depmod", "kmod"),
+    ("dpkg", "dpkg"),
+    ("apt-get", "apt"),
+    ("apt-cache", "apt"),
+    ("ldd", "libc-bin"),
+    ("xtables-legacy-multi", "iptables"),
+    ("iptables-legacy", "iptables"),
+    ("mke2fs", "e2fsprogs"),
+    ("e2fsck", "e2fsprogs"),
+    ("dd", "coreutils"),
+    ("sha256sum", "coreutils"),
+    ("rustc", "the Rust toolchain (rustup)"),
 ];
 
 /// The Debian package that ships `program` ("?" if unknown).
@@ -53,13 +71,17 @@ pub fn package_for(program: &str) -> &'static str {
 
 /// `cmd` as a shell-like string for messages.
 pub fn describe(cmd: &Command) -> String {
+    describe_words(std::iter::once(cmd.get_program()).chain(cmd.get_args()))
+}
+
+/// Words of a command line (`argv`) as a shell-like string for messages.
+pub fn describe_words<W: AsRef<std::ffi::OsStr>>(words: impl IntoIterator<Item = W>) -> String {
     let mut s = String::new();
-    let words = std::iter::once(cmd.get_program()).chain(cmd.get_args());
-    for (i, word) in words.enumerate() {
+    for (i, word) in words.into_iter().enumerate() {
         if i > 0 {
             s.push(' ');
         }
-        let word = word.to_string_lossy();
+        let word = word.as_ref().to_string_lossy();
         if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c)) {
             s.push_str(&word);
         } else {
@@ -135,6 +157,46 @@ impl Outcome {
 /// has `status: None`; that is not an error here (tests use it to show
 /// that something hangs). See [`run_ok`] for "must succeed".
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Outcome> {
+    run_raw(cmd, timeout).map(RawOutcome::into_outcome_lossy)
+}
+
+/// Runs `cmd` like [`run`] and returns its stdout; fails (with its stderr
+/// in the error) if it exits non-zero or misses `timeout`.
+pub fn run_ok(cmd: &mut Command, timeout: Duration) -> Result<String> {
+    Ok(run(cmd, timeout)?.check(timeout)?.stdout)
+}
+
+/// Runs `cmd` like [`run_ok`] and returns its stdout as bytes, unaltered
+/// (binary output such as `xz -dc`).
+pub fn run_ok_bytes(cmd: &mut Command, timeout: Duration) -> Result<Vec<u8>> {
+    let mut raw = run_raw(cmd, timeout)?;
+    let stdout = std::mem::take(&mut raw.stdout);
+    raw.into_outcome_lossy().check(timeout)?;
+    Ok(stdout)
+}
+
+/// [`Outcome`] with the output as bytes.
+struct RawOutcome {
+    command: String,
+    status: Option<ExitStatus>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    elapsed: Duration,
+}
+
+impl RawOutcome {
+    fn into_outcome_lossy(self) -> Outcome {
+        Outcome {
+            command: self.command,
+            status: self.status,
+            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+            elapsed: self.elapsed,
+        }
+    }
+}
+
+fn run_raw(cmd: &mut Command, timeout: Duration) -> Result<RawOutcome> {
     let command = describe(cmd);
     let start = Instant::now();
     let mut child = spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))?;
@@ -163,17 +225,9 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Outcome> {
     // A grandchild that inherited the pipes could keep them open forever;
     // do not wait for it long.
     let collect = |rx: Option<mpsc::Receiver<Vec<u8>>>| {
-        rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok()).unwrap_or_default()
     };
-    Ok(Outcome { command, status, stdout: collect(stdout), stderr: collect(stderr), elapsed })
-}
-
-/// Runs `cmd` like [`run`] and returns its stdout; fails (with its stderr
-/// in the error) if it exits non-zero or misses `timeout`.
-pub fn run_ok(cmd: &mut Command, timeout: Duration) -> Result<String> {
-    Ok(run(cmd, timeout)?.check(timeout)?.stdout)
+    Ok(RawOutcome { command, status, stdout: collect(stdout), stderr: collect(stderr), elapsed })
 }
 
 fn reader(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {

@@ -77,6 +77,17 @@ pub enum Error {
         log: String,
     },
 
+    /// A test VM did not boot, died, or hung (and was killed).
+    #[error("{vm}: {what}\n--- console of {vm} (last lines) ---\n{console}--- end of console ---")]
+    Vm {
+        /// The VM's name (`mpio-vm-3`).
+        vm: String,
+        /// What happened.
+        what: String,
+        /// The end of its serial console (kernel messages, boot script).
+        console: String,
+    },
+
     /// Waiting for external state timed out.
     #[error(transparent)]
     Wait(#[from] WaitError),

@@ -55,9 +55,11 @@
 pub mod cmd;
 pub mod error;
 pub mod libiscsi;
+pub mod lio;
 pub mod netfault;
 pub mod slot;
 pub mod tgtd;
+pub mod vm;
 pub mod wait;
 
 pub use error::{Error, Result};

@@ -14,8 +14,10 @@
 //! All loopback packets pass the `OUTPUT` chain, so [`Blackhole`] inserts
 //! two `OUTPUT` rules: `-d ADDR --dport PORT -j DROP` (initiator to target)
 //! and `-s ADDR --sport PORT -j DROP` (target to initiator: ACKs, responses,
-//! target NOP-Ins). With both, an *established* connection goes completely
-//! silent:
+//! target NOP-Ins). A third rule, `INPUT -s ADDR --sport PORT -j DROP`, does
+//! the same for a target on another machine (a test VM behind a TAP
+//! device, [`crate::vm`]), whose packets to us pass `INPUT` only. With
+//! these, an *established* connection goes completely silent:
 //! * the initiator's `send` succeeds (data is queued), nothing is received,
 //!   and **no error surfaces**: nothing within 30 s observed; the kernel
 //!   keeps retransmitting with exponential backoff (`tcp_retries2` = 15,
@@ -112,7 +114,7 @@ pub struct Blackhole {
 }
 
 impl Blackhole {
-    /// Inserts the two DROP rules at the top of `OUTPUT`.
+    /// Inserts the DROP rules at the top of `OUTPUT` and `INPUT`.
     pub fn new(addr: SocketAddr) -> Result<Blackhole> {
         let addr = v4(addr)?;
         let iptables = iptables()?;
@@ -121,13 +123,14 @@ impl Blackhole {
         let slot = slot::acquire(BLACKHOLE_KIND, SLOTS, &[])?;
         let comment = format!("{COMMENT_PREFIX}{}", slot.number());
         let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
-        let rule = |host: &str, port_opt: &str| -> Vec<String> {
-            let words = ["-p", "tcp", host, &ip, port_opt, &port, "-m", "comment", "--comment", &comment, "-j", "DROP"];
+        let rule = |chain: &str, host: &str, port_opt: &str| -> Vec<String> {
+            let words =
+                [chain, "-p", "tcp", host, &ip, port_opt, &port, "-m", "comment", "--comment", &comment, "-j", "DROP"];
             words.iter().map(|w| w.to_string()).collect()
         };
         let mut guard = Blackhole { addr, iptables, rules: Vec::new(), slot: Some(slot) };
-        for r in [rule("-d", "--dport"), rule("-s", "--sport")] {
-            let mut args = vec!["-w".to_owned(), "-I".to_owned(), "OUTPUT".to_owned()];
+        for r in [rule("OUTPUT", "-d", "--dport"), rule("OUTPUT", "-s", "--sport"), rule("INPUT", "-s", "--sport")] {
+            let mut args = vec!["-w".to_owned(), "-I".to_owned()];
             args.extend(r.iter().cloned());
             run_ok(iptables, &args)?; // on error, Drop removes the rules made so far
             guard.rules.push(r);
@@ -140,6 +143,15 @@ impl Blackhole {
         self.addr.into()
     }
 
+    /// Packets the rules dropped so far: `(to the address, from it)`, from
+    /// the rules' counters (`iptables -S -v`).
+    pub fn dropped_packets(&self) -> Result<(u64, u64)> {
+        let text = run_ok(self.iptables, &["-w".into(), "-S".into(), "-v".into()])?;
+        let comment = self.rules.first().and_then(|r| r.iter().skip_while(|w| *w != "--comment").nth(1).cloned());
+        let comment = comment.unwrap_or_default();
+        count_dropped(&text, &comment).map_err(|detail| Error::parse("iptables -S -v", detail, &text))
+    }
+
     /// Removes the rules now, reporting errors (Drop only prints them).
     pub fn remove(mut self) -> Result<()> {
         self.remove_rules()
@@ -148,7 +160,7 @@ impl Blackhole {
     fn remove_rules(&mut self) -> Result<()> {
         let mut first_error = None;
         for r in self.rules.drain(..) {
-            let mut args = vec!["-w".to_owned(), "-D".to_owned(), "OUTPUT".to_owned()];
+            let mut args = vec!["-w".to_owned(), "-D".to_owned()];
             args.extend(r);
             if let Err(e) = run_ok(self.iptables, &args) {
                 first_error.get_or_insert(e);
@@ -167,11 +179,11 @@ impl Drop for Blackhole {
     }
 }
 
-/// The `iptables -S OUTPUT` lines of live or leftover [`Blackhole`]s that
-/// match `addr` (to check that nothing is left behind).
+/// The `iptables -S` lines (any chain) of live or leftover [`Blackhole`]s
+/// that match `addr` (to check that nothing is left behind).
 pub fn blackhole_rules(addr: SocketAddr) -> Result<Vec<String>> {
     let addr = v4(addr)?;
-    let text = run_ok(iptables()?, &["-w".into(), "-S".into(), "OUTPUT".into()])?;
+    let text = run_ok(iptables()?, &["-w".into(), "-S".into()])?;
     let host = format!("{}/32", addr.ip());
     let port = addr.port().to_string();
     Ok(text
@@ -185,10 +197,34 @@ pub fn blackhole_rules(addr: SocketAddr) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Sums the `-c PACKETS BYTES` counters of the rules with `comment`:
+/// `(--dport rules, --sport rules)`.
+fn count_dropped(text: &str, comment: &str) -> std::result::Result<(u64, u64), String> {
+    let (mut to, mut from) = (0, 0);
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().map(|w| w.trim_matches('"')).collect();
+        if !words.windows(2).any(|w| w[0] == "--comment" && w[1] == comment) {
+            continue;
+        }
+        let packets = words
+            .iter()
+            .position(|w| *w == "-c")
+            .and_then(|i| words.get(i + 1))
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("no packet counter in {line:?}"))?;
+        if words.contains(&"--dport") {
+            to += packets;
+        } else {
+            from += packets;
+        }
+    }
+    Ok((to, from))
+}
+
 /// Deletes blackhole rules whose slot nobody holds (best effort: a rule
 /// another process deletes at the same time is not an error).
 fn sweep_stale_blackholes(iptables: &str) {
-    let Ok(text) = run_ok(iptables, &["-w".into(), "-S".into(), "OUTPUT".into()]) else {
+    let Ok(text) = run_ok(iptables, &["-w".into(), "-S".into()]) else {
         return;
     };
     for line in text.lines() {
@@ -257,6 +293,44 @@ impl RateLimit {
     /// The tc class id, e.g. `6d70:1`.
     pub fn class_id(&self) -> String {
         format!("{TC_HANDLE}:{:x}", self.slot.as_ref().map_or(0, Slot::number))
+    }
+
+    /// Changes the rate. What the class has queued stays queued and
+    /// leaves at the new rate (removing the limit instead drops it): a
+    /// crawl followed by a high rate delivers packets that left their
+    /// socket long ago, as a congested network does.
+    pub fn set_rate(&mut self, bytes_per_sec: u64) -> Result<()> {
+        if bytes_per_sec == 0 {
+            return Err(Error::Environment("RateLimit of 0 bytes/s: use a Blackhole".into()));
+        }
+        let bits = format!("{}bit", bytes_per_sec.saturating_mul(8));
+        let class = self.class_id();
+        let _lock = slot::lock_global("tc")?;
+        tc(&[
+            "class",
+            "change",
+            "dev",
+            "lo",
+            "parent",
+            &root(),
+            "classid",
+            &class,
+            "htb",
+            "rate",
+            &bits,
+            "ceil",
+            &bits,
+        ])?;
+        self.bytes_per_sec = bytes_per_sec;
+        Ok(())
+    }
+
+    /// Packets the class holds now, waiting for their turn.
+    pub fn backlog_packets(&self) -> Result<u64> {
+        let text = tc(&["-s", "class", "show", "dev", "lo", "classid", &self.class_id()])?;
+        parse_backlog_packets(&text).ok_or_else(|| {
+            Error::Environment(format!("no backlog in `tc -s class show` of {}: {text:?}", self.class_id()))
+        })
     }
 
     /// Removes the limit now, reporting errors (Drop only prints them).
@@ -385,6 +459,14 @@ fn count_filters(text: &str, addr: SocketAddrV4) -> usize {
     filters.iter().filter(|f| wanted.iter().any(|w| w.iter().all(|m| f.contains(&m.as_str())))).count()
 }
 
+/// The packet count of the first ` backlog <bytes>b <packets>p` line of
+/// `tc -s class show` output.
+fn parse_backlog_packets(text: &str) -> Option<u64> {
+    let line = text.lines().map(str::trim).find(|l| l.starts_with("backlog "))?;
+    let packets = line.split_whitespace().nth(2)?;
+    packets.strip_suffix('p')?.parse().ok()
+}
+
 /// Minor numbers of the classes under our root qdisc.
 fn class_minors() -> Result<Vec<u32>> {
     let text = tc(&["class", "show", "dev", "lo"])?;
@@ -438,6 +520,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counts_dropped_packets_per_direction() {
+        let text = "\
+-P INPUT ACCEPT -c 10 20
+-A INPUT -s 10.241.1.2/32 -p tcp -m tcp --sport 3264 -m comment --comment mpio-test-blackhole-2 -c 7 420 -j DROP
+-A OUTPUT -s 10.241.1.2/32 -p tcp -m tcp --sport 3264 -m comment --comment mpio-test-blackhole-2 -c 0 0 -j DROP
+-A OUTPUT -d 10.241.1.2/32 -p tcp -m tcp --dport 3264 -m comment --comment mpio-test-blackhole-2 -c 3 180 -j DROP
+-A OUTPUT -d 10.241.1.2/32 -p tcp -m tcp --dport 3264 -m comment --comment mpio-test-blackhole-20 -c 99 9 -j DROP
+";
+        assert_eq!(count_dropped(text, "mpio-test-blackhole-2"), Ok((3, 7)));
+    }
+
+    #[test]
     fn counts_filters_of_one_address_and_port() {
         // `tc filter show dev lo parent 6d70:` with a limit on 127.0.0.3:23456
         let text = "\
@@ -454,5 +548,20 @@ filter protocol ip pref 5 u32 chain 0 fh 800::801 order 2049 key ht 800 bkt 0 *f
         assert_eq!(count("127.0.0.3:23456"), 2);
         assert_eq!(count("127.0.0.3:23457"), 0);
         assert_eq!(count("127.0.0.4:23456"), 0);
+    }
+
+    #[test]
+    fn reads_the_backlog_of_a_class() {
+        // `tc -s class show dev lo classid 6d70:3` (iproute2 6.1)
+        let text = "\
+class htb 6d70:3 root prio 0 rate 8Kbit ceil 8Kbit burst 1599b cburst 1599b
+ Sent 5302 bytes 25 pkt (dropped 0, overlimits 60 requeues 0)
+ backlog 24816b 6p requeues 0
+ lended: 25 borrowed: 0 giants: 0
+ tokens: -24968750 ctokens: -24968750
+";
+        assert_eq!(parse_backlog_packets(text), Some(6));
+        assert_eq!(parse_backlog_packets("class htb 6d70:3 root\n backlog 0b 0p requeues 0\n"), Some(0));
+        assert_eq!(parse_backlog_packets("garbage"), None);
     }
 }

@@ -11,13 +11,18 @@
 //! [`Blackhole`]: crate::netfault::Blackhole
 
 use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Seek as _, Write as _};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::wait::wait_until;
 
 /// Directory of the lock files.
 pub const LOCK_DIR: &str = "/tmp/mpio-testbed";
@@ -42,8 +47,82 @@ impl Slot {
     }
 
     /// Path of the lock file.
-    pub fn path(&self) -> &std::path::Path {
+    pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records the process that uses this slot's resource: line 1
+    /// `<program> <pid> <tag...>`, line 2 its temp dir; see
+    /// [`Slot::kill_orphan`]. `tag` is a run of words of the process's
+    /// command line that identify it as this slot's (`-C 7001`).
+    pub fn record_owner(&mut self, program: &str, pid: u32, tag: &[&str], dir: &Path) -> Result<()> {
+        let file = &mut *self.file;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{program} {pid} {}\n{}\n", tag.join(" "), dir.display()))
+            .map_err(|e| Error::io(format!("cannot record the {program} pid in {}", self.path.display()), e))
+    }
+
+    /// Forgets the record of [`Slot::record_owner`] once the process is gone.
+    pub fn clear_owner(&mut self) {
+        let _ = self.file.set_len(0);
+    }
+
+    /// Kills a process left behind by a test process that died while
+    /// holding this slot: the recorded pid, if its command line still
+    /// starts with `program` and has the recorded tag (pids are reused)
+    /// and it is not a zombie. Then removes the recorded temp dir if its
+    /// name starts with `temp_prefix` and it is in the temp dir, and
+    /// clears the record.
+    pub fn kill_orphan(&mut self, program: &str, temp_prefix: &str) -> Result<()> {
+        let mut text = String::new();
+        let _ = self.file.rewind();
+        let _ = self.file.read_to_string(&mut text);
+        let mut lines = text.lines();
+        let mut words = lines.next().unwrap_or_default().split_whitespace();
+        if words.next() != Some(program) {
+            self.clear_owner();
+            return Ok(());
+        }
+        let Some(pid) = words.next().and_then(|p| p.parse::<i32>().ok()) else {
+            self.clear_owner();
+            return Ok(());
+        };
+        let tag: Vec<&str> = words.collect();
+        let is_ours = |pid: i32| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            // A zombie (its parent died too and nobody reaps it) holds nothing.
+            let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+                .unwrap_or(true);
+            !zombie
+                && args.first().is_some_and(|a| a.ends_with(program.as_bytes()))
+                && (tag.is_empty()
+                    || args.windows(tag.len()).any(|w| w.iter().zip(&tag).all(|(a, t)| *a == t.as_bytes())))
+        };
+        if !is_ours(pid) {
+            self.clear_owner();
+            return Ok(());
+        }
+        eprintln!("killing {program} pid {pid} ({}) left behind by a dead test process", tag.join(" "));
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        wait_until(
+            &format!("orphaned {program} pid {pid} to die"),
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || (!is_ours(pid)).then_some(()),
+        )?;
+        // Its owner is dead, so is the fixture: remove its temp dir if it is
+        // one the fixture made.
+        if let Some(dir) = lines.next().map(Path::new) {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with(temp_prefix) && dir.starts_with(std::env::temp_dir()) && dir.is_dir() {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        self.clear_owner();
+        Ok(())
     }
 }
 
@@ -51,8 +130,7 @@ fn lock_path(kind: &str, n: u32) -> PathBuf {
     PathBuf::from(LOCK_DIR).join(format!("{kind}-{n}.lock"))
 }
 
-fn open(path: &PathBuf) -> Result<File> {
-    fs::create_dir_all(LOCK_DIR).map_err(|e| Error::io(format!("cannot create {LOCK_DIR}"), e))?;
+fn open(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -65,6 +143,7 @@ fn open(path: &PathBuf) -> Result<File> {
 /// Tries to lock slot `n` of `kind` without blocking; `Ok(None)` if someone
 /// holds it.
 pub fn try_acquire(kind: &str, n: u32) -> Result<Option<Slot>> {
+    fs::create_dir_all(LOCK_DIR).map_err(|e| Error::io(format!("cannot create {LOCK_DIR}"), e))?;
     let path = lock_path(kind, n);
     match Flock::lock(open(&path)?, FlockArg::LockExclusiveNonblock) {
         Ok(file) => Ok(Some(Slot { n, path, file })),
@@ -98,8 +177,14 @@ pub fn is_held(kind: &str, n: u32) -> Result<bool> {
 /// Blocks until the host-wide lock `name` is ours (for short critical
 /// sections such as "create the tc root qdisc if missing").
 pub fn lock_global(name: &str) -> Result<Flock<File>> {
-    let path = PathBuf::from(LOCK_DIR).join(format!("{name}.lock"));
-    Flock::lock(open(&path)?, FlockArg::LockExclusive)
+    fs::create_dir_all(LOCK_DIR).map_err(|e| Error::io(format!("cannot create {LOCK_DIR}"), e))?;
+    lock_file(&PathBuf::from(LOCK_DIR).join(format!("{name}.lock")))
+}
+
+/// Blocks until the lock file `path` (created if missing; its directory
+/// must exist) is ours, e.g. to build a cache entry only once.
+pub fn lock_file(path: &Path) -> Result<Flock<File>> {
+    Flock::lock(open(path)?, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::io(format!("flock {}", path.display()), std::io::Error::from(e)))
 }
 

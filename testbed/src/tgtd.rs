@@ -84,16 +84,12 @@ pub use show::{ConnStats, ConnectionInfo, LunStats, LunStatus, NexusInfo, Sessio
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read as _, Seek as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 use crate::cmd;
 use crate::error::{Error, Result};
@@ -301,23 +297,23 @@ impl TgtdBuilder {
         let mut reason = String::new();
         for _ in 0..START_ATTEMPTS {
             let mut slot = slot::acquire(SLOT_KIND, CONTROL_PORTS, &[])?;
-            kill_orphan(&mut slot)?;
+            slot.kill_orphan("tgtd", TEMP_PREFIX)?;
             let n = slot.number();
             let port = free_port(&addrs)?;
             let first = SocketAddr::new(addrs[0].into(), port);
             let mut child = spawn_tgtd(n, first, &log_path)?;
-            record_owner(&mut slot, child.id(), dir.path())?;
+            slot.record_owner("tgtd", child.id(), &["-C", &n.to_string()], dir.path())?;
 
             if let Err(exit) = wait_ready(&mut child, n) {
                 let log = read_log(&log_path);
                 if exit.is_some() && log.contains("another tgtd is using") {
-                    clear_owner(&mut slot);
+                    slot.clear_owner();
                     foreign.push(slot);
                     continue;
                 }
                 let _ = child.kill();
                 let _ = child.wait();
-                clear_owner(&mut slot);
+                slot.clear_owner();
                 let reason = match exit {
                     Some(status) => format!("tgtd -C {n} exited: {status}"),
                     None => format!("control socket {n} did not answer within {START_TIMEOUT:?}"),
@@ -330,7 +326,7 @@ impl TgtdBuilder {
                 reason = e.to_string();
                 let _ = child.kill();
                 let _ = child.wait();
-                clear_owner(&mut slot);
+                slot.clear_owner();
                 continue;
             }
             let mut tgtd = Tgtd {
@@ -707,7 +703,7 @@ impl Tgtd {
                 child.wait().map_err(|e| Error::io(format!("reaping tgtd pid {}", self.pid), e))?
             }
         };
-        clear_owner(&mut self.slot);
+        self.slot.clear_owner();
         Ok(status)
     }
 
@@ -879,67 +875,4 @@ fn read_log(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|e| format!("(cannot read {}: {e})\n", path.display()))
-}
-
-/// Writes `tgtd <pid> -C <n>` and the temp dir into the slot file, for
-/// [`kill_orphan`].
-fn record_owner(slot: &mut Slot, pid: u32, dir: &Path) -> Result<()> {
-    let n = slot.number();
-    let file = slot.file();
-    file.set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| write!(file, "tgtd {pid} -C {n}\n{}\n", dir.display()))
-        .map_err(|e| Error::io("cannot record the tgtd pid in its slot file", e))
-}
-
-/// Forgets the record of [`record_owner`] once tgtd is gone.
-fn clear_owner(slot: &mut Slot) {
-    let _ = slot.file().set_len(0);
-}
-
-/// Kills a tgtd left behind by a test process that died while holding this
-/// slot (its pid is in the slot file and its command line says `-C N`),
-/// and removes that fixture's temp dir.
-fn kill_orphan(slot: &mut Slot) -> Result<()> {
-    let n = slot.number();
-    let mut text = String::new();
-    let _ = slot.file().rewind();
-    let _ = slot.file().read_to_string(&mut text);
-    let mut lines = text.lines();
-    let pid = lines
-        .next()
-        .and_then(|l| l.strip_prefix("tgtd "))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse::<i32>().ok());
-    let Some(pid) = pid else { return Ok(()) };
-    let is_our_tgtd = |pid: i32| {
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        // A zombie (its parent died too and nobody reaps it) holds nothing.
-        let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-            .unwrap_or(true);
-        !zombie
-            && args.first().is_some_and(|a| a.ends_with(b"tgtd"))
-            && args.windows(2).any(|w| w[0] == b"-C" && w[1] == n.to_string().as_bytes())
-    };
-    if !is_our_tgtd(pid) {
-        clear_owner(slot);
-        return Ok(());
-    }
-    eprintln!("killing tgtd pid {pid} (-C {n}) left behind by a dead test process");
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    wait_until(&format!("orphaned tgtd pid {pid} to die"), Duration::from_secs(10), Duration::from_millis(10), || {
-        (!is_our_tgtd(pid)).then_some(())
-    })?;
-    // Its owner is dead, so is the fixture: remove its temp dir if it is one
-    // this module made.
-    if let Some(dir) = lines.next().map(Path::new) {
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.starts_with(TEMP_PREFIX) && dir.starts_with(std::env::temp_dir()) && dir.is_dir() {
-            let _ = fs::remove_dir_all(dir);
-        }
-    }
-    clear_owner(slot);
-    Ok(())
 }

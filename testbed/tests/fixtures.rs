@@ -154,7 +154,7 @@ fn blackhole_silences_one_portal_until_dropped() {
     wait_reads(&tgtd, sid, true);
 
     let guard = Blackhole::new(cut).unwrap();
-    assert_eq!(netfault::blackhole_rules(cut).unwrap().len(), 2);
+    assert_eq!(netfault::blackhole_rules(cut).unwrap().len(), 3);
     assert!(netfault::blackhole_rules(other).unwrap().is_empty());
     // The established connection goes silent but stays up on both ends.
     wait_reads(&tgtd, sid, false);

@@ -4,6 +4,7 @@
 
 pub mod mp;
 pub mod nbd;
+pub mod pr;
 
 use std::time::Duration;
 

@@ -3,7 +3,13 @@
 //!
 //! Secrets live in [`Secret`], which never prints its bytes and wipes them
 //! on drop, so no log line, error message or `Debug` output can carry one.
+//!
+//! The random bytes of our challenges come from a [`Random`] the caller
+//! passes in (as rustls takes `SecureRandom` from its crypto provider):
+//! [`OsRandom`] for real sessions, [`DeterministicRandom`] for tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
@@ -177,24 +183,73 @@ pub fn response(id: u8, secret: &Secret, challenge: &[u8]) -> [u8; 16] {
     Md5::new().chain_update([id]).chain_update(secret.expose()).chain_update(challenge).finalize().into()
 }
 
+/// Where the random bytes of our CHAP challenges come from.
+pub trait Random: Send + Sync + std::fmt::Debug {
+    /// Fills `buf` with random bytes, or fails with [`ChapError::NoRandom`].
+    fn fill(&self, buf: &mut [u8]) -> Result<(), ChapError>;
+}
+
+/// The operating system's random source: what every real session uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), ChapError> {
+        getrandom::fill(buf).map_err(|_| ChapError::NoRandom)
+    }
+}
+
+/// A reproducible sequence drawn from a seed (SplitMix64), for tests:
+/// the same seed gives the same challenges, so a test can predict them.
+/// Never for a real session: a target that can predict our challenge can
+/// obtain the right answer to it in advance and pass mutual CHAP without
+/// the secret.
+#[derive(Debug)]
+pub struct DeterministicRandom {
+    state: AtomicU64,
+}
+
+impl DeterministicRandom {
+    /// A sequence starting from `seed`.
+    pub fn new(seed: u64) -> DeterministicRandom {
+        DeterministicRandom { state: AtomicU64::new(seed) }
+    }
+}
+
+impl Random for DeterministicRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), ChapError> {
+        const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+        for chunk in buf.chunks_mut(8) {
+            let mut z = self.state.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let bytes = z.to_le_bytes();
+            chunk.copy_from_slice(bytes.get(..chunk.len()).unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
 /// A challenge we send for mutual CHAP, and the check of the answer.
 pub struct OurChallenge {
     id: u8,
     challenge: [u8; CHALLENGE_LEN],
 }
 
+impl std::fmt::Debug for OurChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OurChallenge")
+    }
+}
+
 impl OurChallenge {
-    /// Draws a fresh identifier and challenge from the OS random source.
-    pub fn generate() -> Result<OurChallenge, ChapError> {
+    /// Draws a fresh identifier and challenge from `random`.
+    pub fn generate(random: &dyn Random) -> Result<OurChallenge, ChapError> {
         let mut buf = [0u8; CHALLENGE_LEN + 1];
-        getrandom::fill(&mut buf).map_err(|_| ChapError::NoRandom)?;
+        random.fill(&mut buf)?;
         let [id, rest @ ..] = buf;
         Ok(OurChallenge { id, challenge: rest })
-    }
-
-    /// A fixed challenge, for deterministic tests.
-    pub fn fixed(id: u8, challenge: [u8; CHALLENGE_LEN]) -> OurChallenge {
-        OurChallenge { id, challenge }
     }
 
     /// CHAP_I value.
@@ -274,7 +329,7 @@ mod tests {
 
     #[test]
     fn mutual_verification() {
-        let ours = OurChallenge::fixed(9, [3; 16]);
+        let ours = OurChallenge { id: 9, challenge: [3; 16] };
         let target = ChapCredentials::new("tgtuser", secret("tgtsecret123")).unwrap();
         let good = response(9, &target.secret, &[3; 16]);
         assert_eq!(ours.verify(&target, "tgtuser", &good), Ok(()));
@@ -284,8 +339,21 @@ mod tests {
 
     #[test]
     fn generated_challenges_differ() {
-        let a = OurChallenge::generate().unwrap();
-        let b = OurChallenge::generate().unwrap();
+        let a = OurChallenge::generate(&OsRandom).unwrap();
+        let b = OurChallenge::generate(&OsRandom).unwrap();
         assert_ne!(a.challenge(), b.challenge());
+    }
+
+    #[test]
+    fn deterministic_random_repeats_per_seed_and_moves_on() {
+        let draw = |r: &DeterministicRandom| {
+            let c = OurChallenge::generate(r).unwrap();
+            (c.id(), c.challenge().to_vec())
+        };
+        let (a, b) = (DeterministicRandom::new(7), DeterministicRandom::new(7));
+        let first = draw(&a);
+        assert_eq!(first, draw(&b), "same seed, same challenge");
+        assert_ne!(first, draw(&a), "the next challenge differs");
+        assert_ne!(first, draw(&DeterministicRandom::new(8)), "another seed, another challenge");
     }
 }

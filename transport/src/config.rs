@@ -2,9 +2,10 @@
 //! connections, with which timers.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chap::ChapConfig;
+use crate::chap::{ChapConfig, OsRandom, Random};
 use crate::name::IscsiName;
 use crate::pdu::Isid;
 use crate::portal::Portal;
@@ -129,6 +130,10 @@ pub struct SessionConfig {
     pub max_pending: usize,
     /// Most login redirections followed in a row before giving up.
     pub max_redirects: u32,
+    /// Where the random bytes of our mutual-CHAP challenges come from:
+    /// the OS ([`OsRandom`], the default); tests pass a
+    /// [`crate::chap::DeterministicRandom`].
+    pub random: Arc<dyn Random>,
 }
 
 impl SessionConfig {
@@ -147,6 +152,7 @@ impl SessionConfig {
             reconnect: true,
             max_pending: 255,
             max_redirects: 5,
+            random: Arc::new(OsRandom),
         }
     }
 

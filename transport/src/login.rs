@@ -15,14 +15,15 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::chap::{self, ChapConfig, ChapError, OurChallenge};
+use crate::chap::{self, ChapConfig, ChapError, OurChallenge, Random};
 use crate::config::{Auth, SessionType};
 use crate::name::IscsiName;
 use crate::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Stage};
-use crate::portal::TargetAddress;
+use crate::portal::{Portal, TargetAddress};
 use crate::text::value::{decode_binary, encode_hex, parse_number};
 use crate::text::{
     KeyValue, Negotiated, NegotiationError, NegotiationScope, Negotiator, OperationalOffer, TextAccumulator, TextError,
@@ -46,6 +47,8 @@ pub struct LoginSetup {
     pub initiator_alias: Option<String>,
     /// TargetName (normal sessions).
     pub target_name: Option<IscsiName>,
+    /// The portal the login goes to (named in the advice of a refusal).
+    pub portal: Portal,
     /// Normal or discovery.
     pub session_type: SessionType,
     /// ISID of the session.
@@ -63,6 +66,8 @@ pub struct LoginSetup {
     pub auth: Auth,
     /// Operational values we offer.
     pub offer: OperationalOffer,
+    /// Where our mutual-CHAP challenge comes from.
+    pub random: Arc<dyn Random>,
 }
 
 /// The result of a successful login.
@@ -83,12 +88,19 @@ pub struct LoginOutcome {
     pub tpgt: Option<u16>,
 }
 
-/// Why a login failed. `Display` names the failure and the likely fix.
+/// Why a login failed. `Display` names the failure and the likely fix in
+/// one line, and says nothing about retrying: whether a login is tried
+/// again is the caller's business (a one-shot command does not, the
+/// daemon does for [`LoginError::is_retryable`] failures).
+///
+/// Like every error of this crate, the message includes its cause's text,
+/// so `source()` does not return that cause again: printing the chain
+/// shows each cause once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoginError {
     /// The target answered with a non-success status (seed event 10).
-    #[error("{} ({:#06x}): {}", status, status.0, status_fix(*status, *chap_configured, *adding_connection))]
+    #[error("{} ({:#06x}): {}", status, status.0, status_fix(*status, *chap_configured, *adding_connection, target.as_ref(), portal))]
     Status {
         /// Status-Class and Status-Detail.
         status: LoginStatus,
@@ -96,6 +108,10 @@ pub enum LoginError {
         chap_configured: bool,
         /// Whether this was a further connection of an existing session.
         adding_connection: bool,
+        /// The TargetName asked for (none in a discovery session).
+        target: Option<IscsiName>,
+        /// The portal that refused.
+        portal: Portal,
     },
     /// The target redirected us (status 0x0101/0x0102); the session
     /// follows it.
@@ -114,29 +130,37 @@ pub enum LoginError {
     AuthDowngrade(String),
     /// The target requires authentication and none is configured (seed
     /// event 40).
-    #[error("target requires CHAP authentication: configure a CHAP user and secret (--chap-user, --chap-secret-file)")]
+    #[error("target requires CHAP authentication: {CONFIGURE_CHAP}")]
     ChapRequired,
     /// The target sent no AuthMethod in the security stage (seed event 41).
     #[error("target did not answer AuthMethod during security negotiation")]
     NoAuthMethod,
     /// A CHAP exchange failure.
     #[error("CHAP: {0}")]
-    Chap(#[from] ChapError),
+    Chap(ChapError),
     /// Operational negotiation failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Negotiation(#[from] NegotiationError),
     /// Malformed text in a login response.
     #[error("malformed login text: {0}")]
-    Text(#[from] TextError),
+    Text(TextError),
     /// An invalid login response (seed event 11).
     #[error("invalid login response: {0}")]
     Protocol(String),
     /// The target did not answer in time (seed event 43).
     #[error("target did not answer the login within {0:?}")]
     Timeout(std::time::Duration),
-    /// The connection closed during login (seed event 59).
-    #[error("target closed the connection during login")]
-    Closed,
+    /// The target closed the connection during login without a status
+    /// (seed event 59). LIO does so when it requires CHAP and the login
+    /// offers none; the advice names the likely causes, without claiming
+    /// to know.
+    #[error("target closed the connection during login without a status: {}", closed_causes(*in_security, *chap_configured))]
+    Closed {
+        /// The login was still in its security stage (authentication).
+        in_security: bool,
+        /// Whether we had CHAP configured (changes the advice).
+        chap_configured: bool,
+    },
     /// The target kept redirecting (seed event 12).
     #[error(
         "target redirected the login {count} times in a row, last to {last}: check the target's redirection settings"
@@ -153,6 +177,18 @@ pub enum LoginError {
     McsNotSupported,
 }
 
+impl From<ChapError> for LoginError {
+    fn from(e: ChapError) -> LoginError {
+        LoginError::Chap(e)
+    }
+}
+
+impl From<TextError> for LoginError {
+    fn from(e: TextError) -> LoginError {
+        LoginError::Text(e)
+    }
+}
+
 impl LoginError {
     /// Whether trying again later can succeed. Authentication, authorization
     /// and configuration problems are not retried automatically (seed event
@@ -163,42 +199,79 @@ impl LoginError {
                 LoginStatus::TOO_MANY_CONNECTIONS => !*adding_connection,
                 s => s.class() == 3 || s == LoginStatus::SESSION_DOES_NOT_EXIST,
             },
-            LoginError::Redirect { .. } | LoginError::Timeout(_) | LoginError::Closed => true,
+            LoginError::Redirect { .. } | LoginError::Timeout(_) | LoginError::Closed { .. } => true,
             LoginError::Protocol(_) => true,
             _ => false,
         }
     }
 }
 
-/// The advice for each status (RFC 7143 section 11.13.5; seed status
-/// codes 0xEFFF0008-0014 and HP troubleshooting, 001 lines 524-576).
-fn status_fix(status: LoginStatus, chap_configured: bool, adding: bool) -> &'static str {
+/// How to configure CHAP, for the advice.
+const CONFIGURE_CHAP: &str =
+    "configure a CHAP user and secret (--chap-user and --chap-secret-file, or user and secret_file in [target.chap])";
+
+/// The advice for each status (RFC 7143 section 11.13.5; the status codes
+/// of the Windows initiator's event log and HP's troubleshooting guide).
+fn status_fix(
+    status: LoginStatus,
+    chap_configured: bool,
+    adding: bool,
+    target: Option<&IscsiName>,
+    portal: &Portal,
+) -> String {
+    let discover = format!("mpio discover --portal {portal} lists the targets there");
+    let name = |t: Option<&IscsiName>| t.map_or_else(|| "the target".to_string(), |t| format!("target named {t}"));
     match status {
-        LoginStatus::AUTHENTICATION_FAILURE if chap_configured => "check the CHAP user and secret",
-        LoginStatus::AUTHENTICATION_FAILURE => {
-            "the target requires authentication: configure a CHAP user and secret (--chap-user, --chap-secret-file)"
-        }
+        LoginStatus::AUTHENTICATION_FAILURE if chap_configured => "check the CHAP user and secret".into(),
+        LoginStatus::AUTHENTICATION_FAILURE => format!("the target requires authentication: {CONFIGURE_CHAP}"),
         LoginStatus::AUTHORIZATION_FAILURE => {
-            "the target's ACL does not allow this initiator name: add it on the target"
+            "the target's ACL does not allow this initiator name: add it on the target".into()
         }
-        LoginStatus::NOT_FOUND => "no such target on this portal: check the target name (mpio discover lists them)",
-        LoginStatus::TARGET_REMOVED => "the target was removed from this portal: check the target configuration",
-        LoginStatus::UNSUPPORTED_VERSION => "the target does not speak iSCSI version 0 (RFC 7143)",
-        LoginStatus::TOO_MANY_CONNECTIONS if adding => "target does not support MCS (MaxConnections=1): use MPIO",
-        LoginStatus::TOO_MANY_CONNECTIONS => "the target has no room for another connection: retry later",
+        LoginStatus::NOT_FOUND => {
+            format!("this portal has no {}: check the name ({discover})", name(target))
+        }
+        LoginStatus::TARGET_REMOVED => "the target was removed from this portal: check the target configuration".into(),
+        LoginStatus::UNSUPPORTED_VERSION => "the target does not speak iSCSI version 0 (RFC 7143)".into(),
+        LoginStatus::TOO_MANY_CONNECTIONS if adding => {
+            "target does not support MCS (MaxConnections=1): use MPIO".into()
+        }
+        LoginStatus::TOO_MANY_CONNECTIONS => "the target has no room for another connection: try again later".into(),
         LoginStatus::MISSING_PARAMETER => {
-            "the target wants a login key we did not send: check the target's requirements"
+            "the target wants a login key we did not send: check the target's requirements".into()
         }
         LoginStatus::CANT_INCLUDE_IN_SESSION => {
-            "target cannot add this connection to the session (MCS refused): use MPIO"
+            "target cannot add this connection to the session (MCS refused): use MPIO".into()
         }
-        LoginStatus::SESSION_TYPE_NOT_SUPPORTED => "the target does not allow this session type (normal or discovery)",
-        LoginStatus::SESSION_DOES_NOT_EXIST => "the session to join is gone: the session will be re-established",
-        LoginStatus::INVALID_DURING_LOGIN => "the target refused a request during login",
+        LoginStatus::SESSION_TYPE_NOT_SUPPORTED => {
+            "the target does not allow this session type (normal or discovery)".into()
+        }
+        LoginStatus::SESSION_DOES_NOT_EXIST => {
+            "the session this connection was to join is gone on the target: the session must log in anew".into()
+        }
+        LoginStatus::INVALID_DURING_LOGIN => "the target refused a request during login".into(),
+        // RFC 7143 makes 0x0301 a transient target condition, but LIO
+        // answers it to a TargetName it does not know, and to one without
+        // an enabled portal group on this portal: the likely cause is a
+        // mistyped name.
+        LoginStatus::SERVICE_UNAVAILABLE if target.is_some() => format!(
+            "the target does not serve this login; most likely this portal has no {} (LIO's answer to an unknown name): check the name ({discover})",
+            name(target)
+        ),
         LoginStatus::SERVICE_UNAVAILABLE | LoginStatus::OUT_OF_RESOURCES | LoginStatus::TARGET_ERROR => {
-            "the target cannot serve the login now: it will be retried"
+            "the target cannot serve the login now: check the target's state and log".into()
         }
-        _ => "the target refused the login",
+        _ => "the target refused the login".into(),
+    }
+}
+
+/// The likely causes of a login the target ended without a status.
+fn closed_causes(in_security: bool, chap_configured: bool) -> String {
+    match (in_security, chap_configured) {
+        (true, false) => format!(
+            "the target may require CHAP ({CONFIGURE_CHAP}), or its ACL may not allow this initiator name (add it on the target)"
+        ),
+        (true, true) => "the CHAP user or secret may be wrong, or the target's ACL may not allow this initiator name (add it on the target)".into(),
+        (false, _) => "the target refused the negotiated parameters or failed: check the target's log".into(),
     }
 }
 
@@ -216,12 +289,6 @@ enum State {
     ExpectOperationalResponse { negotiator: Box<Negotiator> },
     /// Logged in.
     Done,
-}
-
-impl std::fmt::Debug for OurChallenge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OurChallenge")
-    }
 }
 
 /// Progress after a response.
@@ -249,8 +316,6 @@ pub struct Login {
     /// The stage our requests are in.
     csg: Stage,
     exchanges: u32,
-    /// A fixed challenge for tests instead of a random one.
-    fixed_challenge: Option<OurChallenge>,
     /// TargetPortalGroupTag, whichever stage declared it (targets send it
     /// in their first response, in the security stage).
     tpgt: Option<u16>,
@@ -267,17 +332,10 @@ impl Login {
             exp_statsn: None,
             csg: Stage::Security,
             exchanges: 0,
-            fixed_challenge: None,
             tpgt: None,
         };
         login.start();
         login
-    }
-
-    /// Uses a fixed mutual-CHAP challenge (deterministic tests).
-    pub fn with_fixed_challenge(mut self, challenge: OurChallenge) -> Login {
-        self.fixed_challenge = Some(challenge);
-        self
     }
 
     fn adding_connection(&self) -> bool {
@@ -309,7 +367,7 @@ impl Login {
             keys.push(KeyValue::new("TargetName", t.as_str()));
         }
         // Offer only what is configured: offering "CHAP,None" would let a
-        // target (or a man in the middle) pick None (seed 001 line 212).
+        // target (or a man in the middle) pick None (the seeds' downgrade rule).
         let (method, transit) = match &s.auth {
             Auth::None => ("None", true),
             Auth::Chap(_) => ("CHAP", false),
@@ -422,11 +480,7 @@ impl Login {
             return Err(LoginError::Protocol(format!("ISID {} does not match ours ({})", rsp.isid, self.setup.isid)));
         }
         if rsp.version_active != 0 {
-            return Err(LoginError::Status {
-                status: LoginStatus::UNSUPPORTED_VERSION,
-                chap_configured: self.chap_configured(),
-                adding_connection: self.adding_connection(),
-            });
+            return Err(self.refused(LoginStatus::UNSUPPORTED_VERSION));
         }
         // "the StatSN ... in the first Login Response ... sets the initial
         // value" (section 11.13.4); later ones must follow in order.
@@ -466,11 +520,27 @@ impl Login {
         if rsp.status == LoginStatus::AUTHENTICATION_FAILURE && !self.chap_configured() {
             return LoginError::ChapRequired;
         }
+        self.refused(rsp.status)
+    }
+
+    /// A refusal with `status`, with what its advice needs.
+    fn refused(&self, status: LoginStatus) -> LoginError {
         LoginError::Status {
-            status: rsp.status,
+            status,
             chap_configured: self.chap_configured(),
             adding_connection: self.adding_connection(),
+            target: match self.setup.session_type {
+                SessionType::Normal => self.setup.target_name.clone(),
+                SessionType::Discovery => None,
+            },
+            portal: self.setup.portal.clone(),
         }
+    }
+
+    /// The error for a connection the target closed before the login
+    /// finished.
+    pub fn connection_closed(&self) -> LoginError {
+        LoginError::Closed { in_security: self.csg == Stage::Security, chap_configured: self.chap_configured() }
     }
 
     fn on_security(&mut self, rsp: &LoginResponse, pairs: &[KeyValue]) -> Result<(State, LoginProgress), LoginError> {
@@ -515,10 +585,7 @@ impl Login {
             vec![KeyValue::new("CHAP_N", chap.initiator.user.clone()), KeyValue::new("CHAP_R", encode_hex(&response))];
         let ours = match &chap.target {
             Some(_) => {
-                let ours = match self.fixed_challenge.take() {
-                    Some(c) => c,
-                    None => OurChallenge::generate()?,
-                };
+                let ours = OurChallenge::generate(&*self.setup.random)?;
                 // A target that sends our own challenge wants us to compute
                 // a response it can replay (RFC 7143 section 12.1.3).
                 if ours.challenge() == challenge.as_slice() {

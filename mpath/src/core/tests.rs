@@ -373,6 +373,7 @@ fn transient_conditions_are_retried_then_failed() {
     let Verdict::Fail(e) = t.c.complete(t.now, k, S, busy, 3) else { panic!() };
     assert_eq!(e.kind, IoErrorKind::RetriesExhausted);
     assert!(e.message.contains("BUSY") && e.message.contains("3 retries"), "{e}");
+    assert_eq!(t.c.snapshot().paths[0].stats.errors, 1, "the exhausted retry is an error for the caller");
     // Retries never fail the path.
     assert_eq!(t.c.status(0), Some(PathStatus::Ready));
 }
@@ -388,6 +389,11 @@ fn device_errors_go_to_the_caller_without_failover() {
     );
     assert!(t.c.snapshot().paths.iter().all(|p| p.status == PathStatus::Ready));
     assert_eq!(t.c.snapshot().counters.failovers, 0);
+    // Counted as an error of the path that carried it, not as a failure
+    // or a retry.
+    let stats = &t.c.snapshot().paths[k.path].stats;
+    assert_eq!((stats.errors, stats.retries, stats.redriven), (1, 0, 0));
+    assert!(stats.failures.is_empty(), "{:?}", stats.failures);
 }
 
 #[test]
@@ -780,6 +786,43 @@ fn login_failures_are_reported_once_per_reason_and_counted() {
 }
 
 #[test]
+fn a_login_refused_the_same_way_again_and_again_raises_one_event_with_the_fix() {
+    let mut t = T::new(1, TimerConfig::default());
+    let unknown = FailureCause::new(
+        "login",
+        "service unavailable (0x0301): the target may not know this target name: check it (mpio discover lists them)",
+    );
+    let streak = |t: &T| t.c.snapshot().paths[0].stats.login_refusals_in_a_row;
+    for n in 1..=10 {
+        t.c.login_failed(t.now, 0, unknown.clone(), Some(10));
+        assert_eq!(streak(&t), n);
+    }
+    let evs = t.events();
+    assert_eq!(kinds(&evs), ["login_failed", "login_refused_repeatedly"]);
+    let again = &evs[1].reason;
+    assert!(again.contains("3 logins in a row") && again.contains("mpio discover"), "{again}");
+    assert_eq!(evs[1].seed_event, Some(10));
+    // Another reason starts a new streak, with its own first event.
+    let auth = FailureCause::new("login", "authentication failure (0x0201): check the CHAP user and secret");
+    t.c.login_failed(t.now, 0, auth.clone(), Some(10));
+    assert_eq!(streak(&t), 1);
+    for _ in 0..LOGIN_REFUSALS_REPEATED {
+        t.c.login_failed(t.now, 0, auth.clone(), Some(10));
+    }
+    assert_eq!(kinds(&t.events()), ["login_failed", "login_refused_repeatedly"]);
+    // A dead portal is no refusal: reported once, not as repeated.
+    let mut t = T::new(1, TimerConfig::default());
+    for _ in 0..10 {
+        t.c.login_failed(t.now, 0, FailureCause::new("connect", "connection refused"), Some(1));
+    }
+    assert_eq!(kinds(&t.events()), ["login_failed"]);
+    assert_eq!(streak(&t), 10);
+    // A login ends the streak.
+    t.c.session_up(t.now, 0, false);
+    assert_eq!(streak(&t), 0);
+}
+
+#[test]
 fn waiting_requests_hold_expirations_and_down_time_are_reported() {
     let timers = TimerConfig { hold: HoldMode::For(5 * S), ..TimerConfig::default() };
     let mut t = T::new(1, timers);
@@ -807,4 +850,14 @@ fn waiting_requests_hold_expirations_and_down_time_are_reported() {
     // A fail-mode device fails at once, also before its first path.
     let mut t = T::new(1, TimerConfig { hold: HoldMode::Fail, ..TimerConfig::default() });
     assert_eq!(t.c.hold(t.now).map_err(|e| e.kind), Err(IoErrorKind::NoPath));
+}
+
+#[test]
+fn a_refused_path_keeps_its_reason_when_its_session_closes() {
+    let mut t = T::new(2, TimerConfig::default()).all_up();
+    t.c.refuse(t.now, 1, "path p1 reaches another LU: refused".into());
+    // The driver logs the refused path out; its session's end is no news.
+    t.c.session_down(t.now, 1, FailureCause::new("connection", "session closed"), false);
+    let p = &t.c.snapshot().paths[1];
+    assert_eq!((p.state, p.last_cause.as_ref().map(|c| c.kind)), ("failed", Some("claim")));
 }

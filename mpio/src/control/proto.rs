@@ -141,6 +141,10 @@ pub(crate) struct DeviceView {
     pub(crate) lun: u64,
     pub(crate) serial: Option<String>,
     pub(crate) block_size: Option<u32>,
+    /// How the LU caches writes, as the device reads it at every claim
+    /// (`write-through`, `write-back, FUA`, ...).
+    #[serde(default)]
+    pub(crate) write_cache: Option<String>,
     pub(crate) hold: String,
     pub(crate) failback: String,
     pub(crate) all_paths_down_since_s: Option<f64>,

@@ -83,6 +83,7 @@ fn is_trouble(kind: &str) -> bool {
             | "hold_expired"
             | "claim_refused"
             | "login_failed"
+            | "login_refused_repeatedly"
             | "probation_probe_failed"
     )
 }

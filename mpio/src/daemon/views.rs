@@ -44,6 +44,7 @@ pub(super) fn device(m: &Managed) -> DeviceView {
         lun: m.spec.lun,
         serial: info.as_ref().and_then(|i| i.serial.clone()),
         block_size: info.as_ref().map(|i| i.block_len),
+        write_cache: info.as_ref().map(|i| i.write_cache.describe().to_owned()),
         hold: snap.hold.to_string(),
         failback: snap.failback.to_string(),
         all_paths_down_since_s: snap.all_paths_down_since.map(|s| now.saturating_duration_since(s).as_secs_f64()),

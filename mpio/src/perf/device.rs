@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use mpio_dsm::Lun;
 use mpio_mpath::{Device, DeviceConfig, DeviceSnapshot, Op, PathConfig};
@@ -62,26 +62,10 @@ pub(super) async fn open(args: &PerfArgs, lun: Lun) -> Result<Device> {
     let wait = Duration::from_secs(args.conn.login_timeout * 2 + 5);
     cfg.startup_timeout = wait;
     let dev = Device::open(cfg).await.context("the multipath device did not open")?;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut rx = dev.events();
-    loop {
-        let snap = dev.snapshot();
-        if snap.paths.iter().all(|p| matches!(p.state, "active" | "standby")) {
-            return Ok(dev);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let states: Vec<String> = snap
-                .paths
-                .iter()
-                .map(|p| match &p.last_cause {
-                    Some(c) => format!("{} {} ({c})", p.name, p.state),
-                    None => format!("{} {}", p.name, p.state),
-                })
-                .collect();
-            bail!("not every path came up within {wait:?}: {}", states.join(", "));
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
-    }
+    // A path refused for good (another LU, a login refused for good)
+    // fails this at once rather than after `wait`.
+    dev.wait_all_ready(wait).await.context("the multipath device did not come up on every path")?;
+    Ok(dev)
 }
 
 /// One device event.
@@ -138,6 +122,7 @@ struct PathDelta {
     write_bytes: u64,
     redriven: u64,
     retries: u64,
+    errors: u64,
     failures: Vec<(&'static str, u64)>,
 }
 
@@ -159,6 +144,7 @@ fn deltas(args: &PerfArgs, before: &DeviceSnapshot, after: &DeviceSnapshot) -> V
                 write_bytes: s.bytes_of(Op::Write) - b.bytes_of(Op::Write),
                 redriven: s.redriven - b.redriven,
                 retries: s.retries - b.retries,
+                errors: s.errors - b.errors,
                 failures: s
                     .failures
                     .iter()
@@ -177,7 +163,7 @@ pub(super) fn paths_json(args: &PerfArgs, before: &DeviceSnapshot, after: &Devic
             json!({
                 "name": d.name, "portal": d.portal, "state": d.state, "requests": d.requests,
                 "read_bytes": d.read_bytes, "write_bytes": d.write_bytes, "bytes": d.read_bytes + d.write_bytes,
-                "redriven": d.redriven, "retries": d.retries,
+                "redriven": d.redriven, "retries": d.retries, "errors": d.errors,
                 "failures": d.failures.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             })
         })
@@ -190,7 +176,9 @@ pub(super) fn events_json(events: &[(f64, Event)]) -> Value {
 
 pub(super) fn print_paths(args: &PerfArgs, before: &DeviceSnapshot, after: &DeviceSnapshot) {
     let mut rows = vec![
-        ["path", "portal", "state", "requests", "MB", "redriven", "retries", "failures"].map(String::from).to_vec(),
+        ["path", "portal", "state", "requests", "MB", "redriven", "retries", "errors", "failures"]
+            .map(String::from)
+            .to_vec(),
     ];
     for d in deltas(args, before, after) {
         let failures: Vec<String> = d.failures.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -202,6 +190,7 @@ pub(super) fn print_paths(args: &PerfArgs, before: &DeviceSnapshot, after: &Devi
             format!("{:.1}", (d.read_bytes + d.write_bytes) as f64 / 1e6),
             d.redriven.to_string(),
             d.retries.to_string(),
+            d.errors.to_string(),
             failures.join(" "),
         ]);
     }

@@ -1,7 +1,7 @@
 //! Only paths to the device's logical unit that pass bring-up carry I/O.
 
 use mpio_mpath::scsi::LuAccess;
-use mpio_mpath::{BoxFuture, BringUp};
+use mpio_mpath::{BoxFuture, BringUp, DeviceError};
 use mpio_testbed::tgtd::TargetState;
 
 use super::*;
@@ -70,4 +70,29 @@ async fn paths_to_another_logical_unit_or_failing_bring_up_are_refused() {
     cfg.startup_timeout = Duration::from_secs(3);
     let e = Device::open(cfg).await.unwrap_err().to_string();
     assert!(e.contains("configured for naa.60000000000000000000000000000001"), "{e}");
+}
+
+/// A path whose claim is refused for good does not keep a wait for every
+/// path (what `mpio perf` over several paths does) until its timeout: the
+/// wait fails at once, naming the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_refused_for_good_fails_a_wait_for_every_path_at_once() {
+    require_root();
+    let tgtd = Tgtd::builder()
+        .portals(2)
+        .target(TargetSpec::new("lu-a").lun(LunSpec::file(16 * MIB)))
+        .target(TargetSpec::new("lu-b").lun(LunSpec::file(16 * MIB)))
+        .start()
+        .unwrap();
+    let mut cfg = device_config(&tgtd, 1, 2);
+    cfg.paths[1].target = Some(tgtd.iqn(2).parse().unwrap());
+    let dev = Device::open(cfg).await.unwrap();
+    // Far longer than the claim takes: a wait that runs into it reports
+    // NotAllReady instead.
+    let timeout = Duration::from_secs(60);
+    let e = dev.wait_all_ready(timeout).await.unwrap_err();
+    let DeviceError::PathFailed { path, reason, .. } = &e else { panic!("not failed at once: {e}") };
+    assert!(reason.starts_with("claim: ") && reason.contains("not the device's logical unit"), "{e}");
+    let refused = dev.snapshot().paths.iter().find(|p| &p.name == path).map(|p| p.state);
+    assert_eq!(refused, Some("failed"));
 }

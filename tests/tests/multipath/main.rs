@@ -2,7 +2,8 @@
 //! 3): claiming by identity, each policy's I/O distribution, faults under
 //! continuous verified writes (connection reset, portal removed, target
 //! offline, blackhole, slowed path), failback modes, a flapping path, the
-//! all-paths-down hold, and the stale-write fence.
+//! all-paths-down hold, the stale-write fence, and a reservation held by
+//! another initiator.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,11 +16,13 @@ use mpio_tests::pattern;
 
 mod api;
 mod claim;
+mod durability;
 mod failback;
 mod faults;
 mod fence;
 mod hold;
 mod policies;
+mod reservation;
 mod runtime;
 
 const MIB: u64 = 1 << 20;

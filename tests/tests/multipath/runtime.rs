@@ -2,6 +2,7 @@
 //! added and removed under verified writes, login failures reported.
 
 use mpio_mpath::{EventKind, PathStatus};
+use mpio_testbed::tgtd::TargetState;
 use mpio_transport::Auth;
 use mpio_transport::chap::{ChapConfig, ChapCredentials, Secret};
 
@@ -154,4 +155,40 @@ async fn a_device_started_before_its_target_is_reachable_becomes_ready_when_it_i
     let snap = dev.snapshot();
     assert!(!snap.starting && snap.waiting == 0);
     assert_eq!(snap.all_paths_down_total(Instant::now()), Duration::ZERO, "starting up is no outage");
+}
+
+/// A target that refuses every login the same way (tgtd answers a login to
+/// an offline target with Target Error, 0x0300, which is worth a retry,
+/// as LIO answers an unknown target name with 0x0301): the path keeps
+/// retrying, reports the reason once, then once that it keeps repeating,
+/// and counts the streak; a login ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_refused_again_and_again_is_reported_as_repeating_once() {
+    require_root();
+    let tgtd = four_portals(16 * MIB);
+    tgtd.set_state(1, TargetState::Offline).unwrap();
+    let mut cfg = device_config(&tgtd, 1, 1);
+    cfg.timers.reconnect_min = Duration::from_millis(100);
+    cfg.timers.reconnect_max = Duration::from_millis(200);
+    let (dev, mut events) = Device::start_watched(cfg).unwrap();
+    let first = wait_device_event(&mut events, Duration::from_secs(10), "a login failure", |e| {
+        e.kind == EventKind::LoginFailed
+    })
+    .await;
+    assert!(first.reason.contains("0x0300"), "{}", first.reason);
+    let again = wait_device_event(&mut events, Duration::from_secs(10), "the refusal reported as repeating", |e| {
+        e.kind == EventKind::LoginRefusedRepeatedly
+    })
+    .await;
+    assert!(again.reason.contains("3 logins in a row") && again.reason.contains("0x0300"), "{}", again.reason);
+    // Further identical refusals raise nothing more, and are counted.
+    wait_until(&dev, Duration::from_secs(10), "6 refusals in a row", |d| {
+        d.snapshot().paths[0].stats.login_refusals_in_a_row >= 6
+    })
+    .await;
+    let more: Vec<_> = drain(&mut events).into_iter().filter(|e| e.kind.name().starts_with("login")).collect();
+    assert!(more.is_empty(), "{more:?}");
+    tgtd.set_state(1, TargetState::Ready).unwrap();
+    dev.wait_ready(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(dev.snapshot().paths[0].stats.login_refusals_in_a_row, 0);
 }

@@ -104,7 +104,7 @@ struct Status {
 #[non_exhaustive]
 pub enum SessionError {
     /// The configuration is unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The session could not be brought up.
     #[error("{0}")]

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::chap::{ChapCredentials, Secret};
+use crate::chap::{ChapCredentials, DeterministicRandom, Secret};
 use crate::pdu::Isid;
 use crate::text::{KeyValue, decode_pairs, encode_pairs};
 
@@ -12,6 +12,7 @@ fn setup(auth: Auth) -> LoginSetup {
         initiator_name: "iqn.2026-11.test:init".parse().unwrap(),
         initiator_alias: None,
         target_name: Some("iqn.2026-11.test:disk".parse().unwrap()),
+        portal: "192.0.2.7:3260".parse().unwrap(),
         session_type: SessionType::Normal,
         isid: Isid([0x80, 1, 2, 3, 4, 5]),
         tsih: 0,
@@ -20,7 +21,16 @@ fn setup(auth: Auth) -> LoginSetup {
         itt: 9,
         auth,
         offer: OperationalOffer::default(),
+        random: Arc::new(DeterministicRandom::new(CHALLENGE_SEED)),
     }
+}
+
+/// The seed of the logins' challenges.
+const CHALLENGE_SEED: u64 = 3;
+
+/// The first challenge a login set up by [`setup`] draws.
+fn our_challenge() -> OurChallenge {
+    OurChallenge::generate(&DeterministicRandom::new(CHALLENGE_SEED)).unwrap()
 }
 
 fn chap(mutual: bool) -> Auth {
@@ -148,7 +158,8 @@ fn one_way_chap() {
 #[test]
 fn mutual_chap_verifies_the_target() {
     for good in [true, false] {
-        let mut login = Login::new(setup(chap(true))).with_fixed_challenge(OurChallenge::fixed(3, [0xaa; 16]));
+        let mut login = Login::new(setup(chap(true)));
+        let ours = our_challenge();
         let mut r = Rsp { statsn: 1 };
         let req = login.poll_request().unwrap();
         login.handle_response(r.make(&req, false, Stage::Security, &[("AuthMethod", "CHAP")])).unwrap();
@@ -163,10 +174,10 @@ fn mutual_chap_verifies_the_target() {
             .unwrap();
         let req = login.poll_request().unwrap();
         let p = pairs(&req);
-        assert_eq!(value(&p, "CHAP_I"), Some("3"));
-        assert_eq!(value(&p, "CHAP_C"), Some(encode_hex(&[0xaa; 16]).as_str()));
+        assert_eq!(value(&p, "CHAP_I"), Some(ours.id().to_string().as_str()));
+        assert_eq!(value(&p, "CHAP_C"), Some(encode_hex(ours.challenge()).as_str()));
         let secret = if good { "tgtsecret123" } else { "wrongsecret1" };
-        let resp = chap::response(3, &Secret::parse(secret.as_bytes()).unwrap(), &[0xaa; 16]);
+        let resp = chap::response(ours.id(), &Secret::parse(secret.as_bytes()).unwrap(), ours.challenge());
         let resp = encode_hex(&resp);
         let result =
             login.handle_response(r.make(&req, true, Stage::Operational, &[("CHAP_N", "tgtuser"), ("CHAP_R", &resp)]));
@@ -184,12 +195,12 @@ fn mutual_chap_verifies_the_target() {
 
 #[test]
 fn reflected_challenge_is_refused() {
-    let mut login = Login::new(setup(chap(true))).with_fixed_challenge(OurChallenge::fixed(3, [0xaa; 16]));
+    let mut login = Login::new(setup(chap(true)));
     let mut r = Rsp { statsn: 1 };
     let req = login.poll_request().unwrap();
     login.handle_response(r.make(&req, false, Stage::Security, &[("AuthMethod", "CHAP")])).unwrap();
     let req = login.poll_request().unwrap();
-    let ours = encode_hex(&[0xaa; 16]);
+    let ours = encode_hex(our_challenge().challenge());
     let e = login
         .handle_response(r.make(&req, false, Stage::Security, &[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", &ours)]))
         .unwrap_err();
@@ -262,11 +273,11 @@ fn unsupported_chap_algorithm_and_bad_values() {
 fn statuses_map_to_advice() {
     let cases = [
         (LoginStatus::AUTHORIZATION_FAILURE, "ACL"),
-        (LoginStatus::NOT_FOUND, "check the target name"),
+        (LoginStatus::NOT_FOUND, "check the name"),
         (LoginStatus::TARGET_REMOVED, "removed"),
         (LoginStatus::UNSUPPORTED_VERSION, "version"),
-        (LoginStatus::OUT_OF_RESOURCES, "retried"),
-        (LoginStatus::SERVICE_UNAVAILABLE, "retried"),
+        (LoginStatus::OUT_OF_RESOURCES, "check the target's state"),
+        (LoginStatus::SERVICE_UNAVAILABLE, "mpio discover --portal 192.0.2.7:3260"),
         (LoginStatus::MISSING_PARAMETER, "login key"),
     ];
     for (status, want) in cases {
@@ -362,4 +373,93 @@ fn mismatched_header_fields_are_protocol_errors() {
         login.handle_response(r.make(&req, true, Stage::Operational, &[])).unwrap_err(),
         LoginError::NoAuthMethod
     );
+}
+
+/// The refusal `status` of a login set up by [`setup`] with `auth`.
+fn refused_with(auth: Auth, session_type: SessionType, status: LoginStatus) -> LoginError {
+    let mut s = setup(auth);
+    s.session_type = session_type;
+    let mut login = Login::new(s);
+    let mut r = Rsp { statsn: 1 };
+    let req = login.poll_request().unwrap();
+    login.handle_response(r.status(&req, status, &[])).unwrap_err()
+}
+
+#[test]
+fn an_unknown_target_name_is_named_with_the_way_to_list_the_right_ones() {
+    // tgtd answers 0x0203; LIO answers 0x0301, which RFC 7143 calls a
+    // transient target error, to a name it does not know.
+    for (status, code) in [(LoginStatus::NOT_FOUND, "0x0203"), (LoginStatus::SERVICE_UNAVAILABLE, "0x0301")] {
+        let e = refused_with(Auth::None, SessionType::Normal, status).to_string();
+        assert!(e.contains(code), "{e}");
+        assert!(e.contains("no target named iqn.2026-11.test:disk"), "names the target asked for: {e}");
+        assert!(e.contains("mpio discover --portal 192.0.2.7:3260"), "says how to list the right names: {e}");
+    }
+    let e = refused_with(Auth::None, SessionType::Normal, LoginStatus::SERVICE_UNAVAILABLE).to_string();
+    assert!(e.contains("most likely"), "0x0301 can mean other things, so the advice says it is a guess: {e}");
+    // A discovery session asks for no target name: no name to suspect.
+    let e = refused_with(Auth::None, SessionType::Discovery, LoginStatus::SERVICE_UNAVAILABLE).to_string();
+    assert!(!e.contains("mpio discover"), "{e}");
+}
+
+#[test]
+fn no_refusal_promises_a_retry_and_each_is_one_line() {
+    // Whether a login is tried again is the caller's decision (a one-shot
+    // command does not retry), so no message may promise it.
+    for code in 0..=0x0400u16 {
+        let status = LoginStatus(code);
+        if status == LoginStatus::SUCCESS || status.class() == 1 {
+            continue;
+        }
+        for auth in [Auth::None, chap(false)] {
+            let e = refused_with(auth, SessionType::Normal, status).to_string();
+            assert!(!e.contains("retried") && !e.contains("will be"), "{status:?}: {e}");
+            assert!(!e.contains('\n'), "{status:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn a_connection_closed_without_status_names_the_likely_causes() {
+    // LIO closes the connection when it requires CHAP and none is offered.
+    let login = Login::new(setup(Auth::None));
+    let e = login.connection_closed();
+    assert_eq!(e, LoginError::Closed { in_security: true, chap_configured: false });
+    let m = e.to_string();
+    assert!(m.contains("without a status"), "{m}");
+    assert!(m.contains("may require CHAP") && m.contains("--chap-user and --chap-secret-file"), "{m}");
+    assert!(m.contains("ACL may not allow this initiator name"), "{m}");
+    assert!(e.is_retryable());
+    // With CHAP configured, the credentials are the suspects.
+    let m = Login::new(setup(chap(false))).connection_closed().to_string();
+    assert!(m.contains("CHAP user or secret may be wrong") && m.contains("ACL"), "{m}");
+    // Past authentication, neither is.
+    let mut login = Login::new(setup(Auth::None));
+    let mut r = Rsp { statsn: 1 };
+    let req = login.poll_request().unwrap();
+    login.handle_response(r.make(&req, true, Stage::Operational, &[("AuthMethod", "None")])).unwrap();
+    let m = login.connection_closed().to_string();
+    assert!(!m.contains("CHAP") && m.contains("check the target's log"), "{m}");
+}
+
+#[test]
+fn error_messages_hold_their_cause_once() {
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut next = Some(e);
+        while let Some(e) = next {
+            out.push(e.to_string());
+            next = e.source();
+        }
+        out
+    }
+    let errors: Vec<LoginError> = vec![
+        ChapError::TargetAuthFailed.into(),
+        TextError::EmptyKey.into(),
+        Login::new(setup(Auth::None)).connection_closed(),
+    ];
+    for e in errors {
+        let c = chain(&e);
+        assert_eq!(c.len(), 1, "the message already holds the cause; source() must not repeat it: {c:?}");
+    }
 }

@@ -9,6 +9,8 @@ use crate::portal::Portal;
 use crate::serial::Sn;
 use crate::text::{ConnectionParams, Digest};
 
+use super::timer::{ConnTimer, ConnTimers};
+
 /// Where a connection is in its life (RFC 7143 section 8.1.3, the
 /// initiator's connection states, folded to what an ERL 0 initiator
 /// needs):
@@ -16,21 +18,25 @@ use crate::text::{ConnectionParams, Digest};
 /// ```text
 ///   Idle --start--> Connecting --TCP up--> LoggingIn --final response--> Up
 ///                       ^                      |                          |
-///                       |  retry_at            | failure                  | failure / logout
+///                       |  Reconnect timer     | failure                  | failure / logout
 ///                       +------------------- Down <-----------------------+
 /// ```
+///
+/// Each phase owns its timers ([`ConnTimer`]); entering a phase
+/// ([`Conn::enter`]) stops the previous phase's.
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// Not started yet (further MCS connections wait for the session).
     Idle,
     /// The driver is opening the TCP connection.
     Connecting,
-    /// Login in progress.
-    LoggingIn { login: Box<Login>, deadline: Instant, leading: bool },
+    /// Login in progress (until the `Login` timer).
+    LoggingIn { login: Box<Login>, leading: bool },
     /// Full feature phase.
     Up,
-    /// Failed or closed; reconnects at `retry_at` when set.
-    Down { retry_at: Option<Instant> },
+    /// Failed or closed; reconnects when the `Reconnect` timer is armed
+    /// and fires.
+    Down,
 }
 
 /// Counters of one connection, for metrics.
@@ -74,17 +80,15 @@ pub(crate) struct Conn {
     pub(crate) last_rx: Instant,
     /// Keepalive NOP-Out in flight: (ITT, sent at).
     pub(crate) ping: Option<(u32, Instant)>,
-    /// When to look at `last_rx` again for the keepalive. It moves only when
-    /// reached, so the driver's timer is not re-armed on every PDU.
-    pub(crate) nop_check_at: Instant,
+    /// The deadlines of this connection. The `NopInterval` timer moves only
+    /// when reached (not on every PDU received), so the driver's timer is
+    /// not re-armed on every PDU.
+    pub(crate) timers: ConnTimers,
     /// SCSI commands with allegiance to this connection (the queue depth
     /// that policies and metrics see).
     pub(crate) in_flight: usize,
     /// Next reconnect delay.
     pub(crate) backoff: Duration,
-    /// The target asked for a logout: no new tasks; log out once empty or
-    /// at this deadline.
-    pub(crate) draining: Option<Instant>,
     /// Our Logout for this connection is out; no new tasks.
     pub(crate) logout_sent: bool,
     pub(crate) stats: ConnStats,
@@ -106,10 +110,9 @@ impl Conn {
             tx: TxQueue::new(),
             last_rx: now,
             ping: None,
-            nop_check_at: now,
+            timers: ConnTimers::default(),
             in_flight: 0,
             backoff,
-            draining: None,
             logout_sent: false,
             stats: ConnStats::default(),
             tpgt: None,
@@ -122,7 +125,24 @@ impl Conn {
 
     /// Usable for new tasks.
     pub(crate) fn accepts_tasks(&self) -> bool {
-        self.is_up() && self.draining.is_none() && !self.logout_sent
+        self.is_up() && !self.draining() && !self.logout_sent
+    }
+
+    /// The target asked for a logout: no new tasks; log out once empty or
+    /// when the `AsyncLogoutPause` timer fires.
+    pub(crate) fn draining(&self) -> bool {
+        self.timers.get(ConnTimer::AsyncLogoutPause).is_some()
+    }
+
+    /// Enters `phase`, stopping the timers of the phase it leaves.
+    pub(crate) fn enter(&mut self, phase: Phase) {
+        self.timers.clear();
+        self.phase = phase;
+    }
+
+    /// A reconnect is scheduled.
+    pub(crate) fn reconnect_planned(&self) -> bool {
+        matches!(self.phase, Phase::Down) && self.timers.get(ConnTimer::Reconnect).is_some()
     }
 
     /// Resets the per-TCP-connection state for a new login.
@@ -134,13 +154,19 @@ impl Conn {
         self.last_rx = now;
         self.ping = None;
         self.in_flight = 0;
-        self.draining = None;
         self.logout_sent = false;
     }
 
     /// Switches to the negotiated framing at the end of login (digests
-    /// start with the first full feature phase PDU, RFC 7143 section 13.1).
-    pub(crate) fn enter_full_feature(&mut self, params: ConnectionParams, exp_statsn: u32, now: Instant) {
+    /// start with the first full feature phase PDU, RFC 7143 section 13.1)
+    /// and starts the keepalive, if there is one.
+    pub(crate) fn enter_full_feature(
+        &mut self,
+        params: ConnectionParams,
+        exp_statsn: u32,
+        now: Instant,
+        nop_interval: Option<Duration>,
+    ) {
         self.framing = Framing {
             header_digest: params.header_digest == Digest::Crc32c,
             data_digest: params.data_digest == Digest::Crc32c,
@@ -149,8 +175,10 @@ impl Conn {
         self.params = params;
         self.exp_statsn = Sn(exp_statsn);
         self.last_rx = now;
-        self.nop_check_at = now;
-        self.phase = Phase::Up;
+        self.enter(Phase::Up);
+        if let Some(iv) = nop_interval {
+            self.timers.set(ConnTimer::NopInterval, now + iv);
+        }
         self.redirects = 0;
     }
 }

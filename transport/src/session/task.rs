@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::request::{ReadData, ScsiRequest};
+use super::timer::SessionTimer;
 use crate::pdu::{DataOut, LogoutReason, Pdu, RESERVED_TAG, ScsiCommand, TmfFunction};
 use crate::text::{ConnectionParams, SessionParams};
 
@@ -66,6 +67,15 @@ impl Kind {
     /// Immediate tasks bypass the CmdSN window (RFC 7143 section 3.2.2.1).
     pub(crate) fn is_immediate(&self) -> bool {
         matches!(self, Kind::TaskMgmt { .. } | Kind::Nop { .. } | Kind::Logout { .. })
+    }
+
+    /// The session timer that watches its deadline.
+    pub(crate) fn timer(&self) -> SessionTimer {
+        match self {
+            Kind::Scsi(_) | Kind::Text { .. } | Kind::Nop { .. } => SessionTimer::Command,
+            Kind::TaskMgmt { .. } => SessionTimer::TaskMgmt,
+            Kind::Logout { .. } => SessionTimer::Logout,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::config::{ConnectionSpec, SessionConfig, SessionType};
+use crate::login::LoginError;
 use crate::pdu::frame::Framing;
 use crate::pdu::*;
 use crate::text::{DigestPref, KeyValue, decode_pairs, encode_pairs};
@@ -997,4 +998,139 @@ fn abort_of_a_lost_command_drops_the_connection() {
     let again = h.command(0);
     h.scsi_response(0, again.itt, 0, Bytes::new());
     assert!(matches!(&h.done()[..], [(1, Ok(_))]));
+}
+
+#[test]
+fn poll_timeout_is_the_earliest_timer_and_an_early_call_does_nothing() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    h.events();
+    // The keepalive (5 s) comes before the command timeout (30 s).
+    assert_eq!(h.s.poll_timeout(), Some(h.now + Duration::from_secs(5)));
+    let before = h.s.poll_timeout();
+    h.s.handle_timeout(h.now + Duration::from_secs(4));
+    assert!(h.events().is_empty());
+    assert!(h.sent(0).is_empty());
+    assert_eq!(h.s.poll_timeout(), before, "a call before any deadline changes nothing");
+}
+
+#[test]
+fn a_login_without_answer_times_out() {
+    let mut c = cfg(1);
+    c.timeouts.login = Duration::from_secs(7);
+    let mut h = Harness::new(c);
+    h.s.start(h.now);
+    h.accept(0);
+    assert!(matches!(&h.sent(0)[..], [Pdu::LoginRequest(_)]));
+    assert_eq!(h.s.poll_timeout(), Some(h.now + Duration::from_secs(7)));
+    h.advance(Duration::from_secs(7));
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            Event::State(SessionEvent::ConnectionDown {
+                cid: 0,
+                reason: ConnectionFailure::Login(LoginError::Timeout(d))
+            }) if *d == Duration::from_secs(7)
+        )),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn async_logout_pause_logs_out_with_tasks_left() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 1), ConnPick::Any, 1);
+    h.command(0);
+    let statsn = h.next_statsn(0);
+    let msg = AsyncMessage {
+        lun: 0,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        event: AsyncEvent::LOGOUT_REQUEST,
+        vcode: 0,
+        parameter1: 0,
+        parameter2: 0,
+        parameter3: 4,
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::AsyncMessage(msg));
+    // The read is in flight: the connection drains for half the target's
+    // deadline before logging out anyway.
+    assert!(h.sent(0).is_empty());
+    h.advance(Duration::from_secs(1));
+    assert!(h.sent(0).is_empty());
+    h.advance(Duration::from_secs(1));
+    let pdus = h.sent(0);
+    assert!(matches!(&pdus[..], [Pdu::LogoutRequest(lo)] if lo.reason == LogoutReason::CLOSE_CONNECTION), "{pdus:?}");
+}
+
+#[test]
+fn a_target_that_closes_during_login_is_reported_with_the_likely_causes() {
+    let mut h = Harness::new(cfg(1));
+    h.s.start(h.now);
+    h.accept(0);
+    h.sent(0);
+    h.s.handle_closed(0, h.now, "closed by the target".into());
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            Event::State(SessionEvent::ConnectionDown {
+                cid: 0,
+                reason: ConnectionFailure::Login(LoginError::Closed { in_security: true, chap_configured: false })
+            })
+        )),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn after_every_connection_failed_one_leads_the_reinstatement_and_the_others_join_it() {
+    let mut h = Harness::up(cfg(3));
+    h.login(1);
+    h.login(2);
+    h.events();
+    for cid in 0..3 {
+        h.s.handle_closed(cid, h.now, "reset by peer".into());
+    }
+    h.events();
+    // Every reconnect timer runs out at once (DefaultTime2Wait): one
+    // connection logs in with TSIH 0; two would reinstate each other.
+    h.advance(Duration::from_secs(2));
+    let connects: Vec<u16> =
+        h.events().iter().filter_map(|e| if let Event::Connect { cid, .. } = e { Some(*cid) } else { None }).collect();
+    assert_eq!(connects, vec![0], "only one connection tries to bring the session back");
+    h.backlog = vec![Event::Connect { cid: 0, portal: "127.0.0.1:3260".parse().unwrap() }];
+    assert_eq!(h.login(0), 0, "the leading login reinstates the session");
+    // The others join the session it made.
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.login(1), 0x1234);
+    assert_eq!(h.login(2), 0x1234);
+    assert_eq!(h.s.stats().reinstatements, 1);
+    assert!((0..3).all(|cid| h.s.connection_up(cid)));
+}
+
+#[test]
+fn a_connection_that_opens_while_another_leads_the_login_waits_for_it() {
+    let mut h = Harness::up(cfg(3));
+    h.login(1);
+    h.login(2);
+    h.events();
+    // 1 and 2 fail and reconnect while 0 is up; then 0 fails too.
+    h.s.handle_closed(1, h.now, "reset by peer".into());
+    h.s.handle_closed(2, h.now, "reset by peer".into());
+    h.advance(Duration::from_secs(2));
+    h.s.handle_closed(0, h.now, "reset by peer".into());
+    // 1's TCP connection opens first: with no connection up it leads.
+    h.accept(1);
+    let pdus = h.sent(1);
+    assert!(matches!(&pdus[..], [Pdu::LoginRequest(r)] if r.tsih == 0), "{pdus:?}");
+    // 2's opens while 1 logs in: it must not start a second leading login.
+    h.s.handle_connected(2, h.now);
+    assert!(h.s.tx(2).unwrap().is_empty(), "no second leading login");
+    let evs = h.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::Close { cid: 2, flush: false })), "{evs:?}");
 }
