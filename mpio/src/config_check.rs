@@ -26,11 +26,14 @@ pub(crate) enum ConfigCommand {
 pub(crate) fn run(cmd: ConfigCommand) -> Result<()> {
     let ConfigCommand::Check { file, json } = cmd;
     let c = config::load(&file)?;
-    let warnings: Vec<String> = c
+    let mut warnings: Vec<String> = c
         .devices
         .iter()
         .flat_map(|d| d.timers.check().into_iter().map(move |p| format!("device {}: {}", d.name, p.message)))
         .collect();
+    if c.devices.is_empty() {
+        warnings.push("no [[device]]: the daemon would export nothing until a reload adds one".into());
+    }
     if json {
         return output::json(&json!({
             "file": file.display().to_string(),

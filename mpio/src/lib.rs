@@ -17,6 +17,7 @@ mod output;
 mod perf;
 mod policy_args;
 mod scsi;
+mod secret_file;
 mod timers;
 
 use std::process::ExitCode;

@@ -144,6 +144,22 @@ fn chap_secrets_come_from_files_or_the_environment() {
     let theirs = dir.path().join("theirs");
     std::fs::write(&ours, "init-secret-123\n").unwrap();
     std::fs::write(&theirs, "tgt-secret-4567").unwrap();
+    // A secret file others can read is refused, as ssh refuses an open key.
+    let open = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    open(&ours, 0o644);
+    let o = mpio(
+        &["scsi", "tur", "-p", &tgtd.portal(0).to_string(), "-i", INIT, "-t", tgtd.iqn(1), "-l", "1"]
+            .into_iter()
+            .chain(["--chap-user", "inituser", "--chap-secret-file", ours.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&format!("run chmod 600 {}", ours.display())), "{}", stderr(&o));
+    open(&ours, 0o600);
+    open(&theirs, 0o600);
     let (ours, theirs) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
     let base =
         ["scsi", "tur", "-p", portal.as_str(), "-i", INIT, "-t", tgtd.iqn(1), "-l", "1", "--chap-user", "inituser"];

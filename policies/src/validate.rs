@@ -251,7 +251,7 @@ mod tests {
         type Row<'a> = (PolicyRequest, Option<&'a PolicySpec>, u32, &'static str, &'static [&'static str]);
         let table: Vec<Row<'_>> = vec![
             (req("bogus"), None, 0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY", &["bogus", "least-queue-depth"]),
-            (req(""), None, 0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY", &["valid policies"]),
+            (req(""), None, 0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY", &["use one of"]),
             (
                 weights(&[("p1", 1), ("p1", 2), ("p3", 3)]),
                 None,

@@ -223,6 +223,7 @@ fn chap_secrets_never_show_and_a_wrong_one_is_an_event_with_the_fix() {
     let d = Daemon::start(|dir| {
         let secret = dir.join("chap.secret");
         std::fs::write(&secret, SECRET).unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         config_toml(dir, &t, &device_toml(&t, "d0", &[0], ""))
             .replace(&format!("iqn = \"{}\"\n", t.iqn(1)), &format!("iqn = \"{}\"\n{}", t.iqn(1), chap(&secret)))
             .replace("log = \"info\"", "log = \"trace\"")
@@ -238,6 +239,8 @@ fn chap_secrets_never_show_and_a_wrong_one_is_an_event_with_the_fix() {
     drop(d);
     let d = Daemon::start(|dir| {
         std::fs::write(dir.join("wrong.secret"), "not-the-secret-at-all").unwrap();
+        std::fs::set_permissions(dir.join("wrong.secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         config_toml(dir, &t, &device_toml(&t, "d0", &[0], ""))
             .replace(
                 &format!("iqn = \"{}\"\n", t.iqn(1)),
