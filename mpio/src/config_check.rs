@@ -49,14 +49,14 @@ pub(crate) fn run(cmd: ConfigCommand) -> Result<()> {
             "warnings": warnings,
         }));
     }
-    println!("{}: ok", file.display());
+    outln!("{}: ok", file.display());
     output::fields(&[
         ("initiator", c.initiator.to_string()),
         ("control socket", c.control_socket.display().to_string()),
         ("metrics", c.metrics.map_or("off".into(), |a| format!("http://{a}/metrics"))),
     ]);
     for d in &c.devices {
-        println!(
+        outln!(
             "device {} (line {}): {} lun {}, {}, paths {}",
             d.name,
             d.line,
@@ -67,7 +67,7 @@ pub(crate) fn run(cmd: ConfigCommand) -> Result<()> {
         );
     }
     for w in &warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     Ok(())
 }

@@ -295,3 +295,32 @@ fn digests_are_negotiated_as_asked_and_a_refusal_fails() {
     // (tgtd configured with HeaderDigest=CRC32C still accepts an initiator
     // that offers only None: it cannot show a target that requires them.)
 }
+
+/// Runs `mpio args` with stdout (or stderr) a pipe whose reader is already
+/// gone, so the first write fails with EPIPE whatever the timing.
+fn to_closed_pipe(args: &[&str], stderr_too: bool) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpio"));
+    c.args(args).stdout(writer.try_clone().expect("dup"));
+    if stderr_too {
+        c.stderr(writer);
+    }
+    c.output().expect("run mpio")
+}
+
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mpio.toml");
+    std::fs::write(&cfg, "initiator = \"iqn.2026-11.org.mpio:x\"\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    for args in [&["timers", "explain"][..], &["timers", "explain", "--json"], &["config", "check", cfg]] {
+        let o = to_closed_pipe(args, false);
+        assert_eq!(o.status.code(), Some(0), "mpio {args:?} | head: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    // An error with stderr gone too: the exit status still says so.
+    let o = to_closed_pipe(&["config", "check", "/nonexistent.toml"], true);
+    assert_eq!(o.status.code(), Some(1));
+}

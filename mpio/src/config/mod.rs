@@ -163,15 +163,44 @@ impl DeviceSpec {
 
 /// Reads and checks a configuration file.
 pub(crate) fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+    parse(file, &read(file)?, &|var| std::env::var_os(var))
+}
+
+/// The timers each device of a file would run with: `[timers]` under the
+/// device's own `[device.timers]`, `hold` and `failback`. Unlike [`load`],
+/// timers that cannot work are returned, so that `mpio timers explain`
+/// can show what they add up to; nothing but the timers is checked.
+pub(crate) fn effective_timers(file: &Path) -> Result<EffectiveTimers, ConfigError> {
+    let text = read(file)?;
+    let cx = Cx { file, text: &text, env: &|_| None };
+    let raw = cx.raw()?;
+    let global = cx.timer_table(None, raw.timers.as_ref())?;
+    let devices = raw
+        .devices
+        .iter()
+        .map(|d| Ok((d.get_ref().name.get_ref().clone(), cx.device_timers(d.get_ref(), raw.timers.as_ref())?)))
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(EffectiveTimers { global, devices })
+}
+
+/// What [`effective_timers`] finds.
+#[derive(Debug)]
+pub(crate) struct EffectiveTimers {
+    /// `[timers]` over the defaults: what a device without its own gets.
+    pub(crate) global: TimerConfig,
+    /// Each device's, by name, in file order.
+    pub(crate) devices: Vec<(String, TimerConfig)>,
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         line: None,
         message: format!(
             "cannot read the configuration: {e}; check the path (the daemon reads {} unless given --config FILE)",
             DEFAULT_FILE
         ),
-    })?;
-    parse(file, &text, &|var| std::env::var_os(var))
+    })
 }
 
 /// Checks a configuration text; `env` looks up environment variables
@@ -182,18 +211,7 @@ pub(crate) fn parse(
     env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Config, ConfigError> {
     let cx = Cx { file, text, env };
-    // A file without a single key is a truncated or wrong file, not a
-    // daemon that should start with the defaults and no device.
-    if text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#')) {
-        return Err(cx.err(
-            None,
-            "the file is empty (nothing but blank lines and comments); write the initiator, [[target]] and \
-             [[device]] tables, starting from mpio.example.toml in the mpio sources",
-        ));
-    }
-    let raw: raw::File =
-        toml::from_str(text).map_err(|e| cx.err(e.span().map(|s| s.start), with_toml_fix(e.message())))?;
-    cx.build(raw)
+    cx.build(cx.raw()?)
 }
 
 /// A TOML or serde message with the fix for its kind appended (the
@@ -239,6 +257,23 @@ impl Cx<'_> {
         self.err(Some(v.span().start), message)
     }
 
+    /// The file as written: refused when empty or when TOML or a table's
+    /// keys refuse it.
+    fn raw(&self) -> Result<raw::File, ConfigError> {
+        // A file without a single key is a truncated or wrong file, not a
+        // daemon that should start with the defaults and no device.
+        if self.text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#')) {
+            return Err(self.err(
+                None,
+                "the file is empty (nothing but blank lines and comments); write the initiator, [[target]] and \
+                 [[device]] tables, starting from mpio.example.toml in the mpio sources",
+            ));
+        }
+        let raw: raw::File =
+            toml::from_str(self.text).map_err(|e| self.err(e.span().map(|s| s.start), with_toml_fix(e.message())))?;
+        Ok(raw)
+    }
+
     fn build(&self, raw: raw::File) -> Result<Config, ConfigError> {
         let initiator = match &raw.initiator {
             Some(i) => IscsiName::parse(i.get_ref()).map_err(|e| {
@@ -276,14 +311,13 @@ impl Cx<'_> {
             },
             tcp: raw.nbd.listen.as_ref().map(|l| self.socket_addr(l, "nbd listen")).transpose()?,
         };
-        let global_timers = raw.timers.as_ref().map(|t| t.get_ref());
         if let Some(t) = &raw.timers {
-            self.timers(t, None, "[timers]")?;
+            self.refuse_unworkable(&self.timer_table(None, Some(t))?, t.span().start, "[timers]")?;
         }
         let targets = self.targets(&raw.targets)?;
         let mut devices: Vec<DeviceSpec> = Vec::new();
         for d in &raw.devices {
-            let spec = self.device(d, &targets, global_timers)?;
+            let spec = self.device(d, &targets, raw.timers.as_ref())?;
             if devices.iter().any(|o| o.name == spec.name) {
                 return Err(self.at(
                     &d.get_ref().name,
@@ -325,27 +359,54 @@ impl Cx<'_> {
         })
     }
 
-    fn timers(
+    /// `table` merged key by key over `global` and parsed; whether the
+    /// result can work is [`Cx::refuse_unworkable`]'s business.
+    fn timer_table(
         &self,
-        table: &Spanned<toml::Table>,
-        global: Option<&toml::Table>,
-        what: &str,
+        table: Option<&Spanned<toml::Table>>,
+        global: Option<&Spanned<toml::Table>>,
     ) -> Result<TimerConfig, ConfigError> {
-        let merged = raw::merge(global, Some(table.get_ref()));
-        let timers = TimerConfig::deserialize(toml::Value::Table(merged))
-            .map_err(|e| self.at(table, format!("{what}: {}", with_toml_fix(e.message()))))?;
-        let fatal: Vec<String> = timers.check().into_iter().filter(|p| p.fatal).map(|p| p.message).collect();
-        if !fatal.is_empty() {
-            return Err(self.at(
-                table,
-                format!(
-                    "{what}: the timers cannot work: {}; `mpio timers explain --config FILE` shows what they \
-                     add up to once the file loads",
-                    fatal.join("; ")
-                ),
-            ));
+        let what = if table.is_some() { "[device.timers]" } else { "[timers]" };
+        let merged = raw::merge(global.map(Spanned::get_ref), table.map(Spanned::get_ref));
+        TimerConfig::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            self.err(table.or(global).map(|t| t.span().start), format!("{what}: {}", with_toml_fix(e.message())))
+        })
+    }
+
+    /// A device's timers: its `[device.timers]` over `[timers]`, then its
+    /// `hold` and `failback`.
+    fn device_timers(
+        &self,
+        d: &raw::Device,
+        global: Option<&Spanned<toml::Table>>,
+    ) -> Result<TimerConfig, ConfigError> {
+        let name = d.name.get_ref();
+        let mut timers = self.timer_table(d.timers.as_ref(), global).map_err(|mut e| {
+            e.message = format!("device {name} {}", e.message);
+            e
+        })?;
+        if let Some(f) = &d.failback {
+            timers.failback =
+                f.get_ref().parse::<FailbackMode>().map_err(|e| self.at(f, format!("device {name}: {e}")))?;
+        }
+        if let Some(h) = &d.hold {
+            timers.hold = h.get_ref().parse::<HoldMode>().map_err(|e| self.at(h, format!("device {name}: {e}")))?;
         }
         Ok(timers)
+    }
+
+    fn refuse_unworkable(&self, timers: &TimerConfig, at: usize, what: &str) -> Result<(), ConfigError> {
+        let fatal: Vec<String> = timers.check().into_iter().filter(|p| p.fatal).map(|p| p.message).collect();
+        if fatal.is_empty() {
+            return Ok(());
+        }
+        Err(self.err(
+            Some(at),
+            format!(
+                "{what}: the timers cannot work: {}; `mpio timers explain --config FILE` shows what they add up to",
+                fatal.join("; ")
+            ),
+        ))
     }
 
     fn targets(&self, raw: &[Spanned<raw::Target>]) -> Result<Vec<(String, TargetSpec)>, ConfigError> {
@@ -474,7 +535,7 @@ impl Cx<'_> {
         &self,
         d: &Spanned<raw::Device>,
         targets: &[(String, TargetSpec)],
-        global_timers: Option<&toml::Table>,
+        global_timers: Option<&Spanned<toml::Table>>,
     ) -> Result<DeviceSpec, ConfigError> {
         let line = self.line(d.span().start);
         let d = d.get_ref();
@@ -501,20 +562,9 @@ impl Cx<'_> {
                 format!("device {name}: lun {lun}: {e}; use the LUN the target reports (`mpio scsi report-luns`)"),
             )
         })?;
-        let mut timers = match &d.timers {
-            Some(t) => self.timers(t, global_timers, &format!("device {name} [device.timers]"))?,
-            None => match global_timers {
-                Some(g) => TimerConfig::deserialize(toml::Value::Table(g.clone())).expect("checked with [timers]"),
-                None => TimerConfig::default(),
-            },
-        };
-        if let Some(f) = &d.failback {
-            timers.failback =
-                f.get_ref().parse::<FailbackMode>().map_err(|e| self.at(f, format!("device {name}: {e}")))?;
-        }
-        if let Some(h) = &d.hold {
-            timers.hold = h.get_ref().parse::<HoldMode>().map_err(|e| self.at(h, format!("device {name}: {e}")))?;
-        }
+        let timers = self.device_timers(d, global_timers)?;
+        let at = d.timers.as_ref().map_or(d.name.span().start, |t| t.span().start);
+        self.refuse_unworkable(&timers, at, &format!("device {name} [device.timers]"))?;
         let frontend = match d.frontend.as_ref().map(|f| (f, f.get_ref().as_str())) {
             None | Some((_, "nbd")) => Frontend::Nbd,
             Some((_, "none")) => Frontend::None,
