@@ -299,7 +299,7 @@ fn digests_are_negotiated_as_asked_and_a_refusal_fails() {
 /// Runs `mpio args` with stdout (or stderr) a pipe whose reader is already
 /// gone, so the first write fails with EPIPE whatever the timing.
 fn to_closed_pipe(args: &[&str], stderr_too: bool) -> Output {
-    let (reader, writer) = std::io::pipe().expect("pipe");
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
     drop(reader);
     let mut c = Command::new(env!("CARGO_BIN_EXE_mpio"));
     c.args(args).stdout(writer.try_clone().expect("dup"));

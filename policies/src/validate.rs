@@ -323,14 +323,14 @@ mod tests {
                 None,
                 0xEFFF_0056,
                 "ISDSC_INVALID_PARAMETER",
-                &["--weights is not a parameter of round-robin", "taken by weighted"],
+                &["--weights is not a parameter of round-robin", "use weighted, which takes it"],
             ),
             (
                 PolicyRequest { switch: Some(SwitchEvery::Ios(4)), ..req("round-robin-subset") },
                 None,
                 0xEFFF_0056,
                 "ISDSC_INVALID_PARAMETER",
-                &["--switch", "taken by round-robin"],
+                &["--switch", "use round-robin, which takes it"],
             ),
             (
                 PolicyRequest { active: Some(strs(&["p1"])), ..req("least-queue-depth") },
