@@ -44,7 +44,7 @@ impl std::str::FromStr for FailbackMode {
             "manual" => Ok(FailbackMode::Manual),
             _ => match s.strip_prefix("delayed:") {
                 Some(d) => parse_duration(d).map(FailbackMode::Delayed),
-                None => Err(format!("failback {s:?}: expected immediate, manual or delayed:<seconds>")),
+                None => Err(format!("failback {s:?}: use immediate, manual or delayed:<seconds>")),
             },
         }
     }
@@ -83,7 +83,7 @@ impl std::str::FromStr for HoldMode {
             d => parse_duration(d).map(HoldMode::For).map_err(|e| match d.starts_with(|c: char| c.is_ascii_digit()) {
                 // A number that is not a usable duration: say why.
                 true => format!("hold {e}"),
-                false => format!("hold {s:?}: expected queue, fail, or a duration like 20s"),
+                false => format!("hold {s:?}: use queue, fail, or a duration like 20s"),
             }),
         }
     }
@@ -332,7 +332,7 @@ impl TimerConfig {
             ("probation_interval", self.probation_interval),
         ] {
             if d.is_zero() {
-                fatal(format!("{name} is 0: it must be positive"));
+                fatal(format!("{name} is 0: give it a positive duration, like 5s"));
             }
         }
         if self.reconnect_max < self.reconnect_min {

@@ -183,9 +183,9 @@ pub(crate) async fn run(cmd: AdminCommand, socket: &Path) -> Result<()> {
             let json = a.out.json;
             c.events(&req, |ev| {
                 if json {
-                    println!("{}", serde_json::to_string(&ev)?);
+                    outln!("{}", serde_json::to_string(&ev)?);
                 } else {
-                    println!("{}", event_line(&ev));
+                    outln!("{}", event_line(&ev));
                 }
                 Ok(())
             })
@@ -194,16 +194,16 @@ pub(crate) async fn run(cmd: AdminCommand, socket: &Path) -> Result<()> {
         AdminCommand::Reload(out) => {
             show::<ReloadView>(&mut c, out, Request::Reload, |v| {
                 if v.changes.is_empty() {
-                    println!("configuration reloaded: nothing changed");
+                    outln!("configuration reloaded: nothing changed");
                 }
                 for line in &v.changes {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             })
             .await
         }
         AdminCommand::Log { cmd: LogCommand::Level { level }, out } => {
-            show::<String>(&mut c, out, Request::LogLevel { level }, |l| println!("log level: {l}")).await
+            show::<String>(&mut c, out, Request::LogLevel { level }, |l| outln!("log level: {l}")).await
         }
     }
 }
@@ -253,7 +253,7 @@ async fn done(c: &mut Client, out: Output, req: Request, what: &str) -> Result<(
     if out.json {
         return output::json(&serde_json::json!({"ok": true, "result": v}));
     }
-    println!("{what}");
+    outln!("{what}");
     Ok(())
 }
 
@@ -280,7 +280,7 @@ fn print_status(s: StatusView) {
         ("metrics", opt(&s.metrics)),
         ("nbd", if s.nbd.is_empty() { "-".into() } else { s.nbd.join(", ") }),
     ]);
-    println!();
+    outln!();
     print_devices(&s.devices);
 }
 
@@ -330,7 +330,7 @@ fn print_device(d: DeviceView) {
         ),
         ("failed on hold", d.hold_failures.to_string()),
     ]);
-    println!();
+    outln!();
     print_paths(&d.paths);
 }
 

@@ -26,11 +26,14 @@ pub(crate) enum ConfigCommand {
 pub(crate) fn run(cmd: ConfigCommand) -> Result<()> {
     let ConfigCommand::Check { file, json } = cmd;
     let c = config::load(&file)?;
-    let warnings: Vec<String> = c
+    let mut warnings: Vec<String> = c
         .devices
         .iter()
         .flat_map(|d| d.timers.check().into_iter().map(move |p| format!("device {}: {}", d.name, p.message)))
         .collect();
+    if c.devices.is_empty() {
+        warnings.push("no [[device]]: the daemon would export nothing until a reload adds one".into());
+    }
     if json {
         return output::json(&json!({
             "file": file.display().to_string(),
@@ -46,14 +49,14 @@ pub(crate) fn run(cmd: ConfigCommand) -> Result<()> {
             "warnings": warnings,
         }));
     }
-    println!("{}: ok", file.display());
+    outln!("{}: ok", file.display());
     output::fields(&[
         ("initiator", c.initiator.to_string()),
         ("control socket", c.control_socket.display().to_string()),
         ("metrics", c.metrics.map_or("off".into(), |a| format!("http://{a}/metrics"))),
     ]);
     for d in &c.devices {
-        println!(
+        outln!(
             "device {} (line {}): {} lun {}, {}, paths {}",
             d.name,
             d.line,
@@ -64,7 +67,7 @@ pub(crate) fn run(cmd: ConfigCommand) -> Result<()> {
         );
     }
     for w in &warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     Ok(())
 }

@@ -81,9 +81,7 @@ pub(crate) struct ConnectArgs {
 /// Reads a secret from a file, or from an environment variable.
 fn secret(file: Option<&PathBuf>, env: &str, what: &str, flag: &str) -> Result<Secret> {
     let bytes = match (file, std::env::var_os(env)) {
-        (Some(path), _) => {
-            std::fs::read(path).with_context(|| format!("cannot read the {what} from {}", path.display()))?
-        }
+        (Some(path), _) => crate::secret_file::read(path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?,
         (None, Some(v)) => v.into_encoded_bytes(),
         (None, None) => bail!("{what} missing: give it with {flag} FILE or the {env} environment variable"),
     };

@@ -45,9 +45,9 @@ pub(crate) struct DemoArgs {
 }
 
 fn step(n: u32, title: &str, cmd: Option<String>) {
-    println!("\n== {n}. {title}");
+    outln!("\n== {n}. {title}");
     if let Some(cmd) = cmd {
-        println!("$ {cmd}");
+        outln!("$ {cmd}");
     }
 }
 
@@ -77,7 +77,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     tokio::select! {
         r = tour => r?,
         _ = tokio::signal::ctrl_c() => {
-            println!("\ninterrupted: stopping the local SAN");
+            outln!("\ninterrupted: stopping the local SAN");
             return Ok(());
         }
     }
@@ -93,14 +93,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let d = daemon::start(&tgtd, &args.metrics.to_string()).await?;
     let uri = format!("nbd+unix:///{}?socket={}", daemon::DEVICE, crate::config::DEFAULT_NBD_SOCKET);
     let shown = async {
-        println!("configuration: {} (log: {})", d.config.display(), d.log.display());
-        println!("\n$ {mpio} status");
+        outln!("configuration: {} (log: {})", d.config.display(), d.log.display());
+        outln!("\n$ {mpio} status");
         daemon::show(&["status"]).await?;
-        println!("\n$ qemu-io -f raw -c 'write -P 0xa5 1M 1M' -c 'read -P 0xa5 1M 1M' '{uri}'");
+        outln!("\n$ qemu-io -f raw -c 'write -P 0xa5 1M 1M' -c 'read -P 0xa5 1M 1M' '{uri}'");
         daemon::nbd_round_trip(&uri).await?;
-        println!("\n$ curl -s {} | grep mpio_path_requests_total", d.metrics);
+        outln!("\n$ curl -s {} | grep mpio_path_requests_total", d.metrics);
         for line in daemon::metrics_excerpt(&d.metrics).await? {
-            println!("{line}");
+            outln!("{line}");
         }
         anyhow::Ok(())
     };
@@ -109,7 +109,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         return Err(e);
     }
     let dev = daemon::DEVICE;
-    println!("\n== What to try next (in another terminal, while this runs)");
+    outln!("\n== What to try next (in another terminal, while this runs)");
     let weights = (1..=n).map(|i| format!("p{i}={i}")).collect::<Vec<_>>().join(",");
     let tries = [
         (format!("{mpio} status"), "the daemon and its devices"),
@@ -133,15 +133,15 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let width = tries.iter().filter(|(_, why)| !why.is_empty()).map(|(c, _)| c.len()).max().unwrap_or(0).min(64);
     for (cmd, why) in &tries {
         if why.is_empty() {
-            println!("  {cmd}");
+            outln!("  {cmd}");
         } else {
-            println!("  {cmd:<width$}  # {why}");
+            outln!("  {cmd:<width$}  # {why}");
         }
     }
     if args.no_wait {
         return d.stop().await;
     }
-    println!("\nThe local SAN and the daemon run until Ctrl-C.");
+    outln!("\nThe local SAN and the daemon run until Ctrl-C.");
     let mut d = d;
     // Ctrl-C in the terminal reaches the daemon too (same process group);
     // stop() also covers a SIGINT sent to this process alone.
@@ -151,7 +151,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     };
     match exited {
         None => {
-            println!("stopping the daemon and the local SAN");
+            outln!("stopping the daemon and the local SAN");
             d.stop().await
         }
         Some(r) => r,
@@ -198,10 +198,10 @@ async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
     let target = iqn.parse().context("target name")?;
     let portals: Vec<Portal> = tgtd.portals().into_iter().map(Portal::from).collect();
     let list: Vec<String> = portals.iter().map(ToString::to_string).collect();
-    println!("Local SAN: tgtd (pid {}, control port {})", tgtd.pid(), tgtd.control_port());
-    println!("  target {iqn}, LUN 1: {size_mib} MiB file {}", tgtd.backing_file(1, 1).display());
-    println!("  portals {}", list.join(", "));
-    println!("  initiator name {}", default_initiator_name()?);
+    outln!("Local SAN: tgtd (pid {}, control port {})", tgtd.pid(), tgtd.control_port());
+    outln!("  target {iqn}, LUN 1: {size_mib} MiB file {}", tgtd.backing_file(1, 1).display());
+    outln!("  portals {}", list.join(", "));
+    outln!("  initiator name {}", default_initiator_name()?);
 
     let mpio = mpio_command();
     step(1, "Discovery (SendTargets)", Some(format!("{mpio} discover -p {}", portals[0])));
@@ -233,7 +233,7 @@ async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
     lu.run("WRITE(16)", &cdb::write16(0, blocks, block, false)?, data.clone()).await?;
     let back = lu.run("READ(16)", &cdb::read16(0, blocks, block, false)?, Bytes::new()).await?;
     let same = back.data.to_bytes() == data;
-    println!(
+    outln!(
         "wrote {} bytes, read {} back: {}",
         data.len(),
         back.data.len(),
@@ -280,7 +280,7 @@ async fn tour(tgtd: &Tgtd, n: u8, size_mib: u64) -> Result<()> {
         ]);
     }
     output::table(&rows);
-    println!("TSIH {:#06x}; the target sees one session with {} connections", snap.tsih, snap.connections.len());
+    outln!("TSIH {:#06x}; the target sees one session with {} connections", snap.tsih, snap.connections.len());
     mcs.logout().await?;
 
     step(5, &format!("The multipath device: {n} sessions (MPIO), one logical unit"), None);

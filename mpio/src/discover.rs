@@ -35,7 +35,7 @@ pub(crate) async fn run(args: DiscoverArgs) -> Result<()> {
     // Best effort: the answer is what matters.
     let _ = session.logout().await;
     for w in &result.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     let targets: Vec<Target> = result
         .targets
@@ -49,7 +49,7 @@ pub(crate) async fn run(args: DiscoverArgs) -> Result<()> {
         return output::json(&targets);
     }
     if targets.is_empty() {
-        println!(
+        outln!(
             "no targets: the portal answered but lists none for initiator {}; check the target's ACL",
             session_initiator(&args.conn)
         );

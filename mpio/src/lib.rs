@@ -3,6 +3,20 @@
 //! targets (`fuzz/`) reach the parsers of the daemon's input: the
 //! configuration file and the control protocol ([`fuzzing`]).
 
+/// `println!` through [`output::write_out`] (no panic on a closed pipe).
+macro_rules! outln {
+    () => { $crate::output::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::output::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+/// `print!` through [`output::write_out`].
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::write_out(format_args!($($t)*)) };
+}
+/// `eprintln!` through [`output::write_err`].
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::output::write_err(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod admin;
 mod advice;
 mod config;
@@ -17,6 +31,7 @@ mod output;
 mod perf;
 mod policy_args;
 mod scsi;
+mod secret_file;
 mod timers;
 
 use std::process::ExitCode;
@@ -73,7 +88,7 @@ pub fn run() -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mpio: cannot start the runtime: {e}");
+            errln!("mpio: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -93,7 +108,7 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the chain of causes, outermost first.
-            eprintln!("mpio: {}", advice::error_line(&e));
+            errln!("mpio: {}", advice::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -32,8 +32,7 @@ impl LogControl {
 
     /// Replaces the filter; a filter that does not parse changes nothing.
     pub(crate) fn set(&self, filter: &str) -> Result<(), String> {
-        let f = EnvFilter::try_new(filter)
-            .map_err(|e| format!("log filter {filter:?}: {e}; use error, warn, info, debug, trace or module=level"))?;
+        let f = parse_filter(filter)?;
         self.handle.reload(f).map_err(|e| format!("cannot change the log filter: {e}"))?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = filter.to_owned();
         Ok(())
@@ -42,5 +41,47 @@ impl LogControl {
     /// The filter in force.
     pub(crate) fn current(&self) -> String {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A log filter: comma-separated `LEVEL`, `MODULE` or `MODULE=LEVEL`.
+/// Stricter than `EnvFilter`, which takes any word it cannot read as a
+/// module name (`log = "-5s"` would silently log nothing of ours).
+pub(crate) fn parse_filter(filter: &str) -> Result<EnvFilter, String> {
+    let fix = "use error, warn, info, debug or trace, or module=level pairs like info,mpio_transport=debug";
+    let is_module = |m: &str| {
+        m.split("::").all(|part| {
+            part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    for d in filter.split(',').map(str::trim) {
+        let ok = match d.split_once('=') {
+            _ if LEVELS.contains(&d.to_ascii_lowercase().as_str()) => true,
+            Some((module, level)) => is_module(module) && LEVELS.contains(&level.to_ascii_lowercase().as_str()),
+            None => is_module(d),
+        };
+        if !ok {
+            return Err(format!("log filter {filter:?}: {d:?} is neither a level nor module=level; {fix}"));
+        }
+    }
+    EnvFilter::try_new(filter).map_err(|e| format!("log filter {filter:?}: {e}; {fix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_levels_and_module_levels() {
+        for ok in ["info", "WARN", "info,mpio_transport=debug", "mpio_mpath::core=trace", "mpio_nbd", "off"] {
+            parse_filter(ok).unwrap_or_else(|e| panic!("{ok:?} refused: {e}"));
+        }
+        for bad in ["-5s", "", "info,", "5", "info=loud", "mpio transport=debug", "=info", "a::=info"] {
+            let e = parse_filter(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(e.contains("use error, warn"), "{e}");
+        }
     }
 }

@@ -459,16 +459,18 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
         }
         output::json(&out)?;
     } else {
-        println!(
+        outln!(
             "{:?} bs={} qd={}: {iops:.0} IOPS, {mbps:.1} MB/s, latency avg {lat_avg_us:.1} us max {lat_max_us:.0} us, CPU {cpu_us_per_io:.2} us/IO",
-            args.rw, args.bs, args.qd
+            args.rw,
+            args.bs,
+            args.qd
         );
-        println!(
+        outln!(
             "slowest request issued at {lat_max_at_s:.3} s; longest gap without a completion {:.1} ms from {max_gap_at_s:.3} s",
             max_gap_us / 1e3
         );
         if let Some((from, s)) = &tracking.since_at {
-            println!(
+            outln!(
                 "since the first --at command ({:.3} s): slowest request {:.1} ms issued at {:.3} s; longest gap {:.1} ms from {:.3} s",
                 rel(*from, t0),
                 s.lat_max.as_secs_f64() * 1e3,
@@ -482,10 +484,10 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
                 Ok(code) => format!("exit {code}"),
                 Err(e) => e.clone(),
             };
-            println!("at {:.3} s ({:.3} s, {how}): {}", a.ran_at, a.took, a.at.command);
+            outln!("at {:.3} s ({:.3} s, {how}): {}", a.ran_at, a.took, a.at.command);
         }
         if let (Some(b), Some(a)) = (&before, &after) {
-            println!(
+            outln!(
                 "policy {}; {errors} requests failed{}",
                 a.policy.kind().name(),
                 match &first_error {

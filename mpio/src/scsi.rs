@@ -107,7 +107,7 @@ pub(crate) async fn run(cmd: ScsiCommand) -> Result<()> {
                 if lu.json {
                     output::json(&json!({ "ready": true, "login": login_json(&s).await }))?;
                 } else {
-                    println!("ready");
+                    outln!("ready");
                 }
             }
             ((s, lu.json), r)
@@ -225,7 +225,7 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
                 output::json(&json!({ "pages": pages }))
             } else {
                 for c in &p.pages {
-                    println!("{:#04x} {}", c.0, c.description().unwrap_or("(reserved)"));
+                    outln!("{:#04x} {}", c.0, c.description().unwrap_or("(reserved)"));
                 }
                 Ok(())
             }
@@ -235,7 +235,7 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
             if as_json {
                 output::json(&json!({ "serial": s.serial }))
             } else {
-                println!("{}", s.serial);
+                outln!("{}", s.serial);
                 Ok(())
             }
         }
@@ -260,7 +260,7 @@ async fn vpd_page(lu: &LuAccess, page: VpdPage, as_json: bool) -> Result<()> {
             if as_json {
                 return output::json(&json!({ "lu_identity": identity, "designators": list }));
             }
-            println!(
+            outln!(
                 "LU identity: {}",
                 identity.as_deref().unwrap_or(
                     "(none: nothing names this LU, so mpio does not use it; give it a unit serial on the target, or pin `identity` for one path)"
@@ -338,7 +338,7 @@ fn print_object(v: Value, as_json: bool) -> Result<()> {
 fn hexdump(data: &Bytes) {
     for (i, chunk) in data.chunks(16).enumerate() {
         let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-        println!("{:04x}  {}", i * 16, hex.join(" "));
+        outln!("{:04x}  {}", i * 16, hex.join(" "));
     }
 }
 

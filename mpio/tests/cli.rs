@@ -147,6 +147,22 @@ fn chap_secrets_come_from_files_or_the_environment() {
     let theirs = dir.path().join("theirs");
     std::fs::write(&ours, "init-secret-123\n").unwrap();
     std::fs::write(&theirs, "tgt-secret-4567").unwrap();
+    // A secret file others can read is refused, as ssh refuses an open key.
+    let open = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    open(&ours, 0o644);
+    let o = mpio(
+        &["scsi", "tur", "-p", &tgtd.portal(0).to_string(), "-i", INIT, "-t", tgtd.iqn(1), "-l", "1"]
+            .into_iter()
+            .chain(["--chap-user", "inituser", "--chap-secret-file", ours.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&format!("run chmod 600 {}", ours.display())), "{}", stderr(&o));
+    open(&ours, 0o600);
+    open(&theirs, 0o600);
     let (ours, theirs) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
     let base =
         ["scsi", "tur", "-p", portal.as_str(), "-i", INIT, "-t", tgtd.iqn(1), "-l", "1", "--chap-user", "inituser"];
@@ -345,4 +361,33 @@ fn lio_refusals_and_discovery_chap_are_explained() {
     for out in [stdout(&o), e.clone(), stdout(&o2), stderr(&o2)] {
         assert!(!out.contains("disc-secret-5678") && !out.contains("not-the-disc-secret"), "secret leaked: {out}");
     }
+}
+
+/// Runs `mpio args` with stdout (or stderr) a pipe whose reader is already
+/// gone, so the first write fails with EPIPE whatever the timing.
+fn to_closed_pipe(args: &[&str], stderr_too: bool) -> Output {
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
+    drop(reader);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpio"));
+    c.args(args).stdout(writer.try_clone().expect("dup"));
+    if stderr_too {
+        c.stderr(writer);
+    }
+    c.output().expect("run mpio")
+}
+
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mpio.toml");
+    std::fs::write(&cfg, "initiator = \"iqn.2026-11.org.mpio:x\"\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    for args in [&["timers", "explain"][..], &["timers", "explain", "--json"], &["config", "check", cfg]] {
+        let o = to_closed_pipe(args, false);
+        assert_eq!(o.status.code(), Some(0), "mpio {args:?} | head: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    // An error with stderr gone too: the exit status still says so.
+    let o = to_closed_pipe(&["config", "check", "/nonexistent.toml"], true);
+    assert_eq!(o.status.code(), Some(1));
 }

@@ -10,7 +10,7 @@ use crate::spec::{PathRole, PolicyKind, SwitchEvery};
 #[non_exhaustive]
 pub enum PolicyError {
     /// The policy name is not one of [`PolicyKind::ALL`] (004 line 3234).
-    #[error("unknown load-balance policy {name:?}; valid policies: {}", PolicyKind::names())]
+    #[error("unknown load-balance policy {name:?}; use one of: {}", PolicyKind::names())]
     UnknownPolicy {
         /// The name as given.
         name: String,
@@ -38,7 +38,7 @@ pub enum PolicyError {
         missing: String,
     },
     /// A path name (or id) the device does not have (004 line 3251).
-    #[error("{param}: the device has no path {name:?}; its paths are: {known}")]
+    #[error("{param}: the device has no path {name:?}; use one of its paths: {known}")]
     InvalidPath {
         /// The parameter.
         param: &'static str,
@@ -76,7 +76,7 @@ pub enum PolicyError {
         given: String,
     },
     /// A parameter the chosen policy does not take (ISDSC_INVALID_PARAMETER).
-    #[error("{param} is not a parameter of {policy}; it is taken by {takes}")]
+    #[error("{param} is not a parameter of {policy}; remove it, or use {takes}, which takes it")]
     ParameterNotTaken {
         /// The parameter.
         param: &'static str,

@@ -703,7 +703,7 @@ mod runtime_tests {
         for gone in ["p2", "1"] {
             let e = weights(&[("p1", 1), (gone, 2), ("p3", 3), ("p4", 4)]).validate(&t, None).unwrap_err();
             assert_eq!(e.code(), 0xEFFF_0059, "{gone}: {e}");
-            assert!(e.to_string().contains("its paths are: p1, p3, p4"), "{e}");
+            assert!(e.to_string().contains("use one of its paths: p1, p3, p4"), "{e}");
         }
         // Standby orders are built over the live paths only.
         let req =

@@ -251,7 +251,7 @@ mod tests {
         type Row<'a> = (PolicyRequest, Option<&'a PolicySpec>, u32, &'static str, &'static [&'static str]);
         let table: Vec<Row<'_>> = vec![
             (req("bogus"), None, 0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY", &["bogus", "least-queue-depth"]),
-            (req(""), None, 0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY", &["valid policies"]),
+            (req(""), None, 0xEFFF_0055, "ISDSC_INVALID_LOAD_BALANCE_POLICY", &["use one of"]),
             (
                 weights(&[("p1", 1), ("p1", 2), ("p3", 3)]),
                 None,
@@ -323,14 +323,14 @@ mod tests {
                 None,
                 0xEFFF_0056,
                 "ISDSC_INVALID_PARAMETER",
-                &["--weights is not a parameter of round-robin", "taken by weighted"],
+                &["--weights is not a parameter of round-robin", "use weighted, which takes it"],
             ),
             (
                 PolicyRequest { switch: Some(SwitchEvery::Ios(4)), ..req("round-robin-subset") },
                 None,
                 0xEFFF_0056,
                 "ISDSC_INVALID_PARAMETER",
-                &["--switch", "taken by round-robin"],
+                &["--switch", "use round-robin, which takes it"],
             ),
             (
                 PolicyRequest { active: Some(strs(&["p1"])), ..req("least-queue-depth") },

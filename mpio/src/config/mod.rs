@@ -26,6 +26,8 @@ use mpio_transport::{Auth, ConnectionSpec};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// The file the daemon reads without `--config`.
+pub(crate) const DEFAULT_FILE: &str = "/etc/mpio/mpio.toml";
 /// Where the daemon listens for the CLI by default.
 pub(crate) const DEFAULT_CONTROL_SOCKET: &str = "/run/mpio/mpio.sock";
 /// Default NBD unix socket.
@@ -161,12 +163,44 @@ impl DeviceSpec {
 
 /// Reads and checks a configuration file.
 pub(crate) fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+    parse(file, &read(file)?, &|var| std::env::var_os(var))
+}
+
+/// The timers each device of a file would run with: `[timers]` under the
+/// device's own `[device.timers]`, `hold` and `failback`. Unlike [`load`],
+/// timers that cannot work are returned, so that `mpio timers explain`
+/// can show what they add up to; nothing but the timers is checked.
+pub(crate) fn effective_timers(file: &Path) -> Result<EffectiveTimers, ConfigError> {
+    let text = read(file)?;
+    let cx = Cx { file, text: &text, env: &|_| None };
+    let raw = cx.raw()?;
+    let global = cx.timer_table(None, raw.timers.as_ref())?;
+    let devices = raw
+        .devices
+        .iter()
+        .map(|d| Ok((d.get_ref().name.get_ref().clone(), cx.device_timers(d.get_ref(), raw.timers.as_ref())?)))
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(EffectiveTimers { global, devices })
+}
+
+/// What [`effective_timers`] finds.
+#[derive(Debug)]
+pub(crate) struct EffectiveTimers {
+    /// `[timers]` over the defaults: what a device without its own gets.
+    pub(crate) global: TimerConfig,
+    /// Each device's, by name, in file order.
+    pub(crate) devices: Vec<(String, TimerConfig)>,
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         line: None,
-        message: format!("cannot read the configuration: {e}"),
-    })?;
-    parse(file, &text, &|var| std::env::var_os(var))
+        message: format!(
+            "cannot read the configuration: {e}; check the path (the daemon reads {} unless given --config FILE)",
+            DEFAULT_FILE
+        ),
+    })
 }
 
 /// Checks a configuration text; `env` looks up environment variables
@@ -177,8 +211,30 @@ pub(crate) fn parse(
     env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Config, ConfigError> {
     let cx = Cx { file, text, env };
-    let raw: raw::File = toml::from_str(text).map_err(|e| cx.err(e.span().map(|s| s.start), e.message().to_owned()))?;
-    cx.build(raw)
+    cx.build(cx.raw()?)
+}
+
+/// A TOML or serde message with the fix for its kind appended (the
+/// messages name the problem but not what to write instead).
+fn with_toml_fix(message: &str) -> String {
+    let fix = if message.starts_with("unknown field") {
+        "remove the key or correct its spelling"
+    } else if message.starts_with("missing field") {
+        "add the key to this table"
+    } else if message.starts_with("duplicate key") {
+        "keep one of the two"
+    } else if message.contains("expected a string") {
+        "quote the value, like key = \"value\""
+    } else if message.contains("expected a boolean") {
+        "write true or false"
+    } else if message.contains("expected u64") || message.contains("expected u32") {
+        "write a whole number from 0, without quotes"
+    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        "write a value of the type mpio.example.toml shows for this key"
+    } else {
+        "fix the TOML syntax on this line: key = \"value\", [table] or [[array-of-tables]], as in mpio.example.toml"
+    };
+    format!("{message}; {fix}")
 }
 
 /// What a check needs to say where a problem is.
@@ -201,6 +257,23 @@ impl Cx<'_> {
         self.err(Some(v.span().start), message)
     }
 
+    /// The file as written: refused when empty or when TOML or a table's
+    /// keys refuse it.
+    fn raw(&self) -> Result<raw::File, ConfigError> {
+        // A file without a single key is a truncated or wrong file, not a
+        // daemon that should start with the defaults and no device.
+        if self.text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#')) {
+            return Err(self.err(
+                None,
+                "the file is empty (nothing but blank lines and comments); write the initiator, [[target]] and \
+                 [[device]] tables, starting from mpio.example.toml in the mpio sources",
+            ));
+        }
+        let raw: raw::File =
+            toml::from_str(self.text).map_err(|e| self.err(e.span().map(|s| s.start), with_toml_fix(e.message())))?;
+        Ok(raw)
+    }
+
     fn build(&self, raw: raw::File) -> Result<Config, ConfigError> {
         let initiator = match &raw.initiator {
             Some(i) => IscsiName::parse(i.get_ref()).map_err(|e| {
@@ -209,13 +282,13 @@ impl Cx<'_> {
             None => crate::connect::default_initiator_name()
                 .map_err(|e| self.err(None, format!("{e:#}: set initiator = \"iqn....\" at the top of the file")))?,
         };
-        let control_socket =
-            raw.daemon.control_socket.as_ref().map_or(PathBuf::from(DEFAULT_CONTROL_SOCKET), |s| s.get_ref().into());
+        let control_socket = match &raw.daemon.control_socket {
+            Some(s) => self.socket_path(s, "[daemon] control_socket", DEFAULT_CONTROL_SOCKET, "")?,
+            None => DEFAULT_CONTROL_SOCKET.into(),
+        };
         let log = match &raw.daemon.log {
             Some(l) => {
-                tracing_subscriber::EnvFilter::try_new(l.get_ref()).map_err(|e| {
-                    self.at(l, format!("log {:?}: {e}; use error, warn, info, debug or trace", l.get_ref()))
-                })?;
+                crate::logging::parse_filter(l.get_ref()).map_err(|e| self.at(l, e))?;
                 l.get_ref().clone()
             }
             None => "info".into(),
@@ -233,19 +306,18 @@ impl Cx<'_> {
         let nbd = NbdListen {
             socket: match &raw.nbd.socket {
                 Some(s) if s.get_ref().is_empty() => None,
-                Some(s) => Some(s.get_ref().into()),
+                Some(s) => Some(self.socket_path(s, "[nbd] socket", DEFAULT_NBD_SOCKET, " (or \"\" for none)")?),
                 None => Some(DEFAULT_NBD_SOCKET.into()),
             },
             tcp: raw.nbd.listen.as_ref().map(|l| self.socket_addr(l, "nbd listen")).transpose()?,
         };
-        let global_timers = raw.timers.as_ref().map(|t| t.get_ref());
         if let Some(t) = &raw.timers {
-            self.timers(t, None, "[timers]")?;
+            self.refuse_unworkable(&self.timer_table(None, Some(t))?, t.span().start, "[timers]")?;
         }
         let targets = self.targets(&raw.targets)?;
         let mut devices: Vec<DeviceSpec> = Vec::new();
         for d in &raw.devices {
-            let spec = self.device(d, &targets, global_timers)?;
+            let spec = self.device(d, &targets, raw.timers.as_ref())?;
             if devices.iter().any(|o| o.name == spec.name) {
                 return Err(self.at(
                     &d.get_ref().name,
@@ -266,26 +338,75 @@ impl Cx<'_> {
         })
     }
 
+    /// A unix socket's path: absolute, because the daemon (started by
+    /// systemd in /) and the CLI (anywhere) would resolve a relative one in
+    /// different directories and never meet.
+    fn socket_path(&self, v: &Spanned<String>, key: &str, example: &str, or: &str) -> Result<PathBuf, ConfigError> {
+        let p = v.get_ref();
+        let problem = match p.trim() {
+            "" => "is empty".to_string(),
+            _ if !Path::new(p).is_absolute() => {
+                "is a relative path, which the daemon and the CLI would resolve in different directories".to_string()
+            }
+            _ => return Ok(p.into()),
+        };
+        Err(self.at(v, format!("{key} {p:?} {problem}; give an absolute path, like {example}{or}")))
+    }
+
     fn socket_addr(&self, v: &Spanned<String>, what: &str) -> Result<SocketAddr, ConfigError> {
         v.get_ref().parse().map_err(|_| {
             self.at(v, format!("{what} {:?} is not an address and port; write it like 127.0.0.1:9464", v.get_ref()))
         })
     }
 
-    fn timers(
+    /// `table` merged key by key over `global` and parsed; whether the
+    /// result can work is [`Cx::refuse_unworkable`]'s business.
+    fn timer_table(
         &self,
-        table: &Spanned<toml::Table>,
-        global: Option<&toml::Table>,
-        what: &str,
+        table: Option<&Spanned<toml::Table>>,
+        global: Option<&Spanned<toml::Table>>,
     ) -> Result<TimerConfig, ConfigError> {
-        let merged = raw::merge(global, Some(table.get_ref()));
-        let timers = TimerConfig::deserialize(toml::Value::Table(merged))
-            .map_err(|e| self.at(table, format!("{what}: {}", e.message())))?;
-        let fatal: Vec<String> = timers.check().into_iter().filter(|p| p.fatal).map(|p| p.message).collect();
-        if !fatal.is_empty() {
-            return Err(self.at(table, format!("{what}: the timers cannot work: {}", fatal.join("; "))));
+        let what = if table.is_some() { "[device.timers]" } else { "[timers]" };
+        let merged = raw::merge(global.map(Spanned::get_ref), table.map(Spanned::get_ref));
+        TimerConfig::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            self.err(table.or(global).map(|t| t.span().start), format!("{what}: {}", with_toml_fix(e.message())))
+        })
+    }
+
+    /// A device's timers: its `[device.timers]` over `[timers]`, then its
+    /// `hold` and `failback`.
+    fn device_timers(
+        &self,
+        d: &raw::Device,
+        global: Option<&Spanned<toml::Table>>,
+    ) -> Result<TimerConfig, ConfigError> {
+        let name = d.name.get_ref();
+        let mut timers = self.timer_table(d.timers.as_ref(), global).map_err(|mut e| {
+            e.message = format!("device {name} {}", e.message);
+            e
+        })?;
+        if let Some(f) = &d.failback {
+            timers.failback =
+                f.get_ref().parse::<FailbackMode>().map_err(|e| self.at(f, format!("device {name}: {e}")))?;
+        }
+        if let Some(h) = &d.hold {
+            timers.hold = h.get_ref().parse::<HoldMode>().map_err(|e| self.at(h, format!("device {name}: {e}")))?;
         }
         Ok(timers)
+    }
+
+    fn refuse_unworkable(&self, timers: &TimerConfig, at: usize, what: &str) -> Result<(), ConfigError> {
+        let fatal: Vec<String> = timers.check().into_iter().filter(|p| p.fatal).map(|p| p.message).collect();
+        if fatal.is_empty() {
+            return Ok(());
+        }
+        Err(self.err(
+            Some(at),
+            format!(
+                "{what}: the timers cannot work: {}; `mpio timers explain --config FILE` shows what they add up to",
+                fatal.join("; ")
+            ),
+        ))
     }
 
     fn targets(&self, raw: &[Spanned<raw::Target>]) -> Result<Vec<(String, TargetSpec)>, ConfigError> {
@@ -298,8 +419,16 @@ impl Cx<'_> {
                     self.at(&t.name, format!("target {name:?} is defined twice; give each target its own name"))
                 );
             }
-            let iqn = IscsiName::parse(t.iqn.get_ref())
-                .map_err(|e| self.at(&t.iqn, format!("target {name}: iqn {:?}: {e}", t.iqn.get_ref())))?;
+            let iqn = IscsiName::parse(t.iqn.get_ref()).map_err(|e| {
+                self.at(
+                    &t.iqn,
+                    format!(
+                        "target {name}: iqn {:?}: {e}; write the name the target reports (`mpio discover`), \
+                             like iqn.2026-11.com.example:storage",
+                        t.iqn.get_ref()
+                    ),
+                )
+            })?;
             let mut offer = OperationalOffer::default();
             offer.header_digest = self.digest(t.header_digest.as_ref())?;
             offer.data_digest = self.digest(t.data_digest.as_ref())?;
@@ -307,7 +436,12 @@ impl Cx<'_> {
                 t.max_recv_data_segment_length.unwrap_or(offer.max_recv_data_segment_length);
             offer.first_burst_length = t.first_burst_length.unwrap_or(offer.first_burst_length);
             offer.max_burst_length = t.max_burst_length.unwrap_or(offer.max_burst_length);
-            offer.validate().map_err(|e| self.at(&t.name, format!("target {name}: {e}")))?;
+            offer.validate().map_err(|e| {
+                self.at(
+                    &t.name,
+                    format!("target {name}: {e}; give a value in that range, or remove the key for the default"),
+                )
+            })?;
             let auth = match &t.chap {
                 None => Auth::None,
                 Some(c) => self.chap(c, &name)?,
@@ -339,14 +473,27 @@ impl Cx<'_> {
                         format!("target {target}: give the {what} as a file or an environment variable, not both"),
                     ));
                 }
-                (Some(f), None) => std::fs::read(f)
-                    .map_err(|e| self.at(c, format!("target {target}: cannot read the {what} from {f}: {e}")))?,
+                (Some(f), None) => {
+                    if !Path::new(f).is_absolute() {
+                        return Err(self.at(
+                            c,
+                            format!(
+                                "target {target}: the {what} file {f:?} is a relative path, which the daemon and \
+                                 `mpio config check` would resolve in different directories; give an absolute path, \
+                                 like /etc/mpio/chap/{target}.secret"
+                            ),
+                        ));
+                    }
+                    crate::secret_file::read(Path::new(f))
+                        .map_err(|e| self.at(c, format!("target {target}: {what}: {e}")))?
+                }
                 (None, Some(var)) => (self.env)(var)
                     .ok_or_else(|| {
                         self.at(
                             c,
                             format!(
-                                "target {target}: the {what} variable {var} is not set in the daemon's environment"
+                                "target {target}: the {what} variable {var} is not set in the daemon's environment; set it \
+                                 in the service (EnvironmentFile= in mpio.service), or use a secret file"
                             ),
                         )
                     })?
@@ -388,7 +535,7 @@ impl Cx<'_> {
         &self,
         d: &Spanned<raw::Device>,
         targets: &[(String, TargetSpec)],
-        global_timers: Option<&toml::Table>,
+        global_timers: Option<&Spanned<toml::Table>>,
     ) -> Result<DeviceSpec, ConfigError> {
         let line = self.line(d.span().start);
         let d = d.get_ref();
@@ -401,28 +548,23 @@ impl Cx<'_> {
             self.at(
                 &d.target,
                 format!(
-                    "device {name}: no [[target]] named {:?}; defined targets: {}",
+                    "device {name}: no [[target]] named {:?}; defined targets: {}; use one of them, or add a \
+                     [[target]] with that name",
                     d.target.get_ref(),
                     if known.is_empty() { "none".to_string() } else { known.join(", ") }
                 ),
             )
         })?;
         let lun = *d.lun.get_ref();
-        Lun::from_number(lun).map_err(|e| self.at(&d.lun, format!("device {name}: lun {lun}: {e}")))?;
-        let mut timers = match &d.timers {
-            Some(t) => self.timers(t, global_timers, &format!("device {name} [device.timers]"))?,
-            None => match global_timers {
-                Some(g) => TimerConfig::deserialize(toml::Value::Table(g.clone())).expect("checked with [timers]"),
-                None => TimerConfig::default(),
-            },
-        };
-        if let Some(f) = &d.failback {
-            timers.failback =
-                f.get_ref().parse::<FailbackMode>().map_err(|e| self.at(f, format!("device {name}: {e}")))?;
-        }
-        if let Some(h) = &d.hold {
-            timers.hold = h.get_ref().parse::<HoldMode>().map_err(|e| self.at(h, format!("device {name}: {e}")))?;
-        }
+        Lun::from_number(lun).map_err(|e| {
+            self.at(
+                &d.lun,
+                format!("device {name}: lun {lun}: {e}; use the LUN the target reports (`mpio scsi report-luns`)"),
+            )
+        })?;
+        let timers = self.device_timers(d, global_timers)?;
+        let at = d.timers.as_ref().map_or(d.name.span().start, |t| t.span().start);
+        self.refuse_unworkable(&timers, at, &format!("device {name} [device.timers]"))?;
         let frontend = match d.frontend.as_ref().map(|f| (f, f.get_ref().as_str())) {
             None | Some((_, "nbd")) => Frontend::Nbd,
             Some((_, "none")) => Frontend::None,
@@ -488,7 +630,7 @@ impl Cx<'_> {
             .as_ref()
             .map(|s| {
                 s.get_ref().parse::<IpAddr>().map_err(|_| {
-                    self.at(s, format!("device {device} path {name}: source {:?} is not an IP address (for an interface use interface = \"eth1\")", s.get_ref()))
+                    self.at(s, format!("device {device} path {name}: source {:?} is not an IP address; give the local address to connect from, or for an interface write interface = \"eth1\"", s.get_ref()))
                 })
             })
             .transpose()?;
@@ -496,8 +638,15 @@ impl Cx<'_> {
             .target
             .as_ref()
             .map(|t| {
-                IscsiName::parse(t.get_ref())
-                    .map_err(|e| self.at(t, format!("device {device} path {name}: target: {e}")))
+                IscsiName::parse(t.get_ref()).map_err(|e| {
+                    self.at(
+                        t,
+                        format!(
+                            "device {device} path {name}: target: {e}; write the name the target reports \
+                                 (`mpio discover`), like iqn.2026-11.com.example:storage"
+                        ),
+                    )
+                })
             })
             .transpose()?;
         let role =
@@ -552,7 +701,7 @@ impl Cx<'_> {
             self.err(
                 Some(at),
                 format!(
-                    "device {device}: policy {}: {} (0x{:08X} {}); in this file a path's role = \"primary\" / \"active\" and weight = N set --primary, --active and --weights",
+                    "device {device}: policy {}: {} (0x{:08X} {}); in this file, write a path's role = \"primary\" / \"active\" and weight = N for --primary, --active and --weights",
                     req.policy,
                     e,
                     e.code(),

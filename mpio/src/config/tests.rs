@@ -119,6 +119,7 @@ fn chap_secrets_come_from_files_or_the_environment_and_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("s");
     std::fs::write(&secret, "0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let chap = |body: &str| {
         BASE.replace(
             "iqn = \"iqn.2026-11.org.mpio:t1\"",
@@ -267,7 +268,7 @@ mod never_panics {
 
     /// An edit of a valid file.
     #[derive(Debug, Clone)]
-    enum Edit {
+    pub(super) enum Edit {
         Delete(usize),
         Duplicate(usize),
         Value(usize, String),
@@ -275,7 +276,7 @@ mod never_panics {
         Swap(usize, usize),
     }
 
-    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    pub(super) fn edits() -> impl Strategy<Value = Vec<Edit>> {
         let edit = prop_oneof![
             any::<usize>().prop_map(Edit::Delete),
             any::<usize>().prop_map(Edit::Duplicate),
@@ -286,7 +287,7 @@ mod never_panics {
         proptest::collection::vec(edit, 1..4)
     }
 
-    fn apply(text: &str, edits: &[Edit]) -> String {
+    pub(super) fn apply(text: &str, edits: &[Edit]) -> String {
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         for e in edits {
             let n = lines.len().max(1);
@@ -335,4 +336,122 @@ mod never_panics {
             let _ = check(&text);
         }
     }
+}
+
+/// Whether a refusal says what to do: a clause that starts with one of the
+/// verbs the messages use for their fix.
+fn names_a_fix(message: &str) -> bool {
+    const VERBS: &[&str] = &[
+        "use ", "write ", "set ", "add ", "give ", "remove ", "quote ", "run ", "keep ", "make ", "raise ", "shorten ",
+        "fix ", "check ", "name ",
+    ];
+    [": ", "; ", ", ", "(", "or "].iter().any(|sep| VERBS.iter().any(|v| message.contains(&format!("{sep}{v}"))))
+}
+
+/// One refusal per check the loader makes that a mutated file rarely
+/// reaches; the mutation corpus below covers the rest.
+#[test]
+fn every_refusal_names_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_secret = dir.path().join("open.secret");
+    std::fs::write(&open_secret, "0123456789abcdef").unwrap();
+    let chap = |body: &str| {
+        BASE.replace(
+            "iqn = \"iqn.2026-11.org.mpio:t1\"",
+            &format!("iqn = \"iqn.2026-11.org.mpio:t1\"\n[target.chap]\n{body}"),
+        )
+    };
+    let lun = |extra: &str| BASE.replace("lun = 1", &format!("lun = 1\n{extra}"));
+    let table = |name: &str, body: &str| BASE.replace("[[target]]", &format!("[{name}]\n{body}\n\n[[target]]"));
+    let daemon = |body: &str| table("daemon", body);
+    let cases: Vec<(String, &str)> = vec![
+        (String::new(), "empty"),
+        ("# only a comment\n\n".into(), "empty"),
+        (daemon("control_socket = \"\""), "absolute path"),
+        (daemon("control_socket = \"mpio.sock\""), "relative"),
+        (table("nbd", "socket = \"run/nbd.sock\""), "relative"),
+        (daemon("log = \"-5s\""), "log filter"),
+        (daemon("ready_timeout = \"-5s\""), "positive"),
+        (lun("hold = \"-5s\""), "use queue, fail"),
+        (lun("hold = \"18446744073709551616s\""), "year"),
+        (format!("{BASE}\n[device.timers]\nio_timeout = \"-1s\"\n"), "positive"),
+        (format!("{BASE}\n[device.timers]\nio_timeout = \"0s\"\n"), "positive"),
+        (format!("{BASE}\n[device.timers]\nfence_timeout = \"5s\"\n"), "22s"),
+        (format!("{BASE}\n[device.timers]\nreconnect_max = \"1ms\"\n"), "reconnect_max"),
+        (chap(&format!("user = \"u\"\nsecret_file = \"{}\"", open_secret.display())), "chmod 600"),
+        (chap("user = \"u\"\nsecret_file = \"rel.secret\""), "relative"),
+        (chap("user = \"u\"\nsecret_file = \"/nonexistent/s\""), "check the path"),
+        (chap("user = \"u\"\nsecret_file = \"/x\"\nsecret_env = \"X\""), "not both"),
+        (chap("user = \"u\"\nsecret_env = \"X\"\ntarget_secret_env = \"X\""), "not set"),
+        (chap("user = \"u\""), "secret_file"),
+        (BASE.replace("name = \"d0\"", "name = \"d 0\""), "letters"),
+        (BASE.replace("name = \"p1\"", "name = \"p,1\""), "letters"),
+        (BASE.replace("name = \"p2\"", "name = \"p1\""), "0xEFFF0057"),
+        (
+            format!(
+                "{BASE}\n[[device]]\nname = \"d0\"\ntarget = \"san\"\nlun = 2\n[[device.path]]\nname = \"p\"\nportal = \"h\"\n"
+            ),
+            "twice",
+        ),
+        (format!("{BASE}\n[[device]]\nname = \"d1\"\ntarget = \"san\"\nlun = 2\n"), "no path"),
+        (BASE.replace("lun = 1", "lun = 99999999999999"), "lun"),
+        (lun("frontend = \"ublk\""), "ublk"),
+        (lun("frontend = \"x\""), "nbd or none"),
+        (lun("policy = \"fail-over-only\""), "0xEFFF005B"),
+        (lun("policy = \"fastest\""), "0xEFFF0055"),
+        (lun("switch = \"often\""), "switch"),
+        (lun("failback = \"sometimes\""), "failback"),
+        (BASE.replace("iqn = \"iqn.2026-11.org.mpio:t1\"", "iqn = \"t1\""), "iqn"),
+        (
+            BASE.replace(
+                "iqn = \"iqn.2026-11.org.mpio:t1\"",
+                "iqn = \"iqn.2026-11.org.mpio:t1\"\nheader_digest = \"md5\"",
+            ),
+            "digest",
+        ),
+        (
+            BASE.replace(
+                "iqn = \"iqn.2026-11.org.mpio:t1\"",
+                "iqn = \"iqn.2026-11.org.mpio:t1\"\nmax_burst_length = 1",
+            ),
+            "MaxBurstLength",
+        ),
+        (format!("{BASE}\n[[target]]\nname = \"san\"\niqn = \"iqn.2026-11.org.mpio:t2\"\n"), "twice"),
+        (BASE.replace("initiator = \"iqn.2026-11.org.mpio:test\"", "initiator = \"host\""), "initiator"),
+        (table("metrics", "listen = \"9464\""), "address and port"),
+        (BASE.replace("source = \"127.0.10.2\"", "role = \"boss\""), "role"),
+        (BASE.replace("lun = 1", "lun = \"1\""), "whole number"),
+        (BASE.replace("lun = 1", "lun = -1"), "whole number"),
+        (BASE.replace("lun = 1", ""), "missing field"),
+        (format!("{BASE}\n[metrics]\nenabled = \"yes\""), "true or false"),
+        (BASE.replace("[[device]]", "[[device]"), "syntax"),
+    ];
+    for (text, says) in cases {
+        let e = refused(&text);
+        assert!(e.message.contains(says), "{says:?} not in: {e}");
+        assert!(names_a_fix(&e.message), "no fix in: {e}");
+    }
+}
+
+/// Every refusal of 3000 mutated valid files names a fix (the audit found
+/// 63 of 225 without one).
+#[test]
+fn every_refusal_of_a_mutated_file_names_a_fix() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let mut refusals = 0;
+    for i in 0..3000 {
+        let edits = never_panics::edits().new_tree(&mut runner).unwrap().current();
+        let base = if i % 2 == 0 { include_str!("../../mpio.example.toml") } else { BASE };
+        if let Err(e) = check(&never_panics::apply(base, &edits)) {
+            refusals += 1;
+            assert!(names_a_fix(&e.message), "no fix in: {e}");
+        }
+    }
+    assert!(
+        refusals > 1000,
+        "only {refusals} of 3000 mutated files were refused: the mutations do not reach the checks"
+    );
 }

@@ -36,7 +36,7 @@ use notify::notify;
 #[derive(Args, Debug)]
 pub(crate) struct DaemonArgs {
     /// Configuration file.
-    #[arg(long, short, default_value = "/etc/mpio/mpio.toml")]
+    #[arg(long, short, default_value = config::DEFAULT_FILE)]
     config: PathBuf,
 }
 

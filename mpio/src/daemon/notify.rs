@@ -53,10 +53,27 @@ mod tests {
     fn a_socket_nobody_reads_does_not_block() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
-        let _sock = UnixDatagram::bind(&path).unwrap();
-        // Far more than the socket's queue holds.
-        for _ in 0..1000 {
-            notify_to(path.as_os_str(), "RELOADING=1");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        // Far more than the socket's queue holds, on a thread: a send that
+        // blocks would hang it, and the bound below says so instead of
+        // hanging the test run. 60 s is no margin on the work (microseconds).
+        let (done, finished) = std::sync::mpsc::channel();
+        let sender = path.clone();
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                notify_to(sender.as_os_str(), "RELOADING=1");
+            }
+            let _ = done.send(());
+        });
+        finished.recv_timeout(std::time::Duration::from_secs(60)).expect("notify blocked on a full socket");
+        // The queue filled up, and what did not fit was dropped.
+        sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let mut queued = 0;
+        while let Ok(n) = sock.recv(&mut buf) {
+            assert_eq!(&buf[..n], b"RELOADING=1");
+            queued += 1;
         }
+        assert!((1..1000).contains(&queued), "{queued} of 1000 messages queued");
     }
 }

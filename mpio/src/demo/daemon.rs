@@ -98,7 +98,7 @@ pub(super) async fn start(tgtd: &Tgtd, metrics: &str) -> Result<RunningDaemon> {
         r = tokio::time::timeout(Duration::from_secs(60), notify.recv(&mut buf)) => {
             let n = r.context("the daemon did not report ready within 60 s")??;
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-            println!("daemon ready: {}", msg.replace('\n', ", "));
+            outln!("daemon ready: {}", msg.replace('\n', ", "));
         }
         status = d.child.wait() => {
             let log = std::fs::read_to_string(&d.log).unwrap_or_default();
@@ -152,7 +152,7 @@ pub(super) async fn nbd_round_trip(uri: &str) -> Result<()> {
         .await
         .context("cannot run qemu-io (package qemu-utils)")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    print!("{text}");
+    out!("{text}");
     if !out.status.success() || text.contains("Pattern verification failed") {
         bail!("qemu-io through {uri} failed: {}", String::from_utf8_lossy(&out.stderr));
     }

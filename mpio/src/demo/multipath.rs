@@ -51,7 +51,7 @@ pub(super) async fn tour(tgtd: &Tgtd, portals: &[Portal], identity: &str) -> Res
     cfg.expect_identity = (!identity.is_empty()).then(|| identity.to_owned());
     let dev = Device::open(cfg).await?;
     wait(&dev, Duration::from_secs(15), |d| d.snapshot().paths.iter().all(|p| p.state == "active")).await?;
-    println!("{} paths claimed into device demo0 (round robin): every one reaches {identity}", portals.len());
+    outln!("{} paths claimed into device demo0 (round robin): every one reaches {identity}", portals.len());
 
     let before = dev.snapshot();
     let region = 16u64 << 20;
@@ -59,8 +59,8 @@ pub(super) async fn tour(tgtd: &Tgtd, portals: &[Portal], identity: &str) -> Res
     wait(&dev, Duration::from_secs(10), |_| writer.ops() >= 400).await?;
     print_paths(&dev, &before, portals);
 
-    println!("\nCutting p2's connection on the target while the writes go on:");
-    println!("$ tgtadm -C {} --lld iscsi --mode conn --op delete --tid 1 --sid S --cid C", tgtd.control_port());
+    outln!("\nCutting p2's connection on the target while the writes go on:");
+    outln!("$ tgtadm -C {} --lld iscsi --mode conn --op delete --tid 1 --sid S --cid C", tgtd.control_port());
     let mut events = dev.events();
     let conn = tgtd.connections(1)?.into_iter().find(|c| c.address == source(1)).context("p2 has no connection")?;
     let t0 = Instant::now();
@@ -72,7 +72,7 @@ pub(super) async fn tour(tgtd: &Tgtd, portals: &[Portal], identity: &str) -> Res
             .await
             .context("p2 did not return within 30 s")?
             .context("device events ended")?;
-        println!("  +{:>6.3} s  {:<18} {}", t0.elapsed().as_secs_f64(), ev.kind.name(), ev.reason);
+        outln!("  +{:>6.3} s  {:<18} {}", t0.elapsed().as_secs_f64(), ev.kind.name(), ev.reason);
         if ev.kind == EventKind::PathReady && ev.path == Some(1) {
             break;
         }
@@ -80,10 +80,10 @@ pub(super) async fn tour(tgtd: &Tgtd, portals: &[Portal], identity: &str) -> Res
     let back = dev.snapshot();
     let ops = writer.ops();
     wait(&dev, Duration::from_secs(10), |_| writer.ops() >= ops + 400).await?;
-    println!("p2 carries I/O again:");
+    outln!("p2 carries I/O again:");
     print_paths(&dev, &back, portals);
     let report = writer.finish(&dev).await;
-    println!(
+    outln!(
         "{} requests while writing, {} errors, slowest {:.1} ms; {} chunks read back: {}",
         report.ops,
         report.errors.len(),

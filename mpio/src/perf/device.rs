@@ -199,6 +199,6 @@ pub(super) fn print_paths(args: &PerfArgs, before: &DeviceSnapshot, after: &Devi
 
 pub(super) fn print_events(events: &[(f64, Event)]) {
     for (at, e) in events {
-        println!("{at:>8.3} s  {:<4} {:<22} {}", e.path.as_deref().unwrap_or("-"), e.kind, e.reason);
+        outln!("{at:>8.3} s  {:<4} {:<22} {}", e.path.as_deref().unwrap_or("-"), e.kind, e.reason);
     }
 }

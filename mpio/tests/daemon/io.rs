@@ -96,27 +96,46 @@ fn policy_changes_and_path_administration_under_load_lose_nothing() {
     let t = Tgtd::builder().portals(3).target(TargetSpec::new("io").lun(LunSpec::file(64 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1, 2], "")));
     let mut fio = Verifier::start(&d);
-    let changes: [&[&str]; 8] = [
-        &["policy", "set", "d0", "fail-over-only", "--primary", "p2"],
-        &["path", "set-active", "d0", "p3"],
-        &["policy", "set", "d0", "round-robin-subset", "--active", "p1,p3"],
-        &["policy", "set", "d0", "weighted", "--weights", "p1=5,p2=1,p3=5"],
-        &["path", "set-weight", "d0", "p1", "1"],
-        &["policy", "set", "d0", "least-queue-depth"],
-        &["policy", "set", "d0", "service-time"],
-        &["policy", "set", "d0", "round-robin", "--switch", "64k"],
+    // Each change with the policy that runs after it.
+    let changes: [(&[&str], &str); 8] = [
+        (&["policy", "set", "d0", "fail-over-only", "--primary", "p2"], "fail-over-only"),
+        (&["path", "set-active", "d0", "p3"], "fail-over-only"),
+        (&["policy", "set", "d0", "round-robin-subset", "--active", "p1,p3"], "round-robin-subset"),
+        (&["policy", "set", "d0", "weighted", "--weights", "p1=5,p2=1,p3=5"], "weighted"),
+        (&["path", "set-weight", "d0", "p1", "1"], "weighted"),
+        (&["policy", "set", "d0", "least-queue-depth"], "least-queue-depth"),
+        (&["policy", "set", "d0", "service-time"], "service-time"),
+        (&["policy", "set", "d0", "round-robin", "--switch", "64k"], "round-robin"),
     ];
-    let mut applied = 0;
+    // Passes over every change during which writes completed: the changes
+    // happened under load, not before it or after it.
+    let mut passes_under_io = 0;
     while fio.running() {
-        for args in changes {
+        let before = writes(&d);
+        for (args, policy) in changes {
             d.ok(args);
-            applied += 1;
+            assert_eq!(d.json(&["device", "show", "d0"])["policy"], *policy, "after mpio {args:?}");
         }
         d.ok(&["path", "fail", "d0", "p1"]);
+        assert_eq!(path_state(&d, "p1"), "disabled");
         d.ok(&["path", "reinstate", "d0", "p1"]);
+        if writes(&d) > before && fio.running() {
+            passes_under_io += 1;
+        }
     }
     fio.finish(&d);
-    assert!(applied >= 8, "only {applied} changes happened while fio ran");
+    assert!(passes_under_io >= 2, "only {passes_under_io} passes of changes ran while writes completed");
+}
+
+/// Writes the device has completed, over all paths.
+fn writes(d: &Daemon) -> u64 {
+    d.json(&["device", "show", "d0"])["paths"].as_array().unwrap().iter().map(|p| p["writes"].as_u64().unwrap()).sum()
+}
+
+fn path_state(d: &Daemon, path: &str) -> String {
+    let v = d.json(&["device", "show", "d0"]);
+    let p = v["paths"].as_array().unwrap().iter().find(|p| p["name"] == path).unwrap().clone();
+    p["state"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -130,17 +149,27 @@ fn reloads_that_add_and_remove_paths_under_load_lose_nothing() {
         .replace(&harness::path_toml(&t, 0), &harness::path_toml(&t, 2))
         .replace("lun = 1", "lun = 1\npolicy = \"least-queue-depth\"");
     let mut fio = Verifier::start(&d);
-    let mut reloads = 0;
+    // Round trips (to b and back) during which writes completed, each
+    // leaving the paths the file names.
+    let mut trips_under_io = 0;
     while fio.running() {
-        for text in [&b, &a] {
+        let before = writes(&d);
+        for (text, paths) in [(&b, ["p2", "p3"]), (&a, ["p1", "p2"])] {
             std::fs::write(&d.config, text).unwrap();
             let out = d.ok(&["reload"]);
             assert!(out.contains("added") && out.contains("removed"), "{out}");
-            reloads += 1;
+            let v = d.json(&["device", "show", "d0"]);
+            let mut now: Vec<&str> =
+                v["paths"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+            now.sort_unstable();
+            assert_eq!(now, paths, "{out}");
+        }
+        if writes(&d) > before && fio.running() {
+            trips_under_io += 1;
         }
     }
     fio.finish(&d);
-    assert!(reloads >= 2, "only {reloads} reloads happened while fio ran");
+    assert!(trips_under_io >= 2, "only {trips_under_io} reload round trips ran while writes completed");
     let events = d.ok(&["events", "--device", "d0", "--last", "1000"]);
     assert!(!events.contains("path_failed"), "a reload must not fail a path:\n{events}");
 }
@@ -223,6 +252,7 @@ fn chap_secrets_never_show_and_a_wrong_one_is_an_event_with_the_fix() {
     let d = Daemon::start(|dir| {
         let secret = dir.join("chap.secret");
         std::fs::write(&secret, SECRET).unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         config_toml(dir, &t, &device_toml(&t, "d0", &[0], ""))
             .replace(&format!("iqn = \"{}\"\n", t.iqn(1)), &format!("iqn = \"{}\"\n{}", t.iqn(1), chap(&secret)))
             .replace("log = \"info\"", "log = \"trace\"")
@@ -238,6 +268,8 @@ fn chap_secrets_never_show_and_a_wrong_one_is_an_event_with_the_fix() {
     drop(d);
     let d = Daemon::start(|dir| {
         std::fs::write(dir.join("wrong.secret"), "not-the-secret-at-all").unwrap();
+        std::fs::set_permissions(dir.join("wrong.secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         config_toml(dir, &t, &device_toml(&t, "d0", &[0], ""))
             .replace(
                 &format!("iqn = \"{}\"\n", t.iqn(1)),

@@ -4,6 +4,7 @@
 mod harness;
 mod hostile;
 mod io;
+mod reload;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,79 @@
+//! Reload against tgtd: devices added and removed while another runs, and
+//! a new hold in effect on a running device, seen in what its I/O does.
+
+use std::process::Command;
+
+use mpio_testbed::require_root;
+use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+
+use crate::harness::{Daemon, config_toml, device_toml};
+
+/// `qemu-io -c CMD` on the NBD export of `device`; its output, and whether
+/// the command succeeded (qemu-io reports a failed read in its output).
+fn qemu_io(d: &Daemon, device: &str, cmd: &str) -> (String, bool) {
+    qemu_io_uri(&format!("nbd+unix:///{device}?socket={}", d.nbd_socket().display()), cmd)
+}
+
+fn qemu_io_uri(uri: &str, cmd: &str) -> (String, bool) {
+    let o = Command::new("qemu-io").args(["-f", "raw", "-c", cmd, uri]).output().expect("qemu-io (package qemu-utils)");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let ok = o.status.success() && !out.contains("failed");
+    (out, ok)
+}
+
+#[test]
+fn reload_adds_and_removes_devices_and_a_new_hold_takes_effect() {
+    require_root();
+    let t = Tgtd::builder()
+        .portals(1)
+        .target(TargetSpec::new("rd").lun(LunSpec::file(16 << 20)).lun(LunSpec::file(16 << 20)))
+        .start()
+        .unwrap();
+    let d0 = |hold: &str| device_toml(&t, "d0", &[0], &format!("hold = \"{hold}\""));
+    let d1 = device_toml(&t, "d1", &[0], "").replace("lun = 1", "lun = 2");
+    let d = Daemon::start(|dir| config_toml(dir, &t, &d0("queue")));
+    let (out, ok) = qemu_io(&d, "d0", "write -P 0x5a 0 64k");
+    assert!(ok, "{out}");
+
+    // d1 added, d0's hold from queue to 1 s: one reload.
+    let base = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, base.replace(&d0("queue"), &format!("{}{d1}", d0("1s")))).unwrap();
+    let out = d.ok(&["reload"]);
+    assert!(out.contains("device d1 added (1 paths)") && out.contains("hold"), "{out}");
+    // d1 is a device of its own: its export reads and writes its LU.
+    let (out, ok) = qemu_io(&d, "d1", "write -P 0xa5 0 64k");
+    assert!(ok, "{out}");
+    let (out, ok) = qemu_io(&d, "d1", "read -P 0xa5 0 64k");
+    assert!(ok, "d1 reads what was written to it: {out}");
+    let (out, ok) = qemu_io(&d, "d0", "read -P 0x5a 0 64k");
+    assert!(ok, "d0 still reads its own data: {out}");
+
+    // The new hold: with every path of d0 down, a read is held for 1 s and
+    // then fails. Under the old hold (queue) it would wait for a path, and
+    // hold_expired would never come.
+    let mut events = d.follow(&["--device", "d0"]);
+    d.ok(&["path", "fail", "d0", "p1"]);
+    let read = std::thread::spawn({
+        let uri = format!("nbd+unix:///d0?socket={}", d.nbd_socket().display());
+        move || qemu_io_uri(&uri, "read 0 4k")
+    });
+    // Awaited as events (30 s each at most), so a hold that never ends
+    // fails the test instead of hanging it.
+    events.until(&["hold_started"]);
+    events.until(&["hold_expired"]);
+    let (out, ok) = read.join().unwrap();
+    assert!(!ok, "a read with every path down and a 1 s hold must fail: {out}");
+    d.ok(&["path", "reinstate", "d0", "p1"]);
+
+    // d0 removed: its export is gone, d1 is untouched.
+    let now = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, now.replace(&d0("1s"), "")).unwrap();
+    let out = d.ok(&["reload"]);
+    assert!(out.contains("device d0 removed"), "{out}");
+    let e = d.fails(&["device", "show", "d0"]);
+    assert!(e.contains("d0"), "{e}");
+    let (out, ok) = qemu_io(&d, "d0", "read 0 4k");
+    assert!(!ok, "the removed device's export must be gone: {out}");
+    let (out, ok) = qemu_io(&d, "d1", "read -P 0xa5 0 64k");
+    assert!(ok, "{out}");
+}
