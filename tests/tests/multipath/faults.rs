@@ -10,7 +10,9 @@ use super::*;
 async fn a_connection_reset_fails_over_without_errors_and_the_path_returns() {
     require_root();
     let tgtd = four_portals(64 * MIB);
-    let dev = open_all(device_config(&tgtd, 1, 4)).await;
+    let cfg = device_config(&tgtd, 1, 4);
+    let explained = cfg.timers.explain();
+    let dev = open_all(cfg).await;
     let mut events = dev.events();
     let report = under_load(&tgtd, &dev, || async {
         reset_path(&tgtd, 1, 0).await;
@@ -27,7 +29,16 @@ async fn a_connection_reset_fails_over_without_errors_and_the_path_returns() {
     let evs = drain(&mut events);
     let kinds: Vec<_> = evs.iter().filter(|e| e.path == Some(0)).map(|e| e.kind.name()).collect();
     assert!(kinds.contains(&"probation_started") && kinds.contains(&"path_ready"), "{kinds:?}");
-    assert!(report.max_latency < Duration::from_secs(3), "a reset stalled I/O for {:?}", report.max_latency);
+    // A reset is seen at once; a write caught on p1 waits for the fence, a
+    // reinstatement login through another portal of the group, which the
+    // login timeouts bound. (Milliseconds in practice: not a margin a
+    // loaded machine can miss.)
+    assert!(
+        report.max_latency < explained.fence_login,
+        "a reset stalled I/O for {:?}, longer than the explained fence login ({:?})",
+        report.max_latency,
+        explained.fence_login
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
