@@ -55,7 +55,7 @@ async fn primary_fails(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failback_immediate_returns_io_to_the_primary_after_probation() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = fail_over_only(&tgtd, FailbackMode::Immediate).await;
     let (writer, mut events, _) = primary_fails(&tgtd, &dev).await;
@@ -68,7 +68,7 @@ async fn failback_immediate_returns_io_to_the_primary_after_probation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failback_manual_waits_for_the_administrator() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = fail_over_only(&tgtd, FailbackMode::Manual).await;
     let (writer, mut events, _) = primary_fails(&tgtd, &dev).await;
@@ -86,7 +86,7 @@ async fn failback_manual_waits_for_the_administrator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failback_delayed_waits_the_delay_after_probation() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let delay = Duration::from_secs(3);
     let dev = fail_over_only(&tgtd, FailbackMode::Delayed(delay)).await;
@@ -115,7 +115,7 @@ async fn failback_delayed_waits_the_delay_after_probation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_flapping_every_two_seconds_causes_no_failover_storm() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = fail_over_only(&tgtd, FailbackMode::Immediate).await;
     let mut events = dev.events();

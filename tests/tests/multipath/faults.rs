@@ -8,7 +8,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_reset_fails_over_without_errors_and_the_path_returns() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let cfg = device_config(&tgtd, 1, 4);
     let explained = cfg.timers.explain();
@@ -43,7 +43,7 @@ async fn a_connection_reset_fails_over_without_errors_and_the_path_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_portal_keeps_its_path_out_until_it_returns() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = open_all(device_config(&tgtd, 1, 4)).await;
     let portal = tgtd.portal(1);
@@ -82,7 +82,7 @@ async fn a_removed_portal_keeps_its_path_out_until_it_returns() {
 /// complete again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_path_is_detected_and_failed_over_as_timers_explain_says() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let mut cfg = device_config(&tgtd, 1, 2);
     cfg.policy = mpio_mpath::PolicySpec::FailOverOnly { primary: 0, standby_order: vec![1] };
@@ -208,7 +208,7 @@ fn dual_controller_config(tgtd: &Tgtd) -> mpio_mpath::DeviceConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_drops_commands_fails_over_to_the_other_controller() {
-    require_root();
+    require_root!();
     let tgtd = dual_controller();
     let mut cfg = dual_controller_config(&tgtd);
     // tgtd answers NOP-Outs while it drops commands: only the in-flight
@@ -238,7 +238,7 @@ async fn a_target_that_drops_commands_fails_over_to_the_other_controller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowed_path_causes_no_errors() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = open_all(device_config(&tgtd, 1, 4)).await;
     let mut limit = None;

@@ -16,7 +16,7 @@ fn first<'a>(events: &'a [DeviceEvent], kind: &EventKind) -> Option<&'a DeviceEv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_held_while_every_path_is_down_then_released_or_failed_after_the_hold() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().portals(2).target(TargetSpec::new("hold").lun(LunSpec::file(16 * MIB))).start().unwrap();
     let mut cfg = device_config(&tgtd, 1, 2);
     // Long enough that the first outage cannot outlast it however slow

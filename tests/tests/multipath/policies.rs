@@ -50,7 +50,7 @@ fn fraction_within(share: &[u64], i: usize, lo: f64, hi: f64, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_policy_spreads_io_as_it_promises() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = open_all(device_config(&tgtd, 1, 4)).await;
     let writer = Writer::start(&dev, 0, 8 * MIB, 64 << 10, 8);
@@ -97,7 +97,7 @@ async fn each_policy_spreads_io_as_it_promises() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adaptive_policies_starve_a_slow_path_round_robin_does_not() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = open_all(device_config(&tgtd, 1, 4)).await;
     // p1 at 500 kB/s: ~7 writes of 64 KiB a second, against hundreds or

@@ -10,7 +10,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_are_added_and_removed_under_load_without_errors() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(64 * MIB);
     let dev = open_all(device_config(&tgtd, 1, 2)).await;
     let mut events = dev.events();
@@ -78,7 +78,7 @@ fn chap(secret: &str) -> Auth {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_started_before_its_target_is_reachable_becomes_ready_when_it_is() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("late").lun(LunSpec::file(16 * MIB)).chap("inituser", "initsecret12"))
@@ -166,7 +166,7 @@ async fn a_device_started_before_its_target_is_reachable_becomes_ready_when_it_i
 /// and counts the streak; a login ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_refused_again_and_again_is_reported_as_repeating_once() {
-    require_root();
+    require_root!();
     let tgtd = four_portals(16 * MIB);
     tgtd.set_state(1, TargetState::Offline).unwrap();
     let mut cfg = device_config(&tgtd, 1, 1);

@@ -160,7 +160,7 @@ pub enum NegotiationScope {
 
 /// The operational values we offer, filled from configuration.
 ///
-/// Defaults are the seeds' (004 lines 4226-4290): MaxRecvDataSegmentLength
+/// Defaults are the Microsoft initiator's: MaxRecvDataSegmentLength
 /// and FirstBurstLength 64 KiB, MaxBurstLength 256 KiB, InitialR2T No,
 /// ImmediateData Yes. open-iscsi and libiscsi declare 256 KiB segments and
 /// first bursts; raise them in the configuration for large transfers.

@@ -102,6 +102,11 @@ pub const IQN_PREFIX: &str = "iqn.2026-11.test.mpio:";
 /// Initiator name the tests use with libiscsi tools.
 pub const INITIATOR_IQN: &str = "iqn.2026-11.test.mpio:init";
 
+/// `iscsi://<portal>/<iqn>/<lun>`: a LU's URL for libiscsi tools.
+pub fn iscsi_url(portal: SocketAddr, iqn: &str, lun: u32) -> String {
+    format!("iscsi://{portal}/{iqn}/{lun}")
+}
+
 /// tgtd control ports (`-C N`) the fixtures use; one slot each.
 pub const CONTROL_PORTS: RangeInclusive<u32> = 7000..=7255;
 
@@ -465,7 +470,7 @@ impl Tgtd {
 
     /// `iscsi://<portal>/<iqn>/<lun>` for libiscsi tools.
     pub fn url(&self, portal_index: usize, tid: u32, lun: u32) -> String {
-        crate::libiscsi::url(self.portal(portal_index), self.iqn(tid), lun)
+        iscsi_url(self.portal(portal_index), self.iqn(tid), lun)
     }
 
     /// The fixture's temp dir (backing files, log).
