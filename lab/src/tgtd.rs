@@ -71,7 +71,7 @@
 //! * **Session reinstatement**: a login with the same initiator name and
 //!   ISID and TSIH 0 is accepted as a new session (new sid); tgtd closes every
 //!   connection of the old session first (FIN).
-//! * **LU `online=0`** (research/ecosystem.md §5.1): TEST UNIT READY gets
+//! * **LU `online=0`**: TEST UNIT READY gets
 //!   NOT READY (sense 04/01); READ still succeeds.
 //! * Null backing store (`--bstype null`): always 1 TiB (1099512 MB),
 //!   nothing is stored. `--blocksize` works for file and null LUs. `Size:`

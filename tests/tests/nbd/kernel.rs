@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mpio_mpath::EventKind;
+use mpio_testbed::require_root;
 use mpio_tests::mp::{reset_path, wait_device_event};
 use mpio_tests::nbd::{run, run_status};
-use mpio_testbed::require_root;
 use mpio_tests::{assert_data, pattern};
 
 use super::device::{Fixture, TOOL};
