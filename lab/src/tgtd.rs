@@ -2,14 +2,14 @@
 //! portals, targets, backing files and log, stopped by pid when dropped.
 //!
 //! ```no_run
-//! use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+//! use mpio_lab::tgtd::{LunSpec, TargetSpec, Tgtd};
 //! let tgtd = Tgtd::builder()
 //!     .portals(2) // 127.0.0.1:P and 127.0.0.2:P, P free on both
 //!     .target(TargetSpec::new("disk1").lun(LunSpec::file(64 << 20)).max_connections(4))
 //!     .start()?;
 //! let url = tgtd.url(1, 1, 1); // iscsi://127.0.0.2:P/iqn.2026-11.test.mpio:disk1/1
 //! let image = tgtd.backing_file(1, 1); // read it to check what the initiator wrote
-//! # Ok::<(), mpio_testbed::Error>(())
+//! # Ok::<(), mpio_lab::Error>(())
 //! ```
 //!
 //! # Isolation
