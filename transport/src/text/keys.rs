@@ -231,14 +231,14 @@ impl OperationalOffer {
             (Key::ErrorRecoveryLevel, u64::from(self.error_recovery_level)),
         ];
         for (key, value) in checks {
-            if let Some((min, max)) = key.range() {
-                if value < min || value > max {
-                    return Err(NegotiationError::InvalidOffer {
-                        key: key.name(),
-                        value: value.to_string(),
-                        reason: format!("must be within {min}..={max} (RFC 7143 section {})", key.section()),
-                    });
-                }
+            if let Some((min, max)) = key.range()
+                && (value < min || value > max)
+            {
+                return Err(NegotiationError::InvalidOffer {
+                    key: key.name(),
+                    value: value.to_string(),
+                    reason: format!("must be within {min}..={max} (RFC 7143 section {})", key.section()),
+                });
             }
         }
         // RFC 7143 section 13.14: "FirstBurstLength MUST NOT exceed
