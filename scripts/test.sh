@@ -12,6 +12,8 @@ as_root ./scripts/install-test-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+echo "== minimum Rust version (dependencies; std APIs through clippy below)"
+./scripts/msrv.sh
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo doc (broken links are errors)"

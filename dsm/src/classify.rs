@@ -4,8 +4,8 @@
 //!
 //! This is the analogue of Windows' `DsmInterpretError` ("identifies
 //! conditions requiring a request to be retried or when a fail-over is
-//! warranted", seed 004 line 378; RetryCount 3 and RetryInterval 1 s, lines
-//! 3838-3846) and of Linux's `scsi_decide_disposition` / `scsi_check_sense`
+//! warranted", in the Microsoft iSCSI Software Initiator Users Guide; its MPIO timers
+//! RetryCount 3 and RetryInterval 1 s) and of Linux's `scsi_decide_disposition` / `scsi_check_sense`
 //! feeding `blk_path_error`. DESIGN.md "Error classes, not error codes":
 //! the multipath layer matches on an [`ErrorClass`], never on raw sense.
 //!
@@ -15,8 +15,8 @@
 //!   no longer mapped on that port) is a [`ErrorClass::PathFailure`];
 //! - never fail over on the device's own answer: a reservation conflict, a
 //!   medium error or an invalid request comes back the same on every path,
-//!   so failing over would only walk all paths and then fail anyway (seed
-//!   004 lines 132-146; seeds-digest section 5).
+//!   so failing over would only walk all paths and then fail anyway (the
+//!   same guide on clusters and persistent reservations).
 //!
 //! What is *not* here: transport failures (connection lost, command
 //! timeout, digest errors detected by the initiator, iSCSI Response "Target
@@ -395,8 +395,8 @@ impl RetryKind {
     /// True when the retry should be sent at once: the condition was a
     /// report (UNIT ATTENTION, deferred error, an abort by someone else, a
     /// damaged transfer), not a state that takes time to clear. False when
-    /// the retry should wait RetryInterval (1 s by default, seed 004 line
-    /// 3846): BUSY, TASK SET FULL, NOT READY, and the conditions of unknown
+    /// the retry should wait RetryInterval (1 s by default, as in
+    /// Microsoft's MPIO timers): BUSY, TASK SET FULL, NOT READY, and the conditions of unknown
     /// cause.
     pub const fn immediate(&self) -> bool {
         match self {
@@ -456,8 +456,8 @@ impl fmt::Display for RetryKind {
 pub enum FatalKind {
     /// RESERVATION CONFLICT status: another initiator holds the LU. Never a
     /// failover: every path of this initiator would get the same answer and
-    /// the I/O would loop over all paths (seed 004 lines 132-146, 378;
-    /// seeds-digest section 5). If only one path conflicts, its key
+    /// the I/O would loop over all paths (the Microsoft iSCSI Software
+    /// Initiator Users Guide on clusters and persistent reservations). If only one path conflicts, its key
     /// registration is missing, which the multipath layer's register-
     /// before-use rule fixes, not a failover.
     ReservationConflict,
@@ -570,7 +570,7 @@ pub fn classify(status: ScsiStatus, sense: Option<&Sense>) -> ErrorClass {
             Some(s) => classify_sense(s),
             None => ErrorClass::Retry(RetryKind::MissingSense),
         },
-        // DESIGN.md, seed 004 lines 132-146 and 378: never a failover.
+        // DESIGN.md, "Error classes, not error codes": never a failover.
         ScsiStatus::RESERVATION_CONFLICT => ErrorClass::Fatal(FatalKind::ReservationConflict),
         // SAM-5: BUSY and TASK SET FULL are load conditions of the LU; wait.
         ScsiStatus::BUSY => ErrorClass::Retry(RetryKind::Busy),

@@ -1,6 +1,6 @@
 //! Device events: every path state change and every decision the device
 //! takes, with the time, the path and the reason. Where one of the seed's
-//! event IDs names the same thing (seed 004 lines 1776-2150), it is
+//! event IDs names the same thing (the Microsoft iSCSI initiator's event log messages), it is
 //! carried, so operators who know the Windows event log recognise it.
 
 use std::time::Instant;

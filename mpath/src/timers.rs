@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// When a path that came back may take I/O back from the path that
-/// replaced it (seed 004 lines 711, 2250-2260).
+/// replaced it (Microsoft's Fail Over Only fails back; its boot initiator
+/// does not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailbackMode {
     /// As soon as it passed probation (the seed's normal initiator).
@@ -50,8 +51,8 @@ impl std::str::FromStr for FailbackMode {
     }
 }
 
-/// What happens to I/O while no path is usable (seed PDORemovePeriod,
-/// 004 lines 3836-3838). The device itself is never removed.
+/// What happens to I/O while no path is usable (Microsoft MPIO's
+/// PDORemovePeriod). The device itself is never removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HoldMode {
     /// Hold up to this long after the last path went, then fail with EIO

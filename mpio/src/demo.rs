@@ -15,8 +15,8 @@ use bytes::Bytes;
 use clap::Args;
 use mpio_dsm::vpd::VpdPage;
 use mpio_dsm::{Lun, UnitSerialNumber, cdb};
+use mpio_lab::tgtd::{LunSpec, TargetSpec, Tgtd};
 use mpio_mpath::scsi::LuAccess;
-use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 use mpio_transport::portal::Portal;
 use mpio_transport::{ConnPick, ConnectionSpec, SessionHandle};
 

@@ -276,7 +276,7 @@ pub(crate) async fn run(args: PerfArgs) -> Result<()> {
     if args.bs > MAX_BS {
         bail!("--bs {} is larger than {} MiB: give a smaller I/O size", args.bs, MAX_BS >> 20);
     }
-    if args.bs == 0 || args.bs % block != 0 {
+    if args.bs == 0 || !args.bs.is_multiple_of(block) {
         bail!("--bs {} is not a multiple of the LU's {block}-byte blocks", args.bs);
     }
     let span = args.size.unwrap_or(lu_bytes).min(lu_bytes);

@@ -51,7 +51,7 @@ fn json(s: &str) -> serde_json::Value {
 
 #[test]
 fn discovery_and_scsi_diagnostics() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("cli").lun(LunSpec::file(32 << 20))).start().unwrap();
     let portal = tgtd.portal(0).to_string();
     let p = portal.as_str();
@@ -131,7 +131,7 @@ fn discovery_and_scsi_diagnostics() {
 
 #[test]
 fn chap_secrets_come_from_files_or_the_environment() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .target(
             TargetSpec::new("clichap")
@@ -218,7 +218,7 @@ fn chap_secrets_come_from_files_or_the_environment() {
 
 #[test]
 fn a_refused_login_says_what_is_likely() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("clirefuse").lun(LunSpec::file(4 << 20))).start().unwrap();
     // tgtd answers an unknown target name with 0x0203 (target not found).
     assert_unknown_target_is_explained(&tgtd.portal(0).to_string(), "0x0203");
@@ -254,7 +254,7 @@ fn assert_missing_chap_is_explained(portal: &str, target: &str) -> String {
 
 #[test]
 fn digests_are_negotiated_as_asked_and_a_refusal_fails() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .target(TargetSpec::new("clidigest").lun(LunSpec::file(4 << 20)).digests("CRC32C"))
         .target(TargetSpec::new("clinodigest").lun(LunSpec::file(4 << 20)).digests("None"))

@@ -6,7 +6,7 @@ use mpio_testbed::require_root;
 
 #[test]
 fn demo_tours_a_local_san() {
-    require_root();
+    require_root!();
     let o = Command::new(env!("CARGO_BIN_EXE_mpio"))
         // Metrics on a port of its own: a developer's demo may be running.
         .args(["demo", "--no-wait", "--portals", "2", "--size-mib", "32", "--metrics", "127.0.0.1:19464"])

@@ -39,7 +39,7 @@ fn succeeds(o: &Output) {
 
 #[test]
 fn perf_fails_when_its_requests_fail() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("perf").lun(LunSpec::file(4 << 20)).lun(LunSpec::file(4 << 20).param("readonly=1")))

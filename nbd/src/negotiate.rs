@@ -400,7 +400,7 @@ pub fn advertised_block_sizes(g: &Geometry, max_payload: u32) -> Result<BlockSiz
             "the device's {minimum}-byte logical block cannot be exported over NBD (needs a power of two up to 64 KiB)"
         ));
     }
-    if g.capacity % u64::from(minimum) != 0 {
+    if !g.capacity.is_multiple_of(u64::from(minimum)) {
         return Err(format!("the device's size {} is not a multiple of its {minimum}-byte block", g.capacity));
     }
     let preferred = g.physical_block.max(minimum).max(512).checked_next_power_of_two().unwrap_or(minimum);

@@ -174,7 +174,7 @@ pub fn validate_request(req: &Request, p: &ExportParams) -> Result<Command, NbdE
     }
 
     let min = u64::from(p.block.minimum.max(1));
-    if req.offset % min != 0 || u64::from(req.length) % min != 0 {
+    if !req.offset.is_multiple_of(min) || u64::from(req.length) % min != 0 {
         return Err(NbdError::Inval);
     }
 

@@ -3,19 +3,19 @@
 use crate::spec::{PathRole, PolicyKind, SwitchEvery};
 
 /// A refused policy request or path change (CLI/API error). Each carries the Microsoft
-/// iSCSI initiator status code of the same meaning (seed 004 lines 3134, 3234-3301;
-/// digest sections 1.2 and 12) as [`PolicyError::code`] / [`PolicyError::symbol`], and its message
+/// iSCSI initiator status code of the same meaning (its `ISDSC_*`
+/// error codes) as [`PolicyError::code`] / [`PolicyError::symbol`], and its message
 /// names the problem and the fix. The running policy is left unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
-    /// The policy name is not one of [`PolicyKind::ALL`] (004 line 3234).
+    /// The policy name is not one of [`PolicyKind::ALL`] (ISDSC_INVALID_LOAD_BALANCE_POLICY).
     #[error("unknown load-balance policy {name:?}; use one of: {}", PolicyKind::names())]
     UnknownPolicy {
         /// The name as given.
         name: String,
     },
-    /// A path is named twice in one list (004 line 3243).
+    /// A path is named twice in one list (ISDSC_DUPLICATE_PATH_SPECIFIED).
     #[error("path {name:?} is named more than once in {param}; name each path once")]
     DuplicatePath {
         /// The parameter (`--weights`, `--active`, `--primary`).
@@ -23,7 +23,7 @@ pub enum PolicyError {
         /// The path named twice.
         name: String,
     },
-    /// The list does not name every path of the device exactly once (004 line 3247).
+    /// The list does not name every path of the device exactly once (ISDSC_PATH_COUNT_MISMATCH).
     #[error(
         "{param} names {given} of the device's {expected} paths (missing: {missing}); give every path exactly once"
     )]
@@ -37,7 +37,7 @@ pub enum PolicyError {
         /// The paths not named, comma-separated.
         missing: String,
     },
-    /// A path name (or id) the device does not have (004 line 3251).
+    /// A path name (or id) the device does not have (ISDSC_INVALID_PATH_ID).
     #[error("{param}: the device has no path {name:?}; use one of its paths: {known}")]
     InvalidPath {
         /// The parameter.
@@ -47,21 +47,21 @@ pub enum PolicyError {
         /// The device's path names, comma-separated.
         known: String,
     },
-    /// fail-over-only was given several primaries (004 line 3255).
+    /// fail-over-only was given several primaries (ISDSC_MULTIPLE_PRIMARY_PATHS_SPECIFIED).
     #[error("fail-over-only takes exactly one primary path, {} given ({}); name one with --primary <path>", names.len(), names.join(", "))]
     MultiplePrimaries {
         /// The paths given as primary.
         names: Vec<String>,
     },
-    /// fail-over-only without a primary, and none to keep (004 line 3260).
+    /// fail-over-only without a primary, and none to keep (ISDSC_NO_PRIMARY_PATH_SPECIFIED).
     #[error("fail-over-only needs a primary path; name it with --primary <path>")]
     NoPrimary,
     /// round-robin-subset without an active path. Same code as [`PolicyError::NoPrimary`]:
-    /// the seed's subset calls its active paths "primary" (004 line 3260: "No primary path
+    /// the seed's subset calls its active paths "primary" (ISDSC_NO_PRIMARY_PATH_SPECIFIED: "No primary path
     /// specified when at least one is expected").
     #[error("round-robin-subset needs at least one active path; name them with --active <path>[,<path>...]")]
     EmptyActiveSet,
-    /// A round-robin switch threshold of zero (ISDSC_INVALID_PARAMETER, 004 line 3239).
+    /// A round-robin switch threshold of zero (ISDSC_INVALID_PARAMETER).
     #[error("round-robin cannot switch paths every {switch}; give --switch at least 1 (e.g. 1ios, 1000ios, 10MiB)")]
     ZeroSwitch {
         /// The threshold as given.
@@ -85,16 +85,17 @@ pub enum PolicyError {
         /// The policy that takes the parameter.
         takes: PolicyKind,
     },
-    /// Removing the device's last path (004 line 3134: the session should be logged out
-    /// instead, line 2610).
+    /// Removing the device's last path (Microsoft's initiator refuses it too: the session
+    /// should be logged out instead).
     #[error("cannot remove path {name:?}: it is the device's last path; remove the device instead")]
     LastPath {
         /// The path.
         name: String,
     },
     /// Removing or demoting the path the policy prefers: the primary of
-    /// fail-over-only, the only active path of round-robin-subset (004 line 3299 for
-    /// removal; line 3260 for a demotion, which would leave no primary).
+    /// fail-over-only, the only active path of round-robin-subset (refused for
+    /// removal as for a demotion, which would leave no primary:
+    /// ISDSC_NO_PRIMARY_PATH_SPECIFIED).
     #[error(
         "cannot {} path {name:?}: it is the {} of {policy}; make another path {} first (mpio path set-active <path>), or change the policy",
         if *removing { "remove" } else { "make a standby of" },
@@ -141,7 +142,7 @@ fn role_kind(role: PathRole) -> &'static str {
 }
 
 impl PolicyError {
-    /// The seed status code (`ISDSC_*`, 004 lines 3134, 3234-3301).
+    /// The seed status code (`ISDSC_*` of the Microsoft iSCSI initiator).
     pub fn code(&self) -> u32 {
         self.status().0
     }

@@ -1,10 +1,10 @@
-//! `fail-over-only` (seed 004 line 711).
+//! `fail-over-only` (Microsoft's "Fail Over Only").
 //!
 //! "No load balancing is performed. There is a single active path and the rest of the
 //! paths are standby paths. The active path is used for sending all I/O. If the active
 //! path fails then one of the standby paths is used. When the formally active path is
 //! reconnected it will become active and the standby path that was activated would
-//! return to standby." The boot initiator does not fail back (004 lines 2250-2260);
+//! return to standby." Microsoft's boot initiator does not fail back;
 //! here that is the core's failback setting, seen as [`PathView::failback_held`].
 //!
 //! Rules (ours where the seed says "one of"):

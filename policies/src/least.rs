@@ -8,8 +8,8 @@
 
 use crate::{PathId, PathView, Policy, PolicyKind, PolicySpec, Request, Rotor, ready_ids};
 
-/// `least-queue-depth` (seed 004 line 719: "The path that has the fewest number of
-/// requests queued is the one where the I/O is sent"; the seed limits it to MCS, we
+/// `least-queue-depth` (Microsoft's "Least Queue Depth": "The path that has the fewest number of
+/// requests queued is the one where the I/O is sent"; Microsoft limits it to MCS, we
 /// offer it for MPIO too). Queue depth = [`PathView::in_flight`], the commands sent on
 /// the path and not completed (digest 1.2, open point 4).
 #[derive(Debug)]

@@ -2,9 +2,9 @@
 //!
 //! Policies are pure: given a snapshot of the paths of a device (state, queue
 //! depth, bytes in flight, latency, throughput) and a request, they choose a
-//! path. They hold no clocks and do no I/O, so every rule of the seeds (fail
-//! over only, round robin, round robin with subset, weighted path, least queue
-//! depth; seed 004 lines 711-719) is a table-driven unit test next to the code.
+//! path. They hold no clocks and do no I/O, so every rule of the Microsoft
+//! iSCSI initiator's load balance policies (fail over only, round robin, round
+//! robin with subset, weighted path, least queue depth) is a table-driven unit test next to the code.
 //!
 //! # Shape
 //!
@@ -13,8 +13,8 @@
 //! [`Policy`] instance per device (the "factory"), and the instance keeps the
 //! little state the rules need (a round-robin cursor, the sticky standby).
 //! [`PolicyRequest::validate`] turns what a user typed (policy name, path
-//! names) into a [`PolicySpec`] or a [`PolicyError`] carrying the seed status
-//! code (004 lines 3234-3301).
+//! names) into a [`PolicySpec`] or a [`PolicyError`] carrying the Microsoft
+//! iSCSI initiator's status code (`ISDSC_*`) of the same meaning.
 //!
 //! Paths come and go at runtime: [`PolicySpec::with_path`] gives an added path
 //! the least preferred role, [`PolicySpec::without_path`] drops a removed one
@@ -27,13 +27,13 @@
 //!
 //! # The policies
 //!
-//! | CLI name | Seed / anchor | Carries I/O ("Active") |
+//! | CLI name | Model | Carries I/O ("Active") |
 //! |---|---|---|
-//! | `fail-over-only` | 004 line 711 | the primary, or exactly one standby |
-//! | `round-robin` | 004 line 713 | every ready path, in turn |
-//! | `round-robin-subset` | 004 line 715 | the configured active set, or one promoted standby |
-//! | `weighted` | 004 line 717 | the usable path(s) with the lowest weight |
-//! | `least-queue-depth` | 004 line 719 (extended to MPIO) | every ready path; fewest commands in flight wins |
+//! | `fail-over-only` | Microsoft "Fail Over Only" | the primary, or exactly one standby |
+//! | `round-robin` | Microsoft "Round Robin" | every ready path, in turn |
+//! | `round-robin-subset` | Microsoft "Round Robin with a subset of paths" | the configured active set, or one promoted standby |
+//! | `weighted` | Microsoft "Weighted Path" | the usable path(s) with the lowest weight |
+//! | `least-queue-depth` | Microsoft "Least Queue Depth" (MCS there; MPIO too here) | every ready path; fewest commands in flight wins |
 //! | `least-blocks` | Windows MSDSM "Least Blocks" | every ready path; fewest bytes in flight wins |
 //! | `service-time` | dm-multipath service-time, VMware latency | every ready path; smallest expected completion time wins |
 //!
@@ -46,7 +46,7 @@
 //!
 //! [`PathView::failback_held`] marks a path that came back from a failure
 //! while failback is not allowed yet (manual, or delayed and the delay runs;
-//! seed 004 lines 2250-2260 for the boot initiator's "no failback"). Policies
+//! the Microsoft boot initiator does not fail back). Policies
 //! with a preference (fail-over-only, round-robin-subset, weighted) do not let
 //! such a path take I/O from a path that carries it; when nothing else is
 //! ready they use it rather than hold the request. Policies without a

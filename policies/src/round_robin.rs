@@ -1,4 +1,4 @@
-//! `round-robin` (seed 004 line 713).
+//! `round-robin` (Microsoft's "Round Robin").
 //!
 //! "All paths are active paths and they will be used for sending I/O in a round robin
 //! fashion." Every ready path takes turns, held ones too: there is no preferred path

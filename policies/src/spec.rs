@@ -16,15 +16,15 @@ use crate::{PathId, Policy};
 /// Which load-balance policy (the CLI names are [`PolicyKind::name`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PolicyKind {
-    /// One primary carries all I/O; one standby takes over when it fails (seed 004 line 711).
+    /// One primary carries all I/O; one standby takes over when it fails (Microsoft's "Fail Over Only").
     FailOverOnly,
-    /// Every ready path in turn (seed 004 line 713).
+    /// Every ready path in turn (Microsoft's "Round Robin").
     RoundRobin,
-    /// Round robin over an active set; one standby when the whole set fails (seed 004 line 715).
+    /// Round robin over an active set; one standby when the whole set fails (Microsoft's "Round Robin with a subset of paths").
     RoundRobinSubset,
-    /// The usable path with the lowest weight (seed 004 line 717).
+    /// The usable path with the lowest weight (Microsoft's "Weighted Path").
     Weighted,
-    /// The path with the fewest commands in flight (seed 004 line 719, extended to MPIO).
+    /// The path with the fewest commands in flight (Microsoft's "Least Queue Depth", there MCS only, here MPIO too).
     LeastQueueDepth,
     /// The path with the fewest bytes in flight (Windows MSDSM "Least Blocks").
     LeastBlocks,
@@ -155,7 +155,7 @@ impl FromStr for SwitchEvery {
 }
 
 /// The validated parameters of a policy (what `mpio policy show` prints and what the
-/// device persists, seed 004 line 370 "maintaining the settings during a reboot").
+/// device persists, as Microsoft's initiator is "maintaining the settings during a reboot").
 /// Path ids index the device's path table. Build one with [`PolicyRequest::validate`]
 /// (from names) or directly (from a config file; then [`PolicySpec::check`] it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -1,4 +1,4 @@
-//! `round-robin-subset` (seed 004 line 715; line 820 for MCS Active/Standby).
+//! `round-robin-subset` (Microsoft's "Round Robin with a subset of paths"; for MCS its Active/Standby connections).
 //!
 //! "A set of paths are configured as active and a set of paths are configured as
 //! standby. I/O is sent in a round robin fashion over the active paths. If all of the

@@ -38,9 +38,9 @@ impl PolicyRequest {
     /// primary, a non-empty active set, a non-zero switch).
     ///
     /// A path is named by its name; a decimal number that is no path's name is taken as
-    /// a path id (the seed's "PathId", 004 line 3251).
+    /// a path id (the Microsoft initiator's "PathId").
     ///
-    /// Missing parameters (seed 004 lines 3234-3262 give no defaults; ours):
+    /// Missing parameters (Microsoft's initiator gives no defaults; ours):
     /// - `fail-over-only` without `--primary`: keeps the running primary when the
     ///   running policy is fail-over-only, else refused with
     ///   `ISDSC_NO_PRIMARY_PATH_SPECIFIED`.

@@ -1,4 +1,4 @@
-//! `weighted` (seed 004 line 717).
+//! `weighted` (Microsoft's "Weighted Path").
 //!
 //! "Each path is assigned a weight and I/O will be sent on the path with the lowest
 //! weight. If the path with the lowest weight fails then the path with the next lowest

@@ -1,38 +1,36 @@
-//! A local SAN for mpio's demo and end-to-end tests: real targets, real
-//! faults.
+//! The test bed of mpio's end-to-end tests: real targets, real faults.
+//! Test-only; the product (`mpio demo`) uses only the lab it builds on.
 //!
-//! The end-to-end tests in `tests/` and `mpio demo` use these to talk to
-//! real peers instead of mocks (DESIGN.md, "Real peers for testing"):
+//! The end-to-end tests in `tests/` use these to talk to real peers
+//! instead of mocks (docs/DESIGN.md, "Real peers for testing"):
 //!
-//! * [`tgtd::Tgtd`]: a private tgtd with its own control port, portals on
-//!   `127.0.0.1..n`, targets and LUs (file-backed or null), CHAP, and
-//!   runtime fault levers (delete a connection, target offline, LU not
-//!   ready, remove a portal). Its module docs list what tgtd does in each
-//!   case, as verified on the dev machine.
+//! * the lab's fixtures, re-exported ([`tgtd`], [`cmd`], [`wait`],
+//!   [`slot`]): private tgtd instances and the helpers around them (see
+//!   the `mpio-lab` crate).
 //! * [`netfault::Blackhole`] and [`netfault::RateLimit`]: iptables and tc
 //!   guards for one `address:port`, undone on Drop.
-//! * [`wait::wait_until`] / [`wait::wait_for`]: poll external state with a
-//!   deadline; never sleep a fixed time.
-//! * [`cmd`]: run tools with a deadline (SIGKILL), [`cmd::ChildGuard`] for
-//!   background processes; [`libiscsi`] wraps `iscsi-inq`, `iscsi-ls`,
-//!   `iscsi-perf` as a reference initiator.
+//! * [`lio`] and [`vm`]: the Linux kernel's target in a qemu VM.
+//! * [`libiscsi`] wraps `iscsi-inq`, `iscsi-ls`, `iscsi-perf` as a
+//!   reference initiator.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use mpio_testbed::{libiscsi, netfault::Blackhole, require_root};
 //! use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 //!
-//! require_root();
-//! let tgtd = Tgtd::builder()
-//!     .portals(2)
-//!     .target(TargetSpec::new("disk1").lun(LunSpec::file(16 << 20)))
-//!     .start()?;
-//! {
-//!     let _cut = Blackhole::new(tgtd.portal(1))?; // path 2 goes silent
-//!     // ... exercise failover to portal 0 ...
-//! } // rules removed here, even if the test panicked
-//! assert!(libiscsi::inq(&tgtd.url(1, 1, 1), Duration::from_secs(10))?.success());
-//! # Ok::<(), mpio_testbed::Error>(())
+//! fn a_test() {
+//!     require_root!();
+//!     let tgtd = Tgtd::builder()
+//!         .portals(2)
+//!         .target(TargetSpec::new("disk1").lun(LunSpec::file(16 << 20)))
+//!         .start()
+//!         .unwrap();
+//!     {
+//!         let _cut = Blackhole::new(tgtd.portal(1)).unwrap(); // path 2 goes silent
+//!         // ... exercise failover to portal 0 ...
+//!     } // rules removed here, even if the test panicked
+//!     assert!(libiscsi::inq(&tgtd.url(1, 1, 1), Duration::from_secs(10)).unwrap().success());
+//! }
 //! ```
 //!
 //! # Running
@@ -52,25 +50,31 @@
 
 #![warn(missing_docs)]
 
-pub mod cmd;
-pub mod error;
 pub mod libiscsi;
 pub mod lio;
 pub mod netfault;
-pub mod slot;
-pub mod tgtd;
 pub mod vm;
-pub mod wait;
 
-pub use error::{Error, Result};
+pub use mpio_lab::{Error, Result, cmd, error, slot, tgtd, wait};
 
-/// Panics with instructions unless the process runs as root (effective uid
-/// 0). Call it first in every test that starts a fixture.
-pub fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!(
-            "this test needs root: it starts tgtd and changes iptables/tc rules. \
-             Run `sudo -E cargo test -p mpio-testbed` (after scripts/install-test-deps.sh)."
-        );
-    }
+/// Whether the process runs as root (effective uid 0), which the tests
+/// with tgtd, iptables, tc or the kernel's NBD client need.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// First in every test that starts a fixture: unless the process runs as
+/// root, prints why the test is skipped and how to run it, and returns
+/// from the test (which then passes, skipped).
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!(
+                "skipped: this test needs root (it starts tgtd and changes iptables/tc rules); run `sudo -E cargo \
+                 test` after scripts/install-test-deps.sh"
+            );
+            return;
+        }
+    };
 }

@@ -17,10 +17,7 @@ use crate::cmd::{self, ChildGuard, Outcome};
 use crate::error::Result;
 use crate::tgtd::INITIATOR_IQN;
 
-/// `iscsi://<portal>/<iqn>/<lun>`.
-pub fn url(portal: SocketAddr, iqn: &str, lun: u32) -> String {
-    format!("iscsi://{portal}/{iqn}/{lun}")
-}
+pub use crate::tgtd::iscsi_url as url;
 
 /// URL with one-way CHAP credentials: `iscsi://user%secret@portal/iqn/lun`.
 pub fn chap_url(portal: SocketAddr, iqn: &str, lun: u32, user: &str, secret: &str) -> String {

@@ -79,7 +79,7 @@ fn wait_reads(tgtd: &Tgtd, sid: u32, moving: bool) -> u64 {
 
 #[test]
 fn parallel_fixtures_serve_their_luns_on_every_portal() {
-    require_root();
+    require_root!();
     let start = || {
         thread::spawn(|| {
             Tgtd::builder()
@@ -120,7 +120,7 @@ fn parallel_fixtures_serve_their_luns_on_every_portal() {
 
 #[test]
 fn libiscsi_session_is_listed_and_its_connection_can_be_deleted() {
-    require_root();
+    require_root!();
     let tgtd = one_disk(1);
     let initiator = "iqn.2026-11.test.mpio:perf";
     let (_perf, sid) = perf_session(&tgtd, 0, initiator);
@@ -147,7 +147,7 @@ fn libiscsi_session_is_listed_and_its_connection_can_be_deleted() {
 
 #[test]
 fn blackhole_silences_one_portal_until_dropped() {
-    require_root();
+    require_root!();
     let tgtd = one_disk(2);
     let (cut, other) = (tgtd.portal(1), tgtd.portal(0));
     let (_perf, sid) = perf_session(&tgtd, 1, "iqn.2026-11.test.mpio:perf-bh");
@@ -172,7 +172,7 @@ fn blackhole_silences_one_portal_until_dropped() {
 
 #[test]
 fn offline_target_drops_commands_and_ready_restores() {
-    require_root();
+    require_root!();
     let tgtd = one_disk(1);
     let (_perf, sid) = perf_session(&tgtd, 0, "iqn.2026-11.test.mpio:perf-off");
     wait_reads(&tgtd, sid, true);
@@ -196,7 +196,7 @@ fn offline_target_drops_commands_and_ready_restores() {
 
 #[test]
 fn lun_offline_is_shown() {
-    require_root();
+    require_root!();
     let tgtd = one_disk(1);
     tgtd.set_lun_online(1, 1, false).unwrap();
     assert!(!tgtd.show().unwrap()[0].luns[1].online);
@@ -206,7 +206,7 @@ fn lun_offline_is_shown() {
 
 #[test]
 fn chap_one_way_and_mutual() {
-    require_root();
+    require_root!();
     let (user, secret) = ("inituser", "initsecret12");
     let (tuser, tsecret) = ("tgtuser", "tgtsecret123");
     let tgtd = Tgtd::builder()
@@ -227,7 +227,7 @@ fn chap_one_way_and_mutual() {
 
 #[test]
 fn runtime_portals_and_params() {
-    require_root();
+    require_root!();
     let tgtd = one_disk(1);
     let extra = SocketAddr::new([127, 0, 0, 9].into(), tgtd.port());
     tgtd.add_portal(extra).unwrap();
@@ -271,7 +271,7 @@ fn measure(listener: TcpListener, dur: Duration) -> f64 {
 
 #[test]
 fn rate_limit_limits_only_its_address_and_port() {
-    require_root();
+    require_root!();
     let limited = TcpListener::bind("127.0.0.7:0").unwrap();
     let free = TcpListener::bind("127.0.0.7:0").unwrap();
     let limit = 4_000_000;
@@ -293,7 +293,7 @@ fn rate_limit_limits_only_its_address_and_port() {
 
 #[test]
 fn drop_leaves_no_process_and_no_rules() {
-    require_root();
+    require_root!();
     let tgtd = one_disk(2);
     let pid = tgtd.pid();
     let portal = tgtd.portal(1);

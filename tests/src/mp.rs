@@ -297,7 +297,7 @@ async fn work(
             r.ops += 1;
             ops.fetch_add(1, Ordering::Relaxed);
             // Every fourth write, read one back.
-            if generation % 4 == 0
+            if generation.is_multiple_of(4)
                 && let Some(&want) = r.expected.get(&offset)
             {
                 let t0 = Instant::now();

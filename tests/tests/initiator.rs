@@ -34,7 +34,7 @@ fn login_error(e: SessionError) -> LoginError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_without_authentication_io_and_logout() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("plain").lun(LunSpec::file(16 << 20))).start().unwrap();
     let s = SessionHandle::connect(session_config(&tgtd, 1, 0), Duration::from_secs(10)).await.unwrap();
     ready(&s).await;
@@ -58,7 +58,7 @@ async fn login_without_authentication_io_and_logout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_way_chap_and_its_failures() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .target(TargetSpec::new("chap").lun(LunSpec::file(4 << 20)).chap("inituser", "initsecret12"))
         .start()
@@ -85,7 +85,7 @@ async fn one_way_chap_and_its_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_chap_and_a_target_with_the_wrong_secret() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .target(
             TargetSpec::new("mutual")
@@ -110,7 +110,7 @@ async fn mutual_chap_and_a_target_with_the_wrong_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_and_data_digests() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .target(TargetSpec::new("digests").lun(LunSpec::file(16 << 20)).digests("CRC32C"))
         .target(TargetSpec::new("nodigests").lun(LunSpec::file(4 << 20)).digests("None"))
@@ -144,7 +144,7 @@ async fn header_and_data_digests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_lists_every_target() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("alpha").lun(LunSpec::file(1 << 20)))
@@ -172,7 +172,7 @@ async fn discovery_lists_every_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sessions_from_one_initiator() {
-    require_root();
+    require_root!();
     let tgtd =
         Tgtd::builder().portals(2).target(TargetSpec::new("shared").lun(LunSpec::file(8 << 20))).start().unwrap();
     let mut a = session_config(&tgtd, 1, 0);
@@ -198,7 +198,7 @@ async fn two_sessions_from_one_initiator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcs_session_with_a_connection_per_portal() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("mcs").lun(LunSpec::file(16 << 20)).max_connections(2))
@@ -235,7 +235,7 @@ async fn mcs_session_with_a_connection_per_portal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_without_mcs_is_told_to_use_mpio() {
-    require_root();
+    require_root!();
     // tgtd's default MaxConnections is 1.
     let tgtd =
         Tgtd::builder().portals(2).target(TargetSpec::new("single").lun(LunSpec::file(1 << 20))).start().unwrap();
@@ -301,7 +301,7 @@ async fn write_verify(tgtd: &Tgtd, s: &SessionHandle, total: usize, sizes: &[usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarter_gibibyte_verified_in_every_transfer_size() {
-    require_root();
+    require_root!();
     const SIZES: [usize; 9] = [512, 4096, 8192, 65536, 65536 + 512, 262144, MIB, 3 * MIB + 512, 4 * MIB];
     // Immediate data + unsolicited Data-Out up to FirstBurstLength, then
     // R2Ts split by MaxBurstLength (256 KiB), Data-Out split by the
@@ -339,7 +339,7 @@ async fn quarter_gibibyte_verified_in_every_transfer_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_reset_mid_io_reinstates_and_loses_nothing() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("reset").lun(LunSpec::file(64 << 20))).start().unwrap();
     let s = SessionHandle::spawn(session_config(&tgtd, 1, 0)).unwrap();
     let mut ev = s.events();
@@ -397,7 +397,7 @@ async fn connection_reset_mid_io_reinstates_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_target_command_times_out_and_the_connection_is_dropped() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("offline").lun(LunSpec::file(4 << 20))).start().unwrap();
     let mut cfg = session_config(&tgtd, 1, 0);
     cfg.timeouts.command = Duration::from_secs(2);
@@ -438,7 +438,7 @@ async fn offline_target_command_times_out_and_the_connection_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholed_connection_is_detected_by_nop_out() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("blackhole").lun(LunSpec::file(4 << 20))).start().unwrap();
     let mut cfg = session_config(&tgtd, 1, 0);
     let (interval, timeout) = (Duration::from_secs(1), Duration::from_secs(1));
@@ -484,7 +484,7 @@ async fn blackholed_connection_is_detected_by_nop_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_address_and_interface_binding() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("bind").lun(LunSpec::file(1 << 20))).start().unwrap();
     let mut cfg = session_config(&tgtd, 1, 0);
     cfg.connections[0].source_addr = Some("127.0.0.9".parse().unwrap());
@@ -504,7 +504,7 @@ async fn source_address_and_interface_binding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_and_dns_name_portals() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("names").lun(LunSpec::file(4 << 20))).start().unwrap();
     let port = tgtd.port();
     // A DNS name, resolved when the connection opens.
@@ -535,7 +535,7 @@ async fn ipv6_and_dns_name_portals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_redirection_is_followed() {
-    require_root();
+    require_root!();
     // Two daemons with the same target: the first redirects every login to
     // the second (tgtd redirects unconditionally once configured).
     let target = || TargetSpec::new("moved").lun(LunSpec::file(1 << 20));
@@ -567,7 +567,7 @@ async fn login_redirection_is_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_management_against_the_target() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().target(TargetSpec::new("tmf").lun(LunSpec::file(4 << 20))).start().unwrap();
     let mut cfg = session_config(&tgtd, 1, 0);
     cfg.timeouts.command = Duration::from_secs(30);
@@ -630,7 +630,7 @@ fn spawn_writer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcs_connection_cut_mid_io_resends_its_tasks_and_loses_nothing() {
-    require_root();
+    require_root!();
     const BLOCKS: u64 = 192;
     let tgtd = Tgtd::builder()
         .portals(3)

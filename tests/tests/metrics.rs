@@ -370,7 +370,7 @@ fn path_state(s: &Scrape, path: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_exporter_counts_a_known_workload_and_follows_failures() {
-    require_root();
+    require_root!();
     const N: u64 = 48;
     const M: u64 = 36; // N + M a multiple of the 3 paths: round robin gives each a third
     const KIB4: u64 = 4096;
@@ -659,7 +659,7 @@ fn value(result: &[serde_json::Value]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().portals(2).target(TargetSpec::new("prom").lun(LunSpec::file(16 << 20))).start().unwrap();
     let dev = open_all(device_config(&tgtd, 1, 2)).await;
     let (addr, _stop) = exporter(&dev).await;

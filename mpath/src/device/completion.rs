@@ -61,7 +61,7 @@ pub(super) fn describe(r: &ScsiResult, sense: &Option<Sense>) -> String {
     }
 }
 
-/// The seed event of a failed login attempt (digest section 11.1).
+/// The Microsoft iSCSI initiator's event ID for a failed login attempt.
 pub(super) fn login_seed_event(f: &ConnectionFailure) -> Option<u32> {
     match f {
         ConnectionFailure::Connect { .. } => Some(1),

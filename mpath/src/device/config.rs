@@ -213,7 +213,7 @@ pub enum DeviceError {
 }
 
 impl DeviceError {
-    /// The seed status code (`ISDSC_*`, seed 004 lines 2873-3301) of the same
+    /// The seed status code (`ISDSC_*` of the Microsoft iSCSI initiator) of the same
     /// meaning, if there is one.
     pub fn code(&self) -> Option<u32> {
         self.status().map(|s| s.0)
@@ -227,7 +227,7 @@ impl DeviceError {
     fn status(&self) -> Option<(u32, &'static str)> {
         match self {
             DeviceError::Config(_) | DeviceError::NotAllReady { .. } | DeviceError::PathFailed { .. } => None,
-            // The seed's startup wait for persistent logins (004 line 3178).
+            // The seed's startup wait for persistent logins (ISDSC_PERSISTENT_LOGIN_TIMEOUT).
             DeviceError::NoPath { .. } => Some((0xEFFF_0047, "ISDSC_PERSISTENT_LOGIN_TIMEOUT")),
             DeviceError::UnknownPath { .. } | DeviceError::PathRemoving { .. } => {
                 Some((0xEFFF_0059, "ISDSC_INVALID_PATH_ID"))

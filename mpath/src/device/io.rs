@@ -56,7 +56,7 @@ impl Device {
 
     fn check_range(lu: &LuInfo, offset: u64, len: u64) -> Result<(), IoError> {
         let bl = u64::from(lu.block_len);
-        if offset % bl != 0 || len % bl != 0 {
+        if !offset.is_multiple_of(bl) || !len.is_multiple_of(bl) {
             return Err(Self::invalid(format!(
                 "offset {offset} and length {len} must be multiples of the {bl}-byte block"
             )));

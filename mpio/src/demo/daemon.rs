@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use mpio_testbed::tgtd::Tgtd;
+use mpio_lab::tgtd::Tgtd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};

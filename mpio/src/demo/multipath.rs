@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use mpio_dsm::Lun;
+use mpio_lab::tgtd::Tgtd;
 use mpio_mpath::{Device, DeviceConfig, EventKind, PathConfig};
-use mpio_testbed::tgtd::Tgtd;
 use mpio_transport::ConnectionSpec;
 use mpio_transport::portal::Portal;
 

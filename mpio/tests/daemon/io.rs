@@ -92,7 +92,7 @@ impl Verifier {
 
 #[test]
 fn policy_changes_and_path_administration_under_load_lose_nothing() {
-    require_root();
+    require_root!();
     let t = Tgtd::builder().portals(3).target(TargetSpec::new("io").lun(LunSpec::file(64 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1, 2], "")));
     let mut fio = Verifier::start(&d);
@@ -140,7 +140,7 @@ fn path_state(d: &Daemon, path: &str) -> String {
 
 #[test]
 fn reloads_that_add_and_remove_paths_under_load_lose_nothing() {
-    require_root();
+    require_root!();
     let t = Tgtd::builder().portals(3).target(TargetSpec::new("rl").lun(LunSpec::file(64 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1], "")));
     let a = std::fs::read_to_string(&d.config).unwrap();
@@ -176,7 +176,7 @@ fn reloads_that_add_and_remove_paths_under_load_lose_nothing() {
 
 #[test]
 fn the_export_serves_clients_and_metrics_count_what_they_did() {
-    require_root();
+    require_root!();
     let t = Tgtd::builder().portals(2).target(TargetSpec::new("m").lun(LunSpec::file(32 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| with_metrics(config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1], ""))));
     let uri = export_uri(&d, "d0");
@@ -216,7 +216,7 @@ fn the_export_serves_clients_and_metrics_count_what_they_did() {
 
 #[test]
 fn metric_families_exist_before_any_login() {
-    require_root();
+    require_root!();
     let t = Tgtd::builder().portals(1).target(TargetSpec::new("z").lun(LunSpec::file(8 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| {
         with_metrics(config_toml(
@@ -239,7 +239,7 @@ fn metric_families_exist_before_any_login() {
 
 #[test]
 fn chap_secrets_never_show_and_a_wrong_one_is_an_event_with_the_fix() {
-    require_root();
+    require_root!();
     const SECRET: &str = "s3cr3t-daemon-chap";
     let t = Tgtd::builder()
         .portals(1)

@@ -20,7 +20,7 @@ fn tgtd(portals: u8) -> Tgtd {
 
 #[test]
 fn the_cli_drives_a_running_daemon() {
-    require_root();
+    require_root!();
     let t = tgtd(3);
     let mut d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1, 2], "")));
     assert_eq!(d.ready_status, "1 devices ready");
@@ -88,7 +88,7 @@ fn the_cli_drives_a_running_daemon() {
 
 #[test]
 fn a_cli_of_another_protocol_version_is_told_so() {
-    require_root();
+    require_root!();
     let t = tgtd(1);
     let d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0], "")));
     let mut s = UnixStream::connect(d.socket()).unwrap();
@@ -104,7 +104,7 @@ fn a_cli_of_another_protocol_version_is_told_so() {
 
 #[test]
 fn reload_adds_and_removes_paths_and_refuses_what_it_cannot_apply() {
-    require_root();
+    require_root!();
     let t = tgtd(3);
     let mut d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1], "")));
     let text = std::fs::read_to_string(&d.config).unwrap();
@@ -144,7 +144,7 @@ fn reload_adds_and_removes_paths_and_refuses_what_it_cannot_apply() {
 
 #[test]
 fn readiness_is_bounded_when_a_device_cannot_come_up() {
-    require_root();
+    require_root!();
     let t = tgtd(1);
     let d = Daemon::start(|dir| {
         // Nothing listens on port 1: the device keeps trying.

@@ -23,7 +23,7 @@ fn qemu_io_uri(uri: &str, cmd: &str) -> (String, bool) {
 
 #[test]
 fn reload_adds_and_removes_devices_and_a_new_hold_takes_effect() {
-    require_root();
+    require_root!();
     let t = Tgtd::builder()
         .portals(1)
         .target(TargetSpec::new("rd").lun(LunSpec::file(16 << 20)).lun(LunSpec::file(16 << 20)))

@@ -3,7 +3,7 @@
 //! every such LU. Two of them behind two TPGs of one target are two LUs,
 //! never one device.
 
-use mpio_mpath::{Device, DeviceError, PathConfig};
+use mpio_mpath::{CauseKind, Device, DeviceError, PathConfig};
 use mpio_transport::ConnectionSpec;
 
 use super::*;
@@ -45,7 +45,7 @@ async fn two_lio_lus_without_serials_are_never_one_device() {
         vec![PathConfig::new("p1", ConnectionSpec::to(a.into())), PathConfig::new("p2", ConnectionSpec::to(b.into()))];
     let dev = Device::open(cfg).await.expect("the pinned device opens over p1");
     mpio_tests::mp::wait_until(&dev, Duration::from_secs(30), "p2 refused", |d| {
-        d.snapshot().paths[1].last_cause.as_ref().is_some_and(|c| c.kind == "claim")
+        d.snapshot().paths[1].last_cause.as_ref().is_some_and(|c| c.kind == CauseKind::Claim)
     })
     .await;
     let snap = dev.snapshot();

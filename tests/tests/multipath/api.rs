@@ -17,7 +17,7 @@ fn totals(dev: &Device, op: Op) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_data_operation_works_across_the_paths() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("thin").lun(LunSpec::file(64 * MIB).param("thin_provisioning=1")))
@@ -90,7 +90,7 @@ fn redriven_and_retried(dev: &Device) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_protected_lu_refuses_writes_with_erofs_on_one_path() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("ro").lun(LunSpec::file(16 * MIB).param("thin_provisioning=1").param("readonly=1")))

@@ -8,7 +8,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_to_another_logical_unit_or_failing_bring_up_are_refused() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(3)
         .target(TargetSpec::new("lu-a").lun(LunSpec::file(16 * MIB)))
@@ -77,7 +77,7 @@ async fn paths_to_another_logical_unit_or_failing_bring_up_are_refused() {
 /// wait fails at once, naming the refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_refused_for_good_fails_a_wait_for_every_path_at_once() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("lu-a").lun(LunSpec::file(16 * MIB)))

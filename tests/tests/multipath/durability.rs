@@ -20,7 +20,7 @@ fn flushes_sent(dev: &Device) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fua_writes_and_flushes_follow_the_write_cache_of_the_lu() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder()
         .portals(2)
         .target(TargetSpec::new("write-back").lun(LunSpec::file(16 * MIB)))

@@ -77,7 +77,7 @@ async fn primary_p1(tgtd: &Tgtd, groups: Option<[&str; 2]>) -> Device {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_write_still_in_the_network_is_stopped_by_the_fence() {
-    require_root();
+    require_root!();
     let tgtd =
         Tgtd::builder().portals(2).target(TargetSpec::new("fence").lun(LunSpec::file(16 * MIB))).start().unwrap();
     let dev = primary_p1(&tgtd, None).await;
@@ -146,7 +146,7 @@ fn unsent_from_p1(portal: std::net::SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_write_left_in_the_dead_socket_is_dropped_by_the_reset() {
-    require_root();
+    require_root!();
     let tgtd =
         Tgtd::builder().portals(2).target(TargetSpec::new("reset").lun(LunSpec::file(16 * MIB))).start().unwrap();
     // Different portal groups: no fence can go through p2.

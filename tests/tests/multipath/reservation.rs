@@ -19,7 +19,7 @@ fn target_errors(tgtd: &Tgtd) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_conflict_reaches_the_caller_without_failover() {
-    require_root();
+    require_root!();
     let tgtd = Tgtd::builder().portals(2).target(TargetSpec::new("pr").lun(LunSpec::file(16 * MIB))).start().unwrap();
     let lu = SharedLu::tgtd(&tgtd, 1, 1);
     // No retries behind the device's back either: the target failed each

@@ -22,8 +22,8 @@ pub(crate) struct Fixture {
 }
 
 impl Fixture {
+    /// Call `require_root!()` first: the fixture needs tgtd.
     pub(crate) async fn start(portals: u8, size: u64) -> Fixture {
-        require_root();
         let tgtd = Tgtd::builder()
             .portals(portals)
             .target(TargetSpec::new("nbd").lun(LunSpec::file(size).param("thin_provisioning=1")))
@@ -81,6 +81,7 @@ async fn qemu_io(uri: &str, cmds: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nbdinfo_qemu_and_nbdcopy_over_unix_and_tcp() {
+    require_root!();
     let f = Fixture::start(2, 64 * MIB).await;
     let lu = f.dev.info().unwrap();
 
@@ -158,6 +159,7 @@ async fn nbdinfo_qemu_and_nbdcopy_over_unix_and_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fio_verified_random_io_on_several_connections() {
+    require_root!();
     let f = Fixture::start(4, 64 * MIB).await;
     for (uri, rw) in [(f.unix_uri(), "randrw"), (f.tcp_uri(), "randwrite")] {
         let uri_arg = format!("--uri={uri}");
@@ -201,6 +203,7 @@ async fn fio_verified_random_io_on_several_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_clients_get_errors_or_closed_and_the_device_keeps_serving() {
+    require_root!();
     let f = Fixture::start(2, 16 * MIB).await;
     let data = pattern(4096, 8192, 77);
     f.dev.write(4096, data.clone(), false).await.unwrap();
@@ -273,6 +276,7 @@ async fn qemu_io_output(uri: &str, read_only: bool, cmds: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_protected_lu_is_a_read_only_export() {
+    require_root!();
     let f = Fixture::start(2, 16 * MIB).await;
     let uri = f.unix_uri();
     qemu_io(&uri, &["write -P 0x5a 0 64k"]).await;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mpio_mpath::EventKind;
+use mpio_testbed::require_root;
 use mpio_tests::mp::{reset_path, wait_device_event};
 use mpio_tests::nbd::{run, run_status};
 use mpio_tests::{assert_data, pattern};
@@ -53,6 +54,7 @@ fn write_files(dir: &Path, done: &AtomicUsize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext4_over_nbdfuse_and_loop_survives_a_path_failure() {
+    require_root!();
     assert!(
         Path::new("/dev/fuse").exists(),
         "this test needs /dev/fuse (FUSE in the kernel) for nbdfuse; load the fuse module or run where it exists"

@@ -1,6 +1,6 @@
 //! Opening a TCP connection to a portal: name resolution at every attempt
-//! (seed 17.G8), optional source address or interface binding (seed 003,
-//! iface binding), TCP_NODELAY (seed event 66), and a connect timeout
+//! (a DNS name may move), optional source address or interface binding
+//! (open-iscsi's iface binding), TCP_NODELAY (seed event 66), and a connect timeout
 //! (seed TCPConnectTime).
 
 use std::io;
@@ -50,7 +50,7 @@ async fn connect_one(addr: SocketAddr, spec: &ConnectionSpec) -> io::Result<TcpS
     socket.set_nonblocking(true)?;
     if let Some(iface) = &spec.interface {
         // SO_BINDTODEVICE: the session leaves through this NIC whatever
-        // the routing table says (seed 003 lines 5-7).
+        // the routing table says (Red Hat's iface binding of open-iscsi does the same).
         socket
             .bind_device(Some(iface.as_bytes()))
             .map_err(|e| io::Error::new(e.kind(), format!("cannot bind to interface {iface}: {e}")))?;

@@ -75,7 +75,7 @@ pub struct ConnectionSnapshot {
     pub portal: String,
     /// Full feature phase.
     pub up: bool,
-    /// Our address of the TCP connection (the real source, seed 13.1).
+    /// Our address of the TCP connection (the real source, which a source address or interface binding chose).
     pub local_addr: Option<SocketAddr>,
     /// The target's address.
     pub peer_addr: Option<SocketAddr>,

@@ -62,7 +62,7 @@ impl Bhs {
     /// AHS a multiple of 4 bytes below 1 KiB and data below 16 MiB (the
     /// largest MaxRecvDataSegmentLength the RFC allows), so the fields fit.
     pub(crate) fn set_lengths(&mut self, ahs: usize, data: usize) {
-        debug_assert!(ahs % 4 == 0 && ahs / 4 <= 0xff && data <= 0xff_ffff);
+        debug_assert!(ahs.is_multiple_of(4) && ahs / 4 <= 0xff && data <= 0xff_ffff);
         self.0[4] = (ahs / 4) as u8;
         self.0[5] = (data >> 16) as u8;
         self.0[6] = (data >> 8) as u8;

@@ -33,7 +33,7 @@ impl<T> Session<T> {
             return;
         }
         if !leading && self.params.max_connections <= 1 {
-            // The leading login negotiated MaxConnections=1 (seed 13.2).
+            // The leading login negotiated MaxConnections=1 (RFC 7143: MaxConnections bounds the connections of the session).
             self.login_failed(cid, now, LoginError::McsNotSupported);
             return;
         }

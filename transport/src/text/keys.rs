@@ -160,7 +160,7 @@ pub enum NegotiationScope {
 
 /// The operational values we offer, filled from configuration.
 ///
-/// Defaults are the seeds' (004 lines 4226-4290): MaxRecvDataSegmentLength
+/// Defaults are the Microsoft initiator's: MaxRecvDataSegmentLength
 /// and FirstBurstLength 64 KiB, MaxBurstLength 256 KiB, InitialR2T No,
 /// ImmediateData Yes. open-iscsi and libiscsi declare 256 KiB segments and
 /// first bursts; raise them in the configuration for large transfers.
@@ -231,14 +231,14 @@ impl OperationalOffer {
             (Key::ErrorRecoveryLevel, u64::from(self.error_recovery_level)),
         ];
         for (key, value) in checks {
-            if let Some((min, max)) = key.range() {
-                if value < min || value > max {
-                    return Err(NegotiationError::InvalidOffer {
-                        key: key.name(),
-                        value: value.to_string(),
-                        reason: format!("must be within {min}..={max} (RFC 7143 section {})", key.section()),
-                    });
-                }
+            if let Some((min, max)) = key.range()
+                && (value < min || value > max)
+            {
+                return Err(NegotiationError::InvalidOffer {
+                    key: key.name(),
+                    value: value.to_string(),
+                    reason: format!("must be within {min}..={max} (RFC 7143 section {})", key.section()),
+                });
             }
         }
         // RFC 7143 section 13.14: "FirstBurstLength MUST NOT exceed

@@ -357,10 +357,10 @@ impl Negotiator {
     /// value was set)." We treat Irrelevant and NotUnderstood the same way,
     /// unless the key is one we require (a mandatory CRC32C digest).
     fn answered_special(&mut self, key: Key, ours: Ours, special: SpecialValue) -> Result<(), NegotiationError> {
-        if let Ours::List(pref) = ours {
-            if pref.is_required() {
-                return Err(digest_refused(key, special.as_str()));
-            }
+        if let Ours::List(pref) = ours
+            && pref.is_required()
+        {
+            return Err(digest_refused(key, special.as_str()));
         }
         if key == Key::FirstBurstLength && special == SpecialValue::Irrelevant {
             self.first_burst_irrelevant = true;

@@ -242,7 +242,7 @@ fn decode_base64(b64: &str) -> Result<Vec<u8>, ValueError> {
         return Err(ValueError::BadBase64);
     }
     // One leftover digit carries only 6 bits: not a whole byte.
-    if data.len() % 4 == 1 || (padding > 0 && (data.len() + padding) % 4 != 0) {
+    if data.len() % 4 == 1 || (padding > 0 && !(data.len() + padding).is_multiple_of(4)) {
         return Err(ValueError::BadBase64);
     }
     let mut out = Vec::with_capacity(data.len() * 3 / 4);

@@ -1,4 +1,4 @@
-//! The one error type of the fixture library.
+//! The one error type of the lab and of the test bed built on it.
 
 use std::io;
 use std::time::Duration;
@@ -77,7 +77,8 @@ pub enum Error {
         log: String,
     },
 
-    /// A test VM did not boot, died, or hung (and was killed).
+    /// A test VM of the test bed (`mpio-testbed`'s `vm`) did not boot,
+    /// died, or hung (and was killed).
     #[error("{vm}: {what}\n--- console of {vm} (last lines) ---\n{console}--- end of console ---")]
     Vm {
         /// The VM's name (`mpio-vm-3`).
@@ -100,12 +101,12 @@ pub enum Error {
 
 impl Error {
     /// Wraps an [`io::Error`] with what the fixture was doing.
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
 
     /// A parse error over `text`.
-    pub(crate) fn parse(what: &str, detail: impl Into<String>, text: &str) -> Self {
+    pub fn parse(what: &str, detail: impl Into<String>, text: &str) -> Self {
         Error::Parse { what: what.to_owned(), detail: detail.into(), text: text.to_owned() }
     }
 }

@@ -2,13 +2,11 @@
 //!
 //! A slot is a lock file `/tmp/mpio-testbed/<kind>-<n>.lock` held with
 //! `flock(LOCK_EX)` for as long as the owner uses resource `n` (a tgtd control
-//! port, a tc class, the iptables rules of one [`Blackhole`]). flock locks
+//! port, a tc class, the iptables rules of one blackhole of the test bed). flock locks
 //! belong to an open file description, so they exclude both other processes
 //! and other threads of the same test binary, and the kernel drops them when
 //! the owner dies, even by SIGKILL. A resource whose slot is *not* held is
 //! therefore a leftover of a dead test and may be cleaned up by anyone.
-//!
-//! [`Blackhole`]: crate::netfault::Blackhole
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};

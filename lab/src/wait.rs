@@ -8,14 +8,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use mpio_testbed::wait::wait_until;
+//! use mpio_lab::wait::wait_until;
 //! # fn connections() -> usize { 2 }
 //! let n = wait_until("tgtd to show 2 connections", Duration::from_secs(10),
 //!                    Duration::from_millis(50), || {
 //!     let n = connections();
 //!     (n == 2).then_some(n)
 //! })?;
-//! # Ok::<(), mpio_testbed::wait::WaitError>(())
+//! # Ok::<(), mpio_lab::wait::WaitError>(())
 //! ```
 
 use std::fmt;

@@ -2,14 +2,14 @@
 //! portals, targets, backing files and log, stopped by pid when dropped.
 //!
 //! ```no_run
-//! use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
+//! use mpio_lab::tgtd::{LunSpec, TargetSpec, Tgtd};
 //! let tgtd = Tgtd::builder()
 //!     .portals(2) // 127.0.0.1:P and 127.0.0.2:P, P free on both
 //!     .target(TargetSpec::new("disk1").lun(LunSpec::file(64 << 20)).max_connections(4))
 //!     .start()?;
 //! let url = tgtd.url(1, 1, 1); // iscsi://127.0.0.2:P/iqn.2026-11.test.mpio:disk1/1
 //! let image = tgtd.backing_file(1, 1); // read it to check what the initiator wrote
-//! # Ok::<(), mpio_testbed::Error>(())
+//! # Ok::<(), mpio_lab::Error>(())
 //! ```
 //!
 //! # Isolation
@@ -71,7 +71,7 @@
 //! * **Session reinstatement**: a login with the same initiator name and
 //!   ISID and TSIH 0 is accepted as a new session (new sid); tgtd closes every
 //!   connection of the old session first (FIN).
-//! * **LU `online=0`** (research/ecosystem.md §5.1): TEST UNIT READY gets
+//! * **LU `online=0`**: TEST UNIT READY gets
 //!   NOT READY (sense 04/01); READ still succeeds.
 //! * Null backing store (`--bstype null`): always 1 TiB (1099512 MB),
 //!   nothing is stored. `--blocksize` works for file and null LUs. `Size:`
@@ -101,6 +101,11 @@ pub const IQN_PREFIX: &str = "iqn.2026-11.test.mpio:";
 
 /// Initiator name the tests use with libiscsi tools.
 pub const INITIATOR_IQN: &str = "iqn.2026-11.test.mpio:init";
+
+/// `iscsi://<portal>/<iqn>/<lun>`: a LU's URL for libiscsi tools.
+pub fn iscsi_url(portal: SocketAddr, iqn: &str, lun: u32) -> String {
+    format!("iscsi://{portal}/{iqn}/{lun}")
+}
 
 /// tgtd control ports (`-C N`) the fixtures use; one slot each.
 pub const CONTROL_PORTS: RangeInclusive<u32> = 7000..=7255;
@@ -465,7 +470,7 @@ impl Tgtd {
 
     /// `iscsi://<portal>/<iqn>/<lun>` for libiscsi tools.
     pub fn url(&self, portal_index: usize, tid: u32, lun: u32) -> String {
-        crate::libiscsi::url(self.portal(portal_index), self.iqn(tid), lun)
+        iscsi_url(self.portal(portal_index), self.iqn(tid), lun)
     }
 
     /// The fixture's temp dir (backing files, log).

@@ -177,17 +177,24 @@ pub fn run_ok_bytes(cmd: &mut Command, timeout: Duration) -> Result<Vec<u8>> {
 }
 
 /// [`Outcome`] with the output as bytes: what a host command and a guest
-/// command (`vm::exec`) both produce before their output becomes text.
-pub(crate) struct RawOutcome {
-    pub(crate) command: String,
-    pub(crate) status: Option<ExitStatus>,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
-    pub(crate) elapsed: Duration,
+/// command (the test bed's `vm::exec`) both produce before their output
+/// becomes text.
+pub struct RawOutcome {
+    /// The command line, for messages.
+    pub command: String,
+    /// Exit status; `None` when it was killed at its deadline.
+    pub status: Option<ExitStatus>,
+    /// Standard output as produced.
+    pub stdout: Vec<u8>,
+    /// Standard error as produced.
+    pub stderr: Vec<u8>,
+    /// Wall time until it ended (or was killed).
+    pub elapsed: Duration,
 }
 
 impl RawOutcome {
-    pub(crate) fn into_outcome_lossy(self) -> Outcome {
+    /// The outcome with its output as text (invalid UTF-8 replaced).
+    pub fn into_outcome_lossy(self) -> Outcome {
         Outcome {
             command: self.command,
             status: self.status,
