@@ -189,7 +189,7 @@ impl DeviceCore {
     }
 
     /// A request starts waiting for a usable path or for a fence (counted in
-    /// [`DeviceSnapshot::waiting`] until [`DeviceCore::wait_ended`]).
+    /// [`DeviceSnapshot::waiting`](crate::DeviceSnapshot::waiting) until [`DeviceCore::wait_ended`]).
     pub fn wait_started(&mut self) {
         self.waiting += 1;
     }

@@ -11,8 +11,8 @@ use crate::block::{Errno, IoError};
 pub(super) use crate::failure::FailureCause;
 use crate::stats::Op;
 
-/// A request's attempt on a path, from [`DeviceCore::select`] to
-/// [`DeviceCore::complete`].
+/// A request's attempt on a path, from [`DeviceCore::select`](crate::DeviceCore::select) to
+/// [`DeviceCore::complete`](crate::DeviceCore::complete).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket {
     /// The path.
@@ -98,12 +98,12 @@ pub struct Fence {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send TEST UNIT READY on the path and report with
-    /// [`DeviceCore::probe_done`] (probation, or verification of a ready
+    /// [`DeviceCore::probe_done`](crate::DeviceCore::probe_done) (probation, or verification of a ready
     /// path).
     Probe(PathId),
     /// Prove that failure `epoch` of `path` can no longer run commands
     /// (reinstate its session through one of `via`, healthy paths of the
-    /// same portal group) and report with [`DeviceCore::fence_done`].
+    /// same portal group) and report with [`DeviceCore::fence_done`](crate::DeviceCore::fence_done).
     Fence {
         /// The failed path.
         path: PathId,

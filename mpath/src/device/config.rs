@@ -77,11 +77,11 @@ pub struct DeviceConfig {
     /// Refuse paths (and the device) unless the LU has this identity
     /// (`naa.…`, as `mpio scsi inquiry --vpd 0x83` prints it). For a LU
     /// that reports no identity at all (which is otherwise refused, see
-    /// [`ClaimRefusal::NoIdentity`]) the pin stands in for one, over the
+    /// [`ClaimRefusal::NoIdentity`](crate::ClaimRefusal::NoIdentity)) the pin stands in for one, over the
     /// device's first path only: nothing could prove that a second path
     /// reaches the same LU.
     pub expect_identity: Option<String>,
-    /// [`Device::open`] waits this long for a first usable path.
+    /// [`Device::open`](crate::Device::open) waits this long for a first usable path.
     pub startup_timeout: Duration,
     /// Bring-up steps, in order, after the identity check of each login.
     pub bring_up: Vec<Arc<dyn BringUp>>,
@@ -172,7 +172,7 @@ pub enum DeviceError {
         /// The path.
         path: String,
     },
-    /// Not every path came up in time ([`Device::wait_all_ready`]).
+    /// Not every path came up in time ([`Device::wait_all_ready`](crate::Device::wait_all_ready)).
     #[error("not every path of device {device} came up within {waited:?}: {}", reasons.join("; "))]
     NotAllReady {
         /// Device name.
@@ -182,7 +182,7 @@ pub enum DeviceError {
         /// Per path: state and reason.
         reasons: Vec<String>,
     },
-    /// A path failed for good ([`Device::wait_all_ready`]): it will not
+    /// A path failed for good ([`Device::wait_all_ready`](crate::Device::wait_all_ready)): it will not
     /// come up by itself.
     #[error("path {path} of device {device} failed and will not come up by itself: {reason}")]
     PathFailed {

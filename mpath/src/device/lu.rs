@@ -35,7 +35,7 @@ pub struct LuInfo {
     /// Most blocks one WRITE SAME may cover (VPD 0xB0), if the LU says.
     pub max_write_same_blocks: Option<u64>,
     /// The LU is write-protected: the WP bit of the MODE SENSE header
-    /// ([`LuAccess::write_protected`]); false when the LU refuses MODE
+    /// ([`LuAccess::write_protected`](crate::scsi::LuAccess::write_protected)); false when the LU refuses MODE
     /// SENSE. Read at every claim of a path (bring-up and every
     /// reconnection), so a change made on the target shows here once a
     /// path is claimed again. Until then writes to a newly protected LU

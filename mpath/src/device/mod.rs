@@ -417,7 +417,7 @@ impl Device {
     /// primary becomes the last standby); under `round-robin-subset` it
     /// joins or leaves the active set. Other combinations, and demoting the
     /// only preferred path, are refused with the seed's code and the fix
-    /// ([`PolicySpec::with_role`]).
+    /// ([`PolicySpec::with_role`](crate::PolicySpec::with_role)).
     pub fn set_path_role(&self, name: &str, role: PathRole) -> Result<(), DeviceError> {
         let id = self.path_id(name)?;
         let r = self.core().set_role(Instant::now(), id, role).map_err(DeviceError::Policy);
@@ -428,7 +428,7 @@ impl Device {
     /// Adds a path at runtime (a configuration reload). It logs in, is
     /// claimed (identity check, bring-up steps) like any path, then the
     /// policy may use it, in the least preferred role
-    /// ([`PolicySpec::with_path`]): round robin and the load-driven policies
+    /// ([`PolicySpec::with_path`](crate::PolicySpec::with_path)): round robin and the load-driven policies
     /// use it at once; under `fail-over-only` and `round-robin-subset` it is
     /// the last standby; under `weighted` its weight is `u32::MAX` (the
     /// lowest priority). Give it another role with
