@@ -23,4 +23,4 @@ echo "== fuzz targets: build each, run it ${FUZZ_SECONDS:-10} s"
 echo "== VM image: the kernel package (apt-get download, cached in /var/cache/mpio-tests), agent, initramfs"
 as_root cargo run --quiet -p mpio-testbed --bin mpio-vm -- prepare
 echo "== cargo test (end-to-end tests need root: tgtd, iptables, tc; the VM tests: TAP devices)"
-as_root cargo test --workspace
+as_root cargo test --workspace --no-fail-fast

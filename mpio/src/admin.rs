@@ -84,6 +84,19 @@ pub(crate) enum DeviceCommand {
     List,
     /// One device: identity, capacity, hold, counters and its paths.
     Show { device: String },
+    /// Wait until the device has a usable path (what the daemon's
+    /// readiness means), or with --all-paths until every path carries I/O
+    /// (scripts that must not start degraded). Exits 1 after the timeout,
+    /// or at once when a path failed for good, with each path's reason.
+    Wait {
+        device: String,
+        /// Wait for every path, not just one.
+        #[arg(long)]
+        all_paths: bool,
+        /// How long to wait (30s, 2m).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 /// `mpio path`.
@@ -155,6 +168,14 @@ pub(crate) async fn run(cmd: AdminCommand, socket: &Path) -> Result<()> {
         }
         AdminCommand::Device { cmd: DeviceCommand::Show { device }, out } => {
             show::<DeviceView>(&mut c, out, Request::DeviceShow { device }, print_device).await
+        }
+        AdminCommand::Device { cmd: DeviceCommand::Wait { device, all_paths, timeout }, out } => {
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            let req = Request::DeviceWait { device, all_paths, timeout_ms };
+            show::<DeviceSummary>(&mut c, out, req, |s| {
+                outln!("{}: {} ({} of {} paths usable)", s.name, s.state, s.paths_usable, s.paths_total);
+            })
+            .await
         }
         AdminCommand::Path { cmd: PathCommand::List { device }, out } => {
             show::<Vec<PathView>>(&mut c, out, Request::PathList { device }, |v| print_paths(&v)).await

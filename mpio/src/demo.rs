@@ -94,6 +94,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let uri = format!("nbd+unix:///{}?socket={}", daemon::DEVICE, crate::config::DEFAULT_NBD_SOCKET);
     let shown = async {
         outln!("configuration: {} (log: {})", d.config.display(), d.log.display());
+        // Ready means one usable path per device; the tour shows them all.
+        outln!("\n$ {mpio} device wait {} --all-paths", daemon::DEVICE);
+        daemon::show(&["device", "wait", daemon::DEVICE, "--all-paths"]).await?;
         outln!("\n$ {mpio} status");
         daemon::show(&["status"]).await?;
         outln!("\n$ qemu-io -f raw -c 'write -P 0xa5 1M 1M' -c 'read -P 0xa5 1M 1M' '{uri}'");

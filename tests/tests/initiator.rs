@@ -204,8 +204,9 @@ async fn mcs_session_with_a_connection_per_portal() {
         .target(TargetSpec::new("mcs").lun(LunSpec::file(16 << 20)).max_connections(2))
         .start()
         .unwrap();
-    let s = SessionHandle::spawn(mcs_config(&tgtd, 1, &[0, 1])).unwrap();
-    let mut ev = s.events();
+    // Subscribed before the session starts: connection 1 can be up before
+    // `spawn` returns.
+    let (s, mut ev) = SessionHandle::spawn_watched(mcs_config(&tgtd, 1, &[0, 1])).unwrap();
     s.wait_up(Duration::from_secs(10)).await.unwrap();
     wait_event(&mut ev, Duration::from_secs(10), "connection 1 up", |e| {
         matches!(e, SessionEvent::ConnectionUp { cid: 1 })

@@ -28,6 +28,9 @@ pub(crate) enum Request {
     DeviceList,
     /// One device in detail.
     DeviceShow { device: String },
+    /// Waits until a path of the device carries I/O, or (`all_paths`)
+    /// every path; fails after `timeout_ms` with each path's reason.
+    DeviceWait { device: String, all_paths: bool, timeout_ms: u64 },
     /// Paths of one device or of all.
     PathList { device: Option<String> },
     /// Take a path out of service.

@@ -1,6 +1,7 @@
 //! What each control request does.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mpio_mpath::{Device, DeviceError, HoldMode, PathRole, PolicyRequest, SwitchEvery};
 use serde::Serialize;
@@ -34,6 +35,9 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
             done(Ok(d.devices().values().map(|m| views::summary(m, &m.device.snapshot())).collect::<Vec<_>>()))
         }
         Request::DeviceShow { device } => done(managed(d, &device, views::device)),
+        Request::DeviceWait { device, all_paths, timeout_ms } => {
+            Answer::Done(wait_device(d, &device, all_paths, Duration::from_millis(timeout_ms)).await)
+        }
         Request::PathList { device } => {
             if let Some(name) = &device
                 && let Err(e) = d.device(name)
@@ -81,6 +85,15 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
             Some(l) => d.log.set(&l).map(|()| l),
         }),
     }
+}
+
+/// Waits as `mpio device wait` asks; answers the device's summary.
+async fn wait_device(d: &Daemon, name: &str, all_paths: bool, timeout: Duration) -> Result<Value, Failure> {
+    let dev = d.device(name).map_err(Failure::new)?;
+    let waited = if all_paths { dev.wait_all_ready(timeout).await } else { dev.wait_ready(timeout).await };
+    waited.map_err(|e| device_failure(&e))?;
+    // Reload may have removed the device while it was waited for.
+    managed(d, name, |m| views::summary(m, &m.device.snapshot())).map_err(Failure::new).and_then(ok)
 }
 
 fn managed<T>(d: &Daemon, name: &str, f: impl FnOnce(&super::Managed) -> T) -> Result<T, String> {

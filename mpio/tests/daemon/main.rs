@@ -26,6 +26,9 @@ fn the_cli_drives_a_running_daemon() {
     assert_eq!(d.ready_status, "1 devices ready");
     let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the control socket is root-only");
+    // Ready is one usable path per device; the others may still be logging in.
+    let w = d.json(&["device", "wait", "d0", "--all-paths"]);
+    assert_eq!((w["state"].as_str(), w["paths_usable"].as_u64()), (Some("optimal"), Some(3)), "{w}");
 
     let s = d.json(&["status"]);
     assert_eq!(s["ready"], true);
@@ -158,6 +161,11 @@ fn readiness_is_bounded_when_a_device_cannot_come_up() {
     let dev = d.json(&["device", "show", "dead"]);
     let why = dev["paths"][0]["last_failure"].as_str().unwrap_or_default();
     assert!(why.contains("refused") || why.contains("connect"), "{dev}");
+    // A script waiting for it gets the timeout and the path's reason.
+    let e = d.fails(&["device", "wait", "dead", "--timeout", "1s"]);
+    assert!(e.contains("p1") && (e.contains("refused") || e.contains("connect")), "{e}");
+    let e = d.fails(&["device", "wait", "nope"]);
+    assert!(e.contains("nope"), "{e}");
 }
 
 #[test]

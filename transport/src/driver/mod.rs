@@ -577,6 +577,11 @@ impl Driver {
                     }
                 }
                 Event::State(ev) => {
+                    // Published before the status changes: a receiver
+                    // subscribed after `wait_up` returned must not see the
+                    // SessionUp (or ConnectionUp) that it waited for.
+                    // No subscribers is fine.
+                    let _ = self.events.send(ev.clone());
                     match &ev {
                         SessionEvent::ConnectionDown { reason, .. } => self.status.send_modify(|s| {
                             s.failures += 1;
@@ -590,8 +595,6 @@ impl Driver {
                         }),
                         SessionEvent::ConnectionUp { .. } | SessionEvent::ScsiAsyncEvent { .. } => {}
                     }
-                    // No subscribers is fine.
-                    let _ = self.events.send(ev);
                 }
             }
         }
