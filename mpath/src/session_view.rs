@@ -34,6 +34,9 @@ pub enum SessionPhase {
 pub struct SessionView {
     /// Where it is.
     pub phase: SessionPhase,
+    /// ISID (hex): the initiator port's session identifier, the same for
+    /// a path across daemon restarts.
+    pub isid: String,
     /// TSIH the target gave it (0 before the first login).
     pub tsih: u16,
     /// Session logins (the first one and each reinstatement).
@@ -146,6 +149,7 @@ impl From<&SessionSnapshot> for SessionView {
                 SessionState::Closed => SessionPhase::Closed,
                 SessionState::Failed => SessionPhase::Failed,
             },
+            isid: s.isid.to_string(),
             tsih: s.tsih,
             logins: s.stats.logins,
             reinstatements: s.stats.reinstatements,

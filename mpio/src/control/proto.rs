@@ -181,6 +181,13 @@ pub(crate) struct PathView {
     pub(crate) last_failure: Option<String>,
     /// Seconds in this state.
     pub(crate) since_s: f64,
+    /// The session's ISID (hex) and the TSIH the target gave it: how the
+    /// target names this I_T nexus. The ISID stays across daemon
+    /// restarts, so a restarted daemon reinstates its sessions.
+    #[serde(default)]
+    pub(crate) isid: Option<String>,
+    #[serde(default)]
+    pub(crate) tsih: Option<u16>,
 }
 
 /// `mpio policy show`.

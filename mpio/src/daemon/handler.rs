@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{Daemon, reload, server, views};
-use crate::control::proto::{EventView, Failure, PolicyChange, Request, Response, StatusView, VERSION};
+use crate::control::proto::{EventView, Failure, PathView, PolicyChange, Request, Response, StatusView, VERSION};
 
 /// A request's outcome.
 pub(super) enum Answer {
@@ -34,7 +34,13 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
         Request::DeviceList => {
             done(Ok(d.devices().values().map(|m| views::summary(m, &m.device.snapshot())).collect::<Vec<_>>()))
         }
-        Request::DeviceShow { device } => done(managed(d, &device, views::device)),
+        Request::DeviceShow { device } => {
+            let mut view = managed(d, &device, views::device);
+            if let (Ok(v), Ok(dev)) = (&mut view, d.device(&device)) {
+                with_sessions(&dev, &mut v.paths).await;
+            }
+            done(view)
+        }
         Request::DeviceWait { device, all_paths, timeout_ms } => {
             Answer::Done(wait_device(d, &device, all_paths, Duration::from_millis(timeout_ms)).await)
         }
@@ -44,12 +50,17 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
             {
                 return Answer::Done(Err(Failure::new(e)));
             }
-            let list: Vec<_> = d
+            let devices: Vec<_> = d
                 .devices()
                 .values()
                 .filter(|m| device.as_ref().is_none_or(|n| *n == m.spec.name))
-                .flat_map(|m| views::paths(m, &m.device.snapshot()))
+                .map(|m| (m.device.clone(), views::paths(m, &m.device.snapshot())))
                 .collect();
+            let mut list = Vec::new();
+            for (dev, mut paths) in devices {
+                with_sessions(&dev, &mut paths).await;
+                list.extend(paths);
+            }
             done(Ok(list))
         }
         Request::PathFail { device, path } => admin(d, &device, |dev| dev.disable_path(&path)),
@@ -84,6 +95,20 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
             None => Ok(d.log.current()),
             Some(l) => d.log.set(&l).map(|()| l),
         }),
+    }
+}
+
+/// How long a path listing waits for a session to describe itself (it
+/// answers between two socket reads; a listing must not hang on one).
+const SESSION_VIEW_WAIT: Duration = Duration::from_secs(1);
+
+/// Fills in each path's ISID and TSIH from its session.
+async fn with_sessions(dev: &Device, paths: &mut [PathView]) {
+    for p in paths {
+        if let Ok(Some(s)) = tokio::time::timeout(SESSION_VIEW_WAIT, dev.session_view(&p.name)).await {
+            p.isid = Some(s.isid);
+            p.tsih = (s.tsih != 0).then_some(s.tsih);
+        }
     }
 }
 

@@ -80,6 +80,8 @@ pub(super) fn paths(m: &Managed, snap: &DeviceSnapshot) -> Vec<PathView> {
                 failures: p.stats.failures.values().sum(),
                 last_failure: p.last_cause.as_ref().map(ToString::to_string),
                 since_s: now.saturating_duration_since(p.since).as_secs_f64(),
+                isid: None,
+                tsih: None,
             }
         })
         .collect()

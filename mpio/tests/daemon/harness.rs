@@ -104,7 +104,25 @@ impl Daemon {
         let notify_path = dir.path().join("notify");
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
         notify.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let mut d = Daemon { dir, config: path, child: None, notify, ready_status: String::new() };
+        d.spawn(nofile);
+        d
+    }
+
+    /// Starts the daemon on this state directory and configuration (again,
+    /// after [`Daemon::kill`]: the stale sockets of the killed one are still
+    /// there) and waits for its READY=1. Its log goes on in the same file.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn(None);
+    }
+
+    fn spawn(&mut self, nofile: Option<u64>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
         let mut cmd = match nofile {
             None => Command::new(env!("CARGO_BIN_EXE_mpio")),
             Some(n) => {
@@ -121,18 +139,17 @@ impl Daemon {
         };
         let child = cmd
             .args(["daemon", "--config"])
-            .arg(&path)
-            .env("NOTIFY_SOCKET", &notify_path)
+            .arg(&self.config)
+            .env("NOTIFY_SOCKET", self.dir.path().join("notify"))
             .env_remove("MPIO_LOG")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn mpio daemon");
-        let mut d = Daemon { dir, config: path, child: Some(child), notify, ready_status: String::new() };
-        let msg = d.next_notify();
-        assert!(msg.starts_with("READY=1"), "first notification: {msg:?}\n{}", d.log());
-        d.ready_status = msg.lines().find_map(|l| l.strip_prefix("STATUS=")).unwrap_or_default().to_owned();
-        d
+        self.child = Some(child);
+        let msg = self.next_notify();
+        assert!(msg.starts_with("READY=1"), "first notification: {msg:?}\n{}", self.log());
+        self.ready_status = msg.lines().find_map(|l| l.strip_prefix("STATUS=")).unwrap_or_default().to_owned();
     }
 
     /// The next sd_notify message (waits up to 60 s).
@@ -219,6 +236,13 @@ impl Daemon {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
             .expect("SIGTERM");
         child.wait().expect("wait for the daemon")
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would: no logout, no cleanup.
+    pub(crate) fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait for the daemon");
     }
 
     /// The daemon's process id.

@@ -5,6 +5,7 @@ mod harness;
 mod hostile;
 mod io;
 mod reload;
+mod restart;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;

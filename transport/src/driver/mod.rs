@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::debug;
 
 use crate::config::SessionConfig;
-use crate::pdu::TmfFunction;
+use crate::pdu::{Isid, TmfFunction};
 use crate::session::{
     ConfigError, ConnPick, ConnStats, ConnectionFailure, Event, Outcome, ScsiRequest, ScsiResult, Session,
     SessionEvent, SessionState, SessionStats, TaskError, TaskId,
@@ -56,6 +56,9 @@ enum Command {
 pub struct SessionSnapshot {
     /// State.
     pub state: SessionState,
+    /// ISID: with the initiator name, the initiator port the target sees
+    /// (the same ISID after a restart reinstates the session).
+    pub isid: Isid,
     /// TSIH.
     pub tsih: u16,
     /// Negotiated session parameters.
@@ -612,6 +615,7 @@ impl Driver {
         let s = &self.session;
         SessionSnapshot {
             state: s.state(),
+            isid: s.config().isid,
             tsih: s.tsih(),
             params: s.params().clone(),
             stats: s.stats(),
