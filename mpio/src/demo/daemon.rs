@@ -146,10 +146,14 @@ pub(super) async fn show(args: &[&str]) -> Result<()> {
 /// Writes 1 MiB through the NBD export with qemu-io (from qemu-utils) and
 /// reads it back with a pattern check.
 pub(super) async fn nbd_round_trip(uri: &str) -> Result<()> {
-    let out = Command::new("qemu-io")
+    let run = Command::new("qemu-io")
         .args(["-f", "raw", "-c", "write -P 0xa5 1M 1M", "-c", "read -P 0xa5 1M 1M", uri])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // A stuck export ends the demo with an error instead of hanging it.
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
         .await
+        .with_context(|| format!("qemu-io through {uri} did not finish within 60 s"))?
         .context("cannot run qemu-io (package qemu-utils)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     out!("{text}");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use mpio_testbed::cmd::Outcome;
 use mpio_testbed::tgtd::Tgtd;
 
 pub(crate) const INIT: &str = "iqn.2026-11.test.mpio:initiator-d";
@@ -167,6 +168,11 @@ impl Daemon {
         self.dir.path().join("nbd.sock")
     }
 
+    /// The NBD URI of `device`'s export.
+    pub(crate) fn export_uri(&self, device: &str) -> String {
+        format!("nbd+unix:///{device}?socket={}", self.nbd_socket().display())
+    }
+
     /// The daemon's log so far.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
@@ -312,6 +318,18 @@ impl Drop for Follower {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `qemu-io -f raw -c CMD ...` on `uri`, killed if it takes more than two
+/// minutes (a hung export must fail the test, not hang it). qemu-io reports
+/// a failed command in its output, not always in its exit status.
+pub(crate) fn qemu_io(uri: &str, cmds: &[String]) -> Outcome {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "raw"]);
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    mpio_testbed::cmd::run(c.arg(uri), Duration::from_secs(120)).expect("qemu-io (package qemu-utils)")
 }
 
 pub(crate) fn text(b: &[u8]) -> String {

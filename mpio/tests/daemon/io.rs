@@ -14,10 +14,6 @@ use crate::harness::{self, Daemon, config_toml, device_toml};
 
 const MIB: u64 = 1 << 20;
 
-fn export_uri(d: &Daemon, device: &str) -> String {
-    format!("nbd+unix:///{device}?socket={}", d.nbd_socket().display())
-}
-
 /// GET /metrics of the daemon (its address from `mpio status`).
 fn scrape(d: &Daemon) -> String {
     let url = d.json(&["status"])["metrics"].as_str().expect("metrics enabled").to_owned();
@@ -58,7 +54,7 @@ impl Verifier {
             .args([
                 "--name=verify",
                 "--ioengine=nbd",
-                &format!("--uri={}", export_uri(d, "d0")),
+                &format!("--uri={}", d.export_uri("d0")),
                 "--rw=randwrite",
                 "--bs=4k",
                 "--iodepth=16",
@@ -179,24 +175,20 @@ fn the_export_serves_clients_and_metrics_count_what_they_did() {
     require_root!();
     let t = Tgtd::builder().portals(2).target(TargetSpec::new("m").lun(LunSpec::file(32 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| with_metrics(config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1], ""))));
-    let uri = export_uri(&d, "d0");
+    let uri = d.export_uri("d0");
     assert_eq!(d.json(&["device", "list"])[0]["export"], uri.as_str());
 
-    let info = Command::new("nbdinfo").args(["--json", &uri]).output().expect("nbdinfo (libnbd-bin)");
-    assert!(info.status.success(), "{}", harness::text(&info.stderr));
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let info = mpio_testbed::cmd::run_ok(Command::new("nbdinfo").args(["--json", &uri]), Duration::from_secs(60))
+        .expect("nbdinfo (libnbd-bin)");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["exports"][0]["export-size"], 32 * MIB);
 
     let before = scrape(&d);
     let writes: Vec<String> = (0..32).map(|i| format!("write -P 0x5a {} 4k", i * 4096)).collect();
-    let mut qemu = Command::new("qemu-io");
-    qemu.args(["-f", "raw"]);
-    for w in &writes {
-        qemu.args(["-c", w]);
-    }
-    qemu.args(["-c", "read -P 0x5a 0 128k"]).arg(&uri);
-    let o = qemu.output().expect("qemu-io");
-    assert!(o.status.success() && !harness::text(&o.stdout).contains("Pattern verification failed"), "{o:?}");
+    let mut cmds = writes.clone();
+    cmds.push("read -P 0x5a 0 128k".into());
+    let o = harness::qemu_io(&uri, &cmds);
+    assert!(o.success() && !o.stdout.contains("Pattern verification failed"), "{o:?}");
     let after = scrape(&d);
     let delta = |name: &str, labels: &[&str]| sum(&after, name, labels) - sum(&before, name, labels);
     assert_eq!(delta("mpio_path_requests_total", &["device=\"d0\"", "op=\"write\""]), 32.0);

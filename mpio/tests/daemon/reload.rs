@@ -1,23 +1,21 @@
 //! Reload against tgtd: devices added and removed while another runs, and
 //! a new hold in effect on a running device, seen in what its I/O does.
 
-use std::process::Command;
-
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 
-use crate::harness::{Daemon, config_toml, device_toml};
+use crate::harness::{self, Daemon, config_toml, device_toml};
 
 /// `qemu-io -c CMD` on the NBD export of `device`; its output, and whether
 /// the command succeeded (qemu-io reports a failed read in its output).
 fn qemu_io(d: &Daemon, device: &str, cmd: &str) -> (String, bool) {
-    qemu_io_uri(&format!("nbd+unix:///{device}?socket={}", d.nbd_socket().display()), cmd)
+    qemu_io_uri(&d.export_uri(device), cmd)
 }
 
 fn qemu_io_uri(uri: &str, cmd: &str) -> (String, bool) {
-    let o = Command::new("qemu-io").args(["-f", "raw", "-c", cmd, uri]).output().expect("qemu-io (package qemu-utils)");
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    let ok = o.status.success() && !out.contains("failed");
+    let o = harness::qemu_io(uri, &[cmd.to_owned()]);
+    let out = format!("{}{}", o.stdout, o.stderr);
+    let ok = o.success() && !out.contains("failed");
     (out, ok)
 }
 

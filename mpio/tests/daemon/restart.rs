@@ -14,7 +14,7 @@ use mpio_testbed::netfault::Blackhole;
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 
-use crate::harness::{Daemon, config_toml, device_toml};
+use crate::harness::{Daemon, config_toml, device_toml, qemu_io};
 
 const MIB: u64 = 1 << 20;
 /// The in-flight writer's transfers, each with its own pattern byte.
@@ -23,11 +23,6 @@ const CHUNKS: u64 = 96;
 /// Where the in-flight writer starts (the first 8 MiB are written and
 /// acknowledged before it).
 const REGION: u64 = 8 * MIB;
-const QEMU_IO_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn uri(d: &Daemon) -> String {
-    format!("nbd+unix:///d0?socket={}", d.nbd_socket().display())
-}
 
 /// Each path's (name, ISID, TSIH) as `mpio path list --json` shows them.
 fn nexuses(d: &Daemon) -> Vec<(String, String, u64)> {
@@ -55,17 +50,6 @@ fn connections_to(portal: SocketAddr) -> Vec<SocketAddr> {
     out.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse().ok()).collect()
 }
 
-/// `qemu-io` with the commands `cmds` on the export; its output.
-fn qemu_io(d: &Daemon, cmds: &[String]) -> mpio_testbed::cmd::Outcome {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", "raw"]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    c.arg(uri(d));
-    mpio_testbed::cmd::run(&mut c, QEMU_IO_TIMEOUT).expect("qemu-io (package qemu-utils)")
-}
-
 fn pattern(chunk: u64) -> u64 {
     chunk % 250 + 1
 }
@@ -80,7 +64,7 @@ fn a_killed_daemon_restarts_reinstates_its_sessions_and_keeps_every_acknowledged
     let sids_before: Vec<u32> = t.sessions(1).unwrap().iter().map(|s| s.sid).collect();
     assert_eq!(sids_before.len(), 2, "one session per path");
 
-    let first = qemu_io(&d, &[format!("write -P 0xa5 0 {REGION}")]);
+    let first = qemu_io(&d.export_uri("d0"), &[format!("write -P 0xa5 0 {REGION}")]);
     assert!(first.success() && first.stdout.contains("wrote"), "{first:?}");
 
     // Writes in flight at the kill: one qemu-io command per chunk, each
@@ -90,7 +74,8 @@ fn a_killed_daemon_restarts_reinstates_its_sessions_and_keeps_every_acknowledged
     for i in 0..CHUNKS {
         writer.args(["-c", &format!("write -P {} {} {CHUNK}", pattern(i), REGION + i * CHUNK)]);
     }
-    let mut writer = writer.arg(uri(&d)).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("qemu-io");
+    let mut writer =
+        writer.arg(d.export_uri("d0")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("qemu-io");
     let (tx, lines) = mpsc::channel();
     let stdout = writer.stdout.take().expect("stdout");
     std::thread::spawn(move || {
@@ -146,7 +131,7 @@ fn a_killed_daemon_restarts_reinstates_its_sessions_and_keeps_every_acknowledged
     // Every acknowledged write is there, through the new daemon.
     let mut check = vec![format!("read -P 0xa5 0 {REGION}")];
     check.extend(acknowledged.iter().map(|&i| format!("read -P {} {} {CHUNK}", pattern(i), REGION + i * CHUNK)));
-    let o = qemu_io(&d, &check);
+    let o = qemu_io(&d.export_uri("d0"), &check);
     assert!(o.success() && !o.stdout.contains("verification failed"), "{}\n{}", o.stdout, d.log());
     assert_eq!(o.stdout.matches("read ").count(), check.len(), "every read ran: {}", o.stdout);
     assert!(d.stop().success());
