@@ -7,7 +7,7 @@ tgt() { tgtadm -C "$TGT_CTL" --lld iscsi "$@"; }
 
 # The target runs on one core and the initiators under test on the other,
 # for every run: where the scheduler puts them otherwise decides whether a
-# round trip costs 7 us or 80 us (research/perf.md 2.2), which swamps the
+# round trip costs 7 us or 80 us (seen on a 2-core machine), which swamps the
 # difference between initiators.
 TGTD_CPU=${TGTD_CPU:-1}
 INITIATOR_CPU=${INITIATOR_CPU:-0}

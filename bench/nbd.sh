@@ -20,7 +20,7 @@
 # writethrough flushes; the iSCSI driver has no host page cache, so this is
 # writeback semantics without a cache, like ours). There is no aio= for the
 # iSCSI driver (aio=native is file-posix only). Neither server gets an
-# iothread: qsd crashes on client disconnect with one (research/perf.md §5),
+# iothread: qemu-storage-daemon crashed on client disconnect with one,
 # and qemu-nbd has none. The target is "tuned" as in bench/transport.sh.
 # mpio's daemon offers its default iSCSI parameters (MaxRecvDataSegmentLength
 # 64 KiB, FirstBurstLength 64 KiB, MaxBurstLength 256 KiB; the daemon has no
@@ -28,9 +28,9 @@
 #
 # Placement as in lib.sh: tgtd on CPU 1; the server under test and fio on
 # CPU 0 (all of the server's threads), so at QD 32 the server and fio share
-# one core: qemu-nbd gets ~36k IOPS here against 63k unplaced in
-# research/perf.md. TGTD_CPU=0-1 INITIATOR_CPU=0-1 leaves placement to the
-# scheduler, as perf.md measured (much noisier when the machine is busy).
+# one core: qemu-nbd gets ~36k IOPS here against ~63k unplaced on a
+# 2-core machine. TGTD_CPU=0-1 INITIATOR_CPU=0-1 leaves placement to the
+# scheduler (much noisier when the machine is busy).
 # Runs of the servers alternate, so drift of the machine hits all alike;
 # each figure is the median of RUNS runs of SECONDS_PER_RUN seconds.
 #
@@ -259,8 +259,8 @@ for lun in $LUNS; do
 done
 
 echo
-echo "# Goals (against the qemu-nbd or best qemu figure of this run; research/perf.md measured"
-echo "# qemu-nbd at 63k IOPS 4k QD32 on this machine unpinned; CPU per I/O in our process)"
+echo "# Goals (against the qemu-nbd or best qemu figure of this run; unpinned, qemu-nbd"
+echo "# reached about 63k IOPS 4k QD32 on a 2-core machine; CPU per I/O in our process)"
 for lun in $LUNS; do
   read -r o1 o2 qn _ <<<"${GOALS["$lun randread 4k 32"]}"
   goal "$lun 4k QD32 IOPS mpio 1p >= 1.2x qemu-nbd" "$o1" "$(awk -v q="$qn" 'BEGIN{print 1.2*q}')" ">="

@@ -34,7 +34,7 @@ new_target 1 "$NULL_T" --bstype null --backing-store /dev/null
 truncate -s 1G "$SHM"
 dd if=/dev/zero of="$SHM" bs=1M count=1024 status=none
 new_target 2 "$FILE_T" --backing-store "$SHM"
-# The "tuned" target of research/perf.md: big segments and bursts.
+# A "tuned" target: big segments and bursts.
 for tid in 1 2; do
   set_param $tid MaxRecvDataSegmentLength 262144
   set_param $tid MaxXmitDataSegmentLength 262144

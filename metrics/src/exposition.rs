@@ -13,7 +13,7 @@ use std::fmt;
 
 use mpio_mpath::session_view::{ConnectionCounters, ConnectionView};
 use mpio_mpath::stats::LATENCY_BUCKETS_US;
-use mpio_mpath::{CauseKind, Op, PathSnapshot, PathStats, PathStatus, SessionPhase, SessionView};
+use mpio_mpath::{CauseKind, Op, PathPhase, PathSnapshot, PathStats, PathStatus, SessionPhase, SessionView};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -124,7 +124,7 @@ fn path_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> fmt
         None,
         "1 for the path's current state, 0 for the others (every state of the path state machine is listed).",
         paths(devices).flat_map(|(d, p)| {
-            PathSnapshot::STATES.into_iter().map(move |s| ((path_labels(d, p), [("state", s)]), flag(p.state == s)))
+            PathPhase::ALL.into_iter().map(move |s| ((path_labels(d, p), [("state", s.name())]), flag(p.state == s)))
         }),
     )?;
     family(

@@ -34,7 +34,7 @@ pub mod stats;
 pub mod timers;
 
 pub use crate::block::{BlockDevice, Discard, Errno, Geometry, IoError, IoErrorKind, ReadBuf, ZeroFlags};
-pub use crate::core::{DeviceCore, DeviceCounters, DeviceSnapshot, Durability, PathSnapshot, PathStatus};
+pub use crate::core::{DeviceCore, DeviceCounters, DeviceSnapshot, Durability, PathPhase, PathSnapshot, PathStatus};
 pub use claim::ClaimRefusal;
 pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, DeviceEvents, LuInfo, PathConfig};
 pub use durability::{WriteCache, WritePlan};

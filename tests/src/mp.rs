@@ -69,12 +69,12 @@ pub async fn wait_ready(dev: &Device, n: usize, timeout: Duration) {
 
 /// Paths that are active or standby.
 pub fn usable(dev: &Device) -> usize {
-    dev.snapshot().paths.iter().filter(|p| matches!(p.state, "active" | "standby")).count()
+    dev.snapshot().paths.iter().filter(|p| p.state.is_ready()).count()
 }
 
 /// Path states by name, for assertion messages.
 pub fn states(dev: &Device) -> Vec<(String, &'static str)> {
-    dev.snapshot().paths.iter().map(|p| (p.name.clone(), p.state)).collect()
+    dev.snapshot().paths.iter().map(|p| (p.name.clone(), p.state.name())).collect()
 }
 
 /// Polls `pred` on every device event (and every 50 ms) until it holds;

@@ -68,7 +68,7 @@ use crate::timers::TimerConfig;
 
 use path::{Held, PathState, Table};
 pub use request::{Action, Completion, Fence, Selection, Ticket, Verdict};
-pub use snapshot::{DeviceCounters, DeviceSnapshot, Durability, PathSnapshot};
+pub use snapshot::{DeviceCounters, DeviceSnapshot, Durability, PathPhase, PathSnapshot};
 use timer::{DeviceTimers, PathTimer, PathTimers};
 
 /// Wait before a failed fence login is tried again.

@@ -18,8 +18,8 @@ pub struct PathSnapshot {
     pub name: String,
     /// State.
     pub status: PathStatus,
-    /// One of [`PathSnapshot::STATES`].
-    pub state: &'static str,
+    /// What the path does now, as status, CLI and metrics name it.
+    pub state: PathPhase,
     /// What the policy's parameters give this path (primary/active,
     /// standby, a weight); `None` under the policies that name no paths.
     pub role: Option<PathRole>,
@@ -39,11 +39,85 @@ pub struct PathSnapshot {
     pub stats: PathStats,
 }
 
-impl PathSnapshot {
-    /// The values of [`PathSnapshot::state`]: `active` and `standby` are
-    /// ready (the policy uses the first, keeps the second in reserve).
-    pub const STATES: [&'static str; 8] =
-        ["active", "standby", "probation", "reconnecting", "failed", "disabled", "connecting", "removing"];
+/// A path's state as operators see it: its [`PathStatus`], with a ready
+/// path split by whether the policy gives it I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathPhase {
+    /// Ready, and the policy sends it I/O.
+    Active,
+    /// Ready, kept in reserve by the policy.
+    Standby,
+    /// Back after a failure, passing probes before it carries I/O.
+    Probation,
+    /// Its session is down; the transport reconnects.
+    Reconnecting,
+    /// Failed and not coming back by itself.
+    Failed,
+    /// Disabled by an administrator.
+    Disabled,
+    /// Not logged in yet since the device started.
+    Connecting,
+    /// Being removed.
+    Removing,
+}
+
+impl PathPhase {
+    /// Every phase, for metrics that export one series per phase.
+    pub const ALL: [PathPhase; 8] = [
+        PathPhase::Active,
+        PathPhase::Standby,
+        PathPhase::Probation,
+        PathPhase::Reconnecting,
+        PathPhase::Failed,
+        PathPhase::Disabled,
+        PathPhase::Connecting,
+        PathPhase::Removing,
+    ];
+
+    /// The name status, the CLI and the `state` metric label use.
+    pub fn name(self) -> &'static str {
+        match self {
+            PathPhase::Active => "active",
+            PathPhase::Standby => "standby",
+            PathPhase::Probation => "probation",
+            PathPhase::Reconnecting => "reconnecting",
+            PathPhase::Failed => "failed",
+            PathPhase::Disabled => "disabled",
+            PathPhase::Connecting => "connecting",
+            PathPhase::Removing => "removing",
+        }
+    }
+
+    /// Ready: active or standby.
+    pub fn is_ready(self) -> bool {
+        matches!(self, PathPhase::Active | PathPhase::Standby)
+    }
+
+    fn of(status: PathStatus, active: bool) -> PathPhase {
+        match status {
+            PathStatus::Ready if active => PathPhase::Active,
+            PathStatus::Ready => PathPhase::Standby,
+            PathStatus::Probation { .. } => PathPhase::Probation,
+            PathStatus::Reconnecting => PathPhase::Reconnecting,
+            PathStatus::Failed => PathPhase::Failed,
+            PathStatus::Disabled => PathPhase::Disabled,
+            PathStatus::Connecting => PathPhase::Connecting,
+            PathStatus::Removing => PathPhase::Removing,
+        }
+    }
+}
+
+impl std::fmt::Display for PathPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Compares with the name, so tests and tools can say `state == "active"`.
+impl PartialEq<&str> for PathPhase {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
 }
 
 /// Device-wide counters.
@@ -144,16 +218,7 @@ impl DeviceCore {
                     name: p.name.clone(),
                     status: p.status,
                     role: if p.live() { spec.role(i) } else { None },
-                    state: match p.status {
-                        PathStatus::Ready if active.contains(&i) => "active",
-                        PathStatus::Ready => "standby",
-                        PathStatus::Probation { .. } => "probation",
-                        PathStatus::Reconnecting => "reconnecting",
-                        PathStatus::Failed => "failed",
-                        PathStatus::Disabled => "disabled",
-                        PathStatus::Connecting => "connecting",
-                        PathStatus::Removing => "removing",
-                    },
+                    state: PathPhase::of(p.status, active.contains(&i)),
                     failback_held: p.held.is_some(),
                     in_flight: p.load.in_flight,
                     bytes_in_flight: p.load.bytes_in_flight,

@@ -58,7 +58,7 @@ impl T {
     }
 
     fn active(&self) -> Vec<&'static str> {
-        self.c.snapshot().paths.iter().map(|p| p.state).collect()
+        self.c.snapshot().paths.iter().map(|p| p.state.name()).collect()
     }
 
     /// All paths logged in and claimed.
@@ -874,7 +874,7 @@ fn a_refused_path_keeps_its_reason_when_its_session_closes() {
     // The driver logs the refused path out; its session's end is no news.
     t.c.session_down(t.now, 1, FailureCause::new(CauseKind::Connection, "session closed"), false);
     let p = &t.c.snapshot().paths[1];
-    assert_eq!((p.state, p.last_cause.as_ref().map(|c| c.kind)), ("failed", Some(CauseKind::Claim)));
+    assert_eq!((p.state.name(), p.last_cause.as_ref().map(|c| c.kind)), ("failed", Some(CauseKind::Claim)));
 }
 
 /// What `poll_timeout` returns is what `handle_timeout` runs: handling at

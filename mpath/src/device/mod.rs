@@ -120,7 +120,7 @@ impl Inner {
 
 /// The path may carry I/O.
 fn usable(p: &PathSnapshot) -> bool {
-    matches!(p.state, "active" | "standby")
+    p.state.is_ready()
 }
 
 /// Each path's last failure (or its state, when usable), for a wait that

@@ -10,7 +10,7 @@ use crate::control::proto::{DeviceSummary, DeviceView, PathView, PolicyView};
 
 /// Paths that can take I/O now.
 fn usable(p: &PathSnapshot) -> bool {
-    p.state == "active" || p.state == "standby"
+    p.state.is_ready()
 }
 
 pub(super) fn summary(m: &Managed, snap: &DeviceSnapshot) -> DeviceSummary {
@@ -66,7 +66,7 @@ pub(super) fn paths(m: &Managed, snap: &DeviceSnapshot) -> Vec<PathView> {
             PathView {
                 device: m.spec.name.clone(),
                 name: p.name.clone(),
-                state: p.state.into(),
+                state: p.state.name().into(),
                 portal: spec.map_or_else(String::new, |s| s.portal.to_string()),
                 source: spec.and_then(|s| s.source.map(|a| a.to_string()).or_else(|| s.interface.clone())),
                 role,

@@ -138,7 +138,7 @@ fn deltas(args: &PerfArgs, before: &DeviceSnapshot, after: &DeviceSnapshot) -> V
             PathDelta {
                 name: a.name.clone(),
                 portal: portals.get(i).map_or_else(String::new, ToString::to_string),
-                state: a.state,
+                state: a.state.name(),
                 requests: s.total_requests() - b.total_requests(),
                 read_bytes: s.bytes_of(Op::Read) - b.bytes_of(Op::Read),
                 write_bytes: s.bytes_of(Op::Write) - b.bytes_of(Op::Write),

@@ -3,7 +3,7 @@
 //! every such LU. Two of them behind two TPGs of one target are two LUs,
 //! never one device.
 
-use mpio_mpath::{CauseKind, Device, DeviceError, PathConfig};
+use mpio_mpath::{CauseKind, Device, DeviceError, PathConfig, PathPhase};
 use mpio_transport::ConnectionSpec;
 
 use super::*;
@@ -49,7 +49,7 @@ async fn two_lio_lus_without_serials_are_never_one_device() {
     })
     .await;
     let snap = dev.snapshot();
-    assert_eq!((snap.paths[0].state, snap.paths[1].state), ("active", "failed"));
+    assert_eq!((snap.paths[0].state, snap.paths[1].state), (PathPhase::Active, PathPhase::Failed));
     let why = snap.paths[1].last_cause.clone().unwrap().detail;
     assert!(why.contains("nothing proves") && why.contains("p1"), "{why}");
     let data = mpio_tests::pattern(0, 64 << 10, 9);

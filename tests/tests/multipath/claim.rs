@@ -93,6 +93,6 @@ async fn a_path_refused_for_good_fails_a_wait_for_every_path_at_once() {
     let e = dev.wait_all_ready(timeout).await.unwrap_err();
     let DeviceError::PathFailed { path, reason, .. } = &e else { panic!("not failed at once: {e}") };
     assert!(reason.starts_with("claim: ") && reason.contains("not the device's logical unit"), "{e}");
-    let refused = dev.snapshot().paths.iter().find(|p| &p.name == path).map(|p| p.state);
+    let refused = dev.snapshot().paths.iter().find(|p| &p.name == path).map(|p| p.state.name());
     assert_eq!(refused, Some("failed"));
 }

@@ -35,7 +35,7 @@ async fn paths_are_added_and_removed_under_load_without_errors() {
     .await;
     assert!(report.ops > 400);
     let snap = dev.snapshot();
-    let names: Vec<(usize, &str, &str)> = snap.paths.iter().map(|p| (p.id, p.name.as_str(), p.state)).collect();
+    let names: Vec<(usize, &str, &str)> = snap.paths.iter().map(|p| (p.id, p.name.as_str(), p.state.name())).collect();
     assert_eq!(names, [(1, "p2", "active"), (2, "p3", "active")], "ids stay");
     let configs: Vec<String> = dev.path_configs().iter().map(|c| c.connection.portal.to_string()).collect();
     assert_eq!(configs, [tgtd.portal(1).to_string(), tgtd.portal(2).to_string()]);
