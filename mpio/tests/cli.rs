@@ -329,8 +329,11 @@ fn lio_refusals_and_discovery_chap_are_explained() {
     let _auth = Lio::builder().discovery_chap("disc-user", "disc-secret-5678").start(vm).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
-    std::fs::write(&right, "disc-secret-5678\n").unwrap();
-    std::fs::write(&wrong, "not-the-disc-secret").unwrap();
+    for (file, secret) in [(&right, "disc-secret-5678\n"), (&wrong, "not-the-disc-secret")] {
+        std::fs::write(file, secret).unwrap();
+        // Private, or mpio refuses the file before it logs in.
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
     let discover = |file: &std::path::Path| {
         mpio(
             &[
