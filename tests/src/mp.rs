@@ -1,21 +1,24 @@
 //! Helpers for the multipath tests: a device over the portals of a
 //! testbed tgtd, a writer that keeps verified writes going while faults
-//! happen, and waits on device events.
+//! happen, waits on device events, and the scenarios every target fixture
+//! runs (tgtd on the host, LIO in the test VM): a fault under verified
+//! writes ([`under_load`]), a blackholed primary against what `mpio timers
+//! explain` says, a login refused again and again.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use mpio_mpath::{Device, DeviceConfig, DeviceEvent, EventKind, PathConfig, TimerConfig};
+use mpio_mpath::{Device, DeviceConfig, DeviceEvent, EventKind, PathConfig, PolicySpec, TimerConfig};
+use mpio_testbed::netfault::Blackhole;
 use mpio_testbed::tgtd::Tgtd;
 use mpio_transport::ConnectionSpec;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::{INITIATOR, assert_data, lun1, pattern};
+use crate::{Backing, INITIATOR, assert_data, lun1, pattern};
 
 /// Source address of path `i`: `127.0.10.(i+1)`. Distinct per path, so
 /// the target's connection list (which shows only the initiator's
@@ -186,12 +189,16 @@ impl WriterReport {
         }
     }
 
-    /// Compares the target's backing file with what was acknowledged.
-    pub fn verify_file(&self, path: &Path) {
-        let disk = std::fs::read(path).expect("backing file");
+    /// Compares the target's disk with what was acknowledged (one read of
+    /// the span written: a guest's file costs a command per read).
+    pub fn verify_backing(&self, disk: &(impl Backing + ?Sized)) {
+        let (Some(&first), Some(&last)) = (self.expected.keys().next(), self.expected.keys().next_back()) else {
+            return;
+        };
+        let span = disk.read(first, (last - first) as usize + self.chunk);
         for (&offset, &seed) in &self.expected {
-            let at = offset as usize;
-            let on_disk = disk.get(at..at + self.chunk).expect("chunk inside the file");
+            let at = (offset - first) as usize;
+            let on_disk = &span[at..at + self.chunk];
             assert_data(on_disk, &pattern(offset, self.chunk, seed), &format!("backing file at {offset}"));
         }
     }
@@ -351,4 +358,155 @@ pub async fn refused_again_and_again_is_reported_once(
     let more: Vec<_> = drain(&mut events).into_iter().filter(|e| e.kind.name().starts_with("login")).collect();
     assert!(more.is_empty(), "{more:?}");
     dev
+}
+
+/// Runs the writer (8 MiB from offset 0 in 64 KiB writes, 8 at a time)
+/// through `fault`, then checks: no error reached the caller, I/O kept
+/// flowing, and every acknowledged write reads back through the device
+/// and from the target's disk.
+pub async fn under_load<F, Fut>(disk: &(impl Backing + ?Sized), dev: &Device, fault: F) -> WriterReport
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let writer = Writer::start(dev, 0, 8 << 20, 64 << 10, 8);
+    writer.progress(200, Duration::from_secs(10)).await;
+    fault().await;
+    writer.progress(200, Duration::from_secs(30)).await;
+    finish_verified(disk, dev, writer).await
+}
+
+/// Stops the writer and checks: no error reached the caller, and every
+/// acknowledged write reads back through the device and from the
+/// target's disk.
+pub async fn finish_verified(disk: &(impl Backing + ?Sized), dev: &Device, writer: Writer) -> WriterReport {
+    let report = writer.finish().await;
+    report.assert_no_errors();
+    report.verify(dev).await;
+    dev.flush().await.expect("flush");
+    report.verify_backing(disk);
+    report
+}
+
+/// What `mpio timers explain` says of a silent path and of failover,
+/// measured against a real blackhole: the primary (path 0, at `portal`)
+/// of a fail-over-only pair made of `cfg`'s first two paths is
+/// blackholed (host iptables, both directions) under verified writes.
+///
+/// Lower bounds, which no load can break (timers never fire early): the
+/// path is declared dead no sooner than `detect_silent` after the last
+/// byte it received, and that byte came after `t0`, when the probe write
+/// whose answer the test saw was sent. Upper bounds: the explained worst
+/// case counts from the moment of the hole, which lies before `t_after`;
+/// a loaded machine can exceed it only by running the timers late, so the
+/// excess is bounded by the lateness a probe timer on the same runtime saw
+/// in the same window (each of the two keepalive timers and the event's
+/// hop to the device can be that late once). The order of events is
+/// strict: failed, then failover, then the fence cleared, then writes
+/// complete again.
+pub async fn blackholed_primary_fails_over_as_timers_explain(
+    mut cfg: DeviceConfig,
+    portal: SocketAddr,
+    disk: &(impl Backing + ?Sized),
+) {
+    cfg.paths.truncate(2);
+    cfg.policy = PolicySpec::FailOverOnly { primary: 0, standby_order: vec![1] };
+    let explained = cfg.timers.explain();
+    let dev = open_all(cfg).await;
+    let mut events = dev.events();
+    let lateness = LatenessProbe::start();
+    let mut hole = None;
+    let (mut t0, mut t_after, mut ops_at_hole) = (Instant::now(), Instant::now(), 0);
+    let report = under_load(disk, &dev, || async {
+        // All I/O goes to p1: the answer to this write reached p1 after t0.
+        t0 = Instant::now();
+        dev.write(0, pattern(0, 4096, 7), false).await.unwrap();
+        hole = Some(Blackhole::new(portal).expect("blackhole"));
+        t_after = Instant::now();
+        ops_at_hole = dev.snapshot().paths[1].stats.requests.iter().sum::<u64>();
+    })
+    .await;
+    let late = lateness.stop().await;
+    drop(hole);
+    let evs = drain(&mut events);
+    let find = |what: &str, pred: &dyn Fn(&DeviceEvent) -> bool| {
+        evs.iter().find(|e| pred(e)).unwrap_or_else(|| panic!("no {what}: {evs:?}")).clone()
+    };
+    let failed = find("p1 failed", &|e| e.kind == EventKind::PathFailed && e.path == Some(0));
+    let failover = find("failover to p2", &|e| matches!(&e.kind, EventKind::Failover { to, .. } if to == &[1]));
+    let fenced = find("p1's fence cleared", &|e| e.kind == EventKind::FenceCleared && e.path == Some(0));
+    // The keepalive found it: not the command timeout of the writes caught
+    // in the hole (io_timeout + abort), not the TCP stack.
+    assert!(failed.reason.contains("nop_timeout"), "{}", failed.reason);
+    let detect = failed.at.duration_since(t_after);
+    eprintln!(
+        "blackhole: p1 declared dead {:?} after the hole (explained: within {:?}; {:?} after t0), fence cleared \
+         {:?} later (explained: at most {:?}), slowest request {:?}, timer lateness up to {late:?}",
+        detect,
+        explained.detect_silent,
+        failed.at - t0,
+        fenced.at - failed.at,
+        explained.fence_login,
+        report.max_latency,
+    );
+    assert!(
+        failed.at >= t0 + explained.detect_silent,
+        "declared dead {:?} after the last answer's request, sooner than the keepalive can tell ({:?})",
+        failed.at - t0,
+        explained.detect_silent
+    );
+    // Up to three late wake-ups (two keepalive timers, one hop), each at
+    // most one timer tick (1 ms) later than the probe saw.
+    let scheduling = (late + Duration::from_millis(1)) * 3;
+    assert!(
+        detect <= explained.detect_silent + scheduling,
+        "declared dead {detect:?} after the hole: more than the explained {:?} plus the {scheduling:?} the \
+         runtime ran late",
+        explained.detect_silent
+    );
+    // Failover: reads move at detection, writes once the fence (a
+    // reinstatement login through p2's portal, same portal group) says the
+    // old nexus cannot run them; the explanation bounds that login.
+    assert!(failed.at <= failover.at && failover.at <= fenced.at, "{evs:?}");
+    assert!(
+        fenced.at - failed.at <= explained.fence_login + scheduling,
+        "fence cleared {:?} after detection: more than the explained {:?}",
+        fenced.at - failed.at,
+        explained.fence_login
+    );
+    // p2 carried the writes after the failover (it had none before).
+    assert_eq!(ops_at_hole, 0, "p2 carried I/O before the failover");
+    assert!(dev.snapshot().paths[1].stats.requests.iter().sum::<u64>() > 0, "p2 carried nothing after the failover");
+    wait_ready(&dev, 2, Duration::from_secs(40)).await;
+}
+
+/// Measures how late timers fire on this runtime: a task sleeping 1 ms at
+/// a time records its largest overshoot until stopped.
+struct LatenessProbe {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Duration>,
+}
+
+impl LatenessProbe {
+    fn start() -> LatenessProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let due = Instant::now() + Duration::from_millis(1);
+                    tokio::time::sleep_until(due.into()).await;
+                    worst = worst.max(Instant::now().saturating_duration_since(due));
+                }
+                worst
+            }
+        });
+        LatenessProbe { stop, task }
+    }
+
+    async fn stop(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("lateness probe")
+    }
 }

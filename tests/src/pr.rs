@@ -63,6 +63,14 @@ impl SharedLu {
         cfg
     }
 
+    /// A session of `initiator` with one connection per listed portal
+    /// (MCS).
+    pub fn mcs_config(&self, initiator: &str, portals: &[usize]) -> SessionConfig {
+        let mut cfg = self.session_config(initiator, portals[0]);
+        cfg.connections = portals.iter().map(|p| ConnectionSpec::to(self.portals[*p].into())).collect();
+        cfg
+    }
+
     /// A round-robin device of our initiator with one path per portal.
     pub fn device_config(&self) -> DeviceConfig {
         let paths = self

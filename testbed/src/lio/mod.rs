@@ -650,11 +650,11 @@ impl<'vm> Lio<'vm> {
     }
 
     /// Initiator names with a session on TPG `tag` in demo mode
-    /// (`dynamic_sessions`).
+    /// (`dynamic_sessions`, one name a line, the text ending in a NUL).
     pub fn sessions(&self, target: usize, tag: u16) -> Result<Vec<String>> {
         let dir = self.tpg_dir(target, tag)?;
         let text = self.vm.command(["cat", &format!("{dir}/dynamic_sessions")]).run_ok()?;
-        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        Ok(parse_sessions(&text))
     }
 
     /// `pr/res_holder` of a LUN's device: "No SPC-3 Reservation holder", or
@@ -685,5 +685,26 @@ impl Drop for Lio<'_> {
         if let Err(e) = self.teardown() {
             eprintln!("warning: removing the LIO configuration: {e}");
         }
+    }
+}
+
+fn parse_sessions(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_sessions_end_in_a_nul() {
+        // As LIO 6.12 prints it (seen with `cat`): the names, then a NUL.
+        let text = "iqn.2026-11.test.mpio:initiator\n\0";
+        assert_eq!(parse_sessions(text), ["iqn.2026-11.test.mpio:initiator"]);
+        assert!(parse_sessions("\0").is_empty());
     }
 }

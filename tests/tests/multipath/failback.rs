@@ -63,7 +63,7 @@ async fn failback_immediate_returns_io_to_the_primary_after_probation() {
     wait_device_event(&mut events, Duration::from_secs(1), "failback p2 -> p1", |e| is_failback(e, &[1], &[0])).await;
     writer.progress(50, Duration::from_secs(10)).await;
     assert_eq!(carried(&dev, &writer, 200).await[1..], [0, 0], "p1 carries I/O again");
-    finish_verified(&tgtd, &dev, writer).await;
+    finish_verified(tgtd.backing_file(1, 1), &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +81,7 @@ async fn failback_manual_waits_for_the_administrator() {
     wait_device_event(&mut events, Duration::from_secs(1), "failback p2 -> p1", |e| is_failback(e, &[1], &[0])).await;
     writer.progress(50, Duration::from_secs(10)).await;
     assert_eq!(carried(&dev, &writer, 200).await[1..], [0, 0], "p1 carries I/O again");
-    finish_verified(&tgtd, &dev, writer).await;
+    finish_verified(tgtd.backing_file(1, 1), &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +110,7 @@ async fn failback_delayed_waits_the_delay_after_probation() {
     }
     writer.progress(50, Duration::from_secs(10)).await;
     assert_eq!(carried(&dev, &writer, 200).await[1..], [0, 0], "p1 carries I/O again");
-    finish_verified(&tgtd, &dev, writer).await;
+    finish_verified(tgtd.backing_file(1, 1), &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,5 +146,5 @@ async fn a_primary_flapping_every_two_seconds_causes_no_failover_storm() {
     assert!(damped >= 1, "no damped probation: {p1:#?}");
     // Once it stops flapping, p1 returns (after the longest damping so far).
     wait_device_event(&mut events, Duration::from_secs(40), "p1 back", |e| is_failback(e, &[1], &[0])).await;
-    finish_verified(&tgtd, &dev, writer).await;
+    finish_verified(tgtd.backing_file(1, 1), &dev, writer).await;
 }

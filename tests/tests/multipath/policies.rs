@@ -92,7 +92,7 @@ async fn each_policy_spreads_io_as_it_promises() {
         }
     }
 
-    finish_verified(&tgtd, &dev, writer).await;
+    finish_verified(tgtd.backing_file(1, 1), &dev, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ async fn paths_are_added_and_removed_under_load_without_errors() {
     let tgtd = four_portals(64 * MIB);
     let dev = open_all(device_config(&tgtd, 1, 2)).await;
     let mut events = dev.events();
-    let report = under_load(&tgtd, &dev, || async {
+    let report = under_load(tgtd.backing_file(1, 1), &dev, || async {
         // p3 through the third portal: logs in, is claimed, joins the rotation.
         dev.add_path(path(&tgtd, 2, 2)).unwrap();
         wait_until(&dev, Duration::from_secs(15), "p3 carrying I/O", |d| {
