@@ -28,7 +28,7 @@ use crate::{
 const MIB: usize = 1 << 20;
 const CONNECT: Duration = Duration::from_secs(10);
 /// Bound of a writer's phase: generous for TCG, short of a hang.
-const WRITES: Duration = Duration::from_secs(120);
+const WRITES: Duration = Duration::from_secs(60);
 
 /// `fut`, or a panic naming `what` after `timeout`: a scenario that
 /// stalls says where.
@@ -55,8 +55,9 @@ pub fn login_error(e: SessionError) -> LoginError {
 /// back through `s`.
 pub async fn round_trip(s: &SessionHandle, lun: Lun, offset: u64, len: usize, seed: u64) {
     let data = pattern(offset, len, seed);
-    write_good_lun(s, lun, offset, data.clone()).await;
-    assert_data(&read_good_lun(s, lun, offset, len).await, &data, &format!("{len} bytes at {offset}"));
+    within(WRITES, &format!("write of {len} bytes"), write_good_lun(s, lun, offset, data.clone())).await;
+    let got = within(WRITES, &format!("read of {len} bytes"), read_good_lun(s, lun, offset, len)).await;
+    assert_data(&got, &data, &format!("{len} bytes at {offset}"));
 }
 
 /// One-way CHAP as `user`/`secret` logs in and carries I/O; a wrong

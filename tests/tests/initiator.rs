@@ -12,7 +12,7 @@ use mpio_tests::pr::SharedLu;
 use mpio_tests::session::{self, login_error};
 use mpio_tests::*;
 use mpio_transport::login::LoginError;
-use mpio_transport::pdu::{Isid, TmfFunction, TmfResponse};
+use mpio_transport::pdu::{Isid, TmfResponse};
 use mpio_transport::text::{Digest, DigestPref};
 use mpio_transport::{Auth, ConnPick, ConnectionSpec, SessionEvent, SessionHandle, TaskError};
 
@@ -82,7 +82,7 @@ async fn header_and_data_digests() {
     require_root!();
     let tgtd = Tgtd::builder()
         .target(TargetSpec::new("digests").lun(LunSpec::file(16 << 20)).digests("CRC32C"))
-        .target(TargetSpec::new("nodigests").lun(LunSpec::file(4 << 20)).digests("None"))
+        .target(TargetSpec::new("nodigests").lun(LunSpec::file(16 << 20)).digests("None"))
         .start()
         .unwrap();
     let lu = SharedLu::tgtd(&tgtd, 1, 1);

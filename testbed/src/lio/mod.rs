@@ -42,8 +42,10 @@
 //! # What LIO (kernel 6.12) does, and how it differs from tgtd
 //!
 //! Seen here through `testbed/tests/vm.rs` with libiscsi and mpio's own
-//! initiator; the points marked *(tested)* are asserted there, so a
-//! different kernel shows up in those tests first.
+//! initiator, and through `tests/tests/lio`, which runs the scenarios
+//! tgtd runs on the host (`mpio_tests::session`, `mpio_tests::mp`) against
+//! LIO; the points marked *(tested)* are asserted there, so a different
+//! kernel shows up in those tests first.
 //!
 //! * **LU identity** *(tested)*: with `wwn/vpd_unit_serial` set, VPD 0x83
 //!   has an NAA designator and a T10 vendor ID designator `LIO-ORG
@@ -61,15 +63,69 @@
 //!   to it fail at once (refused, not silent); `mkdir` listens again.
 //! * **Login refusals** *(tested)*: an unknown target name is answered
 //!   with status 0x0301 (service unavailable, a "retry later" class), not
-//!   tgtd's 0x0203; with CHAP required and none offered LIO closes the
-//!   connection without a login response; an initiator outside the ACL
+//!   tgtd's 0x0203; so is a login to a disabled TPG. With CHAP required
+//!   and none offered LIO closes the connection without a login response
+//!   (tgtd answers, and the initiator can say CHAP is required); the same
+//!   for a discovery session while discovery CHAP is enforced. A wrong
+//!   secret gets 0x0201 (discovery too); an initiator outside the ACL
 //!   gets 0x0202. One-way and mutual CHAP, and discovery CHAP, work as
 //!   configured here; credentials written with `echo` keep their newline
 //!   and then fail (hence `printf %s`, research notes).
-//! * **TPG disable** *(tested)*: LIO closes the session's connection (FIN)
+//! * **Digests** *(tested)*: `HeaderDigest` and `DataDigest` default to
+//!   `CRC32C,None`. A digest one side requires and the other does not
+//!   offer is refused by LIO itself, in both directions, with a bare
+//!   0x0200 (initiator error); only its kernel log names the key
+//!   (`Proposer's value list "None" contains no valid values from
+//!   Acceptor's value list "CRC32C"`). tgtd answers with its own value
+//!   instead (so the initiator refuses, naming the key), and tgtd set to
+//!   `CRC32C` still accepts an initiator that offers only `None`. CRC32C
+//!   both ways carries transfers of 512 B to 3 MiB without a digest error.
+//!   A Data-Out with a wrong data digest at ERL 0 closes the session
+//!   ("Unable to recover from DataOUT CRC failure while ERL=0, closing
+//!   session"; seen with a digest broken on purpose in mpio).
+//! * **Data transfer** *(tested)*: 256 MiB in transfers of 512 B to 4 MiB,
+//!   8 in flight, with `InitialR2T=No ImmediateData=Yes`, and 32 MiB with
+//!   `InitialR2T=Yes ImmediateData=No MaxRecvDataSegmentLength=65536`,
+//!   read back and compared with the backing file (about 21 s for the
+//!   256 MiB under TCG here).
+//! * **MC/S** *(tested)*: with `MaxConnections 4`, four connections over
+//!   four portals form one session (`dynamic_sessions` lists the
+//!   initiator once; its text ends in a NUL, which [`Lio::sessions`]
+//!   drops). When one connection is reset, LIO honours the Logout that
+//!   closes it (reason "close the connection" with the lost CID, sent on
+//!   another connection, RFC 7143 section 11.14): the
+//!   session lives on and is never reinstated, the tasks are sent again
+//!   on the other connections. tgtd closes every connection of the
+//!   session instead, so there the session is reinstated once. LIO
+//!   delivers commands in CmdSN order: a CmdSN lost with the connection
+//!   and never sent again holds every later command (seen as writes that
+//!   time out and are aborted, LIO logging "ABORT_TASK: Found referenced
+//!   iSCSI task_tag" for each; the ignored test
+//!   `mcs_connection_reset_mid_io_loses_nothing` in `tests/tests/lio`).
+//! * **Faults under I/O** *(tested)*: a connection reset (`ss -K`, RST) is
+//!   seen at once; a blackhole (host iptables on the TAP) only by the
+//!   NOP-Out keepalive (LIO answers NOP-Outs, so a silent link is the only
+//!   cause), within what `mpio timers explain` says. A removed portal
+//!   (`rmdir np/...`) keeps the sessions that came in through it (the
+//!   tests reset them) and refuses new connections at once.
+//! * **TPG disable** *(tested)*: LIO closes the session's connections
 //!   without any asynchronous message (no Logout Request, no Drop
-//!   Connection); a disabled TPG refuses logins. To exercise async
+//!   Connection): an idle one with a FIN, one with commands in flight
+//!   with a RST ("connection reset by peer"). A disabled TPG refuses
+//!   logins with 0x0301 (the kernel logs "Unable to locate Target Portal
+//!   Group"); enabled again, the initiator's reinstatement login works
+//!   and a read that waited completes. This is LIO's "target offline":
+//!   unlike tgtd's `state offline`, which drops commands silently and
+//!   still answers NOP-Outs, it is seen at once. To exercise async
 //!   messages, LIO's TPG disable is not the lever.
+//! * **Task management** *(tested)*: LOGICAL UNIT RESET completes (then a
+//!   UNIT ATTENTION); ABORT TASK SET is answered "function not supported"
+//!   (5) and TARGET WARM RESET "function rejected" (255; the kernel logs
+//!   "TMR Opcode TARGET_WARM_RESET authorization failed for Initiator
+//!   Node", an ACL attribute decides). tgtd does ABORT TASK SET and
+//!   answers "not supported" to TARGET WARM RESET. ABORT TASK of a
+//!   command LIO holds is not tried: no lever here holds a command while
+//!   leaving the abort's way open (tgtd's `state offline` does).
 //! * **Write cache / FUA** *(tested)*: a fileio LU made through configfs has
 //!   `emulate_write_cache = 0` and `emulate_fua_write = 1`; MODE SENSE then
 //!   says WCE = 0 and DPOFUA = 0, and (research notes) a WRITE with FUA is
