@@ -50,6 +50,11 @@
 //!   slot, so host initiators (mpio, libiscsi) reach guest portals over real
 //!   TCP and host-side iptables/tc/link-down are real faults; veth paths
 //!   into a namespace for initiator and target both in the guest.
+//! * **Binaries of this build** ([`Vm::install_binary`]): copied in after
+//!   boot (the debug mpio, stripped of its debug info, is 12.5 MB and
+//!   takes 1-2 s), not put into an image layer, which would be rebuilt and
+//!   cached anew for every build; [`crate::daemon`] runs mpio's daemon
+//!   in the guest.
 //! * **Faults** ([`fault`]) in the guest: iptables DROP, netem, link down,
 //!   TCP connection reset (`ss -K`), a frozen guest ([`Vm::freeze`]).
 //!
