@@ -205,6 +205,8 @@ fn ext4_on_ublk_block_devices_over_two_paths_to_lio() {
     let listed = daemon.json(&["device", "list"]);
     let listed: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|d| d["block_device"].as_str()).collect();
     assert_eq!(listed.len(), 2, "device list names both block devices: {listed:?}");
+    let events = daemon.cli(&["events", "--device", "d512"]);
+    assert!(events.contains("ublk_created") && events.contains(&b512), "{events}");
     let status = daemon.cli(&["status"]);
     assert!(status.contains(&b512) && status.contains(&b4k), "{status}");
 
