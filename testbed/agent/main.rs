@@ -7,14 +7,20 @@
 //! it. When the host side closes (the test process ended or died), the
 //! agent powers the guest off, so no VM outlives its test.
 //!
+//! `mpio-vm-agent sd-notify SOCKET PROGRAM ARGS...` is a second use of
+//! the same binary, for daemons under test (`mpio_testbed::daemon`): see
+//! [`sd_notify`].
+//!
 //! Std only, statically linked: the host compiles this file with `rustc`
 //! on demand (see `vm::agent`), and cargo builds it too so that it stays
 //! formatted and lint-clean. Signals, sync and power-off go through
 //! busybox (the workspace forbids `unsafe`, and so FFI).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -59,6 +65,10 @@ struct Running {
 type Table = Arc<Mutex<HashMap<u32, Running>>>;
 
 fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "sd-notify") {
+        sd_notify(&args[2..]);
+    }
     let path = wait_for_port();
     let port = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(port) => port,
@@ -170,6 +180,54 @@ fn start(id: u32, argv: Vec<Vec<u8>>, out: &Out, table: &Table) {
         // Output the pumps still send after this is dropped by the host.
         out.send(proto::EXITED, id, status.to_le_bytes().to_vec());
     });
+}
+
+/// `sd-notify SOCKET PROGRAM ARGS...`: runs PROGRAM as systemd runs a
+/// `Type=notify` service, as far as readiness goes (busybox has no
+/// service manager): binds the datagram socket SOCKET (replacing a stale
+/// one) before PROGRAM starts, so no notification is lost, and starts
+/// PROGRAM with `NOTIFY_SOCKET=SOCKET`, stdin from /dev/null and its
+/// stdout joined to our stderr. Our stdout carries one line per fact, for
+/// the host to wait on: `pid N`, `notify MESSAGE` (the message's lines
+/// joined by spaces: `notify READY=1 STATUS=...`), and `exit STATUS` when
+/// PROGRAM ends; then we exit with its exit code, or 128 + the signal that
+/// killed it (as a shell reports it). Signals for PROGRAM go to its pid;
+/// one to our process group reaches both.
+fn sd_notify(args: &[OsString]) -> ! {
+    let [socket, program, rest @ ..] = args else {
+        eprintln!("usage: mpio-vm-agent sd-notify SOCKET PROGRAM [ARGS...]");
+        std::process::exit(2);
+    };
+    let _ = fs::remove_file(socket);
+    let listener = UnixDatagram::bind(socket).unwrap_or_else(|e| {
+        eprintln!("mpio-vm-agent sd-notify: cannot bind {}: {e}", socket.to_string_lossy());
+        std::process::exit(125);
+    });
+    let mut child = Command::new(program)
+        .args(rest)
+        .env("NOTIFY_SOCKET", socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
+        .spawn()
+        .unwrap_or_else(|e| {
+            eprintln!("mpio-vm-agent sd-notify: cannot run {}: {e}", program.to_string_lossy());
+            std::process::exit(127);
+        });
+    // Rust's stdout is line-buffered: every line leaves at once.
+    println!("pid {}", child.id());
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = listener.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            println!("notify {}", msg.trim_end().replace('\n', " "));
+        }
+    });
+    let status = child.wait().unwrap_or_else(|e| {
+        eprintln!("mpio-vm-agent sd-notify: wait: {e}");
+        std::process::exit(125);
+    });
+    println!("exit {status}");
+    std::process::exit(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 /// Copies frames of the host into the command's stdin until EOF.

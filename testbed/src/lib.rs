@@ -10,6 +10,8 @@
 //! * [`netfault::Blackhole`] and [`netfault::RateLimit`]: iptables and tc
 //!   guards for one `address:port`, undone on Drop.
 //! * [`lio`] and [`vm`]: the Linux kernel's target in a qemu VM.
+//! * [`daemon`]: `mpio daemon` inside such a VM, next to LIO, driven
+//!   through its CLI in the guest.
 //! * [`libiscsi`] wraps `iscsi-inq`, `iscsi-ls`, `iscsi-perf` as a
 //!   reference initiator.
 //!
@@ -50,6 +52,7 @@
 
 #![warn(missing_docs)]
 
+pub mod daemon;
 pub mod libiscsi;
 pub mod lio;
 pub mod netfault;

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use mpio_testbed::netfault::RateLimit;
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 
@@ -40,6 +41,11 @@ fn with_metrics(config: String) -> String {
     config.replace("[metrics]\nenabled = false", "[metrics]\nlisten = \"127.0.0.1:0\"")
 }
 
+/// Each portal's rate under a paced [`Verifier`]: fio's 48 MiB of writes
+/// and 48 MiB of verifying reads over at most three paths take at least
+/// 4 s however fast the machine is, time for several passes of changes.
+const PACE: u64 = 8 << 20;
+
 /// fio writing 48 MiB at random through the export of `d0`, every block
 /// verified after it was written.
 struct Verifier {
@@ -48,7 +54,10 @@ struct Verifier {
 }
 
 impl Verifier {
-    fn start(d: &Daemon) -> Verifier {
+    /// Starts fio with every portal of `t` paced (see [`PACE`]), so that
+    /// it is still writing while a test changes the device under it.
+    fn start_paced(d: &Daemon, t: &Tgtd) -> (Verifier, Vec<RateLimit>) {
+        let limits = t.portals().iter().map(|&p| RateLimit::new(p, PACE).expect("rate limit")).collect();
         let report = d.dir.path().join("fio.json");
         let child = Command::new("fio")
             .args([
@@ -68,7 +77,7 @@ impl Verifier {
             .stdout(Stdio::null())
             .spawn()
             .expect("fio (package fio)");
-        Verifier { child, report }
+        (Verifier { child, report }, limits)
     }
 
     fn running(&mut self) -> bool {
@@ -91,7 +100,7 @@ fn policy_changes_and_path_administration_under_load_lose_nothing() {
     require_root!();
     let t = Tgtd::builder().portals(3).target(TargetSpec::new("io").lun(LunSpec::file(64 * MIB))).start().unwrap();
     let d = Daemon::start(|dir| config_toml(dir, &t, &device_toml(&t, "d0", &[0, 1, 2], "")));
-    let mut fio = Verifier::start(&d);
+    let (mut fio, _pace) = Verifier::start_paced(&d, &t);
     // Each change with the policy that runs after it.
     let changes: [(&[&str], &str); 8] = [
         (&["policy", "set", "d0", "fail-over-only", "--primary", "p2"], "fail-over-only"),
@@ -144,7 +153,7 @@ fn reloads_that_add_and_remove_paths_under_load_lose_nothing() {
     let b = a
         .replace(&harness::path_toml(&t, 0), &harness::path_toml(&t, 2))
         .replace("lun = 1", "lun = 1\npolicy = \"least-queue-depth\"");
-    let mut fio = Verifier::start(&d);
+    let (mut fio, _pace) = Verifier::start_paced(&d, &t);
     // Round trips (to b and back) during which writes completed, each
     // leaving the paths the file names.
     let mut trips_under_io = 0;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mpio_testbed::netfault::Blackhole;
+use mpio_testbed::netfault::{Blackhole, RateLimit};
 use mpio_testbed::require_root;
 use mpio_testbed::tgtd::{LunSpec, TargetSpec, Tgtd};
 
@@ -23,6 +23,10 @@ const CHUNKS: u64 = 96;
 /// Where the in-flight writer starts (the first 8 MiB are written and
 /// acknowledged before it).
 const REGION: u64 = 8 * MIB;
+/// Each path's rate while the in-flight writer runs: its 24 MiB need at
+/// least 12 s however fast the machine is, so the kill, a few steps after
+/// its eighth write, comes while it writes.
+const CRAWL: u64 = 1 << 20;
 
 /// Each path's (name, ISID, TSIH) as `mpio path list --json` shows them.
 fn nexuses(d: &Daemon) -> Vec<(String, String, u64)> {
@@ -69,6 +73,7 @@ fn a_killed_daemon_restarts_reinstates_its_sessions_and_keeps_every_acknowledged
 
     // Writes in flight at the kill: one qemu-io command per chunk, each
     // reported ("wrote N/N bytes at offset X") once it is acknowledged.
+    let crawl: Vec<RateLimit> = (0..2).map(|i| RateLimit::new(t.portal(i), CRAWL).expect("rate limit")).collect();
     let mut writer = Command::new("stdbuf");
     writer.args(["-oL", "qemu-io", "-f", "raw"]);
     for i in 0..CHUNKS {
@@ -127,6 +132,7 @@ fn a_killed_daemon_restarts_reinstates_its_sessions_and_keeps_every_acknowledged
         .unwrap();
     assert_eq!(now.len(), 2, "{now:?}");
     drop(holes);
+    drop(crawl);
 
     // Every acknowledged write is there, through the new daemon.
     let mut check = vec![format!("read -P 0xa5 0 {REGION}")];

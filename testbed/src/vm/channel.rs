@@ -59,6 +59,19 @@ pub(crate) enum Waited {
     Closed(String),
 }
 
+/// How watching a command's output ended ([`Channel::watch`]).
+#[derive(Debug)]
+pub(crate) enum Watched {
+    /// The predicate held.
+    Matched,
+    /// The command ended (or is not in the table) without it holding.
+    Ended,
+    /// The deadline passed first.
+    Deadline,
+    /// The channel is gone.
+    Closed(String),
+}
+
 impl Channel {
     /// Wraps a connected socket and starts the reader. Writes that block
     /// longer than `write_timeout` (a guest that stopped reading) break the
@@ -223,6 +236,29 @@ impl Channel {
             let now = Instant::now();
             if now >= deadline {
                 return Waited::Deadline;
+            }
+            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Waits until the output of command `id` so far satisfies `pred(stdout,
+    /// stderr)`, it ends, or `deadline` passes; the command stays in the
+    /// table either way (for [`Channel::wait`]). `pred` runs on every frame
+    /// that arrives meanwhile.
+    pub(crate) fn watch(&self, id: u32, deadline: Instant, mut pred: impl FnMut(&[u8], &[u8]) -> bool) -> Watched {
+        let mut st = self.state();
+        loop {
+            match st.cmds.get(&id) {
+                Some(c) if pred(&c.stdout, &c.stderr) => return Watched::Matched,
+                Some(c) if !c.finished() => {}
+                _ => return Watched::Ended,
+            }
+            if let Some(why) = st.closed.clone() {
+                return Watched::Closed(why);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Watched::Deadline;
             }
             st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }

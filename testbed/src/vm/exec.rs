@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::cmd::{self, Outcome, RawOutcome};
 use crate::error::{Error, Result};
 use crate::vm::Vm;
-use crate::vm::channel::{CmdState, Waited};
+use crate::vm::channel::{CmdState, Waited, Watched};
 use crate::vm::net::INNER_NETNS;
 
 /// Deadline of a [`GuestCommand`] unless set.
@@ -155,6 +155,21 @@ impl Background<'_> {
         (String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
     }
 
+    /// Waits, without polling, until its output so far satisfies
+    /// `pred(stdout, stderr)` (lossy UTF-8; called again as output
+    /// arrives), it ends, or `timeout` passes. The command keeps running
+    /// in every case: this is how a test waits for a daemon's readiness
+    /// line or a writer's progress.
+    pub fn wait_output(&self, timeout: Duration, mut pred: impl FnMut(&str, &str) -> bool) -> Result<Awaited> {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match self.vm.chan().watch(self.id, Instant::now() + timeout, |out, err| pred(&lossy(out), &lossy(err))) {
+            Watched::Matched => Ok(Awaited::Matched),
+            Watched::Ended => Ok(Awaited::Ended),
+            Watched::Deadline => Ok(Awaited::Deadline),
+            Watched::Closed(why) => Err(self.vm.failed(&why)),
+        }
+    }
+
     /// Sends `signal` (a number: 15 TERM, 9 KILL, 19 STOP, 18 CONT) to its
     /// process group.
     pub fn signal(&self, signal: i32) -> Result<()> {
@@ -191,6 +206,18 @@ impl Background<'_> {
             }
         }
     }
+}
+
+/// How [`Background::wait_output`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// The output matched.
+    Matched,
+    /// The command ended first (its outcome is still there for
+    /// [`Background::wait`]).
+    Ended,
+    /// The timeout passed first; the command still runs.
+    Deadline,
 }
 
 impl Drop for Background<'_> {

@@ -50,6 +50,11 @@
 //!   slot, so host initiators (mpio, libiscsi) reach guest portals over real
 //!   TCP and host-side iptables/tc/link-down are real faults; veth paths
 //!   into a namespace for initiator and target both in the guest.
+//! * **Binaries of this build** ([`Vm::install_binary`]): copied in after
+//!   boot (the debug mpio, stripped of its debug info, is 12.5 MB and
+//!   takes 1-2 s), not put into an image layer, which would be rebuilt and
+//!   cached anew for every build; [`crate::daemon`] runs mpio's daemon
+//!   in the guest.
 //! * **Faults** ([`fault`]) in the guest: iptables DROP, netem, link down,
 //!   TCP connection reset (`ss -K`), a frozen guest ([`Vm::freeze`]).
 //!
@@ -82,7 +87,7 @@ pub mod proto;
 pub mod qemu;
 mod spec;
 
-pub use exec::{Background, GuestCommand};
+pub use exec::{Awaited, Background, GuestCommand};
 pub use net::{INNER_NETNS, InnerPath, Nic};
 pub use spec::VmSpec;
 
@@ -307,6 +312,37 @@ impl Vm {
         self.write_file(guest_path, &data)?;
         let mode = format!("{:o}", mode.permissions().mode() & 0o7777);
         self.command(["chmod", &mode, guest_path]).run_ok().map(drop)
+    }
+
+    /// Installs host binary `host` at `guest_path` (mode 0755) with the
+    /// shared libraries (`ldd`) the guest does not have yet, at their host
+    /// paths: for a binary that changes with every build (the mpio of this
+    /// test run), where a cached image layer ([`VmSpec::host_program`])
+    /// would be rebuilt each time. Its debug info is left behind
+    /// (`objcopy --strip-debug` on a temporary copy: the debug build of
+    /// mpio is 130 MB with it, about a fifth without), which the guest
+    /// does not need for backtraces with function names.
+    pub fn install_binary(&self, host: &Path, guest_path: &str) -> Result<()> {
+        let tmp = tempfile::NamedTempFile::new_in(self.dir.path())
+            .map_err(|e| Error::io("cannot create a temp file for the stripped binary", e))?;
+        crate::cmd::run_ok(
+            std::process::Command::new("objcopy").arg("--strip-debug").arg(host).arg(tmp.path()),
+            Duration::from_secs(120),
+        )?;
+        let data = fs::read(tmp.path()).map_err(|e| Error::io("cannot read the stripped binary", e))?;
+        self.write_file(guest_path, &data)?;
+        self.command(["chmod", "0755", guest_path]).run_ok()?;
+        let libs: Vec<String> =
+            image::shared_libraries(host)?.iter().map(|l| l.to_string_lossy().into_owned()).collect();
+        let mut check =
+            vec!["sh".to_owned(), "-c".into(), "for f; do [ -e \"$f\" ] || echo \"$f\"; done".into(), "sh".into()];
+        check.extend(libs);
+        let missing = self.command(check).run_ok()?;
+        for lib in missing.lines().filter(|l| !l.is_empty()) {
+            let real = fs::canonicalize(lib).map_err(|e| Error::io(format!("cannot resolve {lib}"), e))?;
+            self.copy_in(&real, lib)?;
+        }
+        Ok(())
     }
 
     /// Copies guest file `guest_path` to host file `host`.
