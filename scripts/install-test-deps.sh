@@ -70,6 +70,8 @@ check_commands() {
         command -v "$c" >/dev/null 2>&1 || echo "$c (qemu set: $QEMU_SET)"
     done
     [ -x /bin/busybox ] || echo "/bin/busybox (busybox-static)"
+    # bindgen (libublk's build script) loads libclang itself: no command.
+    ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || echo "libclang.so (libclang-dev: bindgen for the ublk frontend)"
     # The VM tests: qemu needs TAP devices, and the guest's kernel package
     # is fetched by apt-get download (the test command does that itself).
     [ -c /dev/net/tun ] || echo "/dev/net/tun (the tun module: modprobe tun)"

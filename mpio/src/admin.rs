@@ -86,8 +86,10 @@ pub(crate) enum DeviceCommand {
     Show { device: String },
     /// Wait until the device has a usable path (what the daemon's
     /// readiness means), or with --all-paths until every path carries I/O
-    /// (scripts that must not start degraded). Exits 1 after the timeout,
-    /// or at once when a path failed for good, with each path's reason.
+    /// (scripts that must not start degraded); with frontend = "ublk",
+    /// also until its block device is there. Exits 1 after the timeout,
+    /// or at once when a path failed for good or the block device was
+    /// refused, with the reason.
     Wait {
         device: String,
         /// Wait for every path, not just one.
@@ -307,7 +309,7 @@ fn print_status(s: StatusView) {
 
 fn print_devices(list: &[DeviceSummary]) {
     let mut rows =
-        vec![["DEVICE", "STATE", "POLICY", "PATHS", "SIZE", "EXPORT", "IDENTITY"].map(String::from).to_vec()];
+        vec![["DEVICE", "STATE", "POLICY", "PATHS", "SIZE", "EXPORT", "BLOCK", "IDENTITY"].map(String::from).to_vec()];
     for d in list {
         rows.push(vec![
             d.name.clone(),
@@ -316,6 +318,7 @@ fn print_devices(list: &[DeviceSummary]) {
             format!("{}/{}", d.paths_usable, d.paths_total),
             d.capacity_bytes.map_or_else(|| "-".into(), size),
             opt(&d.export),
+            opt(&d.block_device),
             opt(&d.identity),
         ]);
     }
@@ -340,6 +343,7 @@ fn print_device(d: DeviceView) {
         ("failback", d.failback.clone()),
         ("hold", d.hold.clone()),
         ("export", opt(&s.export)),
+        ("block device", s.block_device.clone().or_else(|| s.frontend_problem.clone()).unwrap_or_else(|| "-".into())),
         ("failovers", d.failovers.to_string()),
         ("failbacks", d.failbacks.to_string()),
         (

@@ -72,6 +72,8 @@ pub(crate) struct NbdListen {
 pub(crate) enum Frontend {
     /// An NBD export named after the device.
     Nbd,
+    /// A kernel block device, `/dev/ublkbN` (the ublk driver).
+    Ublk,
     /// Not presented (metrics and control only).
     None,
 }
@@ -568,15 +570,19 @@ impl Cx<'_> {
         let frontend = match d.frontend.as_ref().map(|f| (f, f.get_ref().as_str())) {
             None | Some((_, "nbd")) => Frontend::Nbd,
             Some((_, "none")) => Frontend::None,
+            Some((_, "ublk")) if cfg!(feature = "ublk") => Frontend::Ublk,
             Some((f, "ublk")) => {
                 return Err(self.at(
                     f,
                     format!(
-                        "device {name}: the ublk frontend (/dev/ublkbN) is not available yet; use frontend = \"nbd\""
+                        "device {name}: this mpio was built without the ublk frontend (cargo feature \"ublk\"); \
+                         rebuild with it, or use frontend = \"nbd\""
                     ),
                 ));
             }
-            Some((f, other)) => return Err(self.at(f, format!("device {name}: frontend {other:?}: use nbd or none"))),
+            Some((f, other)) => {
+                return Err(self.at(f, format!("device {name}: frontend {other:?}: use nbd, ublk or none")));
+            }
         };
         if d.paths.is_empty() {
             return Err(self.err(

@@ -133,6 +133,13 @@ pub(crate) struct DeviceSummary {
     pub(crate) capacity_bytes: Option<u64>,
     /// NBD export name, when exported.
     pub(crate) export: Option<String>,
+    /// The kernel block device (`/dev/ublkbN`), when there is one.
+    #[serde(default)]
+    pub(crate) block_device: Option<String>,
+    /// Why a block device the device should have is not there (waiting
+    /// for the LU, refused by the driver).
+    #[serde(default)]
+    pub(crate) frontend_problem: Option<String>,
 }
 
 /// `mpio device show`.

@@ -115,8 +115,23 @@ async fn with_sessions(dev: &Device, paths: &mut [PathView]) {
 /// Waits as `mpio device wait` asks; answers the device's summary.
 async fn wait_device(d: &Daemon, name: &str, all_paths: bool, timeout: Duration) -> Result<Value, Failure> {
     let dev = d.device(name).map_err(Failure::new)?;
+    let start = tokio::time::Instant::now();
     let waited = if all_paths { dev.wait_all_ready(timeout).await } else { dev.wait_ready(timeout).await };
     waited.map_err(|e| device_failure(&e))?;
+    // Usable also means its block device is there, with frontend = "ublk"
+    // (what a script mounts next).
+    let frontend = managed(d, name, |m| m.frontend_ready()).map_err(Failure::new)?;
+    match tokio::time::timeout_at(start + timeout, frontend).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::new(format!("device {name}: {e}"))),
+        Err(_) => {
+            return Err(Failure::new(format!(
+                "device {name}: its paths are up but its block device is not there after {}; \
+                 see `mpio events --device {name}`",
+                humantime::format_duration(timeout)
+            )));
+        }
+    }
     // Reload may have removed the device while it was waited for.
     managed(d, name, |m| views::summary(m, &m.device.snapshot())).map_err(Failure::new).and_then(ok)
 }

@@ -12,6 +12,8 @@ mod journal;
 mod notify;
 mod reload;
 pub(crate) mod server;
+#[cfg(feature = "ublk")]
+mod ublk;
 mod views;
 
 use std::collections::BTreeMap;
@@ -46,8 +48,41 @@ pub(crate) struct Managed {
     pub(crate) device: Device,
     /// Its NBD export name, if exported.
     pub(crate) export: Option<String>,
+    /// Its block device, with frontend = "ublk" (taken when it stops).
+    #[cfg(feature = "ublk")]
+    ublk: Option<ublk::UblkFrontend>,
     /// Copies the device's events into the journal.
     events: JoinHandle<()>,
+}
+
+impl Managed {
+    /// Its block device (`/dev/ublkbN`), once there is one.
+    pub(crate) fn block_device(&self) -> Option<String> {
+        #[cfg(feature = "ublk")]
+        if let Some(u) = &self.ublk {
+            return u.path();
+        }
+        None
+    }
+
+    /// Resolves once its block device is there (at once without one), or
+    /// with why it will not be.
+    pub(crate) fn frontend_ready(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        #[cfg(feature = "ublk")]
+        if let Some(u) = &self.ublk {
+            return Box::pin(u.ready());
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Why a block device it should have is not there.
+    pub(crate) fn frontend_problem(&self) -> Option<String> {
+        #[cfg(feature = "ublk")]
+        if let Some(u) = &self.ublk {
+            return u.problem();
+        }
+        None
+    }
 }
 
 impl Drop for Managed {
@@ -135,19 +170,46 @@ impl Daemon {
             }
             _ => None,
         };
+        #[cfg(feature = "ublk")]
+        let ublk =
+            (spec.frontend == Frontend::Ublk).then(|| ublk::UblkFrontend::start(Arc::downgrade(self), device.clone()));
         info!(device = spec.name, paths = spec.paths.len(), export, "device started");
-        Ok(Managed { spec, device, export, events })
+        Ok(Managed {
+            spec,
+            device,
+            export,
+            #[cfg(feature = "ublk")]
+            ublk,
+            events,
+        })
     }
 
-    /// Stops a device: its export first (in-flight requests finish), then
-    /// its sessions log out.
-    async fn stop_device(&self, m: Managed) {
+    /// Stops a device: its export or block device first (in-flight
+    /// requests finish), then its sessions log out.
+    async fn stop_device(&self, #[allow(unused_mut)] mut m: Managed) {
         if let (Some(server), Some(_)) = (&self.nbd, &m.export) {
             server.remove_export(&m.spec.name).await;
         }
+        // The kernel waits for the block device's requests in flight
+        // before it lets the device go; one held for a path that does not
+        // come back is failed by the shutdown below, after a grace.
+        #[cfg(feature = "ublk")]
+        let ublk = m.ublk.take().map(|u| tokio::spawn(u.stop()));
+        #[cfg(feature = "ublk")]
+        let ublk = match ublk {
+            Some(mut stopping) => {
+                let done = tokio::time::timeout(Duration::from_secs(5), &mut stopping).await.is_ok();
+                (!done).then_some(stopping)
+            }
+            None => None,
+        };
         // A target that does not answer must not keep the daemon from
         // stopping.
         m.device.shutdown(Duration::from_secs(5)).await;
+        #[cfg(feature = "ublk")]
+        if let Some(stopping) = ublk {
+            let _ = stopping.await;
+        }
     }
 
     /// Records a daemon-level event.

@@ -31,6 +31,8 @@ pub(super) fn summary(m: &Managed, snap: &DeviceSnapshot) -> DeviceSummary {
         identity: info.as_ref().map(|i| i.identity.clone()),
         capacity_bytes: info.as_ref().map(|i| i.capacity()),
         export: m.export.clone(),
+        block_device: m.block_device(),
+        frontend_problem: m.frontend_problem(),
     }
 }
 

@@ -4,7 +4,7 @@
 //! them are real and the guest's kernel uses the frontend. One VM for the
 //! whole binary ([`Shared`]), with this build's mpio installed once; each
 //! test has its own target name and port, so a fault on one test's portal
-//! touches no other. Frontend scenarios (NBD here; ublk next) are modules
+//! touches no other. Frontend scenarios (NBD, ublk) are modules
 //! of this binary and share its VM and [`config`]. The tests skip (pass,
 //! with a message) where VMs cannot run ([`mpio_testbed::vm::skip_reason`]).
 
@@ -19,10 +19,25 @@ use mpio_testbed::vm::{Shared, Vm, VmSpec};
 
 mod harness;
 mod nbd;
+mod ublk;
 
 /// Two inner paths (veth, initiator side in the `ini` namespace where the
-/// daemon runs); the guest kernel's NBD client (package nbd-client).
-static VM: Shared = Shared::new(|| VmSpec::new().inner_paths(2).host_program("nbd-client"));
+/// daemon runs); the guest kernel's NBD client (package nbd-client); nic0
+/// for an initiator on the host (the ublk test's other host holding a
+/// reservation); memory for the LUs, files and page cache of the NBD and
+/// ublk tests running at once.
+static VM: Shared = Shared::new(|| VmSpec::new().memory_mib(1536).nic(1).inner_paths(2).host_program("nbd-client"));
+
+/// Frontend scenarios (a filesystem's worth of I/O each) take turns: run
+/// at once in the 2-vCPU TCG guest, the load stretched the NBD device's
+/// teardown after the daemon's SIGKILL past the reconnect (`nbd0 already
+/// in use`, seen with the ublk scenario beside it).
+static FRONTEND_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this test's turn among the frontend scenarios.
+fn frontend_turn() -> std::sync::MutexGuard<'static, ()> {
+    FRONTEND_TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The mpio binary of this build, installed in [`VM`] once.
 static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();

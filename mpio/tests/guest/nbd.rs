@@ -63,6 +63,7 @@ fn sh(vm: &Vm, script: &str) -> String {
 #[test]
 fn ext4_on_the_guest_daemons_nbd_export_survives_a_reset_path_and_a_killed_daemon() {
     let Some(vm) = vm() else { return };
+    let _turn = frontend_turn();
     let started = Instant::now();
     let _log = KernelLogOnPanic(vm);
     let lio = one_lu(vm, "guest-nbd", PORT, LunSpec::fileio(160 * MIB));
