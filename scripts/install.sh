@@ -25,6 +25,9 @@ case "$binary" in
 esac
 cd "$(dirname "$0")/.."
 if [ -z "$binary" ]; then
+    # The ublk frontend's bindings are generated at build time (bindgen).
+    ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 ||
+        { echo "install.sh: building mpio needs libclang: apt-get install libclang-dev (or give --binary FILE)" >&2; exit 1; }
     cargo build --release -p mpio
     binary=target/release/mpio
 fi
