@@ -17,16 +17,25 @@ use mpio_testbed::daemon::{GUEST_MPIO, GuestDaemon};
 use mpio_testbed::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
 use mpio_testbed::vm::{Shared, Vm, VmSpec};
 
+mod all_paths_down;
+mod discard;
+mod error_classes;
+mod events;
+mod failover;
+mod files;
+mod fio;
 mod harness;
 mod nbd;
 mod ublk;
+mod ublk_lu;
 
 /// Two inner paths (veth, initiator side in the `ini` namespace where the
 /// daemon runs); the guest kernel's NBD client (package nbd-client); nic0
 /// for an initiator on the host (the ublk test's other host holding a
-/// reservation); memory for the LUs, files and page cache of the NBD and
-/// ublk tests running at once.
-static VM: Shared = Shared::new(|| VmSpec::new().memory_mib(1536).nic(1).inner_paths(2).host_program("nbd-client"));
+/// reservation); fio (the ublk device under a flapping path); memory for
+/// the LUs, files and page cache of the NBD and ublk tests running at once.
+static VM: Shared =
+    Shared::new(|| VmSpec::new().memory_mib(1536).nic(1).inner_paths(2).host_program("nbd-client").host_program("fio"));
 
 /// Frontend scenarios (a filesystem's worth of I/O each) take turns: run
 /// at once in the 2-vCPU TCG guest, the load stretched the NBD device's
@@ -121,6 +130,13 @@ fn device(vm: &Vm, name: &str, lun: u32, frontend: &str, extra: &str, portals: &
 /// A daemon in the initiator namespace with `config(dir)`.
 fn start_daemon(vm: &'static Vm, config: impl FnOnce(&str) -> String) -> GuestDaemon<'static> {
     GuestDaemon::builder(vm).in_initiator_netns().start(config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Field `field` of path `path` of device `dev` in `mpio path list DEV --json`.
+fn path_field(d: &GuestDaemon<'_>, dev: &str, path: &str, field: &str) -> serde_json::Value {
+    let list = d.json(&["path", "list", dev]).unwrap_or_else(|e| panic!("{e}"));
+    let p = list.as_array().and_then(|a| a.iter().find(|p| p["name"] == path)).cloned();
+    p.unwrap_or_else(|| panic!("no path {path} in {list}"))[field].clone()
 }
 
 /// Prints the end of the guest's kernel log if the test panics while this

@@ -15,11 +15,10 @@
 //! journal; nbd-client exits instead of reconnecting, and the restarted
 //! daemon's export is of no help to the dead device.
 
-use std::collections::BTreeMap;
-
 use mpio_testbed::vm::Awaited;
 use mpio_testbed::vm::fault;
 
+use super::files::{sums, writer};
 use super::*;
 
 const PORT: u16 = 3280;
@@ -28,33 +27,6 @@ const MNT: &str = "/mnt/guest-nbd";
 const FILES: usize = 16;
 const FILE_MIB: u64 = 4;
 const TOOL: Duration = Duration::from_secs(300);
-
-/// A script that writes files `f{first}..f{first+n}` of [`FILE_MIB`] MiB
-/// of random bytes under [`MNT`], each with fsync (`conv=fsync`: a write
-/// error fails `dd`), and prints `sha256sum`'s line for each once it is
-/// written.
-fn writer(first: usize, n: usize) -> String {
-    format!(
-        "set -e\nfor i in $(seq {first} {last}); do\n\
-         dd if=/dev/urandom of={MNT}/f$i bs=1M count={FILE_MIB} conv=fsync status=none\n\
-         sha256sum {MNT}/f$i\ndone\n",
-        last = first + n - 1
-    )
-}
-
-/// `path -> sha256` from `sha256sum` lines.
-fn sums(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once("  ").map(|(sum, path)| (path.trim().to_owned(), sum.to_owned())))
-        .collect()
-}
-
-/// A path's counter from `mpio path list DEV --json`.
-fn path_field(d: &GuestDaemon<'_>, dev: &str, path: &str, field: &str) -> serde_json::Value {
-    let list = d.json(&["path", "list", dev]).unwrap_or_else(|e| panic!("{e}"));
-    let p = list.as_array().and_then(|a| a.iter().find(|p| p["name"] == path)).cloned();
-    p.unwrap_or_else(|| panic!("no path {path} in {list}"))[field].clone()
-}
 
 fn sh(vm: &Vm, script: &str) -> String {
     vm.sh(script).timeout(TOOL).run_ok().unwrap_or_else(|e| panic!("{e}"))
@@ -89,7 +61,7 @@ fn ext4_on_the_guest_daemons_nbd_export_survives_a_reset_path_and_a_killed_daemo
 
     // Path p2's connection is reset while the files are written (after
     // the first quarter): no write fails, the path comes back.
-    let writing = vm.sh(&writer(0, FILES)).timeout(TOOL).spawn().unwrap();
+    let writing = vm.sh(&writer(MNT, 0, FILES, FILE_MIB)).timeout(TOOL).spawn().unwrap();
     let progress = writing.wait_output(TOOL, |out, _| out.lines().count() >= FILES / 4).unwrap();
     assert_eq!(progress, Awaited::Matched, "the writer's first files: {:?}", writing.output());
     let cut = fault::reset_connections(vm, portals[1]).unwrap();
@@ -104,7 +76,7 @@ fn ext4_on_the_guest_daemons_nbd_export_survives_a_reset_path_and_a_killed_daemo
     let back = d.wait_device("d0", true, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(back["state"], "optimal", "p2 came back: {back}");
     let before = path_field(&d, "d0", "p2", "writes").as_u64().unwrap();
-    let more = sh(vm, &format!("{}sync\n", writer(FILES, 1)));
+    let more = sh(vm, &format!("{}sync\n", writer(MNT, FILES, 1, FILE_MIB)));
     let after = path_field(&d, "d0", "p2", "writes").as_u64().unwrap();
     assert!(after > before, "p2 carries writes again after its return: {before} -> {after}");
     let mut written = written;

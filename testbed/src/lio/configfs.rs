@@ -31,6 +31,9 @@ pub(crate) struct Store {
     /// `fileio_7`, `rd_mcp_8`.
     pub(crate) hba: String,
     pub(crate) kind: StoreKind,
+    /// Where a fileio store's backing file is ([`BACKING_DIR`] unless the
+    /// test chose another).
+    pub(crate) dir: String,
     pub(crate) size: u64,
     pub(crate) block_size: Option<u32>,
     pub(crate) serial: Option<String>,
@@ -53,7 +56,7 @@ impl Store {
 
     /// The backing file (fileio only).
     pub(crate) fn file(&self) -> Option<String> {
-        (self.kind == StoreKind::Fileio).then(|| format!("{BACKING_DIR}/{}.img", self.hba))
+        (self.kind == StoreKind::Fileio).then(|| format!("{}/{}.img", self.dir, self.hba))
     }
 }
 
@@ -138,7 +141,12 @@ pub(crate) fn create_script(plan: &Plan) -> String {
         match st.kind {
             StoreKind::Fileio => {
                 let file = st.file().expect("fileio has a file");
-                line(format!("mkdir -p {BACKING_DIR} && rm -f {0} && truncate -s {1} {0}", quote(&file), st.size));
+                line(format!(
+                    "mkdir -p {} && rm -f {1} && truncate -s {2} {1}",
+                    quote(&st.dir),
+                    quote(&file),
+                    st.size
+                ));
                 line(format!(
                     "w {}/control {}",
                     quote(&dir),
@@ -293,6 +301,7 @@ mod tests {
         let store = |hba: &str, kind, serial: Option<&str>| Store {
             hba: hba.into(),
             kind,
+            dir: BACKING_DIR.into(),
             size: 1 << 20,
             block_size: Some(4096),
             serial: serial.map(str::to_owned),

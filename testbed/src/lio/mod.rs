@@ -236,11 +236,19 @@ pub struct LunSpec {
     serial: Serial,
     attribs: Vec<(String, String)>,
     alua: Option<AluaGroup>,
+    dir: Option<String>,
 }
 
 impl LunSpec {
     fn with(backing: Backing) -> LunSpec {
-        LunSpec { backing, block_size: None, serial: Serial::Auto, attribs: Vec::new(), alua: None }
+        LunSpec { backing, block_size: None, serial: Serial::Auto, attribs: Vec::new(), alua: None, dir: None }
+    }
+
+    /// A fileio LU's backing file in `dir` (made if missing) instead of
+    /// [`BACKING_DIR`]: e.g. a small tmpfs of the test's own, to fill up.
+    pub fn backing_dir(mut self, dir: &str) -> LunSpec {
+        self.dir = Some(dir.to_owned());
+        self
     }
 
     /// A fileio LU on a sparse file of `size` bytes on the guest's tmpfs
@@ -554,6 +562,7 @@ impl LioBuilder {
                             plan.stores.push(Store {
                                 hba,
                                 kind,
+                                dir: spec.dir.clone().unwrap_or_else(|| BACKING_DIR.to_owned()),
                                 size: *size,
                                 block_size: spec.block_size,
                                 serial,

@@ -1,0 +1,49 @@
+//! A device's events as they happen (`mpio events --follow`), awaited
+//! instead of slept for: a fault's effect is the event it causes.
+
+use mpio_testbed::daemon::GUEST_MPIO;
+use mpio_testbed::vm::{Awaited, Background};
+
+use super::*;
+
+/// `mpio events --follow` of one device, from the moment it was made.
+pub(crate) struct Events {
+    feed: Background<'static>,
+    /// Lines of the feed already matched or before its start.
+    seen: usize,
+}
+
+impl Events {
+    /// Follows `device`'s events. Returns once the daemon has sent the
+    /// history (the last past event): the feed is subscribed then, so no
+    /// later event is missed.
+    pub(crate) fn follow(d: &GuestDaemon<'static>, device: &str) -> Events {
+        let socket = d.socket();
+        let argv = [GUEST_MPIO, "--socket", &socket, "events", "--follow", "--last", "1", "--device", device];
+        let feed = d.command(argv).timeout(Duration::from_secs(3600)).spawn().unwrap();
+        let got = feed.wait_output(Duration::from_secs(60), |out, _| out.lines().count() >= 1).unwrap();
+        assert_eq!(got, Awaited::Matched, "mpio events --follow {device}: {:?}", feed.output());
+        Events { feed, seen: 1 }
+    }
+
+    /// Waits up to `within` for the next event `kind` (of path `path`, if
+    /// given) after the last one awaited, and returns its line.
+    pub(crate) fn wait(&mut self, kind: &str, path: Option<&str>, within: Duration) -> String {
+        // time device path kind reason...
+        let is = |l: &str| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(3) == Some(&kind) && path.is_none_or(|p| f.get(2) == Some(&p))
+        };
+        let seen = self.seen;
+        let found = |out: &str| out.lines().enumerate().skip(seen).find(|(_, l)| is(l)).map(|(i, l)| (i, l.to_owned()));
+        let got = self.feed.wait_output(within, |out, _| found(out).is_some()).unwrap();
+        let (out, _) = self.feed.output();
+        match (got, found(&out)) {
+            (Awaited::Matched, Some((i, line))) => {
+                self.seen = i + 1;
+                line
+            }
+            _ => panic!("no event {kind} (path {path:?}) within {within:?} ({got:?}); the events so far:\n{out}"),
+        }
+    }
+}
