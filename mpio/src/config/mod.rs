@@ -10,6 +10,7 @@
 //! never printed.
 
 mod raw;
+mod ublk_queues;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use mpio_transport::text::{DigestPref, OperationalOffer};
 use mpio_transport::{Auth, ConnectionSpec};
 use serde::Deserialize;
 use toml::Spanned;
+pub(crate) use ublk_queues::UblkQueues;
 
 /// The file the daemon reads without `--config`.
 pub(crate) const DEFAULT_FILE: &str = "/etc/mpio/mpio.toml";
@@ -131,6 +133,8 @@ pub(crate) struct DeviceSpec {
     pub(crate) policy: PolicyRequest,
     pub(crate) timers: TimerConfig,
     pub(crate) frontend: Frontend,
+    /// `ublk_queues`, `ublk_depth` (frontend = "ublk" only).
+    pub(crate) ublk: UblkQueues,
     pub(crate) paths: Vec<PathSpec>,
 }
 
@@ -159,7 +163,7 @@ impl DeviceSpec {
     /// Everything but the paths and the policy: what a reload cannot
     /// change on a running device.
     pub(crate) fn fixed_part(&self) -> impl PartialEq + '_ {
-        (&self.target, self.lun, &self.auth, &self.offer, &self.identity, self.frontend)
+        (&self.target, self.lun, &self.auth, &self.offer, &self.identity, self.frontend, self.ublk)
     }
 }
 
@@ -584,6 +588,7 @@ impl Cx<'_> {
                 return Err(self.at(f, format!("device {name}: frontend {other:?}: use nbd, ublk or none")));
             }
         };
+        let ublk = self.ublk_queues(d, &name, frontend)?;
         if d.paths.is_empty() {
             return Err(self.err(
                 Some(d.name.span().start),
@@ -613,6 +618,7 @@ impl Cx<'_> {
             policy,
             timers,
             frontend,
+            ublk,
             paths,
         })
     }

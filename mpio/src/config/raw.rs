@@ -86,6 +86,8 @@ pub(super) struct Device {
     pub(super) failback: Option<Spanned<String>>,
     pub(super) hold: Option<Spanned<String>>,
     pub(super) frontend: Option<Spanned<String>>,
+    pub(super) ublk_queues: Option<Spanned<u64>>,
+    pub(super) ublk_depth: Option<Spanned<u64>>,
     pub(super) timers: Option<Spanned<toml::Table>>,
     #[serde(default, rename = "path")]
     pub(super) paths: Vec<Spanned<Path>>,

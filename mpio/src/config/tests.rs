@@ -70,6 +70,37 @@ fn frontends() {
 }
 
 #[test]
+fn ublk_queues_and_depth_are_checked_and_default_to_the_machine() {
+    let ublk = |extra: &str| BASE.replace("lun = 1", &format!("lun = 1\nfrontend = \"ublk\"\n{extra}"));
+    if !cfg!(feature = "ublk") {
+        return; // frontend = "ublk" is refused (see `frontends`)
+    }
+    assert_eq!(check(&ublk("")).unwrap().devices[0].ublk, UblkQueues::default());
+    let set = check(&ublk("ublk_queues = 2\nublk_depth = 128")).unwrap().devices[0].ublk;
+    assert_eq!(set, UblkQueues { queues: Some(2), depth: Some(128) });
+    #[cfg(feature = "ublk")]
+    {
+        let machine = mpio_ublk::UblkConfig::new("d0");
+        let c = set.apply(machine.clone());
+        assert_eq!((c.queues, c.depth, c.buffer_bytes), (2, 128, machine.buffer_bytes));
+        assert_eq!(UblkQueues::default().apply(machine.clone()), machine, "unset: sized to the machine");
+    }
+    for (extra, says) in [
+        ("ublk_queues = 0", "ublk_queues = 0: use 1 to 4096"),
+        ("ublk_queues = 4097", "ublk_queues = 4097: use 1 to 4096"),
+        ("ublk_depth = 0", "ublk_depth = 0: use 1 to 4096"),
+        ("ublk_depth = 70000", "ublk_depth = 70000: use 1 to 4096"),
+        ("ublk_depth = -1", "whole number"),
+    ] {
+        let e = refused(&ublk(extra));
+        assert!(e.message.contains(says), "{says:?} not in: {e}");
+        assert_eq!(e.line, Some(13), "the line of the key: {e}");
+    }
+    let e = refused(&BASE.replace("lun = 1", "lun = 1\nublk_depth = 32"));
+    assert!(e.message.contains("frontend = \"ublk\" only"), "{e}");
+}
+
+#[test]
 fn the_shipped_example_is_valid() {
     let text = include_str!("../../mpio.example.toml");
     let c = check(text).unwrap();
@@ -207,6 +238,8 @@ mod never_panics {
         "failback",
         "hold",
         "frontend",
+        "ublk_queues",
+        "ublk_depth",
         "portal",
         "source",
         "interface",
@@ -407,6 +440,7 @@ fn every_refusal_names_a_fix() {
         (format!("{BASE}\n[[device]]\nname = \"d1\"\ntarget = \"san\"\nlun = 2\n"), "no path"),
         (BASE.replace("lun = 1", "lun = 99999999999999"), "lun"),
         (lun("frontend = \"x\""), "nbd, ublk or none"),
+        (lun("ublk_queues = 2"), "frontend = \"ublk\" only"),
         (lun("policy = \"fail-over-only\""), "0xEFFF005B"),
         (lun("policy = \"fastest\""), "0xEFFF0055"),
         (lun("switch = \"often\""), "switch"),

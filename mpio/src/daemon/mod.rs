@@ -171,8 +171,8 @@ impl Daemon {
             _ => None,
         };
         #[cfg(feature = "ublk")]
-        let ublk =
-            (spec.frontend == Frontend::Ublk).then(|| ublk::UblkFrontend::start(Arc::downgrade(self), device.clone()));
+        let ublk = (spec.frontend == Frontend::Ublk)
+            .then(|| ublk::UblkFrontend::start(Arc::downgrade(self), device.clone(), spec.ublk));
         info!(device = spec.name, paths = spec.paths.len(), export, "device started");
         Ok(Managed {
             spec,

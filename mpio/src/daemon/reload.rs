@@ -235,7 +235,7 @@ fn device_changes(cur: &DeviceSpec, next: &DeviceSpec, changes: &mut Vec<Change>
     let name = &next.name;
     if cur.fixed_part() != next.fixed_part() {
         return Err(format!(
-            "device {name}: its target, LUN, CHAP, digests, identity or frontend changed: that needs a new device: \
+            "device {name}: its target, LUN, CHAP, digests, identity, frontend or ublk queues changed: that needs a new device: \
              give it a new name (the old one is removed, the new one added), or restart the daemon"
         ));
     }

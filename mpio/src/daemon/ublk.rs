@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::Daemon;
+use crate::config::UblkQueues;
 
 /// Where the block device is.
 enum State {
@@ -33,12 +34,13 @@ pub(crate) struct UblkFrontend {
 }
 
 impl UblkFrontend {
-    /// Adds `/dev/ublkbN` for `device` as soon as it knows its LU.
-    pub(crate) fn start(daemon: Weak<Daemon>, device: Device) -> UblkFrontend {
+    /// Adds `/dev/ublkbN` for `device` as soon as it knows its LU, with
+    /// the configured `queues`.
+    pub(crate) fn start(daemon: Weak<Daemon>, device: Device, queues: UblkQueues) -> UblkFrontend {
         let state = Arc::new(Mutex::new(State::Waiting));
         let cancel = Arc::new(Notify::new());
         let (settle, settled) = watch::channel(());
-        let task = tokio::spawn(create(daemon, device, state.clone(), settle, cancel.clone()));
+        let task = tokio::spawn(create(daemon, device, queues, state.clone(), settle, cancel.clone()));
         UblkFrontend { state, settled, cancel, task }
     }
 
@@ -102,6 +104,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 async fn create(
     daemon: Weak<Daemon>,
     device: Device,
+    queues: UblkQueues,
     state: Arc<Mutex<State>>,
     settle: watch::Sender<()>,
     cancel: Arc<Notify>,
@@ -111,7 +114,7 @@ async fn create(
         known = known_geometry(&device) => if !known { return },
     }
     let name = device.name().to_owned();
-    let result = UblkExport::start(Arc::new(device), UblkConfig::new(name.clone())).await;
+    let result = UblkExport::start(Arc::new(device), queues.apply(UblkConfig::new(name.clone()))).await;
     let (kind, reason) = match &result {
         Ok(e) => ("ublk_created", e.path().display().to_string()),
         Err(e) => ("ublk_failed", e.to_string()),
