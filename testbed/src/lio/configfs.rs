@@ -141,12 +141,7 @@ pub(crate) fn create_script(plan: &Plan) -> String {
         match st.kind {
             StoreKind::Fileio => {
                 let file = st.file().expect("fileio has a file");
-                line(format!(
-                    "mkdir -p {} && rm -f {1} && truncate -s {2} {1}",
-                    quote(&st.dir),
-                    quote(&file),
-                    st.size
-                ));
+                line(format!("mkdir -p {} && rm -f {1} && truncate -s {2} {1}", quote(&st.dir), quote(&file), st.size));
                 line(format!(
                     "w {}/control {}",
                     quote(&dir),
