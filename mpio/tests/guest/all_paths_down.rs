@@ -10,22 +10,10 @@
 use mpio_testbed::vm::Awaited;
 
 use super::events::Events;
-use super::ublk_lu::{DEV, Fault, PATH_EVENT, PathFault, TOOL, UblkLu};
+use super::ublk_lu::{DEV, Fault, PATH_EVENT, PathFault, TOOL, UblkLu, quick_return};
 use super::*;
 
 const PORT: u16 = 3291;
-
-/// A hold the first outage cannot outlast (the paths come back within
-/// seconds of their portals' return); quick returns; little damping of
-/// paths that fail again and again.
-const TIMERS: &str = r#"policy = "round-robin"
-hold = "90s"
-
-[device.timers]
-reconnect_max = "1s"
-damping_base = "100ms"
-damping_max = "500ms"
-"#;
 
 /// Each write: 1 MiB of known bytes at its own MiB of the device.
 const SRC: &str = "/tmp/src-all-paths-down";
@@ -55,13 +43,20 @@ fn restore(lu: &UblkLu, events: &mut Events, faults: [PathFault<'_>; 2]) {
     lu.wait_all_paths();
 }
 
+/// A hold the first outage cannot outlast (the paths come back within
+/// seconds of their portals' return); quick returns; little damping of
+/// paths that fail again and again.
+fn timers() -> String {
+    quick_return("hold = \"90s\"\n", "")
+}
+
 #[test]
 #[ignore = "test bug, not rerun: hold_started comes when a request finds no path, not when the last path fails; all_down must start the write before awaiting it (seen: no hold_started within 120 s with both portals removed and nothing written)"]
 fn all_paths_down_holds_then_fails_with_eio_and_queue_holds_for_ever() {
     let Some(vm) = vm() else { return };
     let _turn = frontend_turn();
     let started = Instant::now();
-    let lu = UblkLu::start(vm, "guest-all-down", PORT, LunSpec::fileio(32 * MIB), TIMERS);
+    let lu = UblkLu::start(vm, "guest-all-down", PORT, LunSpec::fileio(32 * MIB), &timers());
     lu.sh(&format!("dd if=/dev/urandom of={SRC} bs=1M count=1 status=none"));
     let mut events = Events::follow(&lu.d, DEV);
 

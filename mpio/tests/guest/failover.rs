@@ -11,7 +11,7 @@ use mpio_testbed::vm::Awaited;
 
 use super::events::Events;
 use super::files::{sums, writer_until};
-use super::ublk_lu::{DEV, Fault, PATH_EVENT, TOOL, UblkLu};
+use super::ublk_lu::{DEV, Fault, PATH_EVENT, TOOL, UblkLu, quick_return};
 use super::*;
 
 const PORT: u16 = 3290;
@@ -24,22 +24,16 @@ const MOST_FILES: usize = 40;
 /// A silent path is seen by the NOP-Out keepalive (`nop_interval` +
 /// `nop_timeout`); a path failed again soon is damped before probation:
 /// short here, so four faults in a row on p2 take seconds, not minutes.
-const TIMERS: &str = r#"policy = "round-robin"
-
-[device.timers]
-nop_interval = "500ms"
-nop_timeout = "1s"
-reconnect_max = "1s"
-damping_base = "100ms"
-damping_max = "500ms"
-"#;
+fn timers() -> String {
+    quick_return("", "nop_interval = \"500ms\"\nnop_timeout = \"1s\"\n")
+}
 
 #[test]
 fn ext4_on_ublk_survives_each_path_fault_and_the_path_carries_writes_again() {
     let Some(vm) = vm() else { return };
     let _turn = frontend_turn();
     let started = Instant::now();
-    let lu = UblkLu::start(vm, "guest-failover", PORT, LunSpec::fileio(256 * MIB), TIMERS);
+    let lu = UblkLu::start(vm, "guest-failover", PORT, LunSpec::fileio(256 * MIB), &timers());
     let dev = &lu.dev;
     lu.sh(&format!("set -e; mkfs.ext4 -q -F {dev}; mkdir -p {MNT}; mount -t ext4 {dev} {MNT}"));
     struct Unmount(&'static Vm);

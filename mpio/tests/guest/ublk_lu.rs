@@ -14,6 +14,17 @@ pub(crate) const TOOL: Duration = Duration::from_secs(300);
 
 /// A path's failure, its return (reconnect, login, probation) or the
 /// block device's appearance: generous, a hang guard on a loaded machine.
+/// A device configuration for faults in a row: round robin, paths that
+/// return within a second and are damped little when they fail again, so
+/// repeated faults take seconds, not minutes. `device` keys go before the
+/// timers table, `timers` keys into it.
+pub(crate) fn quick_return(device: &str, timers: &str) -> String {
+    format!(
+        "policy = \"round-robin\"\n{device}\n[device.timers]\n{timers}reconnect_max = \"1s\"\n\
+         damping_base = \"100ms\"\ndamping_max = \"500ms\"\n"
+    )
+}
+
 pub(crate) const PATH_EVENT: Duration = Duration::from_secs(120);
 
 /// LU, daemon and block device; dropped in this order: the daemon (which
