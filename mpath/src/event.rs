@@ -36,6 +36,8 @@ pub enum EventKind {
         to: Vec<PathId>,
     },
     /// No path is usable: I/O is held (or failed, per the hold mode).
+    /// Sent when the last usable path fails, I/O or not: the hold time
+    /// counts from there (as Windows' PDORemovePeriod does).
     HoldStarted,
     /// The hold time passed with no path: held and new I/O fail with EIO.
     HoldExpired,

@@ -12,6 +12,8 @@
 //! * [`lio`] and [`vm`]: the Linux kernel's target in a qemu VM.
 //! * [`daemon`]: `mpio daemon` inside such a VM, next to LIO, driven
 //!   through its CLI in the guest.
+//! * [`tour`]: the newcomer's tour of `/dev/ublkbN` in such a VM
+//!   (`./scripts/demo.sh --vm`).
 //! * [`libiscsi`] wraps `iscsi-inq`, `iscsi-ls`, `iscsi-perf` as a
 //!   reference initiator.
 //!
@@ -56,6 +58,7 @@ pub mod daemon;
 pub mod libiscsi;
 pub mod lio;
 pub mod netfault;
+pub mod tour;
 pub mod vm;
 
 pub use mpio_lab::{Error, Result, cmd, error, slot, tgtd, wait};

@@ -311,6 +311,15 @@ impl DeviceCore {
     /// failed, a failback when a returning path took I/O from one that
     /// still works. A path merely joining (round robin) is neither.
     pub(super) fn update_active(&mut self, now: Instant, failure: bool) {
+        // The outage starts when the last usable path goes, not at the
+        // next request (Windows' PDORemovePeriod and dm-multipath's
+        // no_path_retry count from there too): an idle device's hold runs
+        // out as a busy one's does, so a request coming late into a long
+        // outage fails at once instead of waiting a whole hold more, and
+        // the all-paths-down time and event tell the truth without I/O.
+        if !self.starting && !self.closing && !self.paths.iter().any(PathState::usable) {
+            self.note_all_down(now);
+        }
         self.refresh_views(now);
         // An idle device must still remember which standby took over.
         self.policy.on_paths_changed(&self.views);

@@ -357,6 +357,22 @@ fn hold_then_eio_then_recovery() {
 }
 
 #[test]
+fn the_hold_runs_from_the_last_path_failing_not_from_the_next_request() {
+    let mut t = T::up(2);
+    for p in [0, 1] {
+        t.c.session_down(t.now, p, FailureCause::new(CauseKind::Connection, "reset"), false);
+    }
+    assert_eq!(kinds(&t.events()).iter().filter(|k| **k == "hold_started").count(), 1);
+    // No request during the outage: the hold still runs out on time.
+    t.advance(20 * S);
+    assert!(kinds(&t.events()).contains(&"hold_expired"));
+    t.advance(5 * S);
+    let Selection::Fail(e) = t.c.select(t.now, Op::Write, 512) else { panic!("a late request waited a new hold") };
+    assert_eq!(e.errno, Errno::Io);
+    assert!(t.c.snapshot().all_paths_down_since.is_some());
+}
+
+#[test]
 fn hold_modes_switch_at_runtime() {
     let mut t = T::up(1);
     t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);

@@ -18,6 +18,7 @@ use mpio_testbed::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
 use mpio_testbed::vm::{Shared, Vm, VmSpec};
 
 mod all_paths_down;
+mod demo;
 mod discard;
 mod error_classes;
 mod events;

@@ -6,11 +6,14 @@
 //! mpio-vm run [--nic N]... [--program P]... SCRIPT
 //!                                 boot a VM, run SCRIPT with sh, print its output, the boot
 //!                                 time and the console on failure, power off
+//! mpio-vm demo --mpio PATH        boot a VM with two paths and tour /dev/ublkbN in it
+//!                                 (mpio_testbed::tour; ./scripts/demo.sh --vm runs it)
 //! ```
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use mpio_testbed::tour;
 use mpio_testbed::vm::{self, VmSpec};
 
 fn main() -> ExitCode {
@@ -18,8 +21,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("prepare") if args.len() == 1 => prepare(),
         Some("run") => run(&args[1..]),
+        Some("demo") if args.len() == 3 && args[1] == "--mpio" => demo(&args[2]),
         _ => {
-            eprintln!("usage: mpio-vm prepare | mpio-vm run [--nic ADDRESSES]... [--program NAME]... SCRIPT");
+            eprintln!(
+                "usage: mpio-vm prepare | mpio-vm run [--nic ADDRESSES]... [--program NAME]... SCRIPT | mpio-vm \
+                 demo --mpio PATH"
+            );
             return ExitCode::from(2);
         }
     };
@@ -72,6 +79,19 @@ fn run(args: &[String]) -> Result<ExitCode, mpio_testbed::Error> {
     }
     vm.power_off()?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn demo(mpio: &str) -> Result<ExitCode, mpio_testbed::Error> {
+    println!("== Booting a VM with Debian's kernel (ublk_drv, LIO) under qemu");
+    let vm = VmSpec::new().memory_mib(1024).inner_paths(2).boot()?;
+    println!("   {} booted in {:.1?}", vm.name(), vm.boot_time());
+    vm.install_binary(std::path::Path::new(mpio), mpio_testbed::daemon::GUEST_MPIO)?;
+    let toured = tour::run(&vm, &tour::TourOptions::default(), &mut std::io::stdout());
+    if toured.is_err() {
+        eprintln!("--- console ---\n{}", vm.console_tail(40));
+    }
+    vm.power_off()?;
+    toured.map(|()| ExitCode::SUCCESS)
 }
 
 fn bad(what: &str) -> mpio_testbed::Error {

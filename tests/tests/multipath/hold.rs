@@ -49,13 +49,13 @@ async fn requests_are_held_while_every_path_is_down_then_released_or_failed_afte
 
     // 1. An outage the hold covers: the write waits for a path, and
     // completes once one is back, without an error.
+    // The hold starts with the last path's failure, before any request.
     all_down().await;
-    drain(&mut events);
-    let w = write(1);
-    wait_until(&dev, Duration::from_secs(15), "the write held", |d| d.snapshot().waiting == 1).await;
     let started =
         wait_device_event(&mut events, Duration::from_secs(5), "hold started", |e| e.kind == EventKind::HoldStarted)
             .await;
+    let w = write(1);
+    wait_until(&dev, Duration::from_secs(15), "the write held", |d| d.snapshot().waiting == 1).await;
     assert!(!w.is_finished(), "the write completed with every path down");
     let restored = Instant::now();
     restore();
@@ -85,11 +85,12 @@ async fn requests_are_held_while_every_path_is_down_then_released_or_failed_afte
     let hold = Duration::from_secs(2);
     dev.set_hold(HoldMode::For(hold));
     all_down().await;
-    drain(&mut events);
-    let w = write(2);
     let started =
         wait_device_event(&mut events, Duration::from_secs(5), "hold started", |e| e.kind == EventKind::HoldStarted)
             .await;
+    // Sent after the hold started, perhaps (on a slow machine) after it
+    // expired: it fails either way, not before the expiry.
+    let w = write(2);
     let expired =
         wait_device_event(&mut events, Duration::from_secs(60), "hold expired", |e| e.kind == EventKind::HoldExpired)
             .await;
