@@ -84,11 +84,18 @@ async fn each_policy_spreads_io_as_it_promises() {
     assert_eq!(share[0] + share[3], 0, "weighted, p2 and p3 lightest: {share:?}");
     fraction_within(&share, 1, 0.35, 0.65, "weighted");
 
-    // The adaptive policies use every path when the paths are alike.
+    // The adaptive policies use every path when the paths are alike, and
+    // none takes it all. Not an even share: on a loaded 2-core machine one
+    // slow completion makes a path look slower than its queued peers, and
+    // service-time rightly avoids it until its figures are forgotten (1 s
+    // idle) and it is measured again (seen: [248, 273, 3, 281]). How they
+    // spread by queue, bytes and latency is unit-tested without a clock
+    // (`policies::least`, `simulate`).
     for policy in ["least-queue-depth", "least-blocks", "service-time"] {
         let share = share_under(&dev, &writer, &request(policy), 800).await;
+        assert!(share.iter().all(|&n| n > 0), "{policy} left a path unused: {share:?}");
         for i in 0..4 {
-            fraction_within(&share, i, 0.02, 0.7, policy);
+            fraction_within(&share, i, 0.0, 0.7, policy);
         }
     }
 
