@@ -144,9 +144,13 @@ fn processes(proc: &Path) -> Vec<(u32, String)> {
     list
 }
 
-/// Mounts of `nodes`, one mountinfo read per mount namespace.
+/// Mounts of `nodes`, one mountinfo read per mount namespace. A mount
+/// seen again at the same place in a later namespace is the same mount
+/// propagated there (the daemon's own namespace receives the host's): it
+/// is named once, by the first namespace (init's, where it is one).
 fn mounted(proc: &Path, processes: &[(u32, String)], nodes: &[Node], found: &mut BTreeSet<Holder>) {
     let mut namespaces = BTreeSet::new();
+    let mut seen = BTreeSet::new();
     for (pid, comm) in processes {
         let dir = proc.join(pid.to_string());
         // A process that exited meanwhile, or a kernel thread without one.
@@ -156,7 +160,9 @@ fn mounted(proc: &Path, processes: &[(u32, String)], nodes: &[Node], found: &mut
         }
         let Ok(info) = fs::read_to_string(dir.join("mountinfo")) else { continue };
         for (number, on) in info.lines().filter_map(mount_of) {
-            if let Some(n) = nodes.iter().find(|n| n.number == number) {
+            if let Some(n) = nodes.iter().find(|n| n.number == number)
+                && seen.insert((n.number.clone(), on.clone()))
+            {
                 let node = format!("/dev/{}", n.name);
                 found.insert(Holder::Mounted { node, on, pid: *pid, comm: comm.clone() });
             }
@@ -312,6 +318,8 @@ mod tests {
         f.process(1, "init", "1", &format!("{ROOT_MOUNTS}40 22 259:7 / /mnt/my\\040data rw - ext4 /dev/ublkb7 rw\n"));
         // Another process of the same namespace: not read again.
         f.process(7, "sh", "1", "garbage that would not parse\n");
+        // The daemon's namespace, a slave of init's: the same mount, propagated.
+        f.process(9, "mpio", "3", &format!("{ROOT_MOUNTS}60 22 259:7 / /mnt/my\\040data rw - ext4 /dev/ublkb7 rw\n"));
         // A container's namespace mounts the partition; another device too.
         f.process(
             50,
