@@ -182,7 +182,7 @@ mod tests {
     async fn start(limits: Limits) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve_with(listener, Vec::new, limits, std::future::pending()));
+        tokio::spawn(serve_with(listener, Vec::<Served>::new, limits, std::future::pending()));
         addr
     }
 

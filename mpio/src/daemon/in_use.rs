@@ -351,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn a_process_with_the_node_open_is_named_and_other_descriptors_are_not() {
+    fn a_process_with_the_node_open_and_swap_on_it_are_named_and_other_descriptors_are_not() {
         // A real block node is needed for the descriptor's target (the fake
         // /proc links to it); loop devices are there on most machines.
         let Some(dev) = ["/dev/loop7", "/dev/loop0"].into_iter().find(|d| {
@@ -372,6 +372,10 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", f.root.join("proc/42/fd/4")).unwrap();
         std::os::unix::fs::symlink("/dev/nonexistent", f.root.join("proc/42/fd/5")).unwrap();
         assert_eq!(f.holders_of(dev), [Holder::Open { node: dev.into(), pid: 42, comm: "sleep".into() }]);
+        // Swap on it too (/proc/swaps names the node by path).
+        f.write("proc/swaps", &format!("Filename\tType\tSize\tUsed\tPriority\n{dev}  partition\t1024\t0\t-2\n"));
+        let swap = Holder::Swap { node: dev.into() };
+        assert!(f.holders_of(dev).contains(&swap), "{:?}", f.holders_of(dev));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! device (and changes the log level) is refused naming the mount, and
 //! changes nothing; the filesystem keeps working (files written, remounted,
 //! read back); a process holding the device open is named by pid; once
-//! nothing holds it the same reload removes it and the block device goes.
+//! nothing holds it the same reload removes it and the block device goes;
+//! added again and held open, `mpio reload --force` removes it anyway.
 //! The device is served both ways at once (`frontend = ["ublk", "nbd"]`),
 //! which `device show`, `status` and the metrics name; and the daemon that
 //! serves it has its memory locked and a mount namespace of its own.
@@ -122,5 +123,28 @@ fn removing_a_mounted_or_open_ublk_device_is_refused_naming_its_holders() {
     assert!(out.contains(&format!("device {DEV} removed")) && out.contains("log debug"), "{out}");
     let name = dev.trim_start_matches("/dev/");
     sh(&format!("test ! -e /sys/block/{name} && test ! -e {dev}"));
+    assert_eq!(d.json(&["device", "list"]).unwrap(), serde_json::json!([]));
+
+    // Forced: the device added again, held open, and removed with --force
+    // while the holder still has it. The driver frees the device only once
+    // the holder closes it: the reload answers then.
+    vm.write_file(d.config_path(), daemon_config(vm, d.dir(), &iqn, &portals, "debug", true).as_bytes()).unwrap();
+    assert!(d.ok(&["reload"]).unwrap().contains(&format!("device {DEV} added")));
+    d.wait_device(DEV, true, PATH_EVENT).unwrap_or_else(|e| panic!("{e}"));
+    let dev = d.json(&["device", "show", DEV]).unwrap()["block_device"].as_str().unwrap().to_owned();
+    let name = dev.trim_start_matches("/dev/").to_owned();
+    let holder = vm.sh(&format!("exec 3<{dev}; echo $$; exec sleep 3600")).timeout(TOOL).spawn().unwrap();
+    assert_eq!(holder.wait_output(PATH_EVENT, |out, _| out.ends_with('\n')).unwrap(), Awaited::Matched);
+    vm.write_file(d.config_path(), drop_device.as_bytes()).unwrap();
+    let socket = d.socket();
+    let forced = d.command([GUEST_MPIO, "--socket", &socket, "reload", "--force"]).timeout(TOOL).spawn().unwrap();
+    // No event marks the block device's going (device_removed comes with
+    // the answer): the guest watches sysfs.
+    sh(&format!("while [ -e /sys/block/{name} ]; do sleep 0.1; done"));
+    let still = holder.wait_output(Duration::ZERO, |_, _| false).unwrap();
+    assert_eq!(still, Awaited::Deadline, "the holder still runs, its device gone under it");
+    holder.kill().unwrap();
+    let out = forced.wait().unwrap();
+    assert!(out.success() && out.stdout.contains(&format!("device {DEV} removed")), "{out:?}");
     assert_eq!(d.json(&["device", "list"]).unwrap(), serde_json::json!([]));
 }
