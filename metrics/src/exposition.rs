@@ -240,6 +240,19 @@ fn device_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) -> f
     )?;
     family(
         enc,
+        "device_frontend",
+        None,
+        "How the device is presented: one sample per frontend (ublk, nbd), with its kernel block device where \
+         the daemon knows it (labels; value 1).",
+        devices.iter().flat_map(|d| {
+            d.frontends.iter().map(|f| {
+                let info = [("frontend", f.kind.clone()), ("block_device", f.block_device.clone())];
+                ([("device", d.name.as_str())], Info::new(info))
+            })
+        }),
+    )?;
+    family(
+        enc,
         "device_failovers",
         None,
         "Times the paths carrying I/O changed because paths failed.",
@@ -480,11 +493,12 @@ mod tests {
     use mpio_mpath::{DeviceCore, PolicySpec, TimerConfig};
 
     use super::*;
+    use crate::Frontend;
 
     fn view(core: &DeviceCore, at: Instant) -> DeviceView {
         let snapshot = core.snapshot();
         let sessions = vec![None; snapshot.paths.len()];
-        DeviceView { name: "mp0".into(), snapshot, sessions, at }
+        DeviceView { name: "mp0".into(), snapshot, sessions, at, frontends: Vec::new() }
     }
 
     fn has(text: &str, line: &str) {
@@ -518,6 +532,27 @@ mod tests {
         // No path yet since the start: the running episode counts from it.
         has(&text, r#"mpio_device_holding_seconds{device="mp0"} 3.0"#);
         has(&text, r#"mpio_device_all_paths_down_seconds_total{device="mp0"} 0.0"#);
+    }
+
+    #[test]
+    fn each_frontend_is_a_sample_naming_its_block_device() {
+        let now = Instant::now();
+        let core = DeviceCore::new(TimerConfig::default(), vec!["p1".into()], PolicySpec::default(), now);
+        let both = DeviceView {
+            frontends: vec![
+                Frontend { kind: "ublk".into(), block_device: "/dev/ublkb0".into() },
+                Frontend { kind: "nbd".into(), block_device: String::new() },
+            ],
+            ..view(&core, now)
+        };
+        let bare = DeviceView { name: "mp1".into(), ..view(&core, now) };
+        let text = encode(vec![both, bare]);
+        has(&text, r#"mpio_device_frontend_info{frontend="ublk",block_device="/dev/ublkb0",device="mp0"} 1"#);
+        has(&text, r#"mpio_device_frontend_info{frontend="nbd",block_device="",device="mp0"} 1"#);
+        assert!(
+            !text.contains(r#"mpio_device_frontend_info{frontend="ublk",block_device="/dev/ublkb0",device="mp1"}"#)
+        );
+        assert_eq!(text.matches("mpio_device_frontend_info{").count(), 2, "a device without a frontend has no sample");
     }
 
     #[test]

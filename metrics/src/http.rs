@@ -22,10 +22,11 @@ use axum::http::header;
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use mpio_mpath::Device;
 use mpio_throttle::AcceptBackoff;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::Served;
 
 /// Where the daemon serves metrics unless configured otherwise: loopback
 /// only (the labels name targets, portals and paths), port 9464 (the
@@ -41,10 +42,12 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// A router serving GET /metrics: each request calls `source` for the
 /// devices configured now (the daemon's set changes on a configuration
-/// reload) and renders them.
-pub fn router<F>(source: F) -> Router
+/// reload), each a [`Device`](mpio_mpath::Device) or a [`Served`] (with its frontends), and
+/// renders them.
+pub fn router<F, S>(source: F) -> Router
 where
-    F: Fn() -> Vec<Device> + Send + Sync + 'static,
+    F: Fn() -> Vec<S> + Send + Sync + 'static,
+    S: Into<Served> + Send + 'static,
 {
     let source = Arc::new(source);
     Router::new().route(
@@ -52,7 +55,7 @@ where
         get(move || {
             let source = source.clone();
             async move {
-                let body = crate::render(&source()).await;
+                let body = crate::render(source()).await;
                 ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
             }
         }),
@@ -82,13 +85,14 @@ impl Default for Limits {
 
 /// Serves [`router`] on `listener` with the default [`Limits`] until
 /// `shutdown` completes (then finishes the scrapes under way).
-pub async fn serve<F>(
+pub async fn serve<F, S>(
     listener: TcpListener,
     source: F,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    F: Fn() -> Vec<Device> + Send + Sync + 'static,
+    F: Fn() -> Vec<S> + Send + Sync + 'static,
+    S: Into<Served> + Send + 'static,
 {
     serve_with(listener, source, Limits::default(), shutdown).await
 }
@@ -96,14 +100,15 @@ where
 /// Serves [`router`] on `listener` within `limits` until `shutdown`
 /// completes, then finishes the scrapes under way (each within the header
 /// timeout).
-pub async fn serve_with<F>(
+pub async fn serve_with<F, S>(
     listener: TcpListener,
     source: F,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    F: Fn() -> Vec<Device> + Send + Sync + 'static,
+    F: Fn() -> Vec<S> + Send + Sync + 'static,
+    S: Into<Served> + Send + 'static,
 {
     let router = router(source);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -177,7 +182,7 @@ mod tests {
     async fn start(limits: Limits) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve_with(listener, Vec::new, limits, std::future::pending()));
+        tokio::spawn(serve_with(listener, Vec::<Served>::new, limits, std::future::pending()));
         addr
     }
 

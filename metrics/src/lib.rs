@@ -24,15 +24,14 @@ mod view;
 
 pub use exposition::encode;
 pub use http::{CONTENT_TYPE, DEFAULT_LISTEN, Limits, router, serve, serve_with};
-pub use view::DeviceView;
-
-use mpio_mpath::Device;
+pub use view::{DeviceView, Frontend, Served};
 
 /// The exposition of `devices` (`# EOF` included).
-pub async fn render(devices: &[Device]) -> String {
+pub async fn render<S: Into<Served>>(devices: Vec<S>) -> String {
     let mut views = Vec::with_capacity(devices.len());
     for d in devices {
-        views.push(DeviceView::gather(d).await);
+        let Served { device, frontends } = d.into();
+        views.push(DeviceView { frontends, ..DeviceView::gather(&device).await });
     }
     encode(views)
 }

@@ -24,6 +24,35 @@ pub struct DeviceView {
     /// When the snapshot was taken: the length of a hold still running is
     /// measured up to here.
     pub at: Instant,
+    /// How the device is presented (none for a bare device).
+    pub frontends: Vec<Frontend>,
+}
+
+/// One way a device is presented (family `mpio_device_frontend_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frontend {
+    /// `ublk`, `nbd` (label `frontend`).
+    pub kind: String,
+    /// The kernel block device (`/dev/ublkb0`), empty while there is none
+    /// or where the server does not know it (an NBD client picks its own
+    /// `/dev/nbdN`) (label `block_device`).
+    pub block_device: String,
+}
+
+/// A device as the daemon hands it to a scrape: the device, and how it is
+/// presented.
+#[derive(Clone, Debug)]
+pub struct Served {
+    /// The multipath device.
+    pub device: Device,
+    /// Its frontends.
+    pub frontends: Vec<Frontend>,
+}
+
+impl From<Device> for Served {
+    fn from(device: Device) -> Served {
+        Served { device, frontends: Vec::new() }
+    }
 }
 
 impl DeviceView {
@@ -37,7 +66,7 @@ impl DeviceView {
         for path in &snapshot.paths {
             sessions.push(session(device, &path.name).await);
         }
-        DeviceView { name: device.name().to_string(), snapshot, sessions, at }
+        DeviceView { name: device.name().to_string(), snapshot, sessions, at, frontends: Vec::new() }
     }
 }
 

@@ -67,7 +67,7 @@ pub(crate) enum AdminCommand {
     /// Path and device events (failures, failovers, failbacks, holds).
     Events(EventsArgs),
     /// Re-read the configuration file and apply what changed.
-    Reload(Output),
+    Reload(ReloadArgs),
     /// The daemon's logging.
     Log {
         #[command(subcommand)]
@@ -160,6 +160,18 @@ pub(crate) struct EventsArgs {
     out: Output,
 }
 
+/// `mpio reload`.
+#[derive(Args, Debug)]
+pub(crate) struct ReloadArgs {
+    /// Remove the devices the file drops even while their block device is
+    /// in use (mounted, open): their users get I/O errors. Without it such
+    /// a reload is refused and changes nothing.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    out: Output,
+}
+
 /// Sends the command to the daemon at `socket` and prints the answer.
 pub(crate) async fn run(cmd: AdminCommand, socket: &Path) -> Result<()> {
     let mut c = Client::connect(socket).await?;
@@ -214,8 +226,8 @@ pub(crate) async fn run(cmd: AdminCommand, socket: &Path) -> Result<()> {
             })
             .await
         }
-        AdminCommand::Reload(out) => {
-            show::<ReloadView>(&mut c, out, Request::Reload, |v| {
+        AdminCommand::Reload(ReloadArgs { force, out }) => {
+            show::<ReloadView>(&mut c, out, Request::Reload { force }, |v| {
                 if v.changes.is_empty() {
                     outln!("configuration reloaded: nothing changed");
                 }
@@ -342,6 +354,7 @@ fn print_device(d: DeviceView) {
         ("policy", s.policy.clone()),
         ("failback", d.failback.clone()),
         ("hold", d.hold.clone()),
+        ("frontend", if s.frontends.is_empty() { "none".into() } else { s.frontends.join(", ") }),
         ("export", opt(&s.export)),
         ("block device", s.block_device.clone().or_else(|| s.frontend_problem.clone()).unwrap_or_else(|| "-".into())),
         ("failovers", d.failovers.to_string()),

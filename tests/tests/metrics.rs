@@ -502,7 +502,10 @@ async fn every_family_is_present_at_zero_before_any_login() {
     for s in &sessions {
         snaps.push(Some(mpio_mpath::SessionView::from(&s.snapshot().await.unwrap())));
     }
-    let view = DeviceView { name: "mp0".into(), snapshot: core.snapshot(), sessions: snaps, at: Instant::now() };
+    // Exported over NBD: the frontend family has its sample too.
+    let frontends = vec![mpio_metrics::Frontend { kind: "nbd".into(), block_device: String::new() }];
+    let view =
+        DeviceView { name: "mp0".into(), snapshot: core.snapshot(), sessions: snaps, at: Instant::now(), frontends };
     let text = mpio_metrics::encode(vec![view]);
     let s = Scrape::parse(&text);
 

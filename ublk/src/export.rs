@@ -135,7 +135,12 @@ impl UblkExport {
         let thread = self.thread.take();
         let path = self.path.clone();
         let stopped = tokio::task::spawn_blocking(move || {
-            if let Err(e) = ctrl.kill_dev() {
+            // libublk sends control commands through a ring of the calling
+            // thread's own, made only on the thread that added the device:
+            // without one here kill_dev panics and the device stays.
+            if let Err(e) = control_ring() {
+                warn!(device = %path.display(), "ublk: stopping the device: {}", describe(&e));
+            } else if let Err(e) = ctrl.kill_dev() {
                 warn!(device = %path.display(), "ublk: stopping the device: {}", describe(&e));
             }
             if let Some(t) = thread
@@ -150,6 +155,16 @@ impl UblkExport {
         }
         info!(device = %self.path.display(), "ublk device removed");
     }
+}
+
+/// Gives this thread the control ring libublk's commands need (once).
+fn control_ring() -> Result<(), UblkError> {
+    libublk::ublk_init_ctrl_task_ring(|ring| {
+        if ring.is_none() {
+            *ring = Some(io_uring::IoUring::builder().build(16).map_err(UblkError::IOError)?);
+        }
+        Ok(())
+    })
 }
 
 /// The control thread: adds the device, runs its queues until it stops,

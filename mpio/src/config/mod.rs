@@ -69,15 +69,25 @@ pub(crate) struct NbdListen {
     pub(crate) tcp: Option<SocketAddr>,
 }
 
-/// How a device is presented.
+/// How a device is presented: an NBD export, a kernel block device, both
+/// (`frontend = ["ublk", "nbd"]`), or neither (`"none"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Frontend {
+pub(crate) struct Frontend {
     /// An NBD export named after the device.
-    Nbd,
+    pub(crate) nbd: bool,
     /// A kernel block device, `/dev/ublkbN` (the ublk driver).
-    Ublk,
+    pub(crate) ublk: bool,
+}
+
+impl Frontend {
+    pub(crate) const NBD: Frontend = Frontend { nbd: true, ublk: false };
     /// Not presented (metrics and control only).
-    None,
+    pub(crate) const NONE: Frontend = Frontend { nbd: false, ublk: false };
+
+    /// The frontends' names as the file writes them, block device first.
+    pub(crate) fn names(self) -> Vec<&'static str> {
+        [(self.ublk, "ublk"), (self.nbd, "nbd")].into_iter().filter_map(|(on, n)| on.then_some(n)).collect()
+    }
 }
 
 /// A path's role in its device's policy.
@@ -571,22 +581,9 @@ impl Cx<'_> {
         let timers = self.device_timers(d, global_timers)?;
         let at = d.timers.as_ref().map_or(d.name.span().start, |t| t.span().start);
         self.refuse_unworkable(&timers, at, &format!("device {name} [device.timers]"))?;
-        let frontend = match d.frontend.as_ref().map(|f| (f, f.get_ref().as_str())) {
-            None | Some((_, "nbd")) => Frontend::Nbd,
-            Some((_, "none")) => Frontend::None,
-            Some((_, "ublk")) if cfg!(feature = "ublk") => Frontend::Ublk,
-            Some((f, "ublk")) => {
-                return Err(self.at(
-                    f,
-                    format!(
-                        "device {name}: this mpio was built without the ublk frontend (cargo feature \"ublk\"); \
-                         rebuild with it, or use frontend = \"nbd\""
-                    ),
-                ));
-            }
-            Some((f, other)) => {
-                return Err(self.at(f, format!("device {name}: frontend {other:?}: use nbd, ublk or none")));
-            }
+        let frontend = match &d.frontend {
+            None => Frontend::NBD,
+            Some(f) => self.frontend(f, &name)?,
         };
         let ublk = self.ublk_queues(d, &name, frontend)?;
         if d.paths.is_empty() {
@@ -621,6 +618,47 @@ impl Cx<'_> {
             ublk,
             paths,
         })
+    }
+
+    /// `frontend = "nbd"`, `"ublk"`, `"none"`, or a list of `"nbd"` and
+    /// `"ublk"` (each at most once) to serve the device both ways at once.
+    fn frontend(&self, f: &Spanned<toml::Value>, device: &str) -> Result<Frontend, ConfigError> {
+        let use_ = "use \"nbd\", \"ublk\", \"none\", or both as a list: [\"ublk\", \"nbd\"]";
+        let names: Vec<&str> = match f.get_ref() {
+            toml::Value::String(s) if s == "none" => return Ok(Frontend::NONE),
+            toml::Value::String(s) => vec![s.as_str()],
+            toml::Value::Array(list) if !list.is_empty() => {
+                let names: Option<Vec<&str>> = list.iter().map(toml::Value::as_str).collect();
+                names.ok_or_else(|| self.at(f, format!("device {device}: frontend: a list of names; {use_}")))?
+            }
+            _ => return Err(self.at(f, format!("device {device}: frontend = {}: {use_}", f.get_ref()))),
+        };
+        let mut out = Frontend::NONE;
+        for n in names {
+            let slot = match n {
+                "nbd" => &mut out.nbd,
+                "ublk" if cfg!(feature = "ublk") => &mut out.ublk,
+                "ublk" => {
+                    return Err(self.at(
+                        f,
+                        format!(
+                            "device {device}: this mpio was built without the ublk frontend (cargo feature \"ublk\"); \
+                             rebuild with it, or use frontend = \"nbd\""
+                        ),
+                    ));
+                }
+                "none" => {
+                    return Err(
+                        self.at(f, format!("device {device}: frontend \"none\" cannot be listed with others: {use_}"))
+                    );
+                }
+                other => return Err(self.at(f, format!("device {device}: frontend {other:?}: {use_}"))),
+            };
+            if std::mem::replace(slot, true) {
+                return Err(self.at(f, format!("device {device}: frontend {n:?} is listed twice: {use_}")));
+            }
+        }
+        Ok(out)
     }
 
     fn path(&self, p: &Spanned<raw::Path>, device: &str) -> Result<PathSpec, ConfigError> {

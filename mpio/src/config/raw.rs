@@ -85,7 +85,8 @@ pub(super) struct Device {
     pub(super) switch: Option<Spanned<String>>,
     pub(super) failback: Option<Spanned<String>>,
     pub(super) hold: Option<Spanned<String>>,
-    pub(super) frontend: Option<Spanned<String>>,
+    /// A name, or a list of names (read by `Cx::frontend`).
+    pub(super) frontend: Option<Spanned<toml::Value>>,
     pub(super) ublk_queues: Option<Spanned<u64>>,
     pub(super) ublk_depth: Option<Spanned<u64>>,
     pub(super) timers: Option<Spanned<toml::Table>>,

@@ -46,7 +46,7 @@ fn a_minimal_file_gets_the_defaults() {
     assert_eq!(c.nbd.socket, Some(PathBuf::from(DEFAULT_NBD_SOCKET)));
     assert_eq!(c.nbd.tcp, None);
     let d = &c.devices[0];
-    assert_eq!((d.name.as_str(), d.line, d.frontend), ("d0", 8, Frontend::Nbd));
+    assert_eq!((d.name.as_str(), d.line, d.frontend), ("d0", 8, Frontend::NBD));
     assert_eq!(d.policy.policy, "round-robin");
     assert_eq!(d.timers, TimerConfig::default());
     assert_eq!(d.paths[1].source, Some("127.0.10.2".parse().unwrap()));
@@ -58,15 +58,36 @@ fn a_minimal_file_gets_the_defaults() {
 
 #[test]
 fn frontends() {
-    let frontend = |f: &str| {
-        check(&BASE.replace("lun = 1", &format!("lun = 1\nfrontend = \"{f}\""))).map(|c| c.devices[0].frontend)
-    };
-    assert_eq!(frontend("nbd").unwrap(), Frontend::Nbd);
-    assert_eq!(frontend("none").unwrap(), Frontend::None);
-    match frontend("ublk") {
-        Ok(f) => assert!(cfg!(feature = "ublk") && f == Frontend::Ublk),
+    let frontend =
+        |f: &str| check(&BASE.replace("lun = 1", &format!("lun = 1\nfrontend = {f}"))).map(|c| c.devices[0].frontend);
+    assert_eq!(frontend("\"nbd\"").unwrap(), Frontend::NBD);
+    assert_eq!(frontend("\"none\"").unwrap(), Frontend::NONE);
+    assert_eq!(frontend("[\"nbd\"]").unwrap(), Frontend::NBD);
+    match frontend("\"ublk\"") {
+        Ok(f) => assert!(cfg!(feature = "ublk") && f == Frontend { nbd: false, ublk: true }),
         Err(e) => assert!(!cfg!(feature = "ublk") && e.message.contains("cargo feature \"ublk\""), "{e}"),
     }
+    // Both at once, in either order.
+    for both in ["[\"ublk\", \"nbd\"]", "[\"nbd\", \"ublk\"]"] {
+        match frontend(both) {
+            Ok(f) => {
+                assert!(cfg!(feature = "ublk") && f == Frontend { nbd: true, ublk: true }, "{both}");
+                assert_eq!(f.names(), ["ublk", "nbd"]);
+            }
+            Err(e) => assert!(!cfg!(feature = "ublk") && e.message.contains("cargo feature"), "{e}"),
+        }
+    }
+    let refused = |f: &str, why: &str| {
+        let e = frontend(f).expect_err(f);
+        assert!(e.message.contains(why) && e.message.contains("[\"ublk\", \"nbd\"]"), "{f}: {e}");
+        assert_eq!(e.line, Some(12), "{f}: the error points at the frontend line: {e}");
+    };
+    refused("[\"nbd\", \"nbd\"]", "listed twice");
+    refused("[\"none\", \"nbd\"]", "cannot be listed with others");
+    refused("[]", "frontend = []");
+    refused("[1]", "a list of names");
+    refused("3", "frontend = 3");
+    refused("\"x\"", "frontend \"x\"");
 }
 
 #[test]
@@ -439,7 +460,7 @@ fn every_refusal_names_a_fix() {
         ),
         (format!("{BASE}\n[[device]]\nname = \"d1\"\ntarget = \"san\"\nlun = 2\n"), "no path"),
         (BASE.replace("lun = 1", "lun = 99999999999999"), "lun"),
-        (lun("frontend = \"x\""), "nbd, ublk or none"),
+        (lun("frontend = \"x\""), "use \"nbd\", \"ublk\", \"none\""),
         (lun("ublk_queues = 2"), "frontend = \"ublk\" only"),
         (lun("policy = \"fail-over-only\""), "0xEFFF005B"),
         (lun("policy = \"fastest\""), "0xEFFF0055"),

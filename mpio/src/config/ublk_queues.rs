@@ -43,7 +43,7 @@ impl Cx<'_> {
     ) -> Result<UblkQueues, ConfigError> {
         let key = |v: &Option<Spanned<u64>>, name: &str, max: u64, what: &str| -> Result<Option<u16>, ConfigError> {
             let Some(v) = v else { return Ok(None) };
-            if frontend != Frontend::Ublk {
+            if !frontend.ublk {
                 return Err(self.at(
                     v,
                     format!(

@@ -53,8 +53,12 @@ pub(crate) enum Request {
     Hold { device: String, mode: String },
     /// Recent events, and with `follow` new ones as they happen.
     Events { device: Option<String>, last: usize, follow: bool },
-    /// Re-read the configuration file and apply the changes.
-    Reload,
+    /// Re-read the configuration file and apply the changes; `force`
+    /// removes devices whose block device is in use (mounted, open).
+    Reload {
+        #[serde(default)]
+        force: bool,
+    },
     /// Show (`None`) or change the log filter.
     LogLevel { level: Option<String> },
 }
@@ -131,6 +135,10 @@ pub(crate) struct DeviceSummary {
     pub(crate) paths_total: usize,
     pub(crate) identity: Option<String>,
     pub(crate) capacity_bytes: Option<u64>,
+    /// How it is presented, as the file writes it (`ublk`, `nbd`; empty
+    /// for `none`).
+    #[serde(default)]
+    pub(crate) frontends: Vec<String>,
     /// NBD export name, when exported.
     pub(crate) export: Option<String>,
     /// The kernel block device (`/dev/ublkbN`), when there is one.

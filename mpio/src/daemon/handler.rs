@@ -90,7 +90,7 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
             let feed = follow.then_some(feed);
             Answer::Events(history, feed, device)
         }
-        Request::Reload => Answer::Done(reload::reload(d).await.map_err(Failure::new).and_then(ok)),
+        Request::Reload { force } => Answer::Done(reload::reload(d, force).await.map_err(Failure::new).and_then(ok)),
         Request::LogLevel { level } => done(match level {
             None => Ok(d.log.current()),
             Some(l) => d.log.set(&l).map(|()| l),

@@ -8,6 +8,9 @@
 //! in the background, and `mpio status` shows them as `starting`/`down`).
 
 mod handler;
+mod in_use;
+#[cfg(feature = "ublk")]
+mod isolate;
 mod journal;
 mod notify;
 mod reload;
@@ -29,7 +32,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, DeviceSpec, Frontend, NbdListen};
+use crate::config::{self, Config, DeviceSpec, NbdListen};
 use crate::logging::LogControl;
 use journal::Journal;
 use notify::notify;
@@ -48,7 +51,7 @@ pub(crate) struct Managed {
     pub(crate) device: Device,
     /// Its NBD export name, if exported.
     pub(crate) export: Option<String>,
-    /// Its block device, with frontend = "ublk" (taken when it stops).
+    /// Its block device, with the ublk frontend (taken when it stops).
     #[cfg(feature = "ublk")]
     ublk: Option<ublk::UblkFrontend>,
     /// Copies the device's events into the journal.
@@ -63,6 +66,23 @@ impl Managed {
             return u.path();
         }
         None
+    }
+
+    /// The device and its frontends, for a metrics scrape.
+    fn served(&self) -> mpio_metrics::Served {
+        let frontend = |kind: &str, block_device: Option<String>| mpio_metrics::Frontend {
+            kind: kind.into(),
+            block_device: block_device.unwrap_or_default(),
+        };
+        let mut frontends = Vec::new();
+        if self.spec.frontend.ublk {
+            frontends.push(frontend("ublk", self.block_device()));
+        }
+        if self.export.is_some() {
+            // The client picks its /dev/nbdN: the daemon cannot name it.
+            frontends.push(frontend("nbd", None));
+        }
+        mpio_metrics::Served { device: self.device.clone(), frontends }
     }
 
     /// Resolves once its block device is there (at once without one), or
@@ -161,8 +181,8 @@ impl Daemon {
         let initiator = self.config().initiator.clone();
         let device = Device::start(spec.device_config(&initiator)).map_err(|e| format!("device {}: {e}", spec.name))?;
         let events = tokio::spawn(forward_events(Arc::downgrade(self), device.clone()));
-        let export = match (&self.nbd, spec.frontend) {
-            (Some(server), Frontend::Nbd) => {
+        let export = match (&self.nbd, spec.frontend.nbd) {
+            (Some(server), true) => {
                 server
                     .add_export(ExportConfig::new(spec.name.clone()), Arc::new(device.clone()))
                     .map_err(|e| format!("device {}: NBD export: {e}", spec.name))?;
@@ -171,8 +191,10 @@ impl Daemon {
             _ => None,
         };
         #[cfg(feature = "ublk")]
-        let ublk = (spec.frontend == Frontend::Ublk)
-            .then(|| ublk::UblkFrontend::start(Arc::downgrade(self), device.clone(), spec.ublk));
+        let ublk = spec.frontend.ublk.then(|| {
+            isolate::lock_memory();
+            ublk::UblkFrontend::start(Arc::downgrade(self), device.clone(), spec.ublk)
+        });
         info!(device = spec.name, paths = spec.paths.len(), export, "device started");
         Ok(Managed {
             spec,
@@ -246,6 +268,11 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     if !log_pinned {
         log.set(&cfg.log).map_err(anyhow::Error::msg)?;
     }
+    // First: the process is still one thread.
+    #[cfg(feature = "ublk")]
+    if cfg.devices.iter().any(|d| d.frontend.ublk) {
+        isolate::own_mount_namespace();
+    }
     raise_fd_limit();
     let control = server::bind(&cfg.control_socket)?;
     let metrics = match cfg.metrics {
@@ -271,8 +298,8 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = metrics {
         let weak = Arc::downgrade(&daemon);
-        let devices = move || {
-            weak.upgrade().map(|d| d.devices().values().map(|m| m.device.clone()).collect()).unwrap_or_default()
+        let devices = move || -> Vec<mpio_metrics::Served> {
+            weak.upgrade().map(|d| d.devices().values().map(Managed::served).collect()).unwrap_or_default()
         };
         info!("metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(async move {
@@ -291,7 +318,7 @@ pub(crate) async fn run(args: DaemonArgs, log: Arc<LogControl>, log_pinned: bool
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the configuration");
                 // The answer says what happened to the running configuration.
-                if let Err(e) = reload::reload(&daemon).await {
+                if let Err(e) = reload::reload(&daemon, false).await {
                     warn!("{e}");
                 }
             }

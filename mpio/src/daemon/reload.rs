@@ -19,16 +19,28 @@
 //! changed. Devices are removed last, once nothing can fail any more, so a
 //! removed device never has to come back.
 //!
+//! A device whose block device is in use (mounted, swap, open, under
+//! device-mapper: [`in_use`]) is not removed: the reload is refused
+//! before anything changes, naming the holders, and the device keeps
+//! running. The refusal covers the whole reload, not only the removal: an
+//! administrator who edited several things expects them to apply
+//! together, and one that applied half would leave the file describing
+//! neither the old nor the new state. `mpio reload --force` removes it
+//! anyway. The check is repeated just before the device goes (something
+//! may have mounted it meanwhile); refused then, the steps before are
+//! undone as for any failed step.
+//!
 //! What changed is judged against what runs, not against the previous
 //! file. Changes made with the CLI (`mpio policy set`, ...) stay until the
 //! file changes the same setting or the daemon restarts.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use mpio_mpath::{DeviceSnapshot, HoldMode, PathStatus, PolicyRequest, PolicySpec};
 
-use super::Daemon;
 use super::notify::notify;
+use super::{Daemon, in_use};
 use crate::config::{self, Config, DeviceSpec, PathSpec};
 use crate::control::proto::ReloadView;
 
@@ -79,10 +91,11 @@ impl std::fmt::Display for Change {
 }
 
 /// Reloads the file; the running configuration stays on any refusal.
-pub(super) async fn reload(d: &Arc<Daemon>) -> Result<ReloadView, String> {
+/// `force` removes devices whose block device is in use.
+pub(super) async fn reload(d: &Arc<Daemon>, force: bool) -> Result<ReloadView, String> {
     let _one_at_a_time = d.reloading.lock().await;
     notify("RELOADING=1");
-    let r = apply(d).await;
+    let r = apply(d, force).await;
     notify("READY=1");
     match &r {
         Ok(v) if v.changes.is_empty() => d.event("", "config_reloaded", "configuration reloaded: nothing changed"),
@@ -92,7 +105,7 @@ pub(super) async fn reload(d: &Arc<Daemon>) -> Result<ReloadView, String> {
     r
 }
 
-async fn apply(d: &Arc<Daemon>) -> Result<ReloadView, String> {
+async fn apply(d: &Arc<Daemon>, force: bool) -> Result<ReloadView, String> {
     let file = d.config().file.clone();
     let new = config::load(&file).map_err(|e| format!("reload refused, nothing changed: {e}"))?;
     let running: Vec<DeviceSpec> = d.devices().values().map(|m| m.spec.clone()).collect();
@@ -103,18 +116,25 @@ async fn apply(d: &Arc<Daemon>) -> Result<ReloadView, String> {
     let snapshots: Vec<(String, DeviceSnapshot)> =
         d.devices().values().map(|m| (m.spec.name.clone(), m.device.snapshot())).collect();
     rehearse(&snapshots, &changes).map_err(|e| format!("reload refused, nothing changed: {e}"))?;
-    let done = apply_changes(d, changes).await?;
+    if !force {
+        for c in &changes {
+            if let Change::RemoveDevice(name) = c {
+                busy(d, name).await.map_err(|e| format!("reload refused, nothing changed: {e}"))?;
+            }
+        }
+    }
+    let done = apply_changes(d, changes, force).await?;
     *d.config() = new;
     Ok(ReloadView { changes: done })
 }
 
 /// Applies `changes` in order, or none of them: a failed step undoes the
 /// ones before it. Returns what was done, one line each.
-async fn apply_changes(d: &Arc<Daemon>, changes: Vec<Change>) -> Result<Vec<String>, String> {
+async fn apply_changes(d: &Arc<Daemon>, changes: Vec<Change>, force: bool) -> Result<Vec<String>, String> {
     let mut undo: Vec<(String, Undo)> = Vec::new();
     for change in changes {
         let line = change.to_string();
-        match execute(d, change).await {
+        match execute(d, change, force).await {
             Ok(u) => undo.push((line, u)),
             Err(e) => return Err(roll_back(d, &line, &e, undo).await),
         }
@@ -276,8 +296,20 @@ fn device_changes(cur: &DeviceSpec, next: &DeviceSpec, changes: &mut Vec<Change>
     Ok(())
 }
 
-/// Applies one change; returns how to take it back.
-async fn execute(d: &Arc<Daemon>, change: Change) -> Result<Undo, String> {
+/// Refuses the removal of device `name` while its block device is in use;
+/// the refusal names the holders.
+async fn busy(d: &Daemon, name: &str) -> Result<(), String> {
+    let Some(dev) = d.devices().get(name).and_then(|m| m.block_device()) else { return Ok(()) };
+    // Off the runtime's thread: it reads every process's descriptors.
+    let holders = tokio::task::spawn_blocking(move || in_use::holders(&PathBuf::from(dev)))
+        .await
+        .map_err(|e| format!("cannot tell whether its block device is in use ({e}); reload again"))?;
+    if holders.is_empty() { Ok(()) } else { Err(in_use::refusal(name, &holders)) }
+}
+
+/// Applies one change (`force`: a device is removed even while in use);
+/// returns how to take it back.
+async fn execute(d: &Arc<Daemon>, change: Change, force: bool) -> Result<Undo, String> {
     Ok(match change {
         Change::AddDevice(spec) => {
             let name = spec.name.clone();
@@ -287,6 +319,9 @@ async fn execute(d: &Arc<Daemon>, change: Change) -> Result<Undo, String> {
             Undo::RemoveDevice(name)
         }
         Change::RemoveDevice(name) => {
+            if !force {
+                busy(d, &name).await?;
+            }
             let m = d.devices().remove(&name);
             if let Some(m) = m {
                 d.stop_device(m).await;

@@ -30,6 +30,7 @@ pub(super) fn summary(m: &Managed, snap: &DeviceSnapshot) -> DeviceSummary {
         paths_total: snap.paths.len(),
         identity: info.as_ref().map(|i| i.identity.clone()),
         capacity_bytes: info.as_ref().map(|i| i.capacity()),
+        frontends: m.spec.frontend.names().into_iter().map(String::from).collect(),
         export: m.export.clone(),
         block_device: m.block_device(),
         frontend_problem: m.frontend_problem(),

@@ -27,6 +27,7 @@ mod files;
 mod fio;
 mod harness;
 mod nbd;
+mod removal;
 mod ublk;
 mod ublk_lu;
 
@@ -113,11 +114,13 @@ iqn = "{iqn}"
 }
 
 /// A `[[device]]` `name` on LUN `lun` of target `lio` with `frontend`
-/// (`nbd`, `ublk`) and `extra` keys, a path `p{i+1}` per portal, each
-/// from the initiator's address of its inner path.
+/// (`nbd`, `ublk`, or a TOML list: `["ublk", "nbd"]`) and `extra` keys, a
+/// path `p{i+1}` per portal, each from the initiator's address of its
+/// inner path.
 fn device(vm: &Vm, name: &str, lun: u32, frontend: &str, extra: &str, portals: &[SocketAddr]) -> String {
+    let frontend = if frontend.starts_with('[') { frontend.to_owned() } else { format!("\"{frontend}\"") };
     let mut s =
-        format!("\n[[device]]\nname = \"{name}\"\ntarget = \"lio\"\nlun = {lun}\nfrontend = \"{frontend}\"\n{extra}\n");
+        format!("\n[[device]]\nname = \"{name}\"\ntarget = \"lio\"\nlun = {lun}\nfrontend = {frontend}\n{extra}\n");
     for (i, p) in portals.iter().enumerate() {
         let source = vm.inner_paths().iter().find(|ip| std::net::IpAddr::from(ip.target_addr) == p.ip());
         s.push_str(&format!("\n[[device.path]]\nname = \"p{}\"\nportal = \"{p}\"\n", i + 1));

@@ -163,7 +163,7 @@ async fn a_step_that_fails_while_applying_rolls_back_the_steps_before_it() {
         Change::Hold { device: "d0".into(), hold: HoldMode::Queue },
         Change::Policy { device: "d0".into(), request: weights },
     ];
-    let e = apply_changes(&d, changes).await.unwrap_err();
+    let e = apply_changes(&d, changes, false).await.unwrap_err();
     assert!(e.contains("rolled back") && e.contains("device d0: policy weighted:"), "{e}");
     assert!(e.contains("undone: device d0: hold queue; device d0: path p3 added"), "{e}");
     assert_eq!(path_names(&d), (vec!["p1".into(), "p2".into()], vec!["p1".into(), "p2".into()]));
