@@ -4,7 +4,14 @@
 //!
 //! - [`UblkExport`]: adds the device, serves it, and removes it on
 //!   [`UblkExport::stop`]; a machine without the driver gets
-//!   [`StartError::NoDriver`], which names the fix.
+//!   [`StartError::NoDriver`], which names the fix. Devices are made with
+//!   user recovery: when the daemon dies (`kill -9`, a crash) the kernel
+//!   keeps the device and holds its I/O, and the next daemon takes it over
+//!   with [`UblkExport::reattach`] (same `/dev/ublkbN`, nothing mounted on
+//!   it notices more than a pause).
+//! - [`existing`]: the devices the driver has, by number, with the mpio
+//!   device each serves (its name), state and server: what a restarted
+//!   daemon reattaches, and what an operator lists and removes.
 //! - [`params`]: the device's parameters from the [`Geometry`]:
 //!   capacity, logical and physical block, largest transfer, discard and
 //!   write-zeroes limits, volatile write cache + FUA, read-only,
@@ -57,11 +64,13 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
+pub mod existing;
 mod export;
 mod kick;
 pub mod params;
 mod queue;
 pub mod request;
 
+pub use existing::Existing;
 pub use export::{CONTROL, StartError, UblkConfig, UblkExport};
 pub use mpio_mpath::{BlockDevice, Geometry};

@@ -26,6 +26,7 @@ mod files;
 mod fio;
 mod harness;
 mod nbd;
+mod restart;
 mod ublk;
 mod ublk_lu;
 
