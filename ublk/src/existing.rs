@@ -142,7 +142,7 @@ pub fn find(id: u32) -> Result<Existing, String> {
     let ctrl = open(id)?;
     let info = ctrl.dev_info();
     let record = ctrl.get_target_data_from_json().unwrap_or_default();
-    let field = |key: &str| record["mpio"][key].as_str().map(str::to_owned);
+    let field = |key: &str| record.get("mpio")?.get(key)?.as_str().map(str::to_owned);
     let mut p = sys::ublk_params::default();
     let params = ctrl.get_params(&mut p).is_ok() && p.types & sys::UBLK_PARAM_TYPE_BASIC != 0;
     Ok(Existing {

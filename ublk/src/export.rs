@@ -142,8 +142,12 @@ impl UblkExport {
     ) -> Result<UblkExport, StartError> {
         let geometry = device.geometry().map_err(StartError::NotReady)?;
         same_geometry(existing, geometry.capacity, geometry.logical_block)?;
-        let config =
-            UblkConfig { queues: existing.queues, depth: existing.depth, buffer_bytes: existing.buffer_bytes, ..config };
+        let config = UblkConfig {
+            queues: existing.queues,
+            depth: existing.depth,
+            buffer_bytes: existing.buffer_bytes,
+            ..config
+        };
         UblkExport::serve(device, config, Mode::Reattach(existing.id)).await
     }
 
@@ -388,7 +392,10 @@ mod tests {
         };
         assert!(same_geometry(&left, 256 << 20, 512).is_ok());
         let e = same_geometry(&left, 64 << 20, 512).unwrap_err().to_string();
-        assert!(e.contains("268435456 bytes in 512-byte blocks") && e.contains("67108864 bytes in 512-byte blocks"), "{e}");
+        assert!(
+            e.contains("268435456 bytes in 512-byte blocks") && e.contains("67108864 bytes in 512-byte blocks"),
+            "{e}"
+        );
         assert!(e.contains("/dev/ublkb3") && e.contains("mpio ublk remove 3"), "{e}");
         assert!(same_geometry(&left, 256 << 20, 4096).is_err(), "another logical block");
         let no_params = Existing { capacity: None, logical_block: None, ..left };

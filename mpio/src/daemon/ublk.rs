@@ -45,10 +45,10 @@ pub(crate) struct UblkFrontend {
 }
 
 impl UblkFrontend {
-    /// Adds `/dev/ublkbN` for `device` as soon as it knows its LU, with
-    /// the configured `queues`.
-    /// `owner` names the daemon (its control socket) in the device's
-    /// record.
+    /// Adds `/dev/ublkbN` for `device` (or takes over the one the
+    /// previous daemon left) as soon as it knows its LU, with the
+    /// configured `queues`; `owner` names the daemon (its control socket)
+    /// in the device's record.
     pub(crate) fn start(daemon: Weak<Daemon>, device: Device, queues: UblkQueues, owner: String) -> UblkFrontend {
         let state = Arc::new(Mutex::new(State::Waiting));
         let cancel = Arc::new(Notify::new());
