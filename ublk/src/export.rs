@@ -198,7 +198,12 @@ impl UblkExport {
         let thread = self.thread.take();
         let path = self.path.clone();
         let stopped = tokio::task::spawn_blocking(move || {
-            if let Err(e) = ctrl.kill_dev() {
+            // libublk sends control commands on a ring of the calling
+            // thread's own, made by its constructor on the control thread
+            // only: without one here it panics. (Unseen while the device
+            // died with the daemon's exit anyway; with user recovery it
+            // would stay, quiesced, after a clean stop.)
+            if let Err(e) = control_ring().and_then(|()| ctrl.kill_dev()) {
                 warn!(device = %path.display(), "ublk: stopping the device: {}", describe(&e));
             }
             if let Some(t) = thread
@@ -329,6 +334,17 @@ fn build(config: &UblkConfig, mode: Mode) -> Result<UblkCtrl, StartError> {
             }
         }
     }
+}
+
+/// This thread's ring for libublk's control commands (see
+/// [`UblkExport::stop`]).
+fn control_ring() -> Result<(), UblkError> {
+    libublk::ublk_init_ctrl_task_ring(|ring| {
+        if ring.is_none() {
+            *ring = Some(io_uring::IoUring::builder().build(16).map_err(UblkError::IOError)?);
+        }
+        Ok(())
+    })
 }
 
 /// A device left by a previous server may be reattached only with the

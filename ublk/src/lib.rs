@@ -55,12 +55,27 @@
 //! `UBLK_F_USER_COPY` (6.5) would let the tokio side move the data itself
 //! with `pread`/`pwrite` on `/dev/ublkcN`; later.
 //!
+//! # Daemon restart
+//!
+//! Every device is added with `UBLK_F_USER_RECOVERY` and
+//! `UBLK_F_USER_RECOVERY_REISSUE` (both in the driver since 6.0): when
+//! the daemon dies the 6.12 driver quiesces the device (its I/O waits,
+//! the requests the daemon had taken are queued again, `/dev/ublkbN` and
+//! what is mounted on it stay) instead of removing it. The next daemon
+//! finds it in [`existing`] by the record libublk keeps in
+//! `/run/ublksrvd/<id>.json` (the device's name and the daemon's control
+//! socket), checks that the LU still has its capacity and logical block,
+//! and takes it over ([`UblkExport::reattach`]: `START_USER_RECOVERY`,
+//! new queues, `END_USER_RECOVERY`). A normal stop still removes the
+//! device. Proven in the VM by `mpio/tests/guest/restart.rs`.
+//!
 //! # Not yet
 //!
-//! Device recovery across a daemon restart (`UBLK_F_USER_RECOVERY`),
-//! capacity changes (`UBLK_U_CMD_UPDATE_SIZE`), user copy. A device that
-//! the driver refuses to start after its queues were set up is left to
-//! the kernel (libublk then cannot stop its queue threads).
+//! Capacity changes (`UBLK_U_CMD_UPDATE_SIZE`), user copy. A device that
+//! the driver refuses to start (or to end the recovery of) after its
+//! queues were set up is left to the kernel (libublk then cannot stop its
+//! queue threads); a reattach whose queues cannot be set up waits in
+//! `END_USER_RECOVERY` (seen when the recovery was not started first).
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 

@@ -122,6 +122,16 @@ fn ext4_on_ublk_survives_a_killed_daemon_and_a_device_nobody_reattaches_is_remov
     assert_eq!(report.matches(": OK").count(), written.len(), "{report}");
     drop(unmount);
 
+    // The restarted daemon runs in a mount namespace of its own (`ip
+    // netns exec` makes one) copied while the filesystem was mounted, and
+    // the guest's mounts do not propagate: the umount above leaves that
+    // copy. Killed with it, the daemon's exit would unmount it there, and
+    // its writes would wait in the quiesced device for a daemon that is
+    // exiting: it never exits (seen). So it is unmounted there first.
+    let pid = lu.d.pid().unwrap();
+    let held = format!("if grep -q ' {MNT} ' /proc/mounts; then umount {MNT}; fi");
+    vm.command(["nsenter", "-t", &pid.to_string(), "-m", "sh", "-c", &held]).run_ok().unwrap();
+
     // Killed again, and started with the device on the other LU: the
     // device left behind has the first LU's size and is not reattached.
     lu.d.kill().unwrap();
