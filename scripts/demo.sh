@@ -7,8 +7,8 @@
 # --vm: the tour of /dev/ublkbN instead, for a machine whose kernel has no
 # ublk driver: in a qemu VM with Debian's 6.12 kernel (fetched once into
 # /var/cache/mpio-tests), LIO behind two paths, ext4 on /dev/ublkbN, a
-# path's link down while files are written, every file checked after
-# (mpio_testbed::tour). About two minutes under TCG once the VM's kernel is
+# path's link down while files are written, the daemon killed and started
+# again under writes, every file checked after (mpio_testbed::tour). About two minutes under TCG once the VM's kernel is
 # cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."

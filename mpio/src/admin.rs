@@ -1,5 +1,5 @@
 //! The commands that talk to a running daemon: status, device, path,
-//! policy, failback, hold, events, reload, log. Human tables by default,
+//! policy, failback, hold, events, reload, log, ublk. Human tables by default,
 //! `--json` for scripts (the daemon's answer as it is).
 
 use std::path::Path;
@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::control::client::Client;
 use crate::control::proto::{
-    DeviceSummary, DeviceView, EventView, PathView, PolicyView, ReloadView, Request, StatusView,
+    DeviceSummary, DeviceView, EventView, PathView, PolicyView, ReloadView, Request, StatusView, UblkDeviceView,
 };
 use crate::output;
 use crate::policy_args::PolicyParams;
@@ -75,6 +75,28 @@ pub(crate) enum AdminCommand {
         #[command(flatten)]
         out: Output,
     },
+    /// The kernel's ublk devices (/dev/ublkbN), including those a killed
+    /// daemon left behind.
+    Ublk {
+        #[command(subcommand)]
+        cmd: UblkCommand,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `mpio ublk`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum UblkCommand {
+    /// Every ublk device the driver has: number, the mpio device it
+    /// serves, state, its server's pid, and which device of this daemon
+    /// serves it (a device nobody serves holds its I/O until a daemon
+    /// takes it over or it is removed).
+    List,
+    /// Remove ublk device ID, which nobody serves (I/O waiting in it
+    /// fails). Refused for a device this daemon or another live process
+    /// serves.
+    Remove { id: u32 },
 }
 
 /// `mpio device`.
@@ -239,6 +261,15 @@ pub(crate) async fn run(cmd: AdminCommand, socket: &Path) -> Result<()> {
         }
         AdminCommand::Log { cmd: LogCommand::Level { level }, out } => {
             show::<String>(&mut c, out, Request::LogLevel { level }, |l| outln!("log level: {l}")).await
+        }
+        AdminCommand::Ublk { cmd: UblkCommand::List, out } => {
+            show::<Vec<UblkDeviceView>>(&mut c, out, Request::UblkList, |v| print_ublk(&v)).await
+        }
+        AdminCommand::Ublk { cmd: UblkCommand::Remove { id }, out } => {
+            show::<UblkDeviceView>(&mut c, out, Request::UblkRemove { id }, |v| {
+                outln!("{} removed ({})", v.block_device, opt(&v.name));
+            })
+            .await
         }
     }
 }
@@ -409,6 +440,22 @@ fn print_paths(list: &[PathView]) {
             format!("{:.0}", p.latency_us),
             p.failures.to_string(),
             opt(&p.last_failure),
+        ]);
+    }
+    output::table(&rows);
+}
+
+fn print_ublk(list: &[UblkDeviceView]) {
+    let mut rows = vec![["ID", "BLOCK", "NAME", "STATE", "SERVER", "SIZE", "SERVED BY"].map(String::from).to_vec()];
+    for u in list {
+        rows.push(vec![
+            u.id.to_string(),
+            u.block_device.clone(),
+            opt(&u.name),
+            u.state.clone(),
+            format!("{} ({})", u.pid, if u.server_alive { "running" } else { "gone" }),
+            u.capacity_bytes.map_or_else(|| "-".into(), size),
+            u.claimed_by.clone().unwrap_or_else(|| if u.server_alive { "another process" } else { "nobody" }.into()),
         ]);
     }
     output::table(&rows);

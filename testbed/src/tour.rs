@@ -4,8 +4,9 @@
 //! one logical unit behind two portals, each on a path of its own (veth
 //! pairs between network namespaces, so a path's failure is a real one),
 //! `mpio daemon` serving the LU as `/dev/ublkbN`, ext4 on it with known
-//! files, a path's link taken down while files are written, and every
-//! file checked after a remount and `fsck -n`.
+//! files, a path's link taken down while files are written, the daemon
+//! killed and started again while files are written, and every file
+//! checked after a remount and `fsck -n`.
 //!
 //! [`run`] narrates on `out` what it does and shows what mpio prints;
 //! `mpio/tests/guest/demo.rs` runs it in the shared test VM and checks
@@ -66,7 +67,7 @@ pub fn run(vm: &Vm, o: &TourOptions, out: &mut dyn Write) -> Result<()> {
     t.say(&format!("target {iqn}, a {} MiB fileio LU, portals {} and {}", o.lu_mib, portals[0], portals[1]))?;
 
     t.step(2, "The daemon: mpio daemon, one device over both paths, round robin, served as /dev/ublkbN")?;
-    let d = GuestDaemon::builder(vm).in_initiator_netns().start(|dir| config(vm, dir, &iqn, &portals))?;
+    let mut d = GuestDaemon::builder(vm).in_initiator_netns().start(|dir| config(vm, dir, &iqn, &portals))?;
     t.say(&format!("config: {}", d.config_path()))?;
     d.wait_device(DEVICE, true, SLOW)?;
     t.show("mpio status", &d.ok(&["status"])?)?;
@@ -111,19 +112,56 @@ pub fn run(vm: &Vm, o: &TourOptions, out: &mut dyn Write) -> Result<()> {
     t.show(&format!("mpio events --follow --device {DEVICE}"), &seen)?;
     drop(feed);
 
-    t.step(5, "Every file checked: unmount, fsck -n, mount again with the page cache dropped, sha256sum -c")?;
+    t.step(5, "The daemon is killed (kill -9) while files are written, and started again")?;
+    let writing = vm.sh(&writer(mnt, 2 * o.files + 1, o.files)).timeout(SLOW).spawn()?;
+    if writing.wait_output(SLOW, |out, _| !out.is_empty())? != Awaited::Matched {
+        return Err(Error::Environment(format!("the writer wrote nothing: {:?}", writing.output())));
+    }
+    let old_pid = d.pid().unwrap_or_default();
+    d.kill()?;
+    t.sh(&format!("test -e /sys/block/{name}"))?;
+    t.say(&format!("kill -9 {old_pid}: no daemon now; {dev} stays, its I/O waits in the kernel (ublk user recovery)"))?;
+    d.restart()?;
+    let socket = d.socket();
+    let argv = [GUEST_MPIO, "--socket", &socket, "events", "--follow", "--last", "100000", "--device", DEVICE];
+    let feed = d.command(argv).timeout(Duration::from_secs(3600)).spawn()?;
+    await_line(&feed, "ublk_reattached", "-")?;
+    let written = writing.wait_timeout(SLOW)?;
+    if !written.success() {
+        return Err(Error::Environment(format!("a write failed across the restart: {}", written.stderr.trim())));
+    }
+    sums.push_str(&written.stdout);
+    t.say(&format!(
+        "mpio daemon again (pid {}): it found {dev} and took it over; the writer paused and wrote its {} files \
+         without an error",
+        d.pid().unwrap_or_default(),
+        o.files
+    ))?;
+    let (seen, _) = feed.output();
+    let ublk_events: String = seen.lines().filter(|l| l.contains(" ublk_")).map(|l| format!("{l}\n")).collect();
+    t.show(&format!("mpio events --device {DEVICE} | grep ublk_"), &ublk_events)?;
+    drop(feed);
+
+    t.step(6, "Every file checked: unmount, fsck -n, mount again with the page cache dropped, sha256sum -c")?;
     vm.write_file("/tmp/mpio-demo.sums", sums.as_bytes())?;
-    t.sh(&format!("umount {mnt} && fsck.ext4 -n {dev} >/dev/null && echo 3 > /proc/sys/vm/drop_caches"))?;
+    // The daemon's mount namespace was copied while the filesystem was
+    // mounted, and the VM's mounts do not propagate (README, ublk): its
+    // copy is unmounted too, or the filesystem stays in use.
+    let theirs = format!("if grep -q ' {mnt} ' /proc/mounts; then umount {mnt}; fi");
+    let pid = d.pid().unwrap_or_default().to_string();
+    t.sh(&format!("umount {mnt}"))?;
+    vm.command(["nsenter", "-t", &pid, "-m", "sh", "-c", &theirs]).timeout(SLOW).run_ok()?;
+    t.sh(&format!("fsck.ext4 -n -f {dev} >/dev/null && echo 3 > /proc/sys/vm/drop_caches"))?;
     t.say("fsck.ext4 -n: clean")?;
     let check = t.sh(&format!("mount {dev} {mnt} && sha256sum -c /tmp/mpio-demo.sums; umount {mnt}"))?;
     let ok = check.matches(": OK").count();
-    t.say(&format!("{ok} of {} files read back identical", 2 * o.files))?;
-    if ok != 2 * o.files {
+    t.say(&format!("{ok} of {} files read back identical", 3 * o.files))?;
+    if ok != 3 * o.files {
         return Err(Error::Environment(format!("files differ after the fault:\n{check}")));
     }
     t.show(&format!("mpio device show {DEVICE}"), &d.ok(&["device", "show", DEVICE])?)?;
 
-    t.step(6, "What to try next")?;
+    t.step(7, "What to try next")?;
     for line in [
         "on a machine whose kernel has ublk_drv (Linux 6.0+, modprobe ublk_drv): frontend = \"ublk\" in a [[device]]",
         "  of /etc/mpio/mpio.toml (mpio/mpio.example.toml explains every key), then mpio daemon",

@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::existing::Existing;
 use crate::params::{self, ParamError};
 use crate::queue::{self, Shared};
 
@@ -28,6 +29,11 @@ pub struct UblkConfig {
     pub depth: u16,
     /// The largest request, in bytes: each tag has a buffer this large.
     pub buffer_bytes: u32,
+    /// Who serves it (the daemon's control socket), kept in the device's
+    /// record beside the name: a restarted daemon takes over only the
+    /// devices its predecessor served, not those of another daemon on the
+    /// same machine.
+    pub owner: String,
 }
 
 impl UblkConfig {
@@ -35,7 +41,13 @@ impl UblkConfig {
     /// requests deep, 512 KiB requests.
     pub fn new(name: impl Into<String>) -> UblkConfig {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        UblkConfig { name: name.into(), queues: cpus.clamp(1, 4) as u16, depth: 64, buffer_bytes: 512 << 10 }
+        UblkConfig {
+            name: name.into(),
+            queues: cpus.clamp(1, 4) as u16,
+            depth: 64,
+            buffer_bytes: 512 << 10,
+            owner: String::new(),
+        }
     }
 }
 
@@ -62,6 +74,27 @@ pub enum StartError {
         what: &'static str,
         /// Why, with a hint where there is one.
         detail: String,
+    },
+    /// The device left by a previous daemon does not have the LU's
+    /// geometry (the configuration now points the name at another LU, or
+    /// the LU was resized while no daemon ran).
+    #[error(
+        "/dev/ublkb{id}, left by the previous daemon for this device, has {device_bytes} bytes in \
+         {device_block}-byte blocks but the LU has {lu_bytes} bytes in {lu_block}-byte blocks: not reattached. \
+         `mpio ublk remove {id}` removes it (I/O still waiting in it then fails); the daemon's next start makes \
+         a new one"
+    )]
+    Mismatch {
+        /// The driver's device number.
+        id: u32,
+        /// The device's size.
+        device_bytes: u64,
+        /// The device's logical block.
+        device_block: u32,
+        /// The LU's size.
+        lu_bytes: u64,
+        /// The LU's logical block.
+        lu_block: u32,
     },
     /// No thread for the device.
     #[error("cannot start the ublk control thread: {0}")]
@@ -93,6 +126,32 @@ impl UblkExport {
     /// once `/dev/ublkbN` is live. Requests run on the current tokio
     /// runtime.
     pub async fn start<D: BlockDevice>(device: Arc<D>, config: UblkConfig) -> Result<UblkExport, StartError> {
+        UblkExport::serve(device, config, Mode::Add).await
+    }
+
+    /// Takes over `existing`, a device a previous server left (see
+    /// [`Existing::reattachable`]), and serves it with `device`; returns
+    /// once it is live again: the I/O that waited in the kernel then
+    /// reaches `device`. Refused when the device's capacity or logical
+    /// block is not the LU's. The device keeps its own queues, depth and
+    /// buffers (`config`'s are for a new device).
+    pub async fn reattach<D: BlockDevice>(
+        device: Arc<D>,
+        config: UblkConfig,
+        existing: &Existing,
+    ) -> Result<UblkExport, StartError> {
+        let geometry = device.geometry().map_err(StartError::NotReady)?;
+        same_geometry(existing, geometry.capacity, geometry.logical_block)?;
+        let config = UblkConfig {
+            queues: existing.queues,
+            depth: existing.depth,
+            buffer_bytes: existing.buffer_bytes,
+            ..config
+        };
+        UblkExport::serve(device, config, Mode::Reattach(existing.id)).await
+    }
+
+    async fn serve<D: BlockDevice>(device: Arc<D>, config: UblkConfig, mode: Mode) -> Result<UblkExport, StartError> {
         if !Path::new(CONTROL).exists() {
             return Err(StartError::NoDriver);
         }
@@ -102,13 +161,17 @@ impl UblkExport {
         let (tx, rx) = oneshot::channel::<Started>();
         let thread = std::thread::Builder::new()
             .name(format!("ublk-{}", config.name))
-            .spawn(move || control(config, params, shared, tx))
+            .spawn(move || control(config, mode, params, shared, tx))
             .map_err(StartError::Thread)?;
         match rx.await {
             Ok(Ok(ctrl)) => {
                 let info = ctrl.dev_info();
                 let path = PathBuf::from(ctrl.get_bdev_path());
-                info!(device = %path.display(), queues = info.nr_hw_queues, depth = info.queue_depth, "ublk device started");
+                let how = match mode {
+                    Mode::Add => "ublk device started",
+                    Mode::Reattach(_) => "ublk device reattached",
+                };
+                info!(device = %path.display(), queues = info.nr_hw_queues, depth = info.queue_depth, "{how}");
                 Ok(UblkExport { ctrl, id: info.dev_id, path, thread: Some(thread) })
             }
             // The thread is left to finish by itself: a device the driver
@@ -135,12 +198,12 @@ impl UblkExport {
         let thread = self.thread.take();
         let path = self.path.clone();
         let stopped = tokio::task::spawn_blocking(move || {
-            // libublk sends control commands through a ring of the calling
-            // thread's own, made only on the thread that added the device:
-            // without one here kill_dev panics and the device stays.
-            if let Err(e) = control_ring() {
-                warn!(device = %path.display(), "ublk: stopping the device: {}", describe(&e));
-            } else if let Err(e) = ctrl.kill_dev() {
+            // libublk sends control commands on a ring of the calling
+            // thread's own, made by its constructor on the control thread
+            // only: without one here it panics. (Unseen while the device
+            // died with the daemon's exit anyway; with user recovery it
+            // would stay, quiesced, after a clean stop.)
+            if let Err(e) = control_ring().and_then(|()| ctrl.kill_dev()) {
                 warn!(device = %path.display(), "ublk: stopping the device: {}", describe(&e));
             }
             if let Some(t) = thread
@@ -157,36 +220,35 @@ impl UblkExport {
     }
 }
 
-/// Gives this thread the control ring libublk's commands need (once).
-fn control_ring() -> Result<(), UblkError> {
-    libublk::ublk_init_ctrl_task_ring(|ring| {
-        if ring.is_none() {
-            *ring = Some(io_uring::IoUring::builder().build(16).map_err(UblkError::IOError)?);
-        }
-        Ok(())
-    })
+/// What the control thread does with the driver.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// A new device.
+    Add,
+    /// Device `id`, left by a previous server.
+    Reattach(u32),
 }
 
-/// The control thread: adds the device, runs its queues until it stops,
-/// removes it.
+/// Asked of the driver for every new device: its I/O waits in the kernel
+/// when the daemon dies (the device and what is mounted on it stay), and
+/// the requests the dead daemon had taken are sent again to the next one
+/// instead of failing. Both are safe for a multipath device: its requests
+/// are block reads and writes, which may be done twice.
+const RECOVERY: u64 = (libublk::sys::UBLK_F_USER_RECOVERY | libublk::sys::UBLK_F_USER_RECOVERY_REISSUE) as u64;
+
+/// The control thread: adds (or takes over) the device, runs its queues
+/// until it stops, removes it.
 fn control<D: BlockDevice>(
     config: UblkConfig,
+    mode: Mode,
     params: libublk::sys::ublk_params,
     shared: Shared<D>,
     tx: oneshot::Sender<Started>,
 ) {
-    let ctrl = UblkCtrlBuilder::default()
-        .name("mpio")
-        .id(-1)
-        .nr_queues(config.queues)
-        .depth(config.depth)
-        .io_buf_bytes(config.buffer_bytes)
-        .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
-        .build();
-    let ctrl = match ctrl {
+    let ctrl = match build(&config, mode) {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            let _ = tx.send(Err(StartError::Driver { what: "adding the device", detail: describe(&e) }));
+            let _ = tx.send(Err(e));
             return;
         }
     };
@@ -197,7 +259,7 @@ fn control<D: BlockDevice>(
             let _ = tx.send(r);
         }
     };
-    let name = config.name.clone();
+    let record = serde_json::json!({ "mpio": { "device": config.name, "daemon": config.owner } });
     let depth = u32::from(config.depth);
     let init = move |dev: &mut UblkDev| {
         dev.tgt.dev_size = params.basic.dev_sectors * 512;
@@ -206,7 +268,7 @@ fn control<D: BlockDevice>(
         let ring = u16::try_from((depth + 1).next_power_of_two()).unwrap_or(u16::MAX);
         dev.tgt.sq_depth = ring;
         dev.tgt.cq_depth = ring;
-        dev.set_target_json(serde_json::json!({ "mpio": { "device": name } }));
+        dev.set_target_json(record);
         Ok(())
     };
     let started = {
@@ -215,17 +277,95 @@ fn control<D: BlockDevice>(
     };
     let serve = move |qid: u16, dev: &UblkDev| queue::serve(qid, dev, &shared);
     if let Err(e) = ctrl.run_target(init, serve, started) {
-        send(&report, Err(StartError::Driver { what: "starting the device", detail: describe(&e) }));
+        let what = match mode {
+            Mode::Add => "starting the device",
+            Mode::Reattach(_) => "ending the device's recovery",
+        };
+        send(&report, Err(StartError::Driver { what, detail: describe(&e) }));
+        // A device that was not taken over still holds what is mounted
+        // on it: it is the operator's to remove (`mpio ublk remove`).
+        if let Mode::Reattach(_) = mode {
+            return;
+        }
     }
-    if let Err(e) = ctrl.del_dev() {
+    // Without waiting for the device's last opener (DEL_DEV_ASYNC, Linux
+    // 6.9): a forced removal under a mounted filesystem must not hang the
+    // reload until the administrator unmounts. Older kernels refuse the
+    // command, and get the delete that waits.
+    if let Err(e) = ctrl.del_dev_async().or_else(|_| ctrl.del_dev()) {
         debug!(device = config.name, "ublk: removing the device: {}", describe(&e));
     }
+}
+
+/// The control handle: a new device added with [`RECOVERY`], or an
+/// existing one whose recovery has begun (the driver then takes new
+/// queues for it; libublk ends the recovery, in place of starting the
+/// device, once they are up).
+fn build(config: &UblkConfig, mode: Mode) -> Result<UblkCtrl, StartError> {
+    let builder = UblkCtrlBuilder::default()
+        .name("mpio")
+        .nr_queues(config.queues)
+        .depth(config.depth)
+        .io_buf_bytes(config.buffer_bytes);
+    match mode {
+        Mode::Add => {
+            let ctrl = builder
+                .id(-1)
+                .ctrl_flags(RECOVERY)
+                .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+                .build()
+                .map_err(|e| StartError::Driver { what: "adding the device", detail: describe(&e) })?;
+            // The driver drops the flags it does not know.
+            if ctrl.dev_info().flags & RECOVERY != RECOVERY {
+                warn!(device = config.name, "ublk: this kernel cannot keep the device across a daemon restart");
+            }
+            Ok(ctrl)
+        }
+        Mode::Reattach(id) => {
+            let taking = |e: &UblkError| StartError::Driver { what: "taking the device over", detail: describe(e) };
+            let ctrl = builder
+                .id(i32::try_from(id).unwrap_or(i32::MAX))
+                .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
+                .build()
+                .map_err(|e| taking(&e))?;
+            // libublk retries while the driver answers EBUSY (the previous
+            // server's exit not finished, the device not yet quiesced)
+            // for 30 s, then returns it.
+            match ctrl.start_user_recover() {
+                Ok(r) if r >= 0 => Ok(ctrl),
+                Ok(r) => Err(taking(&UblkError::OtherError(r))),
+                Err(e) => Err(taking(&e)),
+            }
+        }
+    }
+}
+
+/// This thread's ring for libublk's control commands (see
+/// [`UblkExport::stop`]).
+fn control_ring() -> Result<(), UblkError> {
+    libublk::ublk_init_ctrl_task_ring(|ring| {
+        if ring.is_none() {
+            *ring = Some(io_uring::IoUring::builder().build(16).map_err(UblkError::IOError)?);
+        }
+        Ok(())
+    })
+}
+
+/// A device left by a previous server may be reattached only with the
+/// LU's size and logical block: anything else would shift or cut what a
+/// filesystem on it reads.
+fn same_geometry(existing: &Existing, lu_bytes: u64, lu_block: u32) -> Result<(), StartError> {
+    let (device_bytes, device_block) = (existing.capacity.unwrap_or(0), existing.logical_block.unwrap_or(0));
+    if (device_bytes, device_block) == (lu_bytes, lu_block) {
+        return Ok(());
+    }
+    Err(StartError::Mismatch { id: existing.id, device_bytes, device_block, lu_bytes, lu_block })
 }
 
 /// A libublk error as a sentence: its errno's text where it carries one
 /// (libublk's own messages say only "other failure"), with a hint for
 /// missing privileges.
-fn describe(e: &UblkError) -> String {
+pub(crate) fn describe(e: &UblkError) -> String {
     let errno = match e {
         UblkError::OtherError(c) | UblkError::UringIOError(c) => Some(c.abs()),
         UblkError::IOError(io) => io.raw_os_error(),
@@ -252,5 +392,33 @@ mod tests {
         assert!(describe(&UblkError::OtherError(-libc::EPERM)).contains("need root"));
         let c = UblkConfig::new("d0");
         assert!((1..=4).contains(&c.queues) && c.depth == 64 && c.buffer_bytes == 512 << 10);
+    }
+
+    #[test]
+    fn a_device_left_behind_is_reattached_only_with_the_lus_size_and_block() {
+        let left = Existing {
+            id: 3,
+            name: Some("d0".into()),
+            owner: Some("/run/mpio/mpio.sock".into()),
+            state: crate::existing::DevState::Quiesced,
+            pid: -1,
+            server_alive: false,
+            recoverable: true,
+            queues: 2,
+            depth: 64,
+            buffer_bytes: 512 << 10,
+            capacity: Some(256 << 20),
+            logical_block: Some(512),
+        };
+        assert!(same_geometry(&left, 256 << 20, 512).is_ok());
+        let e = same_geometry(&left, 64 << 20, 512).unwrap_err().to_string();
+        assert!(
+            e.contains("268435456 bytes in 512-byte blocks") && e.contains("67108864 bytes in 512-byte blocks"),
+            "{e}"
+        );
+        assert!(e.contains("/dev/ublkb3") && e.contains("mpio ublk remove 3"), "{e}");
+        assert!(same_geometry(&left, 256 << 20, 4096).is_err(), "another logical block");
+        let no_params = Existing { capacity: None, logical_block: None, ..left };
+        assert!(same_geometry(&no_params, 256 << 20, 512).is_err());
     }
 }

@@ -4,7 +4,14 @@
 //!
 //! - [`UblkExport`]: adds the device, serves it, and removes it on
 //!   [`UblkExport::stop`]; a machine without the driver gets
-//!   [`StartError::NoDriver`], which names the fix.
+//!   [`StartError::NoDriver`], which names the fix. Devices are made with
+//!   user recovery: when the daemon dies (`kill -9`, a crash) the kernel
+//!   keeps the device and holds its I/O, and the next daemon takes it over
+//!   with [`UblkExport::reattach`] (same `/dev/ublkbN`, nothing mounted on
+//!   it notices more than a pause).
+//! - [`existing`]: the devices the driver has, by number, with the mpio
+//!   device each serves (its name), state and server: what a restarted
+//!   daemon reattaches, and what an operator lists and removes.
 //! - [`params`]: the device's parameters from the [`Geometry`]:
 //!   capacity, logical and physical block, largest transfer, discard and
 //!   write-zeroes limits, volatile write cache + FUA, read-only,
@@ -48,20 +55,37 @@
 //! `UBLK_F_USER_COPY` (6.5) would let the tokio side move the data itself
 //! with `pread`/`pwrite` on `/dev/ublkcN`; later.
 //!
+//! # Daemon restart
+//!
+//! Every device is added with `UBLK_F_USER_RECOVERY` and
+//! `UBLK_F_USER_RECOVERY_REISSUE` (both in the driver since 6.0): when
+//! the daemon dies the 6.12 driver quiesces the device (its I/O waits,
+//! the requests the daemon had taken are queued again, `/dev/ublkbN` and
+//! what is mounted on it stay) instead of removing it. The next daemon
+//! finds it in [`existing`] by the record libublk keeps in
+//! `/run/ublksrvd/<id>.json` (the device's name and the daemon's control
+//! socket), checks that the LU still has its capacity and logical block,
+//! and takes it over ([`UblkExport::reattach`]: `START_USER_RECOVERY`,
+//! new queues, `END_USER_RECOVERY`). A normal stop still removes the
+//! device. Proven in the VM by `mpio/tests/guest/restart.rs`.
+//!
 //! # Not yet
 //!
-//! Device recovery across a daemon restart (`UBLK_F_USER_RECOVERY`),
-//! capacity changes (`UBLK_U_CMD_UPDATE_SIZE`), user copy. A device that
-//! the driver refuses to start after its queues were set up is left to
-//! the kernel (libublk then cannot stop its queue threads).
+//! Capacity changes (`UBLK_U_CMD_UPDATE_SIZE`), user copy. A device that
+//! the driver refuses to start (or to end the recovery of) after its
+//! queues were set up is left to the kernel (libublk then cannot stop its
+//! queue threads); a reattach whose queues cannot be set up waits in
+//! `END_USER_RECOVERY` (seen when the recovery was not started first).
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
+pub mod existing;
 mod export;
 mod kick;
 pub mod params;
 mod queue;
 pub mod request;
 
+pub use existing::Existing;
 pub use export::{CONTROL, StartError, UblkConfig, UblkExport};
 pub use mpio_mpath::{BlockDevice, Geometry};

@@ -61,6 +61,11 @@ pub(crate) enum Request {
     },
     /// Show (`None`) or change the log filter.
     LogLevel { level: Option<String> },
+    /// The ublk devices the kernel's driver has, this daemon's or not.
+    UblkList,
+    /// Remove ublk device `id`, which nobody serves (refused for one
+    /// this daemon or another live process serves).
+    UblkRemove { id: u32 },
 }
 
 /// A policy and its parameters, paths by name (as `mpio policy set`
@@ -228,11 +233,37 @@ pub(crate) struct EventView {
     pub(crate) device: String,
     pub(crate) path: Option<String>,
     /// `EventKind::name` (path_failed, failover, ...), or daemon events
-    /// (config_reloaded, device_added, device_removed).
+    /// (config_reloaded, device_added, device_removed; ublk_created,
+    /// ublk_recovering, ublk_reattached, ublk_failed for a device's
+    /// `/dev/ublkbN`).
     pub(crate) kind: String,
     pub(crate) reason: String,
     /// The seed's event ID for the same condition.
     pub(crate) seed_event: Option<u32>,
+}
+
+/// One line of `mpio ublk list`: a device of the kernel's ublk driver.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UblkDeviceView {
+    /// The driver's number: `/dev/ublkb<id>`.
+    pub(crate) id: u32,
+    pub(crate) block_device: String,
+    /// The mpio device it serves (its record in /run/ublksrvd), if mpio
+    /// made it.
+    pub(crate) name: Option<String>,
+    /// The control socket of the daemon that made it.
+    pub(crate) daemon: Option<String>,
+    /// live, quiesced (its server gone, I/O waiting), dead, fail-io.
+    pub(crate) state: String,
+    /// Its server's pid, and whether that process runs.
+    pub(crate) pid: i32,
+    pub(crate) server_alive: bool,
+    /// A new server can take it over (made with user recovery).
+    pub(crate) recoverable: bool,
+    pub(crate) capacity_bytes: Option<u64>,
+    pub(crate) logical_block: Option<u32>,
+    /// The device of this daemon that serves it or is taking it over.
+    pub(crate) claimed_by: Option<String>,
 }
 
 /// The answer to `reload`.

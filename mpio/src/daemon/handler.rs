@@ -95,6 +95,14 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
             None => Ok(d.log.current()),
             Some(l) => d.log.set(&l).map(|()| l),
         }),
+        #[cfg(feature = "ublk")]
+        Request::UblkList => done(Ok(super::ublk::list(d.ublk_claims()).await)),
+        #[cfg(feature = "ublk")]
+        Request::UblkRemove { id } => done(super::ublk::remove(d.ublk_claims(), id).await),
+        #[cfg(not(feature = "ublk"))]
+        Request::UblkList | Request::UblkRemove { .. } => {
+            done::<()>(Err("this mpio was built without the ublk frontend (cargo feature \"ublk\")".into()))
+        }
     }
 }
 

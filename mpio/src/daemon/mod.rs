@@ -193,7 +193,8 @@ impl Daemon {
         #[cfg(feature = "ublk")]
         let ublk = spec.frontend.ublk.then(|| {
             isolate::lock_memory();
-            ublk::UblkFrontend::start(Arc::downgrade(self), device.clone(), spec.ublk)
+            let owner = self.config().control_socket.display().to_string();
+            ublk::UblkFrontend::start(Arc::downgrade(self), device.clone(), spec.ublk, owner)
         });
         info!(device = spec.name, paths = spec.paths.len(), export, "device started");
         Ok(Managed {
@@ -232,6 +233,13 @@ impl Daemon {
         if let Some(stopping) = ublk {
             let _ = stopping.await;
         }
+    }
+
+    /// The ublk devices this daemon serves or is taking over, by the
+    /// driver's number, with the name of the device each belongs to.
+    #[cfg(feature = "ublk")]
+    fn ublk_claims(&self) -> BTreeMap<u32, String> {
+        self.devices().values().filter_map(|m| Some((m.ublk.as_ref()?.claimed_id()?, m.spec.name.clone()))).collect()
     }
 
     /// Records a daemon-level event.

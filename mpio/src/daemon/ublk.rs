@@ -1,23 +1,34 @@
 //! A device's ublk frontend: `/dev/ublkbN`, added once the device knows
 //! its LU (the first claimed path gives the geometry; the daemon starts
 //! without waiting for the SAN) and removed when the device stops.
+//!
+//! A device the previous daemon left (killed, crashed: the kernel holds
+//! its I/O) is taken over instead of adding another: same name, same
+//! daemon (control socket), its server gone. Events: `ublk_recovering`
+//! when it is found, `ublk_reattached` once it serves again,
+//! `ublk_created` for a new device, `ublk_failed` with the reason.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use mpio_mpath::Device;
-use mpio_ublk::{UblkConfig, UblkExport};
+use mpio_ublk::{Existing, UblkConfig, UblkExport};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Daemon;
 use crate::config::UblkQueues;
+use crate::control::proto::UblkDeviceView;
 
 /// Where the block device is.
 enum State {
     /// The device has no LU yet.
     Waiting,
+    /// The device has no LU yet; then it takes over this device, left by
+    /// the previous daemon.
+    Reattaching(u32),
     Up(UblkExport),
     /// The driver or the geometry refused it; the reason.
     Failed(String),
@@ -34,13 +45,16 @@ pub(crate) struct UblkFrontend {
 }
 
 impl UblkFrontend {
-    /// Adds `/dev/ublkbN` for `device` as soon as it knows its LU, with
-    /// the configured `queues`.
-    pub(crate) fn start(daemon: Weak<Daemon>, device: Device, queues: UblkQueues) -> UblkFrontend {
+    /// Adds `/dev/ublkbN` for `device` (or takes over the one the
+    /// previous daemon left) as soon as it knows its LU, with the
+    /// configured `queues`; `owner` names the daemon (its control socket)
+    /// in the device's record.
+    pub(crate) fn start(daemon: Weak<Daemon>, device: Device, queues: UblkQueues, owner: String) -> UblkFrontend {
         let state = Arc::new(Mutex::new(State::Waiting));
         let cancel = Arc::new(Notify::new());
         let (settle, settled) = watch::channel(());
-        let task = tokio::spawn(create(daemon, device, queues, state.clone(), settle, cancel.clone()));
+        let config = UblkConfig { owner, ..queues.apply(UblkConfig::new(device.name())) };
+        let task = tokio::spawn(create(daemon, device, config, state.clone(), settle, cancel.clone()));
         UblkFrontend { state, settled, cancel, task }
     }
 
@@ -57,7 +71,7 @@ impl UblkFrontend {
                     State::Up(_) => return Ok(()),
                     State::Failed(e) => return Err(format!("ublk: {e}")),
                     State::Stopped => return Err("the device is stopping".into()),
-                    State::Waiting => {}
+                    State::Waiting | State::Reattaching(_) => {}
                 }
                 if settled.changed().await.is_err() {
                     return Err("the device is stopping".into());
@@ -74,10 +88,23 @@ impl UblkFrontend {
         }
     }
 
+    /// The driver's number of the block device it serves or is taking
+    /// over.
+    pub(crate) fn claimed_id(&self) -> Option<u32> {
+        match &*lock(&self.state) {
+            State::Up(e) => Some(e.id()),
+            State::Reattaching(id) => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Why there is no block device, when there is none.
     pub(crate) fn problem(&self) -> Option<String> {
         match &*lock(&self.state) {
             State::Waiting => Some("ublk: waiting for the LU (no path claimed yet)".into()),
+            State::Reattaching(id) => {
+                Some(format!("ublk: /dev/ublkb{id}, left by the previous daemon, is reattached once the LU is known"))
+            }
             State::Failed(e) => Some(format!("ublk: {e}")),
             State::Up(_) | State::Stopped => None,
         }
@@ -100,36 +127,83 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits for the device's geometry, then adds the block device.
+/// Finds the device the previous daemon left, waits for the LU's
+/// geometry, then takes that device over or adds a new one.
 async fn create(
     daemon: Weak<Daemon>,
     device: Device,
-    queues: UblkQueues,
+    config: UblkConfig,
     state: Arc<Mutex<State>>,
     settle: watch::Sender<()>,
     cancel: Arc<Notify>,
 ) {
+    let name = config.name.clone();
+    let event = |kind: &str, reason: &str| {
+        if let Some(d) = daemon.upgrade() {
+            d.event(&name, kind, reason);
+        }
+    };
+    let left = {
+        let (name, owner) = (config.name.clone(), config.owner.clone());
+        tokio::task::spawn_blocking(move || left_behind(&name, &owner)).await.ok().flatten()
+    };
+    if let Some(e) = &left {
+        *lock(&state) = State::Reattaching(e.id);
+        let reason = format!(
+            "{} ({}, its server pid {} gone): I/O waits in the kernel; reattached once the LU is known",
+            e.path(),
+            e.state,
+            e.pid
+        );
+        info!(device = name, "ublk: {reason}");
+        event("ublk_recovering", &reason);
+    }
     tokio::select! {
         _ = cancel.notified() => return,
         known = known_geometry(&device) => if !known { return },
     }
-    let name = device.name().to_owned();
-    let result = UblkExport::start(Arc::new(device), queues.apply(UblkConfig::new(name.clone()))).await;
-    let (kind, reason) = match &result {
-        Ok(e) => ("ublk_created", e.path().display().to_string()),
-        Err(e) => ("ublk_failed", e.to_string()),
+    let device = Arc::new(device);
+    let result = match &left {
+        Some(e) => UblkExport::reattach(device, config, e).await,
+        None => UblkExport::start(device, config).await,
+    };
+    let (kind, reason) = match (&result, &left) {
+        (Ok(e), Some(_)) => ("ublk_reattached", e.path().display().to_string()),
+        (Ok(e), None) => ("ublk_created", e.path().display().to_string()),
+        (Err(e), _) => ("ublk_failed", e.to_string()),
     };
     if let Err(e) = &result {
         warn!(device = name, "ublk: {e}");
     }
-    if let Some(d) = daemon.upgrade() {
-        d.event(&name, kind, &reason);
-    }
+    event(kind, &reason);
     *lock(&state) = match result {
         Ok(e) => State::Up(e),
         Err(e) => State::Failed(e.to_string()),
     };
     settle.send_replace(());
+}
+
+/// The device that this daemon (`owner`, its control socket) served as
+/// `name` before it was killed, if one waits to be taken over (the lowest
+/// number if there were several). Others left for the name are logged:
+/// only `mpio ublk remove` takes them away.
+fn left_behind(name: &str, owner: &str) -> Option<Existing> {
+    let mine: Vec<Existing> = mpio_ublk::existing::list()
+        .into_iter()
+        .filter(|e| e.orphaned() && e.name.as_deref() == Some(name) && e.owner.as_deref() == Some(owner))
+        .collect();
+    let (take, leave): (Vec<Existing>, Vec<Existing>) = mine.into_iter().partition(Existing::reattachable);
+    for e in &leave {
+        warn!(
+            device = name,
+            "ublk: {} ({}, left by pid {}) cannot be taken over; `mpio ublk remove {}` removes it",
+            e.path(),
+            e.state,
+            e.pid,
+            e.id
+        );
+    }
+    take.into_iter().next()
 }
 
 /// Returns once the device knows its LU (true), or false when the device
@@ -145,5 +219,55 @@ async fn known_geometry(device: &Device) -> bool {
             Ok(_) | Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return false,
         }
+    }
+}
+
+/// `mpio ublk list`: every device the driver has; `claims` maps the ones
+/// this daemon serves or is taking over to its device's name.
+pub(crate) async fn list(claims: BTreeMap<u32, String>) -> Vec<UblkDeviceView> {
+    let found = tokio::task::spawn_blocking(mpio_ublk::existing::list).await.unwrap_or_default();
+    found.into_iter().map(|e| view(e, &claims)).collect()
+}
+
+/// `mpio ublk remove ID`: removes a device nobody serves; the answer is
+/// what it was.
+pub(crate) async fn remove(claims: BTreeMap<u32, String>, id: u32) -> Result<UblkDeviceView, String> {
+    if let Some(name) = claims.get(&id) {
+        return Err(format!(
+            "/dev/ublkb{id} is device {name}'s block device, served by this daemon: remove {name} from the \
+             configuration and reload, or stop the daemon (either removes it)"
+        ));
+    }
+    let found = tokio::task::spawn_blocking(move || mpio_ublk::existing::find(id))
+        .await
+        .map_err(|e| format!("reading /dev/ublkb{id}: {e}"))??;
+    if found.server_alive {
+        return Err(format!(
+            "/dev/ublkb{id} is served by process {} ({}): stop that process, which removes it or leaves it to remove",
+            found.pid,
+            found.name.as_deref().map_or_else(|| "not an mpio device".to_owned(), |n| format!("mpio device {n}"))
+        ));
+    }
+    tokio::task::spawn_blocking(move || mpio_ublk::existing::remove(id))
+        .await
+        .map_err(|e| format!("removing /dev/ublkb{id}: {e}"))?
+        .map_err(|e| format!("removing /dev/ublkb{id}: {e}"))?;
+    info!(id, name = found.name, "ublk: removed /dev/ublkb{id}, which nobody served");
+    Ok(view(found, &claims))
+}
+
+fn view(e: Existing, claims: &BTreeMap<u32, String>) -> UblkDeviceView {
+    UblkDeviceView {
+        id: e.id,
+        block_device: e.path(),
+        claimed_by: claims.get(&e.id).cloned(),
+        name: e.name,
+        daemon: e.owner,
+        state: e.state.to_string(),
+        pid: e.pid,
+        server_alive: e.server_alive,
+        recoverable: e.recoverable,
+        capacity_bytes: e.capacity,
+        logical_block: e.logical_block,
     }
 }

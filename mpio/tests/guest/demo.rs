@@ -8,7 +8,7 @@ use super::*;
 const PORT: u16 = 3297;
 
 #[test]
-fn the_vm_demo_tours_a_ublk_device_through_a_path_failure() {
+fn the_vm_demo_tours_a_ublk_device_through_a_path_failure_and_a_daemon_restart() {
     let Some(vm) = vm() else { return };
     let _turn = frontend_turn();
     let mut out = Vec::new();
@@ -26,13 +26,18 @@ fn the_vm_demo_tours_a_ublk_device_through_a_path_failure() {
         "== 4. A path fails",
         "3 more files written while p1 was down, without an error",
         "fsck.ext4 -n: clean",
-        "6 of 6 files read back identical",
-        "== 6. What to try next",
+        "== 5. The daemon is killed",
+        "took it over; the writer paused and wrote its 3 files without an error",
+        "9 of 9 files read back identical",
+        "== 7. What to try next",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
     // The events as shown: `time device path kind reason`.
     let events = out.split("$ mpio events").nth(1).unwrap_or_default();
+    for kind in ["ublk_recovering", "ublk_reattached"] {
+        assert!(out.lines().any(|l| l.split_whitespace().nth(3) == Some(kind)), "no {kind} shown:\n{out}");
+    }
     for kind in ["path_failed", "path_ready"] {
         let seen = events.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

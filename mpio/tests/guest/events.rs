@@ -18,12 +18,17 @@ impl Events {
     /// history (the last past event): the feed is subscribed then, so no
     /// later event is missed.
     pub(crate) fn follow(d: &GuestDaemon<'static>, device: &str) -> Events {
-        let socket = d.socket();
-        let argv = [GUEST_MPIO, "--socket", &socket, "events", "--follow", "--last", "1", "--device", device];
-        let feed = d.command(argv).timeout(Duration::from_secs(3600)).spawn().unwrap();
+        let feed = feed(d, device, 1);
         let got = feed.wait_output(Duration::from_secs(60), |out, _| out.lines().count() >= 1).unwrap();
         assert_eq!(got, Awaited::Matched, "mpio events --follow {device}: {:?}", feed.output());
         Events { feed, seen: 1 }
+    }
+
+    /// Follows `device`'s events from the daemon's start: its whole
+    /// history first, so an event that came before this call is still
+    /// seen (a restarted daemon's first events).
+    pub(crate) fn since_start(d: &GuestDaemon<'static>, device: &str) -> Events {
+        Events { feed: feed(d, device, 100_000), seen: 0 }
     }
 
     /// Waits up to `within` for the next event `kind` (of path `path`, if
@@ -46,4 +51,11 @@ impl Events {
             _ => panic!("no event {kind} (path {path:?}) within {within:?} ({got:?}); the events so far:\n{out}"),
         }
     }
+}
+
+/// `mpio events --follow --last LAST --device DEVICE`, running.
+fn feed(d: &GuestDaemon<'static>, device: &str, last: usize) -> Background<'static> {
+    let (socket, last) = (d.socket(), last.to_string());
+    let argv = [GUEST_MPIO, "--socket", &socket, "events", "--follow", "--last", &last, "--device", device];
+    d.command(argv).timeout(Duration::from_secs(3600)).spawn().unwrap()
 }

@@ -28,6 +28,7 @@ mod fio;
 mod harness;
 mod nbd;
 mod removal;
+mod restart;
 mod ublk;
 mod ublk_lu;
 

@@ -43,7 +43,12 @@ impl UblkLu {
     /// Target `name` at `port` with `lun`; the device's `[[device]]`
     /// table gets `extra` keys (policy, hold, `[device.timers]`).
     pub(crate) fn start(vm: &'static Vm, name: &str, port: u16, lun: LunSpec, extra: &str) -> UblkLu {
-        let lio = one_lu(vm, name, port, lun);
+        UblkLu::serve(vm, one_lu(vm, name, port, lun), port, extra)
+    }
+
+    /// The same on `lio`, a target whose TPG 1 has a portal at `port` on
+    /// both inner paths; the device is on its LUN 0.
+    pub(crate) fn serve(vm: &'static Vm, lio: Lio<'static>, port: u16, extra: &str) -> UblkLu {
         let portals = inner_portals(vm, port);
         let iqn = lio.iqn(1);
         let d = start_daemon(vm, |dir| config(dir, &iqn, &device(vm, DEV, 0, "ublk", extra, &portals)));
