@@ -162,9 +162,12 @@ pub fn find(id: u32) -> Result<Existing, String> {
 }
 
 /// Removes device `id`: its block device goes, and I/O still waiting in
-/// it fails. Returns once the driver has let go of its number.
+/// it fails. Returns without waiting for a filesystem still mounted on it
+/// (DEL_DEV_ASYNC, Linux 6.9; older kernels wait): the unmount the
+/// operator does next would otherwise be what the removal waits for.
 pub fn remove(id: u32) -> Result<(), String> {
-    open(id)?.del_dev().map(drop).map_err(|e| describe(&e))
+    let ctrl = open(id)?;
+    ctrl.del_dev_async().or_else(|_| ctrl.del_dev()).map(drop).map_err(|e| describe(&e))
 }
 
 /// A control handle on device `id` (it reads the device's info and its
