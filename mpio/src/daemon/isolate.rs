@@ -24,11 +24,13 @@
 //!   reaching the host. The namespace is made at start, while the daemon
 //!   is a single thread (`unshare` moves only the calling thread); a
 //!   daemon that gets its first ublk device by a reload locks its memory
-//!   then and gets the namespace at its next start.
+//!   then and gets the namespace at its next start. Filesystems on ublk
+//!   devices are detached from the copy at once (see
+//!   [`detach_ublk_mounts`] for why).
 
 use std::sync::Once;
 
-use nix::mount::{MsFlags, mount};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
@@ -107,6 +109,68 @@ pub(crate) fn own_mount_namespace() {
             "own mount namespace, but / cannot be made a slave of the host's ({e}): host unmounts do not reach it"
         ),
     }
+    detach_ublk_mounts();
+}
+
+/// Detaches, in the daemon's copy of the mount table, every filesystem
+/// on a ublk block device (a restarted daemon's own device, mounted
+/// before it started). The daemon never needs them, and where the host's
+/// `/` is not a shared mount (no systemd: an initramfs, a container) the
+/// administrator's later unmount would not reach the copy: the copy would
+/// keep the filesystem alive, and at the daemon's exit its unmount would
+/// write to the device and wait for the next daemon, so the exit would
+/// never end. A detach in a slave does not propagate to the host.
+fn detach_ublk_mounts() {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for point in ublk_mounts(&table) {
+        match umount2(point.as_str(), MntFlags::MNT_DETACH) {
+            Ok(()) => info!(mount = point, "detached from the daemon's mount namespace: a filesystem on a ublk device"),
+            Err(e) => warn!(mount = point, "cannot detach a ublk device's filesystem from the daemon's namespace: {e}"),
+        }
+    }
+}
+
+/// The mount points of `mountinfo` (`/proc/self/mountinfo`) whose source
+/// is a ublk block device (`/dev/ublkbN`), last mounted first (children
+/// before parents); never `/`.
+fn ublk_mounts(mountinfo: &str) -> Vec<String> {
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            // ID PARENT MAJ:MIN ROOT POINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let source = right.split(' ').nth(1)?;
+            let ublk = source.strip_prefix("/dev/ublkb").is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
+            (ublk && point != "/").then(|| unescape(point))
+        })
+        .collect();
+    points.reverse();
+    points
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
+fn unescape(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let mut rest = field.as_bytes();
+    while let Some((&c, tail)) = rest.split_first() {
+        let code = tail
+            .get(..3)
+            .filter(|d| c == b'\\' && d.iter().all(|d| (b'0'..=b'7').contains(d)))
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte);
+                rest = tail.get(3..).unwrap_or_default();
+            }
+            None => {
+                out.push(c);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -120,6 +184,20 @@ mod tests {
         let e = may_lock(Some(8 << 20), false).unwrap_err();
         assert!(e.contains("RLIMIT_MEMLOCK is 8192 KiB") && e.contains("LimitMEMLOCK=infinity"), "{e}");
         assert!(may_lock(None, false).unwrap_err().contains("is unknown"));
+    }
+
+    #[test]
+    fn the_filesystems_on_ublk_devices_are_found_children_first_and_never_root() {
+        let table = "\
+22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/ublkb0 rw
+30 22 0:26 / /run rw shared:5 - tmpfs tmpfs rw
+41 22 259:1 / /mnt/data\\040disk rw,relatime - ext4 /dev/ublkb1 rw
+42 41 259:3 / /mnt/data\\040disk/inner rw - xfs /dev/ublkb12 rw
+43 22 8:1 / /boot rw - ext4 /dev/sda1 rw
+44 22 8:2 / /mnt/x rw - ext4 /dev/ublkbad rw
+";
+        assert_eq!(ublk_mounts(table), ["/mnt/data disk/inner", "/mnt/data disk"]);
+        assert_eq!(unescape("a\\011b\\134c\\9"), "a\tb\\c\\9");
     }
 
     #[test]

@@ -90,6 +90,11 @@ fn ext4_on_ublk_survives_a_killed_daemon_and_a_device_nobody_reattaches_is_remov
     let back = events.wait("ublk_reattached", None, PATH_EVENT);
     assert!(back.contains(&dev), "{back}");
     eprintln!("killed and reattached in {:.1?}; {before} files before the kill", t.elapsed());
+    // Its mount namespace, copied while the filesystem was mounted, does
+    // not hold it: the daemon detached it at start.
+    let pid = lu.d.pid().unwrap().to_string();
+    let theirs = vm.command(["nsenter", "-t", &pid, "-m", "cat", "/proc/self/mounts"]).run_ok().unwrap();
+    assert!(!theirs.contains(&format!(" {MNT} ")), "the new daemon's namespace holds {MNT}:\n{theirs}");
     let shown = lu.d.json(&["device", "show", DEV]).unwrap();
     assert_eq!(shown["block_device"].as_str(), Some(dev.as_str()), "the same block device: {shown}");
 
@@ -122,15 +127,12 @@ fn ext4_on_ublk_survives_a_killed_daemon_and_a_device_nobody_reattaches_is_remov
     assert_eq!(report.matches(": OK").count(), written.len(), "{report}");
     drop(unmount);
 
-    // The restarted daemon runs in a mount namespace of its own (`ip
-    // netns exec` makes one) copied while the filesystem was mounted, and
-    // the guest's mounts do not propagate: the umount above leaves that
-    // copy. Killed with it, the daemon's exit would unmount it there, and
-    // its writes would wait in the quiesced device for a daemon that is
-    // exiting: it never exits (seen). So it is unmounted there first.
-    let pid = lu.d.pid().unwrap();
-    let held = format!("if grep -q ' {MNT} ' /proc/mounts; then umount {MNT}; fi");
-    vm.command(["nsenter", "-t", &pid.to_string(), "-m", "sh", "-c", &held]).run_ok().unwrap();
+    // The restarted daemon's mount namespace was copied while the
+    // filesystem was mounted, and the guest's mounts do not propagate:
+    // had the daemon kept that copy, its exit below would unmount it, the
+    // writes would wait in the quiesced device for a daemon that is
+    // exiting, and it would never exit (seen, before the daemon detached
+    // the filesystems of ublk devices from its copy at start).
 
     // Killed again, and started with the device on the other LU: the
     // device left behind has the first LU's size and is not reattached.
