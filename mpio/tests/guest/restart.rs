@@ -120,19 +120,20 @@ fn ext4_on_ublk_survives_a_killed_daemon_and_a_device_nobody_reattaches_is_remov
     // written with, and the filesystem is clean.
     let list: String = written.iter().map(|(path, sum)| format!("{sum}  {path}\n")).collect();
     vm.write_file("/tmp/sums-restart", list.as_bytes()).unwrap();
+    // Unmounted for real first: the daemon detached its copy of the mount
+    // (asserted above), but the harness's `ip netns exec` made one more
+    // for the daemon's wrapper at the restart, and the guest's mounts do
+    // not propagate. Left there, it would keep the filesystem alive (no
+    // real remount below), and the wrapper's exit after the next kill
+    // would unmount it, write to the quiesced device and never end (seen
+    // in CI).
+    vm.unmount_everywhere(MNT).unwrap();
     let report = lu.sh(&format!(
-        "set -e; umount {MNT}; blockdev --flushbufs {dev}; fsck.ext4 -n -f {dev} >/dev/null\n\
+        "set -e; blockdev --flushbufs {dev}; fsck.ext4 -n -f {dev} >/dev/null\n\
          mount -t ext4 {dev} {MNT}; sha256sum -c /tmp/sums-restart; umount {MNT}"
     ));
     assert_eq!(report.matches(": OK").count(), written.len(), "{report}");
     drop(unmount);
-
-    // The restarted daemon's mount namespace was copied while the
-    // filesystem was mounted, and the guest's mounts do not propagate:
-    // had the daemon kept that copy, its exit below would unmount it, the
-    // writes would wait in the quiesced device for a daemon that is
-    // exiting, and it would never exit (seen, before the daemon detached
-    // the filesystems of ublk devices from its copy at start).
 
     // Killed again, and started with the device on the other LU: the
     // device left behind has the first LU's size and is not reattached.

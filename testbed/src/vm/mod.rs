@@ -287,6 +287,19 @@ impl Vm {
         self.command(["sh", "-e", "-c", script])
     }
 
+    /// Unmounts `point` in every mount namespace of the guest that has it
+    /// (the root one and, say, the copy `ip netns exec` made for a daemon
+    /// started while it was mounted): the guest's mounts do not propagate,
+    /// so a copy left behind keeps the filesystem alive, and its unmount
+    /// at the last holder's exit may write to a device nobody serves.
+    pub fn unmount_everywhere(&self, point: &str) -> Result<()> {
+        let script = format!(
+            "for p in /proc/[0-9]*; do if grep -qs ' {point} ' $p/mounts; then nsenter -t ${{p#/proc/}} -m umount \
+             {point} 2>/dev/null || true; fi; done; ! grep -qs ' {point} ' /proc/[0-9]*/mounts"
+        );
+        self.command(["sh", "-c", &script]).run_ok().map(drop)
+    }
+
     /// Writes `data` to `guest_path` (parent directories created), through
     /// the agent: binary-safe, no size limit but memory.
     pub fn write_file(&self, guest_path: &str, data: &[u8]) -> Result<()> {
