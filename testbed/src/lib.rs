@@ -12,6 +12,8 @@
 //! * [`lio`] and [`vm`]: the Linux kernel's target in a qemu VM.
 //! * [`daemon`]: `mpio daemon` inside such a VM, next to LIO, driven
 //!   through its CLI in the guest.
+//! * [`files`]: guest scripts writing files of known checksums, and
+//!   their `sha256sum` lines parsed.
 //! * [`tour`]: the newcomer's tour of `/dev/ublkbN` in such a VM
 //!   (`./scripts/demo.sh --vm`).
 //! * [`libiscsi`] wraps `iscsi-inq`, `iscsi-ls`, `iscsi-perf` as a
@@ -55,6 +57,7 @@
 #![warn(missing_docs)]
 
 pub mod daemon;
+pub mod files;
 pub mod libiscsi;
 pub mod lio;
 pub mod netfault;

@@ -18,12 +18,16 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::{GUEST_MPIO, GuestDaemon};
 use crate::error::{Error, Result};
+use crate::files;
 use crate::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
 use crate::vm::fault::LinkDown;
 use crate::vm::{Awaited, Background, Vm};
 
 /// The device's name in the daemon.
 pub const DEVICE: &str = "demo0";
+
+/// Each file the tour writes, in MiB.
+const FILE_MIB: u64 = 4;
 
 /// Guest commands that move data through TCG, and path events: a hang
 /// guard, not an expectation.
@@ -86,14 +90,14 @@ pub fn run(vm: &Vm, o: &TourOptions, out: &mut dyn Write) -> Result<()> {
     t.step(3, &format!("A filesystem on {dev}: ext4, {} files of 4 MiB, each with its checksum", o.files))?;
     let mnt = "/mnt/mpio-demo";
     t.sh(&format!("mkfs.ext4 -q -F {dev} && mkdir -p {mnt} && mount {dev} {mnt}"))?;
-    let mut sums = t.sh(&writer(mnt, 1, o.files))?;
+    let mut sums = t.sh(&files::writer(mnt, 1, o.files, FILE_MIB))?;
     t.show(&format!("mount | grep {dev}"), &t.sh(&format!("mount | grep {dev}"))?)?;
 
     t.step(4, "A path fails while files are written: p1's link goes down")?;
     let mut events = d.command([GUEST_MPIO, "--socket", &d.socket(), "events", "--follow", "--device", DEVICE]);
     events = events.timeout(Duration::from_secs(3600));
     let feed = events.spawn()?;
-    let writing = vm.sh(&writer(mnt, o.files + 1, o.files)).timeout(SLOW).spawn()?;
+    let writing = vm.sh(&files::writer(mnt, o.files + 1, o.files, FILE_MIB)).timeout(SLOW).spawn()?;
     let link = LinkDown::initiator(vm, &vm.inner_path(0).initiator_if)?;
     t.say(&format!("ip link set {} down (the initiator's end of p1)", vm.inner_path(0).initiator_if))?;
     await_line(&feed, "path_failed", "p1")?;
@@ -113,7 +117,7 @@ pub fn run(vm: &Vm, o: &TourOptions, out: &mut dyn Write) -> Result<()> {
     drop(feed);
 
     t.step(5, "The daemon is killed (kill -9) while files are written, and started again")?;
-    let writing = vm.sh(&writer(mnt, 2 * o.files + 1, o.files)).timeout(SLOW).spawn()?;
+    let writing = vm.sh(&files::writer(mnt, 2 * o.files + 1, o.files, FILE_MIB)).timeout(SLOW).spawn()?;
     if writing.wait_output(SLOW, |out, _| !out.is_empty())? != Awaited::Matched {
         return Err(Error::Environment(format!("the writer wrote nothing: {:?}", writing.output())));
     }
@@ -189,16 +193,6 @@ fn config(vm: &Vm, dir: &str, iqn: &str, portals: &[SocketAddr]) -> String {
         }
     }
     s
-}
-
-/// A guest script writing `{dir}/f{first}`.. of 4 MiB each with fsync,
-/// printing each file's `sha256sum` line once it is on the disk.
-fn writer(dir: &str, first: usize, n: usize) -> String {
-    format!(
-        "set -e\nfor i in $(seq {first} {}); do\ndd if=/dev/urandom of={dir}/f$i bs=1M count=4 conv=fsync \
-         status=none\nsha256sum {dir}/f$i\ndone\n",
-        first + n - 1
-    )
 }
 
 /// Waits for the event `kind` of `path` on an `mpio events --follow` feed.

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use mpio_testbed::vm::Awaited;
 
 use super::events::Events;
-use super::files::{sums, writer_until};
 use super::ublk_lu::{DEV, Fault, PATH_EVENT, TOOL, UblkLu, quick_return};
 use super::*;
+use mpio_testbed::files::{sums, writer_until};
 
 const PORT: u16 = 3290;
 const MNT: &str = "/mnt/guest-failover";

@@ -23,7 +23,6 @@ mod discard;
 mod error_classes;
 mod events;
 mod failover;
-mod files;
 mod fio;
 mod harness;
 mod nbd;

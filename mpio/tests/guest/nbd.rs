@@ -18,8 +18,8 @@
 use mpio_testbed::vm::Awaited;
 use mpio_testbed::vm::fault;
 
-use super::files::{sums, writer};
 use super::*;
+use mpio_testbed::files::{sums, writer};
 
 const PORT: u16 = 3280;
 const NBD: &str = "/dev/nbd0";

@@ -11,9 +11,9 @@
 
 use mpio_testbed::vm::Awaited;
 
-use super::files::{sums, writer};
 use super::ublk_lu::{PATH_EVENT, TOOL};
 use super::*;
+use mpio_testbed::files::{sums, writer};
 
 const PORT: u16 = 3296;
 const MNT: &str = "/mnt/guest-removal";

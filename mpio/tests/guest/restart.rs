@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use mpio_testbed::vm::Awaited;
 
 use super::events::Events;
-use super::files::{sums, writer_until};
 use super::ublk_lu::{DEV, PATH_EVENT, TOOL, UblkLu};
 use super::*;
+use mpio_testbed::files::{sums, writer_until};
 
 const PORT: u16 = 3295;
 const MNT: &str = "/mnt/guest-restart";

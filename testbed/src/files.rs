@@ -1,4 +1,4 @@
-//! Known data on a mounted filesystem: guest scripts that write files of
+//! Known data on a filesystem in a test VM: guest scripts that write files of
 //! random bytes, each with fsync (a write error fails `dd`, and the
 //! script with it), and print `sha256sum`'s line for each once it is
 //! written; and those lines parsed, to compare with a read-back later.
@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 /// `{dir}/f{first}` .. `f{first+n-1}`, of `mib` MiB each.
-pub(crate) fn writer(dir: &str, first: usize, n: usize, mib: u64) -> String {
+pub fn writer(dir: &str, first: usize, n: usize, mib: u64) -> String {
     format!(
         "set -e\nmkdir -p {dir}\nfor i in $(seq {first} {last}); do\n{}done\n",
         write_one(dir, mib),
@@ -17,7 +17,7 @@ pub(crate) fn writer(dir: &str, first: usize, n: usize, mib: u64) -> String {
 /// `{dir}/f1`, `f2`, ... of `mib` MiB each, until the file `stop` exists
 /// or `most` are written: a writer that keeps going across a fault for
 /// as long as the test needs.
-pub(crate) fn writer_until(dir: &str, stop: &str, mib: u64, most: usize) -> String {
+pub fn writer_until(dir: &str, stop: &str, mib: u64, most: usize) -> String {
     format!(
         "set -e\nmkdir -p {dir}\ni=0\nwhile [ ! -e {stop} ] && [ $i -lt {most} ]; do\ni=$((i+1))\n{}done\n",
         write_one(dir, mib)
@@ -29,7 +29,7 @@ fn write_one(dir: &str, mib: u64) -> String {
 }
 
 /// `path -> sha256` from `sha256sum` lines.
-pub(crate) fn sums(text: &str) -> BTreeMap<String, String> {
+pub fn sums(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once("  ").map(|(sum, path)| (path.trim().to_owned(), sum.to_owned())))
         .collect()
