@@ -20,10 +20,10 @@
 //! [`Geometry::write_cache`] tells a frontend that can say so (ublk's
 //! volatile write cache attribute) whether flushes do anything.
 //!
-//! Calls may run concurrently, from any thread of the tokio runtime; the
+//! Calls may run concurrently, from any thread and any tokio runtime; the
 //! futures are `Send`, and `'static` once the device is cloned into them
-//! (`Device` is a cheap handle), so a ublk queue thread can hand a request
-//! to a tokio task and get the completion back.
+//! (`Device` is a cheap handle): a ublk queue thread awaits them in place,
+//! on the runtime the device runs on or on one of its own.
 
 use std::future::Future;
 

@@ -7,11 +7,11 @@ use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
 use libublk::io::UblkDev;
 use libublk::{UblkError, UblkFlags};
 use mpio_mpath::BlockDevice;
-use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::existing::Existing;
+use crate::lane::Lane;
 use crate::params::{self, ParamError};
 use crate::queue::{self, Shared};
 
@@ -123,10 +123,16 @@ type Started = Result<Arc<UblkCtrl>, StartError>;
 
 impl UblkExport {
     /// Adds a ublk device with `device`'s geometry and serves it; returns
-    /// once `/dev/ublkbN` is live. Requests run on the current tokio
-    /// runtime.
-    pub async fn start<D: BlockDevice>(device: Arc<D>, config: UblkConfig) -> Result<UblkExport, StartError> {
-        UblkExport::serve(device, config, Mode::Add).await
+    /// once `/dev/ublkbN` is live. With the `lane` the device runs on, its
+    /// first queue thread drives that lane while it serves (see
+    /// [`Lane`]); without, every queue polls the device from a runtime of
+    /// its own, and each request crosses to the device's runtime and back.
+    pub async fn start<D: BlockDevice>(
+        device: Arc<D>,
+        config: UblkConfig,
+        lane: Option<Lane>,
+    ) -> Result<UblkExport, StartError> {
+        UblkExport::serve(device, config, lane, Mode::Add).await
     }
 
     /// Takes over `existing`, a device a previous server left (see
@@ -138,6 +144,7 @@ impl UblkExport {
     pub async fn reattach<D: BlockDevice>(
         device: Arc<D>,
         config: UblkConfig,
+        lane: Option<Lane>,
         existing: &Existing,
     ) -> Result<UblkExport, StartError> {
         let geometry = device.geometry().map_err(StartError::NotReady)?;
@@ -148,16 +155,21 @@ impl UblkExport {
             buffer_bytes: existing.buffer_bytes,
             ..config
         };
-        UblkExport::serve(device, config, Mode::Reattach(existing.id)).await
+        UblkExport::serve(device, config, lane, Mode::Reattach(existing.id)).await
     }
 
-    async fn serve<D: BlockDevice>(device: Arc<D>, config: UblkConfig, mode: Mode) -> Result<UblkExport, StartError> {
+    async fn serve<D: BlockDevice>(
+        device: Arc<D>,
+        config: UblkConfig,
+        lane: Option<Lane>,
+        mode: Mode,
+    ) -> Result<UblkExport, StartError> {
         if !Path::new(CONTROL).exists() {
             return Err(StartError::NoDriver);
         }
         let geometry = device.geometry().map_err(StartError::NotReady)?;
         let params = params::for_geometry(&geometry, config.buffer_bytes)?;
-        let shared = Shared { device, runtime: Handle::current(), name: config.name.clone() };
+        let shared = Shared { device, lane, name: config.name.clone() };
         let (tx, rx) = oneshot::channel::<Started>();
         let thread = std::thread::Builder::new()
             .name(format!("ublk-{}", config.name))
@@ -264,8 +276,8 @@ fn control<D: BlockDevice>(
     let init = move |dev: &mut UblkDev| {
         dev.tgt.dev_size = params.basic.dev_sectors * 512;
         dev.tgt.params = params;
-        // Every tag's command plus the eventfd's poll in flight at once.
-        let ring = u16::try_from((depth + 1).next_power_of_two()).unwrap_or(u16::MAX);
+        // Every tag's command in flight at once.
+        let ring = u16::try_from(depth.next_power_of_two()).unwrap_or(u16::MAX);
         dev.tgt.sq_depth = ring;
         dev.tgt.cq_depth = ring;
         dev.set_target_json(record);

@@ -1,81 +1,126 @@
-//! A queue thread: one task per tag on libublk's per-thread executor,
-//! each handing its requests to the tokio runtime and committing the
-//! result (see the crate docs for why).
+//! A queue thread: one future per tag, polled with the queue's ring by
+//! a current-thread tokio runtime on this thread: the device's lane for
+//! the first queue (its sessions then run here too), a runtime of the
+//! queue's own for the others (see the crate docs for why).
 
 use std::future::Future;
-use std::rc::Rc;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use libublk::helpers::IoBuf;
-use libublk::io::{UblkDev, UblkQueue};
+use libublk::io::{UblkDev, UblkQueue, with_task_io_ring, with_task_io_ring_mut};
+use libublk::uring_async::{ublk_reap_io_events_with_update_queue, ublk_wake_task};
 use libublk::{BufDesc, UblkError};
 use mpio_mpath::{BlockDevice, Errno, IoError, ReadBuf};
-use tokio::runtime::Handle;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use crate::kick::Kick;
+use crate::lane::Lane;
 use crate::request::{Request, completion};
 
 /// What every queue thread of one device shares.
 pub(crate) struct Shared<D> {
     pub(crate) device: Arc<D>,
-    pub(crate) runtime: Handle,
+    /// The runtime the device's sessions run on, if it has one to lend.
+    pub(crate) lane: Option<Lane>,
     /// The device's name, for logs.
     pub(crate) name: String,
 }
 
 impl<D> Clone for Shared<D> {
     fn clone(&self) -> Self {
-        Shared { device: self.device.clone(), runtime: self.runtime.clone(), name: self.name.clone() }
+        Shared { device: self.device.clone(), lane: self.lane.clone(), name: self.name.clone() }
     }
 }
 
 /// Serves queue `qid` until the device stops (libublk's `q_fn`).
 pub(crate) fn serve<D: BlockDevice>(qid: u16, dev: &UblkDev, shared: &Shared<D>) {
     let queue = match UblkQueue::new(qid, dev) {
-        Ok(q) => Rc::new(q),
+        Ok(q) => q,
         Err(e) => {
             warn!(device = shared.name, qid, "ublk: queue setup failed: {e}");
             return;
         }
     };
-    let kick = match Kick::new() {
-        Ok(k) => Arc::new(k),
-        Err(e) => {
-            warn!(device = shared.name, qid, "ublk: no eventfd for the queue: {e}");
-            return;
-        }
+    let served = serve_queue(&queue, shared);
+    let result = match &shared.lane {
+        // The first queue on the lane: a request and the commands it
+        // becomes never leave this thread.
+        Some(lane) if qid == 0 => lane.drive(served),
+        _ => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(served),
+            Err(e) => Err(UblkError::IOError(e)),
+        },
     };
-    let exe = smol::LocalExecutor::new();
-    let tags: Vec<_> = (0..dev.dev_info.queue_depth)
-        .map(|tag| {
-            let (q, kick, shared) = (queue.clone(), kick.clone(), shared.clone());
-            exe.spawn(async move { serve_tag(&q, tag, &shared, &kick).await })
-        })
-        .collect();
-    let waker = {
-        let kick = kick.clone();
-        exe.spawn(async move { kick.serve().await })
-    };
-    let run = exe.run(async {
-        let tick = || while exe.try_tick() {};
-        // Done when every tag has seen the queue go down; the eventfd's
-        // task never ends by itself.
-        let done = || tags.iter().all(|t| t.is_finished());
-        libublk::wait_and_handle_io_events(&queue, None, tick, done).await
-    });
-    if let Err(e) = smol::block_on(run) {
+    if let Err(e) = result {
         warn!(device = shared.name, qid, "ublk: queue stopped: {e}");
     }
-    drop(waker);
     debug!(device = shared.name, qid, "ublk: queue done");
+}
+
+/// Serves every tag of the queue, and the ring they share, until every
+/// tag has seen the queue go down.
+async fn serve_queue<D: BlockDevice>(q: &UblkQueue<'_>, shared: &Shared<D>) -> Result<(), UblkError> {
+    let ring = poll_ring().map_err(UblkError::IOError)?;
+    // A tag queued a command for the ring.
+    let queued = Notify::new();
+    let mut tags: FuturesUnordered<_> =
+        (0..q.dev.dev_info.queue_depth).map(|tag| serve_tag(q, tag, shared, &queued)).collect();
+    let all_done = async { while tags.next().await.is_some() {} };
+    tokio::select! {
+        () = all_done => Ok(()),
+        r = pump(q, &ring, &queued) => r,
+    }
+}
+
+/// Submits what the tags queued and hands each completion to its tag,
+/// forever. One `io_uring_enter` per batch the tags queued before the
+/// runtime came back here; the wait for completions is the runtime's
+/// (`epoll`, beside the sessions' sockets).
+async fn pump(q: &UblkQueue<'_>, ring: &AsyncFd<OwnedFd>, queued: &Notify) -> Result<(), UblkError> {
+    loop {
+        with_task_io_ring_mut(|r| {
+            if r.submission().is_empty() {
+                return Ok(0);
+            }
+            r.submit()
+        })
+        .map_err(UblkError::IOError)?;
+        ublk_reap_io_events_with_update_queue(q, false, None, |cqe| ublk_wake_task(cqe.user_data(), cqe))?;
+        tokio::select! {
+            ready = ring.readable() => {
+                // Cleared before the reap at the top of the loop: a
+                // completion posted after this sets it again.
+                ready.map_err(UblkError::IOError)?.clear_ready();
+            }
+            () = queued.notified() => {}
+        }
+    }
+}
+
+/// The queue's ring (this thread's, libublk's) as the runtime polls it:
+/// readable when it has completions. A duplicate of its descriptor, so
+/// the registration owns what it polls; `with_interest` is deprecated for
+/// descriptors that can close under it, which an `OwnedFd` cannot (the
+/// one constructor without `unsafe`, which this workspace forbids).
+fn poll_ring() -> std::io::Result<AsyncFd<OwnedFd>> {
+    let fd = with_task_io_ring(|r| r.as_fd().try_clone_to_owned())?;
+    #[allow(deprecated)]
+    AsyncFd::with_interest(fd, Interest::READABLE)
 }
 
 /// One tag: fetch a request, serve it, commit its result and fetch the
 /// next, until the queue goes down.
-async fn serve_tag<D: BlockDevice>(q: &UblkQueue<'_>, tag: u16, shared: &Shared<D>, kick: &Arc<Kick>) {
+async fn serve_tag<D: BlockDevice>(q: &UblkQueue<'_>, tag: u16, shared: &Shared<D>, queued: &Notify) {
     let mut buf = IoBuf::<u8>::new(q.dev.dev_info.max_io_buf_bytes as usize);
+    // The command is put in the ring when its future is first polled,
+    // before the pump runs again (one thread): the permit is in time.
+    queued.notify_one();
     let mut next = q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf)).await;
     loop {
         match next {
@@ -89,7 +134,7 @@ async fn serve_tag<D: BlockDevice>(q: &UblkQueue<'_>, tag: u16, shared: &Shared<
         let iod = q.get_iod(tag);
         let (op_flags, start, sectors) = (iod.op_flags, iod.start_sector, iod.nr_sectors);
         let res = match Request::decode(op_flags, start, sectors, buf.len()) {
-            Ok(req) => match handle(req, buf.as_mut_slice(), shared, kick).await {
+            Ok(req) => match handle(req, buf.as_mut_slice(), shared).await {
                 Ok(()) => req.done(),
                 Err(errno) => completion(errno),
             },
@@ -98,41 +143,43 @@ async fn serve_tag<D: BlockDevice>(q: &UblkQueue<'_>, tag: u16, shared: &Shared<
                 completion(errno)
             }
         };
+        queued.notify_one();
         next = q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res).await;
     }
 }
 
 /// Runs one request on the device; a read's data lands in `buf`.
-async fn handle<D: BlockDevice>(
-    req: Request,
-    buf: &mut [u8],
-    shared: &Shared<D>,
-    kick: &Arc<Kick>,
-) -> Result<(), Errno> {
-    let dev = shared.device.clone();
+async fn handle<D: BlockDevice>(req: Request, buf: &mut [u8], shared: &Shared<D>) -> Result<(), Errno> {
+    let dev = &shared.device;
+    let name = &shared.name;
     match req {
         Request::Read { offset, len } => {
-            let data = on_runtime(shared, kick, async move { dev.read(offset, u64::from(len)).await }).await?;
+            let data = outcome(name, dev.read(offset, u64::from(len))).await?;
             copy_read(&data, buf.get_mut(..len as usize).ok_or(Errno::Invalid)?)
         }
         Request::Write { offset, len, fua } => {
             // Copy mode: the kernel put the data in the tag's buffer,
             // which is ours again once the request completes.
             let data = Bytes::copy_from_slice(buf.get(..len as usize).ok_or(Errno::Invalid)?);
-            on_runtime(shared, kick, async move { dev.write(offset, data, fua).await }).await
+            outcome(name, dev.write(offset, data, fua)).await
         }
-        Request::Flush => on_runtime(shared, kick, async move { dev.flush().await }).await,
-        Request::Discard { offset, len, fua } => {
-            on_runtime(shared, kick, async move { dev.discard(offset, len, fua).await }).await
-        }
-        Request::WriteZeroes { offset, len, flags } => {
-            on_runtime(shared, kick, async move { dev.write_zeroes(offset, len, flags).await }).await
-        }
+        Request::Flush => outcome(name, dev.flush()).await,
+        Request::Discard { offset, len, fua } => outcome(name, dev.discard(offset, len, fua)).await,
+        Request::WriteZeroes { offset, len, flags } => outcome(name, dev.write_zeroes(offset, len, flags)).await,
         Request::Unsupported(op) => {
-            debug!(device = shared.name, op, "ublk: operation not supported");
+            debug!(device = name, op, "ublk: operation not supported");
             Err(Errno::NotSupported)
         }
     }
+}
+
+/// A device call's result, its error logged (at debug: the device logs
+/// what an operator must see) and reduced to its errno.
+async fn outcome<T>(name: &str, call: impl Future<Output = Result<T, IoError>>) -> Result<T, Errno> {
+    call.await.map_err(|e| {
+        debug!(device = name, errno = %e.errno, "ublk: {e}");
+        e.errno
+    })
 }
 
 /// Copies a read's buffers into the tag's buffer; a read that returned
@@ -150,34 +197,6 @@ fn copy_read(data: &ReadBuf, out: &mut [u8]) -> Result<(), Errno> {
         at = end;
     }
     Ok(())
-}
-
-/// Runs `fut` on the tokio runtime and waits for its result on this
-/// queue thread: the result comes back on a oneshot (runtime-agnostic),
-/// then [`Kick::notify`] wakes the thread.
-async fn on_runtime<D, T>(
-    shared: &Shared<D>,
-    kick: &Arc<Kick>,
-    fut: impl Future<Output = Result<T, IoError>> + Send + 'static,
-) -> Result<T, Errno>
-where
-    T: Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let kick = kick.clone();
-    shared.runtime.spawn(async move {
-        let _ = tx.send(fut.await);
-        kick.notify();
-    });
-    match rx.await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            debug!(device = shared.name, errno = %e.errno, "ublk: {e}");
-            Err(e.errno)
-        }
-        // The runtime is shutting down: the task was dropped.
-        Err(_) => Err(Errno::Shutdown),
-    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,10 @@ impl PathIo {
 
 pub(crate) struct Inner {
     pub(crate) name: String,
+    /// The runtime the device started on: its driver and every path's
+    /// session run there, also of paths added from another runtime (a
+    /// frontend may drive it from its own thread, as ublk's lane does).
+    home: tokio::runtime::Handle,
     /// What the sessions of paths are made from, also of paths added later
     /// (its `paths` list is not kept: the path table is `paths` below).
     pub(crate) template: DeviceConfig,
@@ -181,7 +185,10 @@ impl Device {
     /// `fail` fails them at once, `queue` waits, a hold time fails them when
     /// it passes. Starting up is not counted as an outage
     /// ([`DeviceSnapshot::starting`]). [`Device::wait_ready`] waits for the
-    /// first usable path. Must be called within a tokio runtime.
+    /// first usable path. Must be called within a tokio runtime: the
+    /// device's driver and sessions run on it for good, also those of paths
+    /// added later from elsewhere (a current-thread runtime that a frontend
+    /// drives from its own thread keeps a request on that thread).
     pub fn start(cfg: DeviceConfig) -> Result<Device, DeviceError> {
         Device::start_watched(cfg).map(|(device, _)| device)
     }
@@ -215,6 +222,7 @@ impl Device {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             name: cfg.name.clone(),
+            home: tokio::runtime::Handle::current(),
             template: cfg,
             core: Mutex::new(core),
             paths: RwLock::new(paths),
@@ -446,6 +454,7 @@ impl Device {
         if let Some(removing) = taken {
             return Err(duplicate(removing));
         }
+        let _home = self.inner.home.enter();
         let (io, events) = PathIo::spawn(&self.inner.template, path)?;
         let io = Arc::new(io);
         let Some(id) = self.core().add_path(Instant::now(), name.clone()) else {

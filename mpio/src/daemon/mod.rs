@@ -54,6 +54,10 @@ pub(crate) struct Managed {
     /// Its block device, with the ublk frontend (taken when it stops).
     #[cfg(feature = "ublk")]
     ublk: Option<ublk::UblkFrontend>,
+    /// The runtime a ublk device's sessions run on (`mpio_ublk::Lane`),
+    /// kept until the device has stopped: dropping it drops the sessions.
+    #[cfg(feature = "ublk")]
+    _lane: Option<mpio_ublk::Lane>,
     /// Copies the device's events into the journal.
     events: JoinHandle<()>,
 }
@@ -179,7 +183,20 @@ impl Daemon {
     /// exports it.
     fn start_device(self: &Arc<Self>, spec: DeviceSpec) -> Result<Managed, String> {
         let initiator = self.config().initiator.clone();
-        let device = Device::start(spec.device_config(&initiator)).map_err(|e| format!("device {}: {e}", spec.name))?;
+        // A block device's sessions run on a lane of their own, which its
+        // first queue thread drives: no request crosses threads.
+        #[cfg(feature = "ublk")]
+        let lane = match spec.frontend.ublk {
+            true => Some(
+                mpio_ublk::Lane::new(&spec.name).map_err(|e| format!("device {}: no thread for it: {e}", spec.name))?,
+            ),
+            false => None,
+        };
+        let device = {
+            #[cfg(feature = "ublk")]
+            let _on_lane = lane.as_ref().map(|l| l.handle().enter());
+            Device::start(spec.device_config(&initiator)).map_err(|e| format!("device {}: {e}", spec.name))?
+        };
         let events = tokio::spawn(forward_events(Arc::downgrade(self), device.clone()));
         let export = match (&self.nbd, spec.frontend.nbd) {
             (Some(server), true) => {
@@ -194,7 +211,7 @@ impl Daemon {
         let ublk = spec.frontend.ublk.then(|| {
             isolate::lock_memory();
             let owner = self.config().control_socket.display().to_string();
-            ublk::UblkFrontend::start(Arc::downgrade(self), device.clone(), spec.ublk, owner)
+            ublk::UblkFrontend::start(Arc::downgrade(self), device.clone(), lane.clone(), spec.ublk, owner)
         });
         info!(device = spec.name, paths = spec.paths.len(), export, "device started");
         Ok(Managed {
@@ -203,6 +220,8 @@ impl Daemon {
             export,
             #[cfg(feature = "ublk")]
             ublk,
+            #[cfg(feature = "ublk")]
+            _lane: lane,
             events,
         })
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use mpio_mpath::Device;
-use mpio_ublk::{Existing, UblkConfig, UblkExport};
+use mpio_ublk::{Existing, Lane, UblkConfig, UblkExport};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -47,14 +47,21 @@ pub(crate) struct UblkFrontend {
 impl UblkFrontend {
     /// Adds `/dev/ublkbN` for `device` (or takes over the one the
     /// previous daemon left) as soon as it knows its LU, with the
-    /// configured `queues`; `owner` names the daemon (its control socket)
+    /// configured `queues`, its first queue driving the `lane` the
+    /// device's sessions run on; `owner` names the daemon (its control socket)
     /// in the device's record.
-    pub(crate) fn start(daemon: Weak<Daemon>, device: Device, queues: UblkQueues, owner: String) -> UblkFrontend {
+    pub(crate) fn start(
+        daemon: Weak<Daemon>,
+        device: Device,
+        lane: Option<Lane>,
+        queues: UblkQueues,
+        owner: String,
+    ) -> UblkFrontend {
         let state = Arc::new(Mutex::new(State::Waiting));
         let cancel = Arc::new(Notify::new());
         let (settle, settled) = watch::channel(());
         let config = UblkConfig { owner, ..queues.apply(UblkConfig::new(device.name())) };
-        let task = tokio::spawn(create(daemon, device, config, state.clone(), settle, cancel.clone()));
+        let task = tokio::spawn(create(daemon, device, lane, config, state.clone(), settle, cancel.clone()));
         UblkFrontend { state, settled, cancel, task }
     }
 
@@ -132,6 +139,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 async fn create(
     daemon: Weak<Daemon>,
     device: Device,
+    lane: Option<Lane>,
     config: UblkConfig,
     state: Arc<Mutex<State>>,
     settle: watch::Sender<()>,
@@ -164,8 +172,8 @@ async fn create(
     }
     let device = Arc::new(device);
     let result = match &left {
-        Some(e) => UblkExport::reattach(device, config, e).await,
-        None => UblkExport::start(device, config).await,
+        Some(e) => UblkExport::reattach(device, config, lane, e).await,
+        None => UblkExport::start(device, config, lane).await,
     };
     let (kind, reason) = match (&result, &left) {
         (Ok(e), Some(_)) => ("ublk_reattached", e.path().display().to_string()),
