@@ -16,7 +16,9 @@ pub(crate) struct LogControl {
 impl LogControl {
     /// Installs the global subscriber (stderr) with `filter`.
     pub(crate) fn init(filter: &str) -> LogControl {
-        let (layer, handle) = reload::Layer::new(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn")));
+        let f =
+            EnvFilter::try_new(filter).map(|f| quiet_libraries(f, filter)).unwrap_or_else(|_| EnvFilter::new("warn"));
+        let (layer, handle) = reload::Layer::new(f);
         tracing_subscriber::registry()
             .with(layer)
             .with(
@@ -67,7 +69,20 @@ pub(crate) fn parse_filter(filter: &str) -> Result<EnvFilter, String> {
             return Err(format!("log filter {filter:?}: {d:?} is neither a level nor module=level; {fix}"));
         }
     }
-    EnvFilter::try_new(filter).map_err(|e| format!("log filter {filter:?}: {e}; {fix}"))
+    let f = EnvFilter::try_new(filter).map_err(|e| format!("log filter {filter:?}: {e}; {fix}"))?;
+    Ok(quiet_libraries(f, filter))
+}
+
+/// libublk logs at info level each time a control handle opens a device
+/// (every `mpio ublk list`, every reattach): noise beside our own events
+/// at info. Under a filter more verbose than warn it logs only warnings
+/// and errors, unless the filter names it.
+fn quiet_libraries(f: EnvFilter, text: &str) -> EnvFilter {
+    let verbose = f.max_level_hint().is_none_or(|l| l > tracing_subscriber::filter::LevelFilter::WARN);
+    match ("libublk=warn".parse(), verbose && !text.contains("libublk")) {
+        (Ok(quiet), true) => f.add_directive(quiet),
+        _ => f,
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +98,16 @@ mod tests {
             let e = parse_filter(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
             assert!(e.contains("use error, warn"), "{e}");
         }
+    }
+
+    #[test]
+    fn libublk_says_only_warnings_unless_named() {
+        let shown = |filter: &str| parse_filter(filter).unwrap().to_string();
+        assert!(shown("info").contains("libublk=warn"), "{}", shown("info"));
+        assert!(shown("debug,mpio_nbd=trace").contains("libublk=warn"));
+        assert!(!shown("off").contains("libublk"), "off stays off");
+        assert!(!shown("error").contains("libublk"));
+        assert!(shown("info,libublk=debug").contains("libublk=debug"));
+        assert!(!shown("info,libublk=debug").contains("libublk=warn"));
     }
 }

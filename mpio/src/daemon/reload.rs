@@ -4,7 +4,10 @@
 //! the differences with the running devices are applied without stopping
 //! I/O: devices added or removed, paths added (they log in, are claimed
 //! and checked before they carry I/O) or removed (drained first), the
-//! policy, the hold, the log filter.
+//! policy, the hold, the log filter. Like the daemon's start, the answer
+//! waits until each added device has a usable path, or `ready_timeout`
+//! (then it names the ones still connecting, with each path's reason):
+//! "added" means a client that connects next is served.
 //!
 //! A reload is all or nothing. Before anything changes, every change is
 //! rehearsed on each running device's policy and path table
@@ -123,9 +126,36 @@ async fn apply(d: &Arc<Daemon>, force: bool) -> Result<ReloadView, String> {
             }
         }
     }
-    let done = apply_changes(d, changes, force).await?;
+    let added: Vec<String> =
+        changes.iter().filter_map(|c| if let Change::AddDevice(s) = c { Some(s.name.clone()) } else { None }).collect();
+    let ready_timeout = new.ready_timeout;
+    let mut done = apply_changes(d, changes, force).await?;
     *d.config() = new;
+    done.extend(await_added(d, added, ready_timeout).await);
     Ok(ReloadView { changes: done })
+}
+
+/// Waits, as the daemon's start does, until each added device has a usable
+/// path or `timeout` passes, so that a reload that answers "added" means
+/// the device serves. One that is not ready yet stays added and keeps
+/// connecting; the answer says so with each path's reason.
+async fn await_added(d: &Arc<Daemon>, added: Vec<String>, timeout: std::time::Duration) -> Vec<String> {
+    let devices: Vec<_> = {
+        let all = d.devices();
+        added.iter().filter_map(|n| all.get(n).map(|m| m.device.clone())).collect()
+    };
+    let mut waits = tokio::task::JoinSet::new();
+    for dev in devices {
+        waits.spawn(async move {
+            let name = dev.name().to_owned();
+            dev.wait_ready(timeout).await.err().map(|e| {
+                format!("device {name}: not usable yet ({e}); it keeps connecting: mpio device show {name} says why")
+            })
+        });
+    }
+    let mut not_ready: Vec<String> = waits.join_all().await.into_iter().flatten().collect();
+    not_ready.sort();
+    not_ready
 }
 
 /// Applies `changes` in order, or none of them: a failed step undoes the

@@ -74,4 +74,13 @@ fn reload_adds_and_removes_devices_and_a_new_hold_takes_effect() {
     assert!(!ok, "the removed device's export must be gone: {out}");
     let (out, ok) = qemu_io(&d, "d1", "read -P 0xa5 0 64k");
     assert!(ok, "{out}");
+
+    // A reload answers once an added device serves, or after ready_timeout
+    // with why not: nothing listens on port 1, so this one keeps trying.
+    let now = std::fs::read_to_string(&d.config).unwrap();
+    let dead = "\n[[device]]\nname = \"dead\"\ntarget = \"san\"\nlun = 1\n[[device.path]]\nname = \"p1\"\nportal = \"127.0.0.1:1\"\n";
+    std::fs::write(&d.config, now.replace("ready_timeout = \"10s\"", "ready_timeout = \"1s\"") + dead).unwrap();
+    let out = d.ok(&["reload"]);
+    assert!(out.contains("device dead added") && out.contains("device dead: not usable yet"), "{out}");
+    assert!(out.contains("p1") && (out.contains("refused") || out.contains("connect")), "the path's reason: {out}");
 }
