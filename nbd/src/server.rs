@@ -384,6 +384,12 @@ impl<B: BlockDevice> Server<B> {
         self.shared.exports().keys().cloned().collect()
     }
 
+    /// Clients that picked export `name` and are connected to it (0 for
+    /// no such export): what removing it would disconnect.
+    pub fn clients(&self, name: &str) -> usize {
+        self.shared.exports().get(name).map_or(0, |e| e.connections.live())
+    }
+
     /// Open client connections (handshaking or transmitting).
     pub fn connections(&self) -> usize {
         self.shared.connections.live()

@@ -40,6 +40,9 @@ pub(crate) enum Holder {
     Stacked { node: String, by: String, name: Option<String> },
     /// The kernel refuses an exclusive open and nothing above says why.
     Claimed { node: String },
+    /// Clients of the device's NBD export (`nbd-client`, qemu) are
+    /// connected: removing the export disconnects them mid-use.
+    NbdClients { export: String, clients: usize },
 }
 
 impl fmt::Display for Holder {
@@ -53,6 +56,9 @@ impl fmt::Display for Holder {
             Holder::Stacked { node, by, name: Some(n) } => write!(f, "{node} held by {by} ({n})"),
             Holder::Stacked { node, by, name: None } => write!(f, "{node} held by {by}"),
             Holder::Claimed { node } => write!(f, "{node} is claimed exclusively (the kernel says busy)"),
+            Holder::NbdClients { export, clients } => {
+                write!(f, "NBD export {export} has {clients} client(s) connected")
+            }
         }
     }
 }
@@ -68,8 +74,9 @@ pub(crate) fn holders(dev: &Path) -> Vec<Holder> {
 pub(crate) fn refusal(device: &str, holders: &[Holder]) -> String {
     let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
     format!(
-        "device {device} is in use: {}; unmount it, stop or close what has it open (or swapoff, dmsetup remove), \
-         then reload again; or `mpio reload --force` to remove it anyway (its users get I/O errors)",
+        "device {device} is in use: {}; unmount it, stop or close what has it open (or swapoff, dmsetup remove, \
+         disconnect the NBD clients: nbd-client -d /dev/nbdN), then reload again; \
+         or `mpio reload --force` to remove it anyway (its users get I/O errors)",
         list.join("; ")
     )
 }

@@ -22,10 +22,10 @@
 //! changed. Devices are removed last, once nothing can fail any more, so a
 //! removed device never has to come back.
 //!
-//! A device whose block device is in use (mounted, swap, open, under
-//! device-mapper: [`in_use`]) is not removed: the reload is refused
-//! before anything changes, naming the holders, and the device keeps
-//! running. The refusal covers the whole reload, not only the removal: an
+//! A device in use (its block device mounted, swap, open, under
+//! device-mapper: [`in_use`]; clients connected to its NBD export) is
+//! not removed: the reload is refused before anything changes, naming
+//! the holders, and the device keeps running. The refusal covers the whole reload, not only the removal: an
 //! administrator who edited several things expects them to apply
 //! together, and one that applied half would leave the file describing
 //! neither the old nor the new state. `mpio reload --force` removes it
@@ -94,7 +94,7 @@ impl std::fmt::Display for Change {
 }
 
 /// Reloads the file; the running configuration stays on any refusal.
-/// `force` removes devices whose block device is in use.
+/// `force` removes devices that are in use.
 pub(super) async fn reload(d: &Arc<Daemon>, force: bool) -> Result<ReloadView, String> {
     let _one_at_a_time = d.reloading.lock().await;
     notify("RELOADING=1");
@@ -326,14 +326,24 @@ fn device_changes(cur: &DeviceSpec, next: &DeviceSpec, changes: &mut Vec<Change>
     Ok(())
 }
 
-/// Refuses the removal of device `name` while its block device is in use;
-/// the refusal names the holders.
+/// Refuses the removal of device `name` while it is in use (its block
+/// device held, clients on its NBD export); the refusal names the holders.
 async fn busy(d: &Daemon, name: &str) -> Result<(), String> {
-    let Some(dev) = d.devices().get(name).and_then(|m| m.block_device()) else { return Ok(()) };
-    // Off the runtime's thread: it reads every process's descriptors.
-    let holders = tokio::task::spawn_blocking(move || in_use::holders(&PathBuf::from(dev)))
-        .await
-        .map_err(|e| format!("cannot tell whether its block device is in use ({e}); reload again"))?;
+    let (dev, exported) = match d.devices().get(name) {
+        Some(m) => (m.block_device(), m.export.is_some()),
+        None => return Ok(()),
+    };
+    let mut holders = match dev {
+        // Off the runtime's thread: it reads every process's descriptors.
+        Some(dev) => tokio::task::spawn_blocking(move || in_use::holders(&PathBuf::from(dev)))
+            .await
+            .map_err(|e| format!("cannot tell whether its block device is in use ({e}); reload again"))?,
+        None => Vec::new(),
+    };
+    let clients = d.nbd.as_ref().filter(|_| exported).map_or(0, |s| s.clients(name));
+    if clients > 0 {
+        holders.push(in_use::Holder::NbdClients { export: name.to_owned(), clients });
+    }
     if holders.is_empty() { Ok(()) } else { Err(in_use::refusal(name, &holders)) }
 }
 

@@ -19,6 +19,59 @@ fn qemu_io_uri(uri: &str, cmd: &str) -> (String, bool) {
     (out, ok)
 }
 
+/// An NBD client that stays connected: qemu-io reading commands from a
+/// pipe, one at a time.
+struct Client {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Client {
+    /// Connected once its first read succeeded.
+    fn connect(uri: &str) -> Client {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("qemu-io")
+            .args(["-f", "raw", uri])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-io (package qemu-utils)");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut c = Client { child, out };
+        assert!(c.read(), "qemu-io could not read through {uri}");
+        c
+    }
+
+    /// Reads 4 KiB at 0; whether it succeeded. qemu-io answers each
+    /// command with a line; one that has lost its server fails the read or
+    /// exits (end of its output).
+    fn read(&mut self) -> bool {
+        use std::io::{BufRead, Write};
+        let Some(stdin) = self.child.stdin.as_mut() else { return false };
+        if stdin.write_all(b"read 0 4k\n").and_then(|()| stdin.flush()).is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.out.read_line(&mut line) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) if line.contains("read 4096/4096 bytes") => return true,
+                Ok(_) if line.contains("failed") || line.contains("rror") => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn reload_adds_and_removes_devices_and_a_new_hold_takes_effect() {
     require_root!();
@@ -62,12 +115,20 @@ fn reload_adds_and_removes_devices_and_a_new_hold_takes_effect() {
     let (out, ok) = read.join().unwrap();
     assert!(!ok, "a read with every path down and a 1 s hold must fail: {out}");
     d.ok(&["path", "reinstate", "d0", "p1"]);
+    d.ok(&["device", "wait", "d0"]);
 
-    // d0 removed: its export is gone, d1 is untouched.
+    // d0 removed: refused while a client is connected to its export,
+    // naming it; forced, its export is gone (the client is disconnected),
+    // d1 is untouched.
+    let mut client = Client::connect(&d.export_uri("d0"));
     let now = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, now.replace(&d0("1s"), "")).unwrap();
-    let out = d.ok(&["reload"]);
+    let e = d.fails(&["reload"]);
+    assert!(e.contains("NBD export d0 has 1 client(s) connected") && e.contains("nothing changed"), "{e}");
+    d.ok(&["device", "show", "d0"]);
+    let out = d.ok(&["reload", "--force"]);
     assert!(out.contains("device d0 removed"), "{out}");
+    assert!(!client.read(), "the removed export's client must be disconnected");
     let e = d.fails(&["device", "show", "d0"]);
     assert!(e.contains("d0"), "{e}");
     let (out, ok) = qemu_io(&d, "d0", "read 0 4k");
