@@ -91,7 +91,7 @@ fn frontends() {
 }
 
 #[test]
-fn ublk_queues_and_depth_are_checked_and_default_to_the_machine() {
+fn ublk_queues_and_depth_are_checked_and_default_to_the_frontends() {
     let ublk = |extra: &str| BASE.replace("lun = 1", &format!("lun = 1\nfrontend = \"ublk\"\n{extra}"));
     if !cfg!(feature = "ublk") {
         return; // frontend = "ublk" is refused (see `frontends`)

@@ -1,8 +1,8 @@
 //! `ublk_queues` and `ublk_depth` of a `[[device]]` with `frontend =
 //! "ublk"`: how many hardware queues `/dev/ublkbN` gets (one thread
-//! each) and how many requests each holds at once. Unset, the frontend
-//! sizes them to the machine (`mpio_ublk::UblkConfig::new`: a queue per
-//! CPU, at most 4, 64 deep).
+//! each) and how many requests each holds at once. Unset, the frontend's
+//! defaults (`mpio_ublk::UblkConfig::new`: one queue, the one that drives
+//! the device's lane, 64 deep).
 
 use toml::Spanned;
 
@@ -14,7 +14,7 @@ use crate::config::ConfigError;
 const MAX_QUEUES: u64 = 4096;
 const MAX_DEPTH: u64 = 4096;
 
-/// A device's ublk queues as configured; `None`: sized to the machine.
+/// A device's ublk queues as configured; `None`: the frontend's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(not(feature = "ublk"), allow(dead_code))]
 pub(crate) struct UblkQueues {
@@ -57,12 +57,7 @@ impl Cx<'_> {
             }
         };
         Ok(UblkQueues {
-            queues: key(
-                &d.ublk_queues,
-                "ublk_queues",
-                MAX_QUEUES,
-                "hardware queues, one thread each; unset, one per CPU up to 4",
-            )?,
+            queues: key(&d.ublk_queues, "ublk_queues", MAX_QUEUES, "hardware queues, one thread each; unset, one")?,
             depth: key(
                 &d.ublk_depth,
                 "ublk_depth",

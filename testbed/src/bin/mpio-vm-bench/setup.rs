@@ -187,10 +187,12 @@ impl<'vm> Bench<'vm> {
         let ublk = shown["block_device"].as_str().ok_or_else(|| format!("device u has no block device: {shown}"))?;
         let pid = daemon.pid().ok_or("the daemon does not run")?;
         // The configured queues reached the driver (else the comparison
-        // with rublk's would be of unlike devices).
+        // with rublk's would be of unlike devices). The hardware queue's
+        // tags, not nr_requests: a one-queue device gets mq-deadline,
+        // whose nr_requests is twice the depth, until it is set to none
+        // below.
         let name = ublk.trim_start_matches("/dev/");
-        let got =
-            vm.sh(&format!("ls /sys/block/{name}/mq | wc -l; cat /sys/block/{name}/queue/nr_requests")).run_ok()?;
+        let got = vm.sh(&format!("ls /sys/block/{name}/mq | wc -l; cat /sys/block/{name}/mq/0/nr_tags")).run_ok()?;
         let want = format!("{}\n{}\n", self.queues, self.depth);
         if got.split_whitespace().ne(want.split_whitespace()) {
             return Err(format!("{ublk}: queues and depth {got:?}, configured {want:?}").into());
