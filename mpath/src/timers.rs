@@ -223,7 +223,9 @@ pub struct TimerConfig {
     /// anyway. RFC 7143 section 6.6: after DefaultTime2Wait +
     /// DefaultTime2Retain the target has discarded the failed connection's
     /// tasks. Normally a reinstatement through a healthy portal proves it
-    /// within milliseconds.
+    /// within milliseconds. At a start it also bounds how long writes wait
+    /// for a path that cannot log in (what a previous daemon left on its
+    /// ISID may still land).
     #[serde(deserialize_with = "duration")]
     pub fence_timeout: Duration,
 }
@@ -417,6 +419,11 @@ impl TimerConfig {
              reinstatement login through a healthy portal of the path's group (milliseconds; at most {}, {} when \
              the group has no other portal)\n",
             s(e.fence_login),
+            s(e.fence_timeout)
+        ));
+        out.push_str(&format!(
+            "start (a restarted daemon):                   reads at the first path; writes once every path has \
+             logged in (its login replaces what a previous daemon left), at most {} for one that cannot\n",
             s(e.fence_timeout)
         ));
         out.push_str(&match e.hold {

@@ -46,9 +46,17 @@ impl DeviceCore {
     }
 
     /// Chooses a path for a request of `bytes` (`write`: it modifies data).
+    /// A write waits ([`Selection::Fence`]) while any path's predecessor,
+    /// the nexus a previous daemon may have left with that path's ISID, is
+    /// not fenced: a write it had sent could still land after this one.
     pub fn select(&mut self, now: Instant, op: Op, bytes: u64) -> Selection {
         if self.closing {
             return Selection::Fail(Self::closed());
+        }
+        if op.modifies_data()
+            && let Some(f) = self.unfenced_predecessor()
+        {
+            return Selection::Fence(f);
         }
         self.refresh_views(now);
         let req = Request { bytes, write: op.modifies_data() };

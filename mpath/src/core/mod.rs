@@ -66,7 +66,7 @@ use crate::event::{DeviceEvent, EventKind};
 pub use crate::failure::FailureCause;
 use crate::timers::TimerConfig;
 
-use path::{Held, PathState, Table};
+use path::{FenceState, Held, PathState, Table};
 pub use request::{Action, Completion, Fence, Selection, Ticket, Verdict};
 pub use snapshot::{DeviceCounters, DeviceSnapshot, Durability, PathPhase, PathSnapshot};
 use timer::{DeviceTimers, PathTimer, PathTimers};
@@ -130,7 +130,10 @@ pub struct DeviceCore {
 impl DeviceCore {
     /// A device with these paths (all connecting) and policy.
     pub fn new(timers: TimerConfig, names: Vec<String>, policy: PolicySpec, now: Instant) -> DeviceCore {
-        let paths = names.into_iter().map(|name| PathState::new(name, now)).collect();
+        let paths = names
+            .into_iter()
+            .map(|name| PathState::new(name, now).with_predecessor(now, timers.fence_timeout))
+            .collect();
         let mut core = DeviceCore {
             timers,
             paths,
@@ -195,6 +198,13 @@ impl DeviceCore {
     /// commands.
     pub fn fence_cleared(&self, fence: Fence) -> bool {
         self.paths.get(fence.path).is_none_or(|p| p.fence.cleared >= fence.epoch)
+    }
+
+    /// A path whose predecessor (what a previous daemon left with its
+    /// ISID) may still execute commands: writes wait for its fence.
+    fn unfenced_predecessor(&self) -> Option<Fence> {
+        let path = self.paths.iter().position(|p| p.fence.predecessor && p.fence.cleared < FenceState::PREDECESSOR)?;
+        Some(Fence { path, epoch: FenceState::PREDECESSOR })
     }
 
     // ---- output ----------------------------------------------------------

@@ -3,7 +3,7 @@
 //! failback hold and its timers.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mpio_policies::{PathId, PathTable, PathView};
 
@@ -42,15 +42,33 @@ pub(super) struct Probation {
 
 /// The write fence of a path: which of its failures may still run
 /// commands on the old nexus.
+///
+/// Epoch 1 is the path's predecessor: the nexus a previous daemon (killed,
+/// crashed, restarted by systemd) may have left with the same ISID, whose
+/// last commands can still be on their way to the target, in a dead
+/// process's socket or on the wire. Until it is fenced (this path's first
+/// login reinstates the ISID, a fence login through a portal of its group
+/// does, or the fence timeout passes) no write goes on any path: a stale
+/// copy landing after a newer write would undo it.
 #[derive(Debug, Default)]
 pub(super) struct FenceState {
-    /// Failures so far (the fence epochs).
+    /// Failures so far (the fence epochs), the predecessor included.
     pub(super) epoch: u64,
     /// Failures up to this one are fenced.
     pub(super) cleared: u64,
     /// A fence login is out ([`Action::Fence`] until
     /// [`DeviceCore::fence_done`]).
     pub(super) out: bool,
+    /// The path came with the device's start, so epoch
+    /// [`FenceState::PREDECESSOR`] is a previous daemon's nexus; a path
+    /// added to a running device has none (its ISID was logged out, if
+    /// this daemon ever used it).
+    pub(super) predecessor: bool,
+}
+
+impl FenceState {
+    /// The predecessor's epoch.
+    pub(super) const PREDECESSOR: u64 = 1;
 }
 
 #[derive(Debug)]
@@ -82,6 +100,7 @@ pub(super) struct PathState {
 }
 
 impl PathState {
+    /// A new path, with nothing to fence.
     pub(super) fn new(name: String, now: Instant) -> PathState {
         PathState {
             name,
@@ -100,6 +119,16 @@ impl PathState {
             since: now,
             stats: PathStats::default(),
         }
+    }
+
+    /// A path of a starting device: what a previous daemon may have left
+    /// on its ISID is to be fenced, by `fence_timeout` at the latest (the
+    /// target has discarded it by then).
+    pub(super) fn with_predecessor(mut self, now: Instant, fence_timeout: Duration) -> PathState {
+        self.fence.epoch = FenceState::PREDECESSOR;
+        self.fence.predecessor = true;
+        self.timers.set(PathTimer::FenceDeadline, now + fence_timeout);
+        self
     }
 
     /// Arms the next probe, or none.

@@ -113,19 +113,28 @@ impl DeviceCore {
 
     /// The path's session logged in and the path reaches the device's
     /// logical unit (identity checked by the driver). `reinstated`: the
-    /// login replaced an earlier session of this path, so every command of
-    /// the old one is terminated at the target.
+    /// login replaced an earlier session of this path.
+    ///
+    /// Every session login (TSIH 0, the path's ISID) reinstates, at the
+    /// target, whatever session had that ISID, and the target ends the old
+    /// session's commands before it answers: this daemon's earlier session
+    /// (`reinstated`) or the one a previous daemon left (the first login,
+    /// which fences the predecessor). Either way nothing old can land any
+    /// more.
     pub fn session_up(&mut self, now: Instant, path: PathId, reinstated: bool) {
         let Some(p) = self.paths.get_mut(path) else { return };
         p.session_up = true;
         p.session_may_follow = false;
         p.login_reported = None;
         p.stats.login_refusals_in_a_row = 0;
-        if reinstated && p.fence.cleared < p.fence.epoch {
+        if p.fence.cleared < p.fence.epoch {
             let epoch = p.fence.epoch;
             p.fenced(epoch);
-            let name = p.name.clone();
-            self.event(now, Some(path), EventKind::FenceCleared, format!("{name}: session reinstated"), None);
+            // The first login's fence is routine: no event for it.
+            if reinstated {
+                let name = p.name.clone();
+                self.event(now, Some(path), EventKind::FenceCleared, format!("{name}: session reinstated"), None);
+            }
         }
         let Some(p) = self.paths.get_mut(path) else { return };
         match p.status {

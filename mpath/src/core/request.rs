@@ -35,6 +35,9 @@ pub enum Selection {
     /// No path is usable: wait for a change, at most until the instant
     /// (`None`: no limit).
     Hold(Option<Instant>),
+    /// A write: wait until this fence is cleared (a path's predecessor,
+    /// see [`DeviceCore::select`]), then select again.
+    Fence(Fence),
     /// Fail it.
     Fail(IoError),
 }

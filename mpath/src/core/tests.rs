@@ -125,9 +125,13 @@ impl T {
     }
 }
 
-/// A request sent on `path` when its failure count was `epoch`.
-fn sent(path: PathId, epoch: u64) -> Ticket {
-    Ticket { path, epoch, op: Op::Write, bytes: 4096 }
+/// The fence epoch of a path's first failure (the one before is its
+/// predecessor's, which the first login clears).
+const FIRST_FAILURE: u64 = FenceState::PREDECESSOR + 1;
+
+/// A request sent on `path` after `failures` of its failures.
+fn sent(path: PathId, failures: u64) -> Ticket {
+    Ticket { path, epoch: FenceState::PREDECESSOR + failures, op: Op::Write, bytes: 4096 }
 }
 
 fn kinds(evs: &[DeviceEvent]) -> Vec<&'static str> {
@@ -184,13 +188,13 @@ fn a_read_on_a_failed_path_goes_again_at_once_and_a_write_waits_for_the_fence() 
     assert!(evs.iter().any(|e| e.seed_event == Some(20)));
     assert_eq!(t.c.snapshot().paths[0].stats.failures.values().sum::<u64>(), 1, "one incident");
     // The fence goes through the other path of the same portal group.
-    assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1] }]);
+    assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: FIRST_FAILURE, via: vec![1] }]);
     // A write sent on path 0 before the failure waits for that fence.
-    let fence = Fence { path: 0, epoch: 1 };
+    let fence = Fence { path: 0, epoch: FIRST_FAILURE };
     let write_ticket = sent(0, 0);
     assert_eq!(t.lost(write_ticket, Op::Write), Verdict::Redrive { fence: Some(fence) });
     assert!(!t.c.fence_cleared(fence));
-    t.c.fence_done(t.now, 0, 1, Ok(()));
+    t.c.fence_done(t.now, 0, FIRST_FAILURE, Ok(()));
     assert!(t.c.fence_cleared(fence));
     assert!(kinds(&t.events()).contains(&"fence_cleared"));
     // Re-driven requests land on path 1.
@@ -205,7 +209,7 @@ fn without_a_healthy_portal_in_the_group_the_fence_times_out() {
     let w = sent(0, 0);
     assert!(matches!(t.lost(w, Op::Write), Verdict::Redrive { fence: Some(_) }));
     assert!(t.actions().is_empty(), "another portal group cannot fence path 0");
-    let fence = Fence { path: 0, epoch: 1 };
+    let fence = Fence { path: 0, epoch: FIRST_FAILURE };
     t.advance(21 * S);
     assert!(!t.c.fence_cleared(fence));
     t.advance(S);
@@ -219,11 +223,14 @@ fn a_failed_fence_is_tried_again_and_a_returning_portal_is_used() {
         t.c.set_group(p, Some("g".into()));
     }
     t.lost(sent(0, 0), Op::Write);
-    assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1, 2] }]);
-    t.c.fence_done(t.now, 0, 1, Err(FenceFailed("login timed out".into())));
+    assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: FIRST_FAILURE, via: vec![1, 2] }]);
+    t.c.fence_done(t.now, 0, FIRST_FAILURE, Err(FenceFailed("login timed out".into())));
     assert!(t.actions().is_empty());
     t.advance(S);
-    assert!(t.actions().contains(&Action::Fence { path: 0, epoch: 1, via: vec![1, 2] }), "tried again after 1 s");
+    assert!(
+        t.actions().contains(&Action::Fence { path: 0, epoch: FIRST_FAILURE, via: vec![1, 2] }),
+        "tried again after 1 s"
+    );
 
     // No healthy portal in the group: the fence waits for one to return.
     let mut t = T::up(2);
@@ -234,13 +241,13 @@ fn a_failed_fence_is_tried_again_and_a_returning_portal_is_used() {
     t.actions();
     t.c.session_up(t.now, 1, false);
     t.pass_probation(1);
-    assert!(t.actions().contains(&Action::Fence { path: 0, epoch: 1, via: vec![1] }));
+    assert!(t.actions().contains(&Action::Fence { path: 0, epoch: FIRST_FAILURE, via: vec![1] }));
 }
 
 #[test]
 fn reinstatement_of_the_path_clears_its_fence() {
     let mut t = T::up(2);
-    let fence = Fence { path: 0, epoch: 1 };
+    let fence = Fence { path: 0, epoch: FIRST_FAILURE };
     t.lost(sent(0, 0), Op::Write);
     t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
     assert!(!t.c.fence_cleared(fence));
@@ -747,11 +754,11 @@ fn disabled_and_removing_paths_stay_out_when_they_fail() {
         }
         let want = if remove { PathStatus::Removing } else { PathStatus::Disabled };
         t.actions();
-        assert_eq!(t.lost(w, Op::Write), Verdict::Redrive { fence: Some(Fence { path: 0, epoch: 1 }) });
-        assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: 1, via: vec![1] }], "remove {remove}");
+        assert_eq!(t.lost(w, Op::Write), Verdict::Redrive { fence: Some(Fence { path: 0, epoch: FIRST_FAILURE }) });
+        assert_eq!(t.actions(), vec![Action::Fence { path: 0, epoch: FIRST_FAILURE, via: vec![1] }], "remove {remove}");
         t.c.session_down(t.now, 0, FailureCause::new(CauseKind::Connection, "reset"), false);
         t.c.session_up(t.now, 0, true);
-        assert!(t.c.fence_cleared(Fence { path: 0, epoch: 1 }), "reinstatement clears it");
+        assert!(t.c.fence_cleared(Fence { path: 0, epoch: FIRST_FAILURE }), "reinstatement clears it");
         t.advance(60 * S);
         assert_eq!(t.c.status(0), Some(want), "remove {remove}");
         assert!((0..4).all(|_| t.serve() == 1));
@@ -928,7 +935,7 @@ fn every_polled_deadline_is_handled() {
     t.c.session_up(t.now, 0, true);
     let until = t.now + 60 * S;
     drain(&mut t, until);
-    assert!(t.c.fence_cleared(Fence { path: 0, epoch: 1 }));
+    assert!(t.c.fence_cleared(Fence { path: 0, epoch: FIRST_FAILURE }));
     // All paths down: the hold expires once.
     for p in 0..2 {
         t.c.session_down(t.now, p, FailureCause::new(CauseKind::Connection, "reset"), false);
@@ -938,4 +945,44 @@ fn every_polled_deadline_is_handled() {
     drain(&mut t, until);
     assert_eq!(kinds(&t.events()).iter().filter(|k| **k == "hold_expired").count(), 1);
     assert_eq!(t.c.poll_timeout(), None, "nothing left to run");
+}
+
+#[test]
+fn writes_wait_until_every_paths_predecessor_is_fenced() {
+    // A restarted daemon: path 0 logs in, path 1 cannot yet. What the
+    // previous daemon left on path 1's ISID may still land: writes wait,
+    // reads go.
+    let mut t = T::new(2, TimerConfig::default());
+    t.c.session_up(t.now, 0, false);
+    let predecessor = Fence { path: 1, epoch: FenceState::PREDECESSOR };
+    assert_eq!(t.c.select(t.now, Op::Write, 4096), Selection::Fence(predecessor));
+    assert_eq!(t.pick(Op::Read).path, 0);
+    // Its first login reinstates its ISID at the target: fenced.
+    t.c.session_up(t.now, 1, false);
+    assert!(t.c.fence_cleared(predecessor));
+    assert!(matches!(t.c.select(t.now, Op::Write, 4096), Selection::Path(_)));
+    assert!(!kinds(&t.events()).contains(&"fence_cleared"), "a first login's fence is routine");
+
+    // A path that never logs in: its portal group is unknown, so no fence
+    // login can stand in; the fence timeout clears it.
+    let mut t = T::new(2, TimerConfig::default());
+    t.c.session_up(t.now, 0, false);
+    t.c.set_group(0, Some("g".into()));
+    assert!(t.actions().is_empty());
+    t.advance(21 * S);
+    assert!(matches!(t.c.select(t.now, Op::Write, 4096), Selection::Fence(_)));
+    t.advance(S);
+    assert_eq!(t.pick(Op::Write).path, 0);
+    assert!(kinds(&t.events()).contains(&"fence_cleared"));
+}
+
+#[test]
+fn a_path_added_to_a_running_device_holds_no_writes() {
+    let mut t = T::up(1);
+    let added = t.c.add_path(t.now, "p9".into()).unwrap();
+    assert_eq!(t.c.status(added), Some(PathStatus::Connecting));
+    assert_eq!(t.pick(Op::Write).path, 0, "it has no predecessor to fence");
+    // Failing before its first login fences nothing device-wide either.
+    t.c.session_down(t.now, added, FailureCause::new(CauseKind::Connection, "refused"), false);
+    assert_eq!(t.pick(Op::Write).path, 0);
 }

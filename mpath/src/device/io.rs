@@ -228,6 +228,10 @@ impl Device {
                     wait(notified, until).await;
                     continue;
                 }
+                Selection::Fence(f) => {
+                    fence = Some(f);
+                    continue;
+                }
                 Selection::Fail(e) => return Err(e),
             };
             let t0 = Instant::now();

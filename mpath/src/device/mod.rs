@@ -12,6 +12,11 @@
 //! its own portal or another portal of the same portal group, or
 //! DefaultTime2Wait + DefaultTime2Retain passed), so a stale copy can
 //! never land after a newer write. Reads and flushes go again at once.
+//! The same holds across a daemon's restart: what a previous daemon left
+//! on a path's ISID (commands in a dead process's socket, on the wire)
+//! is that path's predecessor, and writes wait until every path's
+//! predecessor is fenced (its first login reinstates the ISID), or the
+//! fence timeout passes.
 //!
 //! A device's life, as the daemon drives it:
 //!

@@ -28,6 +28,7 @@ mod harness;
 mod nbd;
 mod removal;
 mod restart;
+mod stale_write;
 mod ublk;
 mod ublk_lu;
 
