@@ -38,8 +38,9 @@
 //!   `linux-image-6.12.*+deb12-amd64-unsigned` and an initramfs of the
 //!   host's own Debian 12 programs, cached under `/var/cache/mpio-tests`
 //!   (`$MPIO_TEST_CACHE`) and shared by every test process and checkout.
-//! * **Boot** ([`qemu`]): `qemu-system-x86_64 -accel tcg -cpu max` (nested
-//!   KVM crashes on these machines), busybox init, the modules loaded in
+//! * **Boot** ([`qemu`]): `qemu-system-x86_64 -accel tcg,thread=single
+//!   -cpu max` (nested KVM crashes on these machines; multi-threaded TCG
+//!   in QEMU 7.2 panics guests that patch their text), busybox init, the modules loaded in
 //!   dependency order, then the agent.
 //! * **Control** ([`proto`], [`exec`]): a static, std-only
 //!   guest agent on a virtio-serial port (independent of the guest network,

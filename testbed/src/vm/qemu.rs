@@ -46,10 +46,19 @@ impl QemuConfig {
     /// The command line. TCG: nested KVM dies here ("KVM internal error.
     /// Suberror: 1" with every -cpu model tried); `-cpu max` gives the
     /// guest every feature TCG emulates (CRC32C instructions, ...).
+    ///
+    /// Single-threaded TCG (`thread=single`: the vCPUs take turns on one
+    /// host thread). Multi-threaded TCG in Debian 12's QEMU 7.2 races when
+    /// one vCPU patches kernel text another is translating (fixed in 8.1,
+    /// "accel/tcg: Always lock pages before translation"): a guest that
+    /// flips a static key under network load runs the int3 of the patch
+    /// after it is gone and panics ("Oops: int3" in inet_ehashfn, in CI
+    /// runs now and then). One thread costs the guest its parallelism, not
+    /// its correctness.
     pub(crate) fn command(&self) -> Command {
         let mut c = Command::new("setpriv");
         c.args(["--pdeathsig", "KILL", "--", QEMU]);
-        c.args(["-name", &self.name, "-accel", "tcg", "-cpu", "max"]);
+        c.args(["-name", &self.name, "-accel", "tcg,thread=single", "-cpu", "max"]);
         // qboot instead of SeaBIOS: the firmware's part of a TCG boot
         // drops from about 5 s to 2 s here.
         c.args(["-bios", "qboot.rom"]);
