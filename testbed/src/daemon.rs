@@ -56,12 +56,17 @@
 //!   a `GuestDaemon` dropped while its test panics prints it. Dropping it
 //!   stops the daemon (SIGTERM, then SIGKILL) and removes its directory.
 //!
+//! Its configuration files: [`config`] (the head with the sockets, the
+//! target and device tables with a path per portal).
+//!
 //! The daemon runs as root in the guest's root mount namespace unless
 //! [`GuestDaemonBuilder::netns`] puts it in a network namespace (`ip netns
 //! exec`, which also gives it a mount namespace of its own with a
 //! private `/sys`; `/dev`, `/run` and `/tmp` are the guest's).
 
 use std::time::Duration;
+
+pub mod config;
 
 use crate::cmd::Outcome;
 use crate::error::{Error, Result};

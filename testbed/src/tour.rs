@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::daemon::{GUEST_MPIO, GuestDaemon};
+use crate::daemon::{self, GUEST_MPIO, GuestDaemon};
 use crate::error::{Error, Result};
 use crate::files;
 use crate::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
@@ -177,22 +177,16 @@ pub fn run(vm: &Vm, o: &TourOptions, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// The daemon's configuration: device [`DEVICE`] on LUN 0 of `iqn`, a
-/// path per portal from the initiator's end of its inner path.
+/// The daemon's configuration: device [`DEVICE`] on LUN 0 of `iqn`,
+/// round robin over a path per portal.
 fn config(vm: &Vm, dir: &str, iqn: &str, portals: &[SocketAddr]) -> String {
-    let mut s = format!(
-        "initiator = \"iqn.2026-12.org.mpio:demo\"\n\n[daemon]\ncontrol_socket = \"{dir}/mpio.sock\"\n\
-         ready_timeout = \"60s\"\n\n[metrics]\nenabled = false\n\n[nbd]\nsocket = \"{dir}/nbd.sock\"\n\n\
-         [[target]]\nname = \"san\"\niqn = \"{iqn}\"\n\n[[device]]\nname = \"{DEVICE}\"\ntarget = \"san\"\n\
-         lun = 0\nfrontend = \"ublk\"\npolicy = \"round-robin\"\n\n[device.timers]\nreconnect_max = \"1s\"\n"
-    );
-    for (i, p) in portals.iter().enumerate() {
-        s.push_str(&format!("\n[[device.path]]\nname = \"p{}\"\nportal = \"{p}\"\n", i + 1));
-        if let Some(ip) = vm.inner_paths().iter().find(|ip| IpAddr::V4(ip.target_addr) == p.ip()) {
-            s.push_str(&format!("source = \"{}\"\n", ip.initiator_addr));
-        }
-    }
-    s
+    let device = "policy = \"round-robin\"\n\n[device.timers]\nreconnect_max = \"1s\"";
+    format!(
+        "{}{}{}",
+        daemon::config::head(dir, "iqn.2026-12.org.mpio:demo", "info", "60s"),
+        daemon::config::target("san", iqn, ""),
+        daemon::config::device(vm, DEVICE, "san", 0, "ublk", device, portals)
+    )
 }
 
 /// Waits for the event `kind` of `path` on an `mpio events --follow` feed.

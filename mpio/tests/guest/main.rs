@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mpio_testbed::daemon::{GUEST_MPIO, GuestDaemon};
+use mpio_testbed::daemon::{GUEST_MPIO, GuestDaemon, config};
 use mpio_testbed::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
 use mpio_testbed::vm::{Shared, Vm, VmSpec};
 
@@ -88,48 +88,19 @@ fn one_lu<'vm>(vm: &'vm Vm, name: &str, port: u16, lun: LunSpec) -> Lio<'vm> {
 }
 
 /// A daemon configuration: control and NBD sockets in `dir`, metrics off,
-/// target `lio` = `iqn`, and `devices` (see [`device`]).
+/// quick probation, target `lio` = `iqn`, and `devices` (see [`device`]).
 fn config(dir: &str, iqn: &str, devices: &str) -> String {
     format!(
-        r#"initiator = "{INITIATOR}"
-
-[daemon]
-control_socket = "{dir}/mpio.sock"
-log = "info"
-ready_timeout = "30s"
-
-[metrics]
-enabled = false
-
-[nbd]
-socket = "{dir}/nbd.sock"
-
-[timers]
-probation_interval = "250ms"
-
-[[target]]
-name = "lio"
-iqn = "{iqn}"
-{devices}"#
+        "{}\n[timers]\nprobation_interval = \"250ms\"\n{}{devices}",
+        config::head(dir, INITIATOR, "info", "30s"),
+        config::target("lio", iqn, "")
     )
 }
 
-/// A `[[device]]` `name` on LUN `lun` of target `lio` with `frontend`
-/// (`nbd`, `ublk`, or a TOML list: `["ublk", "nbd"]`) and `extra` keys, a
-/// path `p{i+1}` per portal, each from the initiator's address of its
-/// inner path.
+/// A `[[device]]` `name` on LUN `lun` of target `lio` (see
+/// [`config::device`]).
 fn device(vm: &Vm, name: &str, lun: u32, frontend: &str, extra: &str, portals: &[SocketAddr]) -> String {
-    let frontend = if frontend.starts_with('[') { frontend.to_owned() } else { format!("\"{frontend}\"") };
-    let mut s =
-        format!("\n[[device]]\nname = \"{name}\"\ntarget = \"lio\"\nlun = {lun}\nfrontend = {frontend}\n{extra}\n");
-    for (i, p) in portals.iter().enumerate() {
-        let source = vm.inner_paths().iter().find(|ip| std::net::IpAddr::from(ip.target_addr) == p.ip());
-        s.push_str(&format!("\n[[device.path]]\nname = \"p{}\"\nportal = \"{p}\"\n", i + 1));
-        if let Some(ip) = source {
-            s.push_str(&format!("source = \"{}\"\n", ip.initiator_addr));
-        }
-    }
-    s
+    config::device(vm, name, "lio", lun, frontend, extra, portals)
 }
 
 /// A daemon in the initiator namespace with `config(dir)`.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use mpio_testbed::daemon::{GUEST_MPIO, GuestDaemon};
+use mpio_testbed::daemon::{GUEST_MPIO, GuestDaemon, config};
 use mpio_testbed::lio::{Lio, LunSpec, TargetSpec, TpgSpec};
 use mpio_testbed::vm::{Background, Vm, VmSpec};
 
@@ -178,7 +178,7 @@ impl<'vm> Bench<'vm> {
     /// on the LU), nbd-client, rublk, and the kernel's dm device.
     pub(crate) fn stacks(&self, lu: Lu) -> Result<Stacks<'vm>> {
         let vm = self.vm;
-        let config = |dir: &str| mpio_config(dir, &self.lio.iqn(1), lu.lun(), self.queues, self.depth);
+        let config = |dir: &str| mpio_config(vm, dir, &self.lio.iqn(1), lu.lun(), self.queues, self.depth);
         let daemon = GuestDaemon::builder(vm).start(config)?;
         for dev in ["u", "n"] {
             daemon.wait_device(dev, true, Duration::from_secs(120))?;
@@ -273,24 +273,15 @@ fn dm_name(lu: Lu) -> &'static str {
 /// each over both portals, round robin, offering what open-iscsi offers
 /// (256 KiB segments and first burst, 1 MiB bursts: LIO then takes the
 /// smaller of both sides, the same for both initiators).
-fn mpio_config(dir: &str, iqn: &str, lun: u32, queues: u16, depth: u16) -> String {
-    let mut s = format!(
-        "initiator = \"{MPIO_INITIATOR}\"\n\n[daemon]\ncontrol_socket = \"{dir}/mpio.sock\"\nlog = \"warn\"\n\
-         ready_timeout = \"60s\"\n\n[metrics]\nenabled = false\n\n[nbd]\nsocket = \"{dir}/nbd.sock\"\n\n\
-         [[target]]\nname = \"lio\"\niqn = \"{iqn}\"\nmax_recv_data_segment_length = 262144\n\
-         first_burst_length = 262144\nmax_burst_length = 1048576\n"
-    );
+fn mpio_config(vm: &Vm, dir: &str, iqn: &str, lun: u32, queues: u16, depth: u16) -> String {
+    let negotiated = "max_recv_data_segment_length = 262144\nfirst_burst_length = 262144\nmax_burst_length = 1048576\n";
+    let mut s = config::head(dir, MPIO_INITIATOR, "warn", "60s") + &config::target("lio", iqn, negotiated);
     for (name, frontend) in [("u", "ublk"), ("n", "nbd")] {
-        s.push_str(&format!(
-            "\n[[device]]\nname = \"{name}\"\ntarget = \"lio\"\nlun = {lun}\npolicy = \"round-robin\"\n\
-             frontend = \"{frontend}\"\n"
-        ));
+        let mut extra = "policy = \"round-robin\"".to_string();
         if frontend == "ublk" {
-            s.push_str(&format!("ublk_queues = {queues}\nublk_depth = {depth}\n"));
+            extra.push_str(&format!("\nublk_queues = {queues}\nublk_depth = {depth}"));
         }
-        for (i, p) in portals().iter().enumerate() {
-            s.push_str(&format!("\n[[device.path]]\nname = \"p{}\"\nportal = \"{p}\"\n", i + 1));
-        }
+        s.push_str(&config::device(vm, name, "lio", lun, frontend, &extra, &portals()));
     }
     s
 }
