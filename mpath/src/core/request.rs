@@ -36,7 +36,7 @@ pub enum Selection {
     /// (`None`: no limit).
     Hold(Option<Instant>),
     /// A write: wait until this fence is cleared (a path's predecessor,
-    /// see [`DeviceCore::select`]), then select again.
+    /// see [`DeviceCore::select`](super::DeviceCore::select)), then select again.
     Fence(Fence),
     /// Fail it.
     Fail(IoError),
