@@ -269,11 +269,6 @@ pub(crate) fn decide(
 /// Claims path `id`: reads the LU, decides, records the device's LU, runs
 /// the bring-up steps. Returns the path's portal group: configured, or
 /// the target name and the TargetPortalGroupTag the target declared.
-/// A portal group's name: the target and the TPGT.
-pub(crate) fn group_name(target: &mpio_transport::name::IscsiName, tpgt: u16) -> String {
-    format!("{target} tpgt {tpgt}")
-}
-
 pub(crate) async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<String>, ClaimRefusal> {
     let name = inner.path_name(id);
     let path = inner
@@ -307,7 +302,7 @@ pub(crate) async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<Strin
         Some(g) => Some(g.clone()),
         None => path.session.snapshot().await.ok().and_then(|s| {
             let tpgt = s.connections.iter().find_map(|c| c.tpgt)?;
-            Some(group_name(path.session_config.target_name.as_ref()?, tpgt))
+            Some(format!("{} tpgt {tpgt}", path.session_config.target_name.as_ref().map_or("", |n| n.as_str())))
         }),
     };
     for step in &inner.template.bring_up {

@@ -423,8 +423,7 @@ impl TimerConfig {
         ));
         out.push_str(&format!(
             "start (a restarted daemon):                   reads at the first path; writes once every path has \
-             logged in or been fenced through a portal of its group (what a previous daemon left is ended), at \
-             most {} for one whose group has no other portal\n",
+             logged in (its login replaces what a previous daemon left), at most {} for one that cannot\n",
             s(e.fence_timeout)
         ));
         out.push_str(&match e.hold {

@@ -111,30 +111,6 @@ impl DeviceCore {
         }
     }
 
-    /// Whether a path that has not logged in still has its predecessor to
-    /// fence: then the portal groups the target lists (SendTargets through
-    /// a path that is up) let a fence login stand in for its own login,
-    /// instead of writes waiting out the fence timeout.
-    pub fn wants_groups(&self) -> bool {
-        self.paths.iter().any(|p| p.group.is_none() && p.fence.predecessor && p.fence.cleared < p.fence.epoch)
-    }
-
-    /// Portal groups the target listed for paths that have not logged in
-    /// (`(path, group)`); those still to fence get their fence login now,
-    /// through a usable portal of the same group.
-    pub fn groups_listed(&mut self, listed: Vec<(PathId, String)>) {
-        for (id, group) in listed {
-            let Some(p) = self.paths.get_mut(id) else { continue };
-            if p.group.is_some() {
-                continue;
-            }
-            p.group = Some(group);
-            if p.fence.cleared < p.fence.epoch && p.timers.get(PathTimer::FenceRetry).is_none() {
-                self.request_fence(id);
-            }
-        }
-    }
-
     /// The path's session logged in and the path reaches the device's
     /// logical unit (identity checked by the driver). `reinstated`: the
     /// login replaced an earlier session of this path.

@@ -986,21 +986,3 @@ fn a_path_added_to_a_running_device_holds_no_writes() {
     t.c.session_down(t.now, added, FailureCause::new(CauseKind::Connection, "refused"), false);
     assert_eq!(t.pick(Op::Write).path, 0);
 }
-
-#[test]
-fn a_listed_portal_group_fences_a_predecessor_through_another_portal() {
-    // A restarted daemon: p1 cannot log in, so its group is unknown; the
-    // target lists it in p0's group: a fence login with p1's ISID through
-    // p0 clears the predecessor long before the fence timeout.
-    let mut t = T::new(2, TimerConfig::default());
-    t.c.set_group(0, Some("g".into()));
-    t.c.session_up(t.now, 0, false);
-    assert!(t.c.wants_groups());
-    assert!(t.actions().is_empty(), "no group for p1 yet");
-    t.c.groups_listed(vec![(0, "other".into()), (1, "g".into())]);
-    assert_eq!(t.actions(), vec![Action::Fence { path: 1, epoch: FenceState::PREDECESSOR, via: vec![0] }]);
-    assert!(!t.c.wants_groups());
-    assert!(matches!(t.c.select(t.now, Op::Write, 4096), Selection::Fence(_)));
-    t.c.fence_done(t.now, 1, FenceState::PREDECESSOR, Ok(()));
-    assert_eq!(t.pick(Op::Write).path, 0);
-}

@@ -5,15 +5,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
 use mpio_policies::PathId;
-use mpio_transport::discovery::parse_send_targets;
-use mpio_transport::text::KeyValue;
 use mpio_transport::{ConnectionFailure, ConnectionSpec, SessionConfig, SessionEvent, SessionHandle};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use super::Inner;
 use super::completion::{failure_cause, login_seed_event};
-use crate::claim::{ClaimRefusal, claim, group_name};
+use crate::claim::{ClaimRefusal, claim};
 use crate::core::Action;
 use crate::event::DeviceEvent;
 use crate::failure::{FenceFailed, ProbeFailed};
@@ -31,8 +29,6 @@ pub(super) enum Msg {
     },
     Probed(PathId, Result<(), ProbeFailed>),
     Fenced(PathId, u64, Result<(), FenceFailed>),
-    /// Portal groups the target listed for paths not logged in yet.
-    Groups(Vec<(PathId, String)>),
 }
 
 /// Forwards a path's session events (subscribed to before the session
@@ -132,15 +128,7 @@ pub(super) fn handle_msg(inner: &Arc<Inner>, now: Instant, msg: Msg) {
             let mut c = core();
             c.set_group(id, group);
             c.session_up(now, id, reinstated);
-            if c.wants_groups() {
-                let inner = inner.clone();
-                tokio::spawn(async move {
-                    let listed = listed_groups(&inner, id).await;
-                    let _ = inner.tx.send(Msg::Groups(listed));
-                });
-            }
         }
-        Msg::Groups(listed) => core().groups_listed(listed),
         Msg::Claimed { path: id, result: Err(reason), .. } => {
             warn!(device = %inner.name, path = %inner.path_name(id), %reason, "path refused");
             core().refuse(now, id, reason.to_string());
@@ -183,37 +171,6 @@ pub(super) fn start_action(inner: &Arc<Inner>, action: Action) {
             });
         }
     }
-}
-
-/// The portal groups of the paths that have none yet, as the target lists
-/// them to `SendTargets=<target>` on path `via`'s session (each portal
-/// with its TPGT): what lets a path that cannot log in be fenced through
-/// another. Empty when the target answers nothing usable; a path with a
-/// configured group keeps it.
-async fn listed_groups(inner: &Arc<Inner>, via: PathId) -> Vec<(PathId, String)> {
-    let Some(p) = inner.path_io(via) else { return Vec::new() };
-    let Some(target) = p.session_config.target_name.clone() else { return Vec::new() };
-    let ask = vec![KeyValue::new("SendTargets", target.as_str())];
-    let listed = match p.session.text(ask).await {
-        Ok(pairs) => parse_send_targets(&pairs),
-        Err(e) => {
-            info!(device = %inner.name, error = %e, "SendTargets on a normal session refused; paths that are down wait for their own login");
-            return Vec::new();
-        }
-    };
-    let addresses: Vec<_> = listed.targets.iter().filter(|t| t.name == target).flat_map(|t| &t.addresses).collect();
-    let paths = inner.core().path_names().len();
-    (0..paths)
-        .filter_map(|id| {
-            let q = inner.path_io(id)?;
-            if q.config.group.is_some() {
-                return None;
-            }
-            let portal = &q.session_config.connections.first()?.portal;
-            let tpgt = addresses.iter().find(|a| a.portal() == portal)?.tpgt()?;
-            Some((id, group_name(&target, tpgt)))
-        })
-        .collect()
 }
 
 /// Reinstates the failed path's session (its ISID) through a healthy

@@ -15,10 +15,8 @@
 //! The same holds across a daemon's restart: what a previous daemon left
 //! on a path's ISID (commands in a dead process's socket, on the wire)
 //! is that path's predecessor, and writes wait until every path's
-//! predecessor is fenced: its first login reinstates the ISID, or, for a
-//! path that cannot log in, a login with its ISID through a portal of
-//! its group (the groups as the target lists them to SendTargets), or
-//! the fence timeout passes.
+//! predecessor is fenced (its first login reinstates the ISID), or the
+//! fence timeout passes.
 //!
 //! A device's life, as the daemon drives it:
 //!
