@@ -25,7 +25,8 @@
 //! A device in use (its block device mounted, swap, open, under
 //! device-mapper: [`in_use`]; clients connected to its NBD export) is
 //! not removed: the reload is refused before anything changes, naming
-//! the holders, and the device keeps running. The refusal covers the whole reload, not only the removal: an
+//! the holders, and the device keeps running. The refusal covers the
+//! whole reload, not only the removal: an
 //! administrator who edited several things expects them to apply
 //! together, and one that applied half would leave the file describing
 //! neither the old nor the new state. `mpio reload --force` removes it

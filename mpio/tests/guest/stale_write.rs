@@ -11,6 +11,7 @@
 
 use mpio_testbed::vm::INNER_NETNS;
 use mpio_testbed::vm::fault::{self, Netem};
+use mpio_testbed::wait::wait_until;
 
 use super::ublk_lu::{DEV, PATH_EVENT, TOOL, UblkLu};
 use super::*;
@@ -29,14 +30,11 @@ fn write(lu: &UblkLu, which: &str) -> String {
     format!("dd if=/tmp/stale-{which} of={} bs=4k count=1 oflag=direct conv=notrunc status=none", lu.dev)
 }
 
-/// Polls `done` until it holds; panics with `what` after [`PATH_EVENT`].
-/// (What it waits for has no event: a command in flight, a TCP state.)
+/// Polls `done` (every 100 ms) until it holds; panics with `what` after
+/// [`PATH_EVENT`]. What it waits for has no event: a command in flight, a
+/// TCP state.
 fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(t.elapsed() < PATH_EVENT, "{what}: not after {PATH_EVENT:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(what, PATH_EVENT, Duration::from_millis(100), || done().then_some(())).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
