@@ -20,7 +20,8 @@
 //! - the first path claimed defines the device's LU; every later claim must
 //!   reach the same LU ([`LuInfo::same_lu`]: identity, serial and size, as
 //!   tgtd can give two LUs the same NAA), and the properties that may change
-//!   between claims (write protection, write cache) take the newest reading.
+//!   between claims (write protection, write cache, and the size of a LU
+//!   with a serial: it was resized) take the newest reading.
 
 use std::sync::Arc;
 
@@ -219,7 +220,8 @@ pub(crate) enum Joined {
     Defines(LuInfo),
     /// The device's LU, as known.
     Same,
-    /// The device's LU, whose write protection or write cache changed.
+    /// The device's LU, whose write protection, write cache or size
+    /// changed.
     Changed(LuInfo),
 }
 
@@ -259,7 +261,11 @@ pub(crate) fn decide(
         Some(k) if !k.same_lu(&found) => {
             Err(ClaimRefusal::OtherLu { path, found: found.describe(), known: k.describe() })
         }
-        Some(k) if k.write_protected != found.write_protected || k.write_cache != found.write_cache => {
+        Some(k)
+            if k.write_protected != found.write_protected
+                || k.write_cache != found.write_cache
+                || k.blocks != found.blocks =>
+        {
             Ok(Joined::Changed(found))
         }
         Some(_) => Ok(Joined::Same),
@@ -291,9 +297,14 @@ pub(crate) async fn claim(inner: &Arc<Inner>, id: PathId) -> Result<Option<Strin
                     path = %name,
                     write_protected = lu.write_protected,
                     write_cache = lu.write_cache.describe(),
-                    "logical unit write protection or write cache changed"
+                    blocks = lu.blocks,
+                    "logical unit write protection, write cache or size changed"
                 );
-                *info = Some(lu);
+                let old = info.replace(lu).map(|old| old.capacity());
+                drop(info);
+                if let Some(old) = old {
+                    inner.capacity_read(id, old);
+                }
             }
             Joined::Same => {}
         }
@@ -529,14 +540,25 @@ mod tests {
     }
 
     #[test]
-    fn serial_and_size_tell_apart_lus_with_one_identity() {
-        // tgtd can give two LUs the same NAA: the serial and the size
-        // decide.
+    fn the_serial_tells_apart_lus_with_one_identity_and_a_resize_is_followed() {
+        // tgtd can give two LUs the same NAA: the serial decides.
         let a = lio_with_serial("0a1b2c3d-0001");
         let Joined::Defines(lu) = decide(&a, &P1, None, None).unwrap() else { panic!() };
-        let mut other_size = a.clone();
-        other_size.capacity = lio_without_serial(0x10000).capacity;
-        assert!(matches!(decide(&other_size, &P2, None, Some(&lu)), Err(ClaimRefusal::OtherLu { .. })));
+        // The same LU (identity and serial) with another size: resized on
+        // the target; the newer reading is its size.
+        let mut grown = a.clone();
+        grown.capacity = lio_without_serial(0x10000).capacity;
+        let Joined::Changed(newer) = decide(&grown, &P2, None, Some(&lu)).unwrap() else { panic!("resized") };
+        assert_eq!((lu.blocks, newer.blocks), (0x8000, 0x10000));
+        // Without a serial the size is all that tells two LUs apart.
+        let pin = Some("lio-disk0");
+        let Joined::Defines(bare) = decide(&lio_without_serial(0x8000), &P1, pin, None).unwrap() else { panic!() };
+        let e = decide(&lio_without_serial(0x10000), &P1, pin, Some(&bare)).unwrap_err();
+        assert!(matches!(e, ClaimRefusal::OtherLu { .. }), "{e}");
+        // Another logical block is another LU.
+        let mut reblocked = a.clone();
+        reblocked.capacity.block_len = 4096;
+        assert!(matches!(decide(&reblocked, &P2, None, Some(&lu)), Err(ClaimRefusal::OtherLu { .. })));
         let mut other_serial = a.clone();
         other_serial.serial = lio_with_serial("0a1b2c3d-0009").serial;
         assert!(matches!(decide(&other_serial, &P2, None, Some(&lu)), Err(ClaimRefusal::OtherLu { .. })));

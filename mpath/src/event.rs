@@ -71,6 +71,16 @@ pub enum EventKind {
     PathRemoving,
     /// A removed path is drained and logged out.
     PathRemoved,
+    /// The logical unit's capacity changed on the target (read by a
+    /// rescan, a path's claim, or after UNIT ATTENTION 2A/09): requests
+    /// are checked against the new size, and frontends show it where they
+    /// can ([`crate::Device::rescan`]).
+    CapacityChanged {
+        /// Bytes before.
+        old: u64,
+        /// Bytes now.
+        new: u64,
+    },
 }
 
 /// One event.
@@ -114,6 +124,7 @@ impl EventKind {
             EventKind::PathAdded => "path_added",
             EventKind::PathRemoving => "path_removing",
             EventKind::PathRemoved => "path_removed",
+            EventKind::CapacityChanged { .. } => "capacity_changed",
         }
     }
 }

@@ -36,7 +36,7 @@ pub mod timers;
 pub use crate::block::{BlockDevice, Discard, Errno, Geometry, IoError, IoErrorKind, ReadBuf, ZeroFlags};
 pub use crate::core::{DeviceCore, DeviceCounters, DeviceSnapshot, Durability, PathPhase, PathSnapshot, PathStatus};
 pub use claim::ClaimRefusal;
-pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, DeviceEvents, LuInfo, PathConfig};
+pub use device::{BoxFuture, BringUp, Device, DeviceConfig, DeviceError, DeviceEvents, LuInfo, PathConfig, Rescan};
 pub use durability::{WriteCache, WritePlan};
 pub use event::{DeviceEvent, EventKind};
 pub use failure::{BringUpRefused, CauseKind, FailureCause, FenceFailed, ProbeFailed};

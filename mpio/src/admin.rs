@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::control::client::Client;
 use crate::control::proto::{
-    DeviceSummary, DeviceView, EventView, PathView, PolicyView, ReloadView, Request, StatusView, UblkDeviceView,
+    DeviceSummary, DeviceView, EventView, PathView, PolicyView, ReloadView, Request, RescanView, StatusView,
+    UblkDeviceView,
 };
 use crate::output;
 use crate::policy_args::PolicyParams;
@@ -121,6 +122,11 @@ pub(crate) enum DeviceCommand {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Read the LU's capacity again after resizing it on the target (as
+    /// `iscsiadm -R` and `multipathd resize map` do): the device takes the
+    /// new size, NBD clients see it from their next connection, and
+    /// /dev/ublkbN is resized where the kernel can (Linux 6.16).
+    Rescan { device: String },
 }
 
 /// `mpio path`.
@@ -212,6 +218,9 @@ pub(crate) async fn run(cmd: AdminCommand, socket: &Path) -> Result<()> {
                 outln!("{}: {} ({} of {} paths usable)", s.name, s.state, s.paths_usable, s.paths_total);
             })
             .await
+        }
+        AdminCommand::Device { cmd: DeviceCommand::Rescan { device }, out } => {
+            show::<RescanView>(&mut c, out, Request::DeviceRescan { device }, print_rescan).await
         }
         AdminCommand::Path { cmd: PathCommand::List { device }, out } => {
             show::<Vec<PathView>>(&mut c, out, Request::PathList { device }, |v| print_paths(&v)).await
@@ -368,6 +377,34 @@ fn print_devices(list: &[DeviceSummary]) {
     output::table(&rows);
 }
 
+/// The block device and its size, with why its size is not the LU's; or
+/// why there is none.
+fn block_device(s: &DeviceSummary) -> String {
+    match (&s.block_device, s.block_device_bytes, &s.frontend_problem) {
+        (Some(dev), Some(bytes), None) => format!("{dev} ({})", size(bytes)),
+        (Some(dev), Some(bytes), Some(p)) => format!("{dev} ({}): {p}", size(bytes)),
+        (Some(dev), None, _) => dev.clone(),
+        (None, _, p) => p.clone().unwrap_or_else(|| "-".into()),
+    }
+}
+
+fn print_rescan(r: RescanView) {
+    if r.old_bytes == r.new_bytes {
+        outln!("{}: capacity unchanged, {} (read through {})", r.device, size(r.new_bytes), r.path);
+    } else {
+        outln!("{}: capacity {} -> {} (read through {})", r.device, size(r.old_bytes), size(r.new_bytes), r.path);
+    }
+    if let (Some(dev), Some(bytes)) = (&r.block_device, r.block_device_bytes) {
+        outln!("{dev}: {}", size(bytes));
+    }
+    if let Some(note) = &r.block_device_note {
+        outln!("{note}");
+    }
+    if let Some(export) = &r.export {
+        outln!("NBD export {export}: clients see {} from their next connection", size(r.new_bytes));
+    }
+}
+
 fn print_device(d: DeviceView) {
     let s = &d.summary;
     output::fields(&[
@@ -387,7 +424,7 @@ fn print_device(d: DeviceView) {
         ("hold", d.hold.clone()),
         ("frontend", if s.frontends.is_empty() { "none".into() } else { s.frontends.join(", ") }),
         ("export", opt(&s.export)),
-        ("block device", s.block_device.clone().or_else(|| s.frontend_problem.clone()).unwrap_or_else(|| "-".into())),
+        ("block device", block_device(s)),
         ("failovers", d.failovers.to_string()),
         ("failbacks", d.failbacks.to_string()),
         (

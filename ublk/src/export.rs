@@ -1,6 +1,7 @@
 //! A device served as `/dev/ublkbN`: added, started, stopped, removed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
@@ -69,9 +70,9 @@ pub enum StartError {
         /// Why, with a hint where there is one.
         detail: String,
     },
-    /// The device left by a previous daemon does not have the LU's
-    /// geometry (the configuration now points the name at another LU, or
-    /// the LU was resized while no daemon ran).
+    /// The device left by a previous daemon does not fit the LU (the
+    /// configuration now points the name at another LU, or the LU shrank
+    /// or changed its block while no daemon ran).
     #[error(
         "/dev/ublkb{id}, left by the previous daemon for this device, has {device_bytes} bytes in \
          {device_block}-byte blocks but the LU has {lu_bytes} bytes in {lu_block}-byte blocks: not reattached. \
@@ -98,11 +99,42 @@ pub enum StartError {
     Gone,
 }
 
+/// Why `/dev/ublkbN` did not take the LU's new size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResizeError {
+    /// The driver has no `UBLK_U_CMD_UPDATE_SIZE` (before Linux 6.16).
+    #[error(
+        "{path} keeps {bytes} bytes: this kernel's ublk driver cannot resize a device in use \
+         (UBLK_U_CMD_UPDATE_SIZE came with Linux 6.16). It shows the new size once it is made again: unmount it, \
+         then restart the daemon (a clean stop removes the device), or remove the device from the configuration, \
+         reload, and add it back"
+    )]
+    Unsupported {
+        /// `/dev/ublkbN`.
+        path: String,
+        /// The size it keeps.
+        bytes: u64,
+    },
+    /// The driver refused the new size.
+    #[error("the ublk driver refused to resize {path} to {bytes} bytes: {detail}")]
+    Driver {
+        /// `/dev/ublkbN`.
+        path: String,
+        /// The size asked for.
+        bytes: u64,
+        /// Why.
+        detail: String,
+    },
+}
+
 /// A device served as `/dev/ublkbN` until [`UblkExport::stop`].
 pub struct UblkExport {
     ctrl: Arc<UblkCtrl>,
     id: u32,
     path: PathBuf,
+    /// The size the block device shows, in bytes.
+    capacity: Arc<AtomicU64>,
     /// Runs libublk's `run_target`: returns once the queues are down.
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -126,15 +158,17 @@ impl UblkExport {
         config: UblkConfig,
         lane: Option<Lane>,
     ) -> Result<UblkExport, StartError> {
-        UblkExport::serve(device, config, lane, Mode::Add).await
+        UblkExport::serve(device, config, lane, Mode::Add, None).await
     }
 
     /// Takes over `existing`, a device a previous server left (see
     /// [`Existing::reattachable`]), and serves it with `device`; returns
     /// once it is live again: the I/O that waited in the kernel then
-    /// reaches `device`. Refused when the device's capacity or logical
-    /// block is not the LU's. The device keeps its own queues, depth and
-    /// buffers (`config`'s are for a new device).
+    /// reaches `device`. Refused when the LU's logical block is another,
+    /// or the LU is smaller than the device. A device smaller than the LU
+    /// (it grew while no daemon ran) keeps its size: [`UblkExport::resize`]
+    /// may grow it. The device keeps its own queues, depth and buffers
+    /// (`config`'s are for a new device).
     pub async fn reattach<D: BlockDevice>(
         device: Arc<D>,
         config: UblkConfig,
@@ -142,26 +176,31 @@ impl UblkExport {
         existing: &Existing,
     ) -> Result<UblkExport, StartError> {
         let geometry = device.geometry().map_err(StartError::NotReady)?;
-        same_geometry(existing, geometry.capacity, geometry.logical_block)?;
+        let capacity = fits(existing, geometry.capacity, geometry.logical_block)?;
         let config = UblkConfig {
             queues: existing.queues,
             depth: existing.depth,
             buffer_bytes: existing.buffer_bytes,
             ..config
         };
-        UblkExport::serve(device, config, lane, Mode::Reattach(existing.id)).await
+        UblkExport::serve(device, config, lane, Mode::Reattach(existing.id), Some(capacity)).await
     }
 
+    /// Serves the device with the LU's geometry, but `capacity` bytes when
+    /// given (a reattached device keeps its size: the driver's parameters
+    /// must say what its disk is).
     async fn serve<D: BlockDevice>(
         device: Arc<D>,
         config: UblkConfig,
         lane: Option<Lane>,
         mode: Mode,
+        capacity: Option<u64>,
     ) -> Result<UblkExport, StartError> {
         if !Path::new(CONTROL).exists() {
             return Err(StartError::NoDriver);
         }
-        let geometry = device.geometry().map_err(StartError::NotReady)?;
+        let mut geometry = device.geometry().map_err(StartError::NotReady)?;
+        geometry.capacity = capacity.unwrap_or(geometry.capacity);
         let params = params::for_geometry(&geometry, config.buffer_bytes)?;
         let shared = Shared { device, lane, name: config.name.clone() };
         let (tx, rx) = oneshot::channel::<Started>();
@@ -178,7 +217,8 @@ impl UblkExport {
                     Mode::Reattach(_) => "ublk device reattached",
                 };
                 info!(device = %path.display(), queues = info.nr_hw_queues, depth = info.queue_depth, "{how}");
-                Ok(UblkExport { ctrl, id: info.dev_id, path, thread: Some(thread) })
+                let capacity = Arc::new(AtomicU64::new(geometry.capacity));
+                Ok(UblkExport { ctrl, id: info.dev_id, path, capacity, thread: Some(thread) })
             }
             // The thread is left to finish by itself: a device the driver
             // would not start may keep it waiting (see the crate docs).
@@ -195,6 +235,49 @@ impl UblkExport {
     /// The block device, `/dev/ublkbN`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The size the block device shows, in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::Acquire)
+    }
+
+    /// Whether the driver can resize a live device (`UBLK_F_UPDATE_SIZE`,
+    /// Linux 6.16).
+    pub fn can_resize(&self) -> bool {
+        self.ctrl.get_driver_features().is_some_and(|f| f & u64::from(libublk::sys::UBLK_F_UPDATE_SIZE) != 0)
+    }
+
+    /// Gives the block device `bytes` (a whole number of its logical
+    /// blocks): what the LU has after it was resized on the target. The
+    /// kernel sees the new size at once; a filesystem on it grows only when
+    /// told (`resize2fs`). A shrink is the caller's to allow: what lies
+    /// beyond the new end is gone for whoever uses the device. Refused,
+    /// saying what to do instead, by a driver without the command.
+    pub fn resize(&self, bytes: u64) -> impl Future<Output = Result<(), ResizeError>> + Send + 'static {
+        let (ctrl, capacity, can) = (self.ctrl.clone(), self.capacity.clone(), self.can_resize());
+        let path = self.path.display().to_string();
+        async move {
+            if capacity.load(Ordering::Acquire) == bytes {
+                return Ok(());
+            }
+            if !can {
+                return Err(ResizeError::Unsupported { path, bytes: capacity.load(Ordering::Acquire) });
+            }
+            let done = tokio::task::spawn_blocking(move || control_ring().and_then(|()| ctrl.update_size(bytes)))
+                .await
+                .map_err(|e| UblkError::OtherError(if e.is_panic() { -libc::EIO } else { -libc::ECANCELED }))
+                .and_then(|r| r);
+            match done {
+                Ok(r) if r >= 0 => {
+                    capacity.store(bytes, Ordering::Release);
+                    info!(device = %path, bytes, "ublk device resized");
+                    Ok(())
+                }
+                Ok(r) => Err(ResizeError::Driver { path, bytes, detail: describe(&UblkError::OtherError(r)) }),
+                Err(e) => Err(ResizeError::Driver { path, bytes, detail: describe(&e) }),
+            }
+        }
     }
 
     /// Stops the device (requests in flight finish first: the kernel
@@ -358,12 +441,13 @@ fn control_ring() -> Result<(), UblkError> {
 }
 
 /// A device left by a previous server may be reattached only with the
-/// LU's size and logical block: anything else would shift or cut what a
-/// filesystem on it reads.
-fn same_geometry(existing: &Existing, lu_bytes: u64, lu_block: u32) -> Result<(), StartError> {
+/// LU's logical block and a size the LU still has: anything else would
+/// shift or cut what a filesystem on it reads. A LU that grew meanwhile
+/// is fine (the device shows its start). Returns the device's size.
+fn fits(existing: &Existing, lu_bytes: u64, lu_block: u32) -> Result<u64, StartError> {
     let (device_bytes, device_block) = (existing.capacity.unwrap_or(0), existing.logical_block.unwrap_or(0));
-    if (device_bytes, device_block) == (lu_bytes, lu_block) {
-        return Ok(());
+    if device_block == lu_block && device_bytes != 0 && device_bytes <= lu_bytes {
+        return Ok(device_bytes);
     }
     Err(StartError::Mismatch { id: existing.id, device_bytes, device_block, lu_bytes, lu_block })
 }
@@ -401,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn a_device_left_behind_is_reattached_only_with_the_lus_size_and_block() {
+    fn a_device_left_behind_is_reattached_only_with_the_lus_block_and_within_its_size() {
         let left = Existing {
             id: 3,
             name: Some("d0".into()),
@@ -416,15 +500,18 @@ mod tests {
             capacity: Some(256 << 20),
             logical_block: Some(512),
         };
-        assert!(same_geometry(&left, 256 << 20, 512).is_ok());
-        let e = same_geometry(&left, 64 << 20, 512).unwrap_err().to_string();
+        assert_eq!(fits(&left, 256 << 20, 512).unwrap(), 256 << 20);
+        // The LU grew while no daemon ran: the device keeps its size.
+        assert_eq!(fits(&left, 512 << 20, 512).unwrap(), 256 << 20);
+        // It shrank: what lies past its end would be cut off.
+        let e = fits(&left, 64 << 20, 512).unwrap_err().to_string();
         assert!(
             e.contains("268435456 bytes in 512-byte blocks") && e.contains("67108864 bytes in 512-byte blocks"),
             "{e}"
         );
         assert!(e.contains("/dev/ublkb3") && e.contains("mpio ublk remove 3"), "{e}");
-        assert!(same_geometry(&left, 256 << 20, 4096).is_err(), "another logical block");
+        assert!(fits(&left, 256 << 20, 4096).is_err(), "another logical block");
         let no_params = Existing { capacity: None, logical_block: None, ..left };
-        assert!(same_geometry(&no_params, 256 << 20, 512).is_err());
+        assert!(fits(&no_params, 256 << 20, 512).is_err());
     }
 }

@@ -76,9 +76,18 @@
 //! new queues, `END_USER_RECOVERY`). A normal stop still removes the
 //! device. Proven in the VM by `mpio/tests/guest/restart.rs`.
 //!
+//! # Capacity changes
+//!
+//! When the LU is resized on the target, [`UblkExport::resize`] gives
+//! `/dev/ublkbN` its new size with `UBLK_U_CMD_UPDATE_SIZE`, which the
+//! driver has from Linux 6.16 (`UBLK_F_UPDATE_SIZE` among its features).
+//! 6.12's driver has no way to resize a started device: the device keeps
+//! its size and the refusal says how to get the new one (make the device
+//! again). A device reattached after its LU grew keeps its size too.
+//!
 //! # Not yet
 //!
-//! Capacity changes (`UBLK_U_CMD_UPDATE_SIZE`), user copy. A device that
+//! User copy. A device that
 //! the driver refuses to start (or to end the recovery of) after its
 //! queues were set up is left to the kernel (libublk then cannot stop its
 //! queue threads); a reattach whose queues cannot be set up waits in
@@ -94,6 +103,6 @@ mod queue;
 pub mod request;
 
 pub use existing::Existing;
-pub use export::{CONTROL, StartError, UblkConfig, UblkExport};
+pub use export::{CONTROL, ResizeError, StartError, UblkConfig, UblkExport};
 pub use lane::Lane;
 pub use mpio_mpath::{BlockDevice, Geometry};

@@ -180,6 +180,17 @@ impl DeviceCore {
         self.event(now, Some(path), EventKind::LoginFailed, why, seed_event);
     }
 
+    /// The LU's capacity changed from `old` to `new` bytes, as read
+    /// through `path` (the device's LU record holds the new size): an event
+    /// for the journal and for the frontends, which show the new size where
+    /// they can.
+    pub fn capacity_changed(&mut self, now: Instant, path: PathId, old: u64, new: u64) {
+        let name = self.path_name(path).unwrap_or("?").to_owned();
+        let how = if new > old { "grew" } else { "shrank" };
+        let why = format!("the logical unit {how} from {old} to {new} bytes (read through {name})");
+        self.event(now, Some(path), EventKind::CapacityChanged { old, new }, why, None);
+    }
+
     /// Counts what making a write durable took (see [`Durability`]).
     pub fn durability_command(&mut self, what: Durability) {
         match what {

@@ -3,7 +3,7 @@
 //! path's failure cause with whether the failed nexus may still execute
 //! the command (which decides the write fence).
 
-use mpio_dsm::classify::{ErrorClass, classify};
+use mpio_dsm::classify::{ErrorClass, RetryKind, classify};
 use mpio_dsm::{ScsiStatus, Sense};
 use mpio_transport::login::LoginError;
 use mpio_transport::{ConnectionFailure, ScsiResult, TaskError};
@@ -52,6 +52,15 @@ pub(super) fn classify_result(r: &Result<ScsiResult, TaskError>) -> Completion {
         },
         Err(e) => Completion::Fatal { errno: Errno::Io, why: e.to_string() },
     }
+}
+
+/// The command ended in UNIT ATTENTION 2A/09 (CAPACITY DATA HAS
+/// CHANGED): the LU's capacity is to be read again (it is retried all the
+/// same, as every unit attention is).
+pub(super) fn reports_capacity_change(r: &Result<ScsiResult, TaskError>) -> bool {
+    let Ok(r) = r else { return false };
+    let Some(sense) = r.sense.as_deref().and_then(|s| Sense::parse(s).ok()) else { return false };
+    classify(ScsiStatus(r.status), Some(&sense)) == ErrorClass::Retry(RetryKind::CapacityChanged)
 }
 
 pub(super) fn describe(r: &ScsiResult, sense: &Option<Sense>) -> String {
@@ -158,6 +167,14 @@ mod tests {
             panic!()
         };
         assert!(immediate);
+        // UNIT ATTENTION 2A/09: retried at once, and the capacity read
+        // again; other attentions are not capacity changes.
+        let resized = answered(2, Some((0x06, 0x2a, 0x09)));
+        assert!(matches!(classify_result(&resized), Completion::Retry { immediate: true, .. }));
+        assert!(reports_capacity_change(&resized));
+        assert!(!reports_capacity_change(&answered(2, Some((0x06, 0x29, 0x00)))));
+        assert!(!reports_capacity_change(&answered(2, Some((0x06, 0x2a, 0x03)))));
+        assert!(!reports_capacity_change(&answered(0, None)));
         // Terminated by a task management function: sent again at once.
         assert!(matches!(classify_result(&Err(TaskError::Aborted)), Completion::Retry { immediate: true, .. }));
         // An invalid request never left: EIO, no failover.

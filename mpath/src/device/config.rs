@@ -210,6 +210,14 @@ pub enum DeviceError {
     /// A policy change, a path's role change or a removal was refused.
     #[error("{0}")]
     Policy(#[from] PolicyError),
+    /// The capacity could not be read again ([`Device::rescan`](crate::Device::rescan)).
+    #[error("device {device}: rescan: {reason}")]
+    Rescan {
+        /// Device.
+        device: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl DeviceError {
@@ -226,7 +234,10 @@ impl DeviceError {
 
     fn status(&self) -> Option<(u32, &'static str)> {
         match self {
-            DeviceError::Config(_) | DeviceError::NotAllReady { .. } | DeviceError::PathFailed { .. } => None,
+            DeviceError::Config(_)
+            | DeviceError::NotAllReady { .. }
+            | DeviceError::PathFailed { .. }
+            | DeviceError::Rescan { .. } => None,
             // The seed's startup wait for persistent logins (ISDSC_PERSISTENT_LOGIN_TIMEOUT).
             DeviceError::NoPath { .. } => Some((0xEFFF_0047, "ISDSC_PERSISTENT_LOGIN_TIMEOUT")),
             DeviceError::UnknownPath { .. } | DeviceError::PathRemoving { .. } => {

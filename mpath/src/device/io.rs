@@ -9,7 +9,7 @@ use mpio_dsm::{Command, cdb};
 use mpio_transport::{ScsiResult, TaskError};
 use tracing::debug;
 
-use super::completion::classify_result;
+use super::completion::{classify_result, reports_capacity_change};
 use super::{Device, LuInfo, Waiting};
 use crate::block::{Errno, Geometry, IoError, ReadBuf, ZeroFlags};
 use crate::core::{Durability, Fence, PathStatus, Selection, Verdict};
@@ -243,6 +243,9 @@ impl Device {
                 None => Err(TaskError::SessionClosed),
             };
             let completion = classify_result(&result);
+            if reports_capacity_change(&result) {
+                self.capacity_may_have_changed();
+            }
             let (verdict, draining) = {
                 let mut core = self.core();
                 let verdict = core.complete(Instant::now(), ticket, t0.elapsed(), completion, attempt);

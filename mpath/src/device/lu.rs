@@ -94,12 +94,15 @@ impl LuInfo {
     }
 
     /// Same logical unit. tgtd can give two LUs the same NAA designator
-    /// (its NAA is built from the hex digits of scsi_id), so the serial,
-    /// size and block size must match too.
+    /// (its NAA is built from the hex digits of scsi_id), so the serial and
+    /// block size must match too. The size may differ when the LU has a
+    /// serial: it was resized on the target, and the newer reading is its
+    /// size. Without a serial the size is all that tells apart two LUs
+    /// that one designator (or a pin) names, so it must match.
     pub(crate) fn same_lu(&self, other: &LuInfo) -> bool {
         self.identity == other.identity
             && self.serial == other.serial
             && self.block_len == other.block_len
-            && self.blocks == other.blocks
+            && (self.blocks == other.blocks || self.serial.is_some())
     }
 }

@@ -36,17 +36,20 @@
 //!   `mpio path list` and the metrics show.
 //!
 //! Its parts: [`config`] (paths, timers, bring-up steps, refusals), [`lu`]
-//! (the LU and its geometry), `io` (requests split into commands and run
+//! (the LU and its geometry), `capacity` (following a LU resized on the
+//! target), `io` (requests split into commands and run
 //! over the paths), `completion` (a command's outcome classified, and
 //! whether a failed nexus may still execute it), `driver` (session events,
 //! claims, probes, fences, timers).
 
+mod capacity;
 mod completion;
 pub mod config;
 mod driver;
 mod io;
 pub mod lu;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -61,6 +64,7 @@ use crate::scsi::LuAccess;
 use crate::session_view::SessionView;
 use crate::timers::HoldMode;
 
+pub use capacity::Rescan;
 pub use config::{BoxFuture, BringUp, DeviceConfig, DeviceError, PathConfig};
 use driver::{Msg, drive, watch_session};
 pub use lu::LuInfo;
@@ -111,6 +115,10 @@ pub(crate) struct Inner {
     events: broadcast::Sender<(SystemTime, DeviceEvent)>,
     /// To the driver (session events of every path, claims, probes, fences).
     tx: mpsc::UnboundedSender<Msg>,
+    /// Held by a rescan: one reads the capacity at a time.
+    rescanning: tokio::sync::Mutex<()>,
+    /// A background rescan (after UNIT ATTENTION 2A/09) is under way.
+    rescan_pending: AtomicBool,
 }
 
 impl Inner {
@@ -236,6 +244,8 @@ impl Device {
             kick: Notify::new(),
             events,
             tx,
+            rescanning: tokio::sync::Mutex::new(()),
+            rescan_pending: AtomicBool::new(false),
         });
         for (id, events) in watches.into_iter().enumerate() {
             watch_session(id, events, inner.tx.clone());

@@ -31,6 +31,9 @@ pub(crate) enum Request {
     /// Waits until a path of the device carries I/O, or (`all_paths`)
     /// every path; fails after `timeout_ms` with each path's reason.
     DeviceWait { device: String, all_paths: bool, timeout_ms: u64 },
+    /// Read the LU's capacity again (after it was resized on the target)
+    /// and give the block device the new size where the kernel can.
+    DeviceRescan { device: String },
     /// Paths of one device or of all.
     PathList { device: Option<String> },
     /// Take a path out of service.
@@ -149,10 +152,32 @@ pub(crate) struct DeviceSummary {
     /// The kernel block device (`/dev/ublkbN`), when there is one.
     #[serde(default)]
     pub(crate) block_device: Option<String>,
+    /// The size the block device shows (it may lag the LU's after the LU
+    /// was resized: `frontend_problem` then says why).
+    #[serde(default)]
+    pub(crate) block_device_bytes: Option<u64>,
     /// Why a block device the device should have is not there (waiting
-    /// for the LU, refused by the driver).
+    /// for the LU, refused by the driver), or does not have the LU's size.
     #[serde(default)]
     pub(crate) frontend_problem: Option<String>,
+}
+
+/// `mpio device rescan`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(crate) struct RescanView {
+    pub(crate) device: String,
+    /// The path the capacity was read through.
+    pub(crate) path: String,
+    pub(crate) old_bytes: u64,
+    pub(crate) new_bytes: u64,
+    /// The block device and the size it shows now.
+    pub(crate) block_device: Option<String>,
+    pub(crate) block_device_bytes: Option<u64>,
+    /// What happened to the block device's size (resized, or why not).
+    pub(crate) block_device_note: Option<String>,
+    /// The NBD export, whose clients see the new size from their next
+    /// connection on.
+    pub(crate) export: Option<String>,
 }
 
 /// `mpio device show`.

@@ -9,7 +9,9 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{Daemon, reload, server, views};
-use crate::control::proto::{EventView, Failure, PathView, PolicyChange, Request, Response, StatusView, VERSION};
+use crate::control::proto::{
+    EventView, Failure, PathView, PolicyChange, Request, RescanView, Response, StatusView, VERSION,
+};
 
 /// A request's outcome.
 pub(super) enum Answer {
@@ -44,6 +46,7 @@ pub(super) async fn handle(d: &Arc<Daemon>, req: Request) -> Answer {
         Request::DeviceWait { device, all_paths, timeout_ms } => {
             Answer::Done(wait_device(d, &device, all_paths, Duration::from_millis(timeout_ms)).await)
         }
+        Request::DeviceRescan { device } => Answer::Done(rescan(d, &device).await),
         Request::PathList { device } => {
             if let Some(name) = &device
                 && let Err(e) = d.device(name)
@@ -142,6 +145,29 @@ async fn wait_device(d: &Daemon, name: &str, all_paths: bool, timeout: Duration)
     }
     // Reload may have removed the device while it was waited for.
     managed(d, name, |m| views::summary(m, &m.device.snapshot())).map_err(Failure::new).and_then(ok)
+}
+
+/// `mpio device rescan`: the LU's capacity read again, and the block
+/// device given it (the device's own follower does the same on the
+/// event; doing it here lets the answer say what happened).
+async fn rescan(d: &Daemon, name: &str) -> Result<Value, Failure> {
+    let dev = d.device(name).map_err(Failure::new)?;
+    let r = dev.rescan().await.map_err(|e| device_failure(&e))?;
+    let follow = managed(d, name, |m| m.follow_capacity()).map_err(Failure::new)?;
+    let note = follow.await.map(|r| r.unwrap_or_else(|e| e));
+    let view = managed(d, name, |m| RescanView {
+        device: name.to_owned(),
+        path: r.path.clone(),
+        old_bytes: r.old,
+        new_bytes: r.new,
+        block_device: m.block_device(),
+        block_device_bytes: m.block_device_bytes(),
+        // Nothing done now: the follower may have acted on the event first.
+        block_device_note: note.or_else(|| m.frontend_problem()),
+        export: m.export.clone(),
+    })
+    .map_err(Failure::new)?;
+    ok(view)
 }
 
 fn managed<T>(d: &Daemon, name: &str, f: impl FnOnce(&super::Managed) -> T) -> Result<T, String> {

@@ -62,6 +62,10 @@ pub(crate) struct Managed {
     events: JoinHandle<()>,
 }
 
+/// A block device taking its LU's size: what was done (`Ok`), why it
+/// could not be (`Err`), or `None` when there was nothing to do.
+pub(crate) type Resizing = std::pin::Pin<Box<dyn Future<Output = Option<Result<String, String>>> + Send>>;
+
 impl Managed {
     /// Its block device (`/dev/ublkbN`), once there is one.
     pub(crate) fn block_device(&self) -> Option<String> {
@@ -70,6 +74,25 @@ impl Managed {
             return u.path();
         }
         None
+    }
+
+    /// The size its block device shows, once there is one.
+    pub(crate) fn block_device_bytes(&self) -> Option<u64> {
+        #[cfg(feature = "ublk")]
+        if let Some(u) = &self.ublk {
+            return u.capacity();
+        }
+        None
+    }
+
+    /// Gives its block device the LU's size now; what was done (`None`:
+    /// no block device, or it has the size already).
+    pub(crate) fn follow_capacity(&self) -> Resizing {
+        #[cfg(feature = "ublk")]
+        if let Some(u) = &self.ublk {
+            return Box::pin(u.follow_capacity(self.device.clone()));
+        }
+        Box::pin(std::future::ready(None))
     }
 
     /// The device and its frontends, for a metrics scrape.

@@ -7,11 +7,19 @@
 //! daemon (control socket), its server gone. Events: `ublk_recovering`
 //! when it is found, `ublk_reattached` once it serves again,
 //! `ublk_created` for a new device, `ublk_failed` with the reason.
+//!
+//! When the LU is resized on the target (the device's `capacity_changed`
+//! event: `mpio device rescan`, UNIT ATTENTION 2A/09, a path's claim), the
+//! block device is given the new size where the kernel can
+//! (`ublk_resized`); where it cannot (Linux before 6.16) it keeps its size,
+//! `ublk_resize_failed` says why and what to do, and `mpio device show`
+//! keeps saying so until the sizes agree again.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use mpio_mpath::Device;
+use mpio_mpath::event::EventKind;
 use mpio_ublk::{Existing, Lane, UblkConfig, UblkExport};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, watch};
@@ -35,9 +43,64 @@ enum State {
     Stopped,
 }
 
+/// What follows the LU's size: the frontend's state, why the block
+/// device's size is not the LU's (when it is not), and where events go.
+struct Sizing {
+    name: String,
+    daemon: Weak<Daemon>,
+    state: Arc<Mutex<State>>,
+    problem: Mutex<Option<String>>,
+}
+
+impl Sizing {
+    fn event(&self, kind: &str, reason: &str) {
+        if let Some(d) = self.daemon.upgrade() {
+            d.event(&self.name, kind, reason);
+        }
+    }
+
+    /// Gives the block device the LU's size when they differ. Returns what
+    /// was done (`None`: no block device, or nothing to do); a refusal is
+    /// raised as an event once per reason and kept for `device show`.
+    async fn follow(&self, device: &Device) -> Option<Result<String, String>> {
+        let want = device.geometry().ok()?.capacity;
+        let (have, path, resize) = match &*lock(&self.state) {
+            State::Up(e) => (e.capacity(), e.path().display().to_string(), e.resize(want)),
+            _ => return None,
+        };
+        if have == want {
+            *lock_problem(&self.problem) = None;
+            return None;
+        }
+        match resize.await {
+            Ok(()) => {
+                let done = format!("{path} resized from {have} to {want} bytes");
+                info!(device = self.name, "ublk: {done}");
+                *lock_problem(&self.problem) = None;
+                self.event("ublk_resized", &done);
+                Some(Ok(done))
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let new = lock_problem(&self.problem).replace(why.clone()).as_ref() != Some(&why);
+                if new {
+                    warn!(device = self.name, "ublk: {why}");
+                    self.event("ublk_resize_failed", &why);
+                }
+                Some(Err(why))
+            }
+        }
+    }
+}
+
+fn lock_problem(p: &Mutex<Option<String>>) -> MutexGuard<'_, Option<String>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The ublk frontend of one device.
 pub(crate) struct UblkFrontend {
     state: Arc<Mutex<State>>,
+    sizing: Arc<Sizing>,
     /// Changed once the state leaves Waiting.
     settled: watch::Receiver<()>,
     cancel: Arc<Notify>,
@@ -61,8 +124,29 @@ impl UblkFrontend {
         let cancel = Arc::new(Notify::new());
         let (settle, settled) = watch::channel(());
         let config = UblkConfig { owner, ..queues.apply(UblkConfig::new(device.name())) };
-        let task = tokio::spawn(create(daemon, device, lane, config, state.clone(), settle, cancel.clone()));
-        UblkFrontend { state, settled, cancel, task }
+        let sizing =
+            Arc::new(Sizing { name: config.name.clone(), daemon, state: state.clone(), problem: Mutex::new(None) });
+        let task = tokio::spawn(serve(sizing.clone(), device, lane, config, settle, cancel.clone()));
+        UblkFrontend { state, sizing, settled, cancel, task }
+    }
+
+    /// Gives the block device the LU's size now (after `mpio device
+    /// rescan`), as it does by itself on every capacity change; what was
+    /// done, `None` when there was nothing to do.
+    pub(crate) fn follow_capacity(
+        &self,
+        device: Device,
+    ) -> impl Future<Output = Option<Result<String, String>>> + Send + 'static {
+        let sizing = self.sizing.clone();
+        async move { sizing.follow(&device).await }
+    }
+
+    /// The size the block device shows, once it is up.
+    pub(crate) fn capacity(&self) -> Option<u64> {
+        match &*lock(&self.state) {
+            State::Up(e) => Some(e.capacity()),
+            _ => None,
+        }
     }
 
     /// Resolves once the block device is there, or with why it will not
@@ -113,7 +197,8 @@ impl UblkFrontend {
                 Some(format!("ublk: /dev/ublkb{id}, left by the previous daemon, is reattached once the LU is known"))
             }
             State::Failed(e) => Some(format!("ublk: {e}")),
-            State::Up(_) | State::Stopped => None,
+            State::Up(_) => lock_problem(&self.sizing.problem).as_ref().map(|p| format!("ublk: {p}")),
+            State::Stopped => None,
         }
     }
 
@@ -134,29 +219,58 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Finds the device the previous daemon left, waits for the LU's
-/// geometry, then takes that device over or adds a new one.
-async fn create(
-    daemon: Weak<Daemon>,
+/// Makes the block device ([`create`]), then gives it the LU's size on
+/// every capacity change until the frontend stops.
+async fn serve(
+    sizing: Arc<Sizing>,
     device: Device,
     lane: Option<Lane>,
     config: UblkConfig,
-    state: Arc<Mutex<State>>,
     settle: watch::Sender<()>,
     cancel: Arc<Notify>,
 ) {
-    let name = config.name.clone();
-    let event = |kind: &str, reason: &str| {
-        if let Some(d) = daemon.upgrade() {
-            d.event(&name, kind, reason);
+    // Subscribed before the device is made: a change meanwhile is seen.
+    let mut events = device.events();
+    if !create(&sizing, device.clone(), lane, config, settle, &cancel).await {
+        return;
+    }
+    loop {
+        // The LU may have been resized while the device was made, or
+        // before the previous daemon's device was taken over.
+        sizing.follow(&device).await;
+        loop {
+            tokio::select! {
+                _ = cancel.notified() => return,
+                event = events.recv() => match event {
+                    Ok((_, e)) if matches!(e.kind, EventKind::CapacityChanged { .. }) => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                },
+            }
         }
-    };
+    }
+}
+
+/// Finds the device the previous daemon left, waits for the LU's
+/// geometry, then takes that device over or adds a new one. False when
+/// it was cancelled or failed.
+async fn create(
+    sizing: &Sizing,
+    device: Device,
+    lane: Option<Lane>,
+    config: UblkConfig,
+    settle: watch::Sender<()>,
+    cancel: &Notify,
+) -> bool {
+    let (name, state) = (config.name.clone(), &sizing.state);
+    let event = |kind: &str, reason: &str| sizing.event(kind, reason);
     let left = {
         let (name, owner) = (config.name.clone(), config.owner.clone());
         tokio::task::spawn_blocking(move || left_behind(&name, &owner)).await.ok().flatten()
     };
     if let Some(e) = &left {
-        *lock(&state) = State::Reattaching(e.id);
+        *lock(state) = State::Reattaching(e.id);
         let reason = format!(
             "{} ({}, its server pid {} gone): I/O waits in the kernel; reattached once the LU is known",
             e.path(),
@@ -167,8 +281,8 @@ async fn create(
         event("ublk_recovering", &reason);
     }
     tokio::select! {
-        _ = cancel.notified() => return,
-        known = known_geometry(&device) => if !known { return },
+        _ = cancel.notified() => return false,
+        known = known_geometry(&device) => if !known { return false },
     }
     let device = Arc::new(device);
     let result = match &left {
@@ -184,11 +298,13 @@ async fn create(
         warn!(device = name, "ublk: {e}");
     }
     event(kind, &reason);
-    *lock(&state) = match result {
+    let up = result.is_ok();
+    *lock(state) = match result {
         Ok(e) => State::Up(e),
         Err(e) => State::Failed(e.to_string()),
     };
     settle.send_replace(());
+    up
 }
 
 /// The device that this daemon (`owner`, its control socket) served as

@@ -33,6 +33,7 @@ pub(super) fn summary(m: &Managed, snap: &DeviceSnapshot) -> DeviceSummary {
         frontends: m.spec.frontend.names().into_iter().map(String::from).collect(),
         export: m.export.clone(),
         block_device: m.block_device(),
+        block_device_bytes: m.block_device_bytes(),
         frontend_problem: m.frontend_problem(),
     }
 }
