@@ -27,6 +27,7 @@ mod fio;
 mod harness;
 mod nbd;
 mod removal;
+mod resize;
 mod restart;
 mod stale_write;
 mod ublk;

@@ -44,7 +44,11 @@ pub(crate) struct Store {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreKind {
+    /// fileio on a sparse file.
     Fileio,
+    /// iblock on a loop device over a sparse file (resizable).
+    Loop,
+    /// rd_mcp with nullio.
     Null,
 }
 
@@ -54,9 +58,9 @@ impl Store {
         format!("{TARGET}/core/{}/lu", self.hba)
     }
 
-    /// The backing file (fileio only).
+    /// The backing file (fileio and loop).
     pub(crate) fn file(&self) -> Option<String> {
-        (self.kind == StoreKind::Fileio).then(|| format!("{}/{}.img", self.dir, self.hba))
+        (self.kind != StoreKind::Null).then(|| format!("{}/{}.img", self.dir, self.hba))
     }
 }
 
@@ -128,9 +132,27 @@ md /etc/target/pr
 md /etc/target/alua
 "#;
 
+/// `loopdev FILE` prints the loop device backed by FILE (from sysfs, so
+/// it works with busybox's `losetup`, which cannot print what it chose).
+const LOOPDEV: &str = r#"loopdev() {
+  for b in /sys/block/loop*/loop/backing_file; do
+    [ -f "$b" ] && [ "$(cat "$b")" = "$1" ] && { b=${b%/loop/backing_file}; echo "/dev/${b##*/}"; return 0; }
+  done
+  echo "lio: no loop device on $1" >&2; return 1
+}
+"#;
+
+/// The script that grows or shrinks a loop store's backing file to `size`
+/// bytes and has the loop device take the new size (`losetup -c`); iblock
+/// answers READ CAPACITY with it from then on.
+pub(crate) fn resize_script(store: &Store, size: u64) -> Option<String> {
+    let file = quote(&store.file().filter(|_| store.kind == StoreKind::Loop)?);
+    Some(format!("set -e\n{LOOPDEV}truncate -s {size} {file}\ndev=$(loopdev {file})\nlosetup -c \"$dev\"\n"))
+}
+
 /// The script that creates everything in `plan`.
 pub(crate) fn create_script(plan: &Plan) -> String {
-    let mut s = String::from(PRELUDE);
+    let mut s = format!("{PRELUDE}{LOOPDEV}");
     let mut line = |l: String| {
         s.push_str(&l);
         s.push('\n');
@@ -147,6 +169,14 @@ pub(crate) fn create_script(plan: &Plan) -> String {
                     quote(&dir),
                     quote(&format!("fd_dev_name={file},fd_dev_size={}", st.size))
                 ));
+            }
+            StoreKind::Loop => {
+                let file = quote(&st.file().expect("a loop store has a file"));
+                line(format!("mkdir -p {} && rm -f {file} && truncate -s {} {file}", quote(&st.dir), st.size));
+                // busybox's -f takes the next free device, trying the next
+                // one when another test's losetup got there first.
+                line(format!("losetup -f {file}"));
+                line(format!("w {}/control \"udev_path=$(loopdev {file})\"", quote(&dir)));
             }
             StoreKind::Null => {
                 let pages = st.size.div_ceil(4096);
@@ -244,7 +274,7 @@ fn credentials(line: &mut impl FnMut(String), dir: &str, c: &Credentials) {
 /// demands (links, then the directories holding them), then checks that
 /// it is gone. Errors on the way do not stop it.
 pub(crate) fn teardown_script(plan: &Plan) -> String {
-    let mut s = String::from("rc=0\n");
+    let mut s = format!("rc=0\n{LOOPDEV}");
     for t in &plan.targets {
         let iqn = quote(&format!("{TARGET}/iscsi/{}", t.iqn));
         let _ = writeln!(
@@ -278,7 +308,11 @@ pub(crate) fn teardown_script(plan: &Plan) -> String {
             st.hba
         );
         if let Some(file) = st.file() {
-            let _ = writeln!(s, "rm -f {}", quote(&file));
+            let file = quote(&file);
+            if st.kind == StoreKind::Loop {
+                let _ = writeln!(s, "dev=$(loopdev {file}) && losetup -d \"$dev\" || rc=1");
+            }
+            let _ = writeln!(s, "rm -f {file}");
         }
     }
     if plan.discovery.is_some() {
@@ -304,7 +338,11 @@ mod tests {
             alua_groups: vec![],
         };
         Plan {
-            stores: vec![store("fileio_1", StoreKind::Fileio, None), store("rd_mcp_2", StoreKind::Null, Some("s'2"))],
+            stores: vec![
+                store("fileio_1", StoreKind::Fileio, None),
+                store("rd_mcp_2", StoreKind::Null, Some("s'2")),
+                store("iblock_3", StoreKind::Loop, None),
+            ],
             targets: vec![PlannedTarget {
                 iqn: "iqn.x:t".into(),
                 tpgs: vec![PlannedTpg {
@@ -337,6 +375,12 @@ mod tests {
         assert!(at("fileio_1/lu'/enable 1") < at("fileio_1/lu'/attrib/block_size 4096"));
         assert!(s.contains("fd_dev_name=/tmp/lio/fileio_1.img,fd_dev_size=1048576"));
         assert!(s.contains("rd_pages=256,rd_nullio=1"));
+        // The loop device is attached before iblock is told its path.
+        assert!(
+            at("losetup -f '/tmp/lio/iblock_3.img'")
+                < at("iblock_3/lu'/control \"udev_path=$(loopdev '/tmp/lio/iblock_3.img')\"")
+        );
+        assert!(at("loopdev() {") < at("losetup -f"));
         // Explicit ACLs: no demo mode, CHAP enforced, secret written by `ws`.
         assert!(s.contains("attrib/generate_node_acls '0'") && s.contains("attrib/authentication '1'"));
         assert!(s.contains("ws '/sys/kernel/config/target/iscsi/iqn.x:t/tpgt_1/acls/iqn.x:i/auth'/password 's3cret'"));
@@ -345,10 +389,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_loop_store_is_resized_by_truncate_then_losetup_c() {
+        let plan = plan();
+        assert_eq!(resize_script(&plan.stores[0], 1 << 21), None, "fileio keeps its size");
+        assert_eq!(resize_script(&plan.stores[1], 1 << 21), None);
+        let s = resize_script(&plan.stores[2], 1 << 21).unwrap();
+        assert!(
+            s.find("truncate -s 2097152 '/tmp/lio/iblock_3.img'").unwrap() < s.find("losetup -c \"$dev\"").unwrap()
+        );
+    }
+
+    #[test]
     fn teardown_removes_links_before_directories() {
         let s = teardown_script(&plan());
         assert!(s.find("/lun/lun_*").unwrap() < s.find("rmdir \"$tpg\"").unwrap());
         assert!(s.contains("rm -f '/tmp/lio/fileio_1.img'"));
+        // The loop device goes after the LIO device that held it.
+        let detach = s.find("losetup -d").expect("the loop device is detached");
+        assert!(s.find("rmdir '/sys/kernel/config/target/core/iblock_3/lu'").unwrap() < detach);
+        assert!(detach < s.find("rm -f '/tmp/lio/iblock_3.img'").unwrap());
         assert!(s.ends_with("exit $rc\n"));
     }
 }

@@ -216,9 +216,16 @@ impl AluaGroup {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Backing {
-    Fileio { size: u64 },
-    Null { size: u64 },
-    SameAs { target: usize, tag: u16, lun: u32 },
+    /// A new backstore of this kind and size.
+    New {
+        kind: StoreKind,
+        size: u64,
+    },
+    SameAs {
+        target: usize,
+        tag: u16,
+        lun: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,13 +261,22 @@ impl LunSpec {
     /// A fileio LU on a sparse file of `size` bytes on the guest's tmpfs
     /// (in guest memory: mind the VM's memory size).
     pub fn fileio(size: u64) -> LunSpec {
-        LunSpec::with(Backing::Fileio { size })
+        LunSpec::with(Backing::New { kind: StoreKind::Fileio, size })
     }
 
     /// An rd_mcp null LU of `size` bytes: reads return zeros, writes are
     /// dropped (benchmarks).
     pub fn null(size: u64) -> LunSpec {
-        LunSpec::with(Backing::Null { size })
+        LunSpec::with(Backing::New { kind: StoreKind::Null, size })
+    }
+
+    /// An iblock LU on a loop device over a sparse file of `size` bytes on
+    /// the guest's tmpfs: a block device whose size [`Lio::resize`] can
+    /// change while it is exported (iblock reads the device's size at
+    /// every READ CAPACITY; fileio on a file keeps the size it was made
+    /// with).
+    pub fn block_file(size: u64) -> LunSpec {
+        LunSpec::with(Backing::New { kind: StoreKind::Loop, size })
     }
 
     /// The same LU (backstore) as LUN `lun` of TPG `tag` of target
@@ -540,15 +556,11 @@ impl LioBuilder {
                                 || bad(format!("LunSpec::same_as({target}, {of_tag}, {of_lun}): no such earlier LUN")),
                             )?
                         }
-                        Backing::Fileio { size } | Backing::Null { size } => {
-                            let kind = if matches!(spec.backing, Backing::Fileio { .. }) {
-                                StoreKind::Fileio
-                            } else {
-                                StoreKind::Null
-                            };
+                        &Backing::New { kind, size } => {
                             let n = vm.unique();
                             let hba = match kind {
                                 StoreKind::Fileio => format!("fileio_{n}"),
+                                StoreKind::Loop => format!("iblock_{n}"),
                                 StoreKind::Null => format!("rd_mcp_{n}"),
                             };
                             let serial = match &spec.serial {
@@ -563,7 +575,7 @@ impl LioBuilder {
                                 hba,
                                 kind,
                                 dir: spec.dir.clone().unwrap_or_else(|| BACKING_DIR.to_owned()),
-                                size: *size,
+                                size,
                                 block_size: spec.block_size,
                                 serial,
                                 attribs: spec.attribs.clone(),
@@ -650,11 +662,27 @@ impl<'vm> Lio<'vm> {
         self.tpg(target, tag).map(|(_, t)| t.portals).unwrap_or_default()
     }
 
-    /// The guest path of the backing file of a fileio LUN.
+    /// The guest path of the backing file of a fileio or block_file LUN.
     pub fn backing_file(&self, target: usize, tag: u16, lun: u32) -> Option<String> {
         let (_, tpg) = self.tpg(target, tag).ok()?;
         let store = tpg.luns.iter().find(|l| l.lun == lun)?.store;
         self.plan().stores[store].file()
+    }
+
+    /// Grows or shrinks the LU of a LUN made with [`LunSpec::block_file`]
+    /// to `bytes` while it is exported: READ CAPACITY answers the new size
+    /// at once. LIO raises no UNIT ATTENTION for it (CAPACITY DATA HAS
+    /// CHANGED is only sent by backstores that pass SCSI through), so an
+    /// initiator learns of it when it asks.
+    pub fn resize(&self, target: usize, tag: u16, lun: u32, bytes: u64) -> Result<()> {
+        let (_, tpg) = self.tpg(target, tag)?;
+        let l = tpg.luns.iter().find(|l| l.lun == lun).ok_or_else(|| Error::Environment(format!("no LUN {lun}")))?;
+        let script = configfs::resize_script(&self.plan().stores[l.store], bytes).ok_or_else(|| {
+            Error::Environment(format!("LUN {lun} of TPG {tag} is not a LunSpec::block_file LU: it cannot be resized"))
+        })?;
+        self.run_script(&script)?;
+        self.plan().stores[l.store].size = bytes;
+        Ok(())
     }
 
     /// The unit serial of a LUN (`None`: made with [`LunSpec::no_serial`]).
