@@ -1,7 +1,7 @@
 //! The Linux kernel's iSCSI target (LIO) in a test VM, configured through
 //! configfs (no targetcli), as a typed builder in the style of
 //! [`crate::tgtd`]: targets with TPGs, portals, LUs (fileio on tmpfs,
-//! rd_mcp null), serials or none, write cache and FUA emulation, demo mode
+//! iblock on a loop device for LUs that grow, rd_mcp null), serials or none, write cache and FUA emulation, demo mode
 //! or explicit ACLs, CHAP one-way and mutual, discovery CHAP, iSCSI
 //! parameters, ALUA port groups; and fault levers at run time.
 //!
@@ -156,6 +156,13 @@
 //!   LOGICAL UNIT COMMUNICATION FAILURE (08/00) if the directory is
 //!   missing; the builder makes it *(tested: the reservation scenario in
 //!   `tests/tests/lio`)*.
+//! * **Capacity changes** *(tested: `mpio/tests/guest/resize.rs`)*: an
+//!   iblock LU ([`LunSpec::block_file`]) answers READ CAPACITY with its
+//!   block device's size at that moment, so `truncate` + `losetup -c`
+//!   ([`Lio::resize`]) grows it live; a fileio LU keeps the `fd_dev_size`
+//!   it was made with. LIO sends no UNIT ATTENTION 2A/09 (CAPACITY DATA
+//!   HAS CHANGED) when it grows: an initiator learns of it only by asking
+//!   again (a rescan, or a new login).
 //! * The kernel logs "Unable to load target_core_pscsi / _user" when LIO
 //!   starts: it asks for backstore modules the guest does not have;
 //!   harmless.
