@@ -9,6 +9,9 @@
 //!   the `mpio-lab` crate).
 //! * [`netfault::Blackhole`] and [`netfault::RateLimit`]: iptables and tc
 //!   guards for one `address:port`, undone on Drop.
+//! * [`proxy::Proxy`]: a TCP proxy that sees iSCSI PDUs, for faults
+//!   no target makes by itself (a corrupted digest, a lost Data-In, a
+//!   truncated PDU) and for delays, holds and resets of one connection.
 //! * [`lio`] and [`vm`]: the Linux kernel's target in a qemu VM.
 //! * [`daemon`]: `mpio daemon` inside such a VM, next to LIO, driven
 //!   through its CLI in the guest.
@@ -61,6 +64,7 @@ pub mod files;
 pub mod libiscsi;
 pub mod lio;
 pub mod netfault;
+pub mod proxy;
 pub mod tour;
 pub mod vm;
 
