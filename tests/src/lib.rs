@@ -3,12 +3,13 @@
 //! where a target keeps a LU's bytes ([`Backing`]), and scenarios written
 //! once for every target fixture (tgtd on the host, LIO in the test VM):
 //! [`session`] for the initiator, [`mp`] for the multipath device, [`pr`]
-//! for reservations.
+//! for reservations, [`proxied`] through the fault-injecting proxy.
 #![warn(missing_docs)]
 
 pub mod mp;
 pub mod nbd;
 pub mod pr;
+pub mod proxied;
 pub mod session;
 
 use std::os::unix::fs::FileExt;

@@ -4,7 +4,7 @@
 //! digests, discovery, the 256 MiB verified transfer, MCS, faults
 //! mid-I/O) in [`session`], the multipath device's failover under
 //! verified writes (`mpio_tests::mp`) in [`failover`], reservations in
-//! [`reservation`]. And what only LIO shows: its default fileio LU (write
+//! [`reservation`], the fault proxy's scenarios in [`proxy`]. And what only LIO shows: its default fileio LU (write
 //! cache off, no DPOFUA) under ext4 through our NBD export and the guest
 //! kernel's NBD client, across a path failure; LUs without a unit serial,
 //! which all look alike; its refusal of an unknown target name; its TPG
@@ -23,6 +23,7 @@ mod claim;
 mod durability;
 mod failover;
 mod login;
+mod proxy;
 mod reservation;
 mod session;
 

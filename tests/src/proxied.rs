@@ -1,0 +1,232 @@
+//! Scenarios through the fault-injecting proxy (`mpio_testbed::proxy`),
+//! written once for every target fixture: each takes the LU as the
+//! fixture offers it ([`SharedLu`]), puts a proxy in front of its first
+//! portal and logs mpio's initiator in through it. The proxy frames PDUs
+//! as the login negotiated them (its PDU counts match the initiator's),
+//! and each fault does on the wire what it says: a flipped byte is a
+//! digest error with digests and the changed byte without them, a dropped
+//! Data-In, a truncated PDU and a reset end the connection and the
+//! session sends the command again on the reinstated session (ERL 0), a
+//! delay delays, a blackhole holds and then delivers. Every scenario
+//! reads its data back after the fault (issue 10, section 4).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mpio_testbed::proxy::{Action, Digests, Direction, Fault, Flow, Proxy, opcode};
+use mpio_transport::text::DigestPref;
+use mpio_transport::{ConnectionFailure, SessionEvent, SessionHandle};
+use tokio::sync::broadcast::Receiver;
+
+use crate::pr::SharedLu;
+use crate::session::within;
+use crate::{INITIATOR, assert_data, pattern, read_good_lun, ready_lun, wait_event, write_good_lun};
+
+const CONNECT: Duration = Duration::from_secs(10);
+const RECOVERY: Duration = Duration::from_secs(30);
+const FIRED: Duration = Duration::from_secs(30);
+/// Bound of one command: a proxy that lost its framing forwards nothing,
+/// and the scenario then fails here instead of hanging.
+const COMMAND: Duration = Duration::from_secs(60);
+
+/// A session to `lu` through a proxy to its first portal, offering
+/// `header` and `data` digests, with no NOP-Outs (the scenarios count and
+/// hold PDUs).
+struct Proxied {
+    proxy: Proxy,
+    s: SessionHandle,
+    ev: Receiver<SessionEvent>,
+    lu: SharedLu,
+}
+
+impl Proxied {
+    async fn new(lu: &SharedLu, header: DigestPref, data: DigestPref) -> Proxied {
+        let proxy = Proxy::start(lu.portals[0]).expect("proxy");
+        let mut through = lu.clone();
+        through.portals = vec![proxy.addr()];
+        let mut cfg = through.session_config(INITIATOR, 0);
+        cfg.timeouts.nop_interval = None;
+        cfg.offer.header_digest = header;
+        cfg.offer.data_digest = data;
+        let (s, ev) = SessionHandle::spawn_watched(cfg).expect("session config");
+        s.wait_up(CONNECT).await.expect("session up through the proxy");
+        within(COMMAND, "LU ready", ready_lun(&s, lu.lun)).await;
+        Proxied { proxy, s, ev, lu: lu.clone() }
+    }
+
+    async fn write(&self, offset: u64, data: Bytes) {
+        within(COMMAND, &format!("write at {offset}"), write_good_lun(&self.s, self.lu.lun, offset, data)).await;
+    }
+
+    async fn read(&self, offset: u64, len: usize) -> Bytes {
+        within(COMMAND, &format!("read at {offset}"), read_good_lun(&self.s, self.lu.lun, offset, len)).await
+    }
+
+    /// A read run while the scenario works the proxy.
+    fn spawn_read(&self, offset: u64, len: usize) -> tokio::task::JoinHandle<Bytes> {
+        let (s, lun) = (self.s.clone(), self.lu.lun);
+        tokio::spawn(async move { within(COMMAND, "read", read_good_lun(&s, lun, offset, len)).await })
+    }
+
+    /// A write run while the scenario works the proxy.
+    fn spawn_write(&self, offset: u64, data: Bytes) -> tokio::task::JoinHandle<()> {
+        let (s, lun) = (self.s.clone(), self.lu.lun);
+        tokio::spawn(async move { within(COMMAND, "write", write_good_lun(&s, lun, offset, data)).await })
+    }
+
+    /// Waits for the connection to go down for a reason `what` names, and
+    /// for the session to be reinstated.
+    async fn down_and_reinstated(&mut self, what: &str) -> ConnectionFailure {
+        let down =
+            wait_event(&mut self.ev, RECOVERY, "connection down", |e| matches!(e, SessionEvent::ConnectionDown { .. }))
+                .await;
+        let SessionEvent::ConnectionDown { reason, .. } = down else { unreachable!() };
+        assert!(reason.to_string().contains(what), "connection down for {reason}, expected {what:?}");
+        let up =
+            wait_event(&mut self.ev, RECOVERY, "session reinstated", |e| matches!(e, SessionEvent::SessionUp { .. }))
+                .await;
+        assert!(matches!(up, SessionEvent::SessionUp { reinstated: true, .. }), "{up:?}");
+        reason
+    }
+
+    async fn logout(self) {
+        within(COMMAND, "logout", self.s.logout()).await.expect("logout");
+    }
+}
+
+/// Offering `offer` for both digests, the proxy frames with `want`: after
+/// transfers of 512 B to 3 MiB, its PDU counts in each direction equal
+/// the initiator's (a PDU framed with a wrong length would be counted as
+/// several, or merged), login included.
+pub async fn pdus_are_framed_with_the_digests_the_login_negotiated(lu: &SharedLu, offer: DigestPref, want: Digests) {
+    let p = Proxied::new(lu, offer, offer).await;
+    assert_eq!(p.proxy.digests(), vec![want], "offered {offer:?}");
+    let mut offset = 0;
+    for len in [512usize, 8192, 65536, 1 << 20, 3 << 20] {
+        let data = pattern(offset, len, 3);
+        p.write(offset, data.clone()).await;
+        assert_data(&p.read(offset, len).await, &data, &format!("{len} bytes through the proxy"));
+        offset += len as u64;
+    }
+    let stats = p.s.snapshot().await.expect("snapshot").connections[0].stats;
+    assert_eq!(p.proxy.pdus(Direction::ToInitiator), stats.pdus_received, "offered {offer:?}");
+    assert_eq!(p.proxy.pdus(Direction::ToTarget), stats.pdus_sent, "offered {offer:?}");
+    assert_eq!(stats.digest_errors, 0);
+    p.logout().await;
+}
+
+/// The second Data-In of a read gets a data byte flipped under data
+/// digests: a data digest error, and the read is sent again.
+pub async fn a_data_in_corrupted_under_data_digests_is_a_digest_error_and_the_read_is_sent_again(lu: &SharedLu) {
+    let mut p = Proxied::new(lu, DigestPref::None, DigestPref::Crc32c).await;
+    let data = pattern(0, 256 << 10, 11);
+    p.write(0, data.clone()).await;
+    // The second Data-In of the read: the first has already landed.
+    p.proxy.arm(Fault::nth(2, Direction::ToInitiator, Some(opcode::DATA_IN), Action::CorruptData(100)));
+    let read = p.spawn_read(0, data.len());
+    p.down_and_reinstated("data digest error on SCSI Data-In").await;
+    p.proxy.wait_fired(1, FIRED).expect("the fault fired");
+    assert_data(&read.await.expect("read"), &data, "read sent again after the digest error");
+    p.logout().await;
+}
+
+/// A write's SCSI Response gets its ITT changed under header digests: a
+/// header digest error, and the write is sent again.
+pub async fn a_header_corrupted_under_header_digests_is_a_digest_error_and_the_write_is_sent_again(lu: &SharedLu) {
+    let mut p = Proxied::new(lu, DigestPref::Crc32c, DigestPref::None).await;
+    // Byte 17 is in the ITT (bytes 16-19).
+    p.proxy.arm(Fault::nth(1, Direction::ToInitiator, Some(opcode::SCSI_RESPONSE), Action::CorruptHeader(17)));
+    let data = pattern(1 << 20, 64 << 10, 12);
+    let write = p.spawn_write(1 << 20, data.clone());
+    p.down_and_reinstated("header digest error on SCSI Response").await;
+    write.await.expect("write sent again after the digest error");
+    assert_data(&p.read(1 << 20, data.len()).await, &data, "the write");
+    p.logout().await;
+}
+
+/// The harness itself: without digests nothing catches the flip, and the
+/// read returns the byte changed exactly where the fault was aimed. A
+/// verified transfer through a faulty proxy does fail.
+pub async fn without_digests_the_flipped_byte_reaches_the_reader_where_it_was_aimed(lu: &SharedLu) {
+    let p = Proxied::new(lu, DigestPref::None, DigestPref::None).await;
+    let data = pattern(0, 64 << 10, 13);
+    p.write(0, data.clone()).await;
+    p.proxy.arm(Fault::nth(1, Direction::ToInitiator, Some(opcode::DATA_IN), Action::CorruptData(1000)));
+    let got = p.read(0, data.len()).await;
+    let differ: Vec<usize> = (0..data.len()).filter(|i| got[*i] != data[*i]).collect();
+    assert_eq!(differ, vec![1000], "the bytes that differ");
+    assert_eq!(got[1000], data[1000] ^ 0xff);
+    assert_eq!(p.proxy.fired().len(), 1);
+    // Only the wire was changed: the LU has what was written.
+    assert_data(&p.read(0, data.len()).await, &data, "read again");
+    p.logout().await;
+}
+
+/// The second Data-In of a read never arrives: the DataSN gap fails the
+/// connection, and the read is sent again.
+pub async fn a_lost_data_in_fails_the_connection_and_the_read_is_sent_again(lu: &SharedLu) {
+    let mut p = Proxied::new(lu, DigestPref::None, DigestPref::None).await;
+    let data = pattern(0, 256 << 10, 14);
+    p.write(0, data.clone()).await;
+    p.proxy.arm(Fault::nth(2, Direction::ToInitiator, Some(opcode::DATA_IN), Action::Drop));
+    let read = p.spawn_read(0, data.len());
+    p.down_and_reinstated("DataSN").await;
+    p.proxy.wait_fired(1, FIRED).expect("the fault fired");
+    assert_data(&read.await.expect("read"), &data, "read sent again after the lost Data-In");
+    p.logout().await;
+}
+
+/// A write's command PDU stops in the middle of its BHS and both sides get
+/// a RST: the write is sent again on a new connection.
+pub async fn a_truncated_pdu_resets_the_connection_and_the_write_is_sent_again(lu: &SharedLu) {
+    let mut p = Proxied::new(lu, DigestPref::None, DigestPref::None).await;
+    p.proxy.arm(Fault::nth(1, Direction::ToTarget, Some(opcode::SCSI_COMMAND), Action::Truncate(30)));
+    let data = pattern(2 << 20, 128 << 10, 15);
+    let write = p.spawn_write(2 << 20, data.clone());
+    p.down_and_reinstated("reset").await;
+    write.await.expect("write sent again after the reset");
+    assert_data(&p.read(2 << 20, data.len()).await, &data, "the write");
+    assert_eq!(p.proxy.accepted(), 2, "one reconnection");
+    p.logout().await;
+}
+
+/// [`Proxy::reset`] sends a RST (not a FIN: "closed by the target"), and
+/// the session is reinstated.
+pub async fn reset_sends_a_rst_and_the_session_is_reinstated(lu: &SharedLu) {
+    let mut p = Proxied::new(lu, DigestPref::None, DigestPref::None).await;
+    let data = pattern(0, 64 << 10, 16);
+    p.write(0, data.clone()).await;
+    p.proxy.reset();
+    p.down_and_reinstated("reset").await;
+    assert_data(&p.read(0, data.len()).await, &data, "read after the reset");
+    p.logout().await;
+}
+
+/// A delay delays each PDU; a blackhole holds a read's answer, delivers it
+/// when lifted, and loses no connection.
+pub async fn a_delay_delays_each_pdu_and_a_blackhole_holds_them_until_it_is_lifted(lu: &SharedLu) {
+    let mut p = Proxied::new(lu, DigestPref::None, DigestPref::None).await;
+    let data = pattern(0, 64 << 10, 17);
+    p.write(0, data.clone()).await;
+
+    let delay = Duration::from_millis(300);
+    p.proxy.set_flow(Direction::ToTarget, Flow::Delay(delay));
+    let t0 = Instant::now();
+    assert_data(&p.read(0, data.len()).await, &data, "delayed read");
+    // A lower bound only: load can make it longer, never shorter.
+    assert!(t0.elapsed() >= delay, "the read took {:?}, less than the delay", t0.elapsed());
+    p.proxy.set_flow(Direction::ToTarget, Flow::Pass);
+
+    p.proxy.set_flow(Direction::ToInitiator, Flow::Blackhole);
+    let mut read = p.spawn_read(0, data.len());
+    let held = tokio::time::timeout(Duration::from_millis(500), &mut read).await;
+    assert!(held.is_err(), "the read completed through a blackhole");
+    p.proxy.set_flow(Direction::ToInitiator, Flow::Pass);
+    assert_data(&read.await.expect("read"), &data, "read released from the blackhole");
+    // Held, not lost: the connection never went down.
+    while let Ok(e) = p.ev.try_recv() {
+        assert!(!matches!(e, SessionEvent::ConnectionDown { .. } | SessionEvent::SessionDown { .. }), "{e:?}");
+    }
+    assert_eq!(p.proxy.accepted(), 1);
+    p.logout().await;
+}
