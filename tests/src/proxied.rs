@@ -41,6 +41,11 @@ struct Proxied {
 
 impl Proxied {
     async fn new(lu: &SharedLu, header: DigestPref, data: DigestPref) -> Proxied {
+        Proxied::at_erl(lu, header, data, 0).await
+    }
+
+    /// The same, offering ErrorRecoveryLevel `erl`.
+    async fn at_erl(lu: &SharedLu, header: DigestPref, data: DigestPref, erl: u8) -> Proxied {
         let proxy = Proxy::start(lu.portals[0]).expect("proxy");
         let mut through = lu.clone();
         through.portals = vec![proxy.addr()];
@@ -48,6 +53,7 @@ impl Proxied {
         cfg.timeouts.nop_interval = None;
         cfg.offer.header_digest = header;
         cfg.offer.data_digest = data;
+        cfg.offer.error_recovery_level = erl;
         let (s, ev) = SessionHandle::spawn_watched(cfg).expect("session config");
         s.wait_up(CONNECT).await.expect("session up through the proxy");
         within(COMMAND, "LU ready", ready_lun(&s, lu.lun)).await;
@@ -87,6 +93,14 @@ impl Proxied {
                 .await;
         assert!(matches!(up, SessionEvent::SessionUp { reinstated: true, .. }), "{up:?}");
         reason
+    }
+
+    /// Panics if a connection went down since the session came up.
+    fn no_connection_lost(&mut self) {
+        while let Ok(e) = self.ev.try_recv() {
+            assert!(!matches!(e, SessionEvent::ConnectionDown { .. } | SessionEvent::SessionDown { .. }), "{e:?}");
+        }
+        assert_eq!(self.proxy.accepted(), 1, "a reconnection");
     }
 
     async fn logout(self) {
@@ -224,9 +238,30 @@ pub async fn a_delay_delays_each_pdu_and_a_blackhole_holds_them_until_it_is_lift
     p.proxy.set_flow(Direction::ToInitiator, Flow::Pass);
     assert_data(&read.await.expect("read"), &data, "read released from the blackhole");
     // Held, not lost: the connection never went down.
-    while let Ok(e) = p.ev.try_recv() {
-        assert!(!matches!(e, SessionEvent::ConnectionDown { .. } | SessionEvent::SessionDown { .. }), "{e:?}");
+    p.no_connection_lost();
+    p.logout().await;
+}
+
+/// At ErrorRecoveryLevel 1 (the target must allow it), a Data-In with a
+/// flipped data byte is asked for again with a Data SNACK: the read gets
+/// the right data, the connection stays, and the counters say what
+/// happened. Both a Data-In in the middle of the read and its last, which
+/// carries the status, are corrupted in turn.
+pub async fn at_erl_1_a_data_in_with_a_bad_digest_is_asked_for_again_on_the_same_connection(lu: &SharedLu) {
+    let mut p = Proxied::at_erl(lu, DigestPref::None, DigestPref::Crc32c, 1).await;
+    let snap = p.s.snapshot().await.expect("snapshot");
+    assert_eq!(snap.params.error_recovery_level, 1, "negotiated ERL: {:?}", snap.params);
+    // 256 KiB in Data-In of our MaxRecvDataSegmentLength (64 KiB): four,
+    // the fourth with the status.
+    let data = pattern(0, 256 << 10, 18);
+    p.write(0, data.clone()).await;
+    for (n, nth) in [(1, 2), (2, 4)] {
+        p.proxy.arm(Fault::nth(nth, Direction::ToInitiator, Some(opcode::DATA_IN), Action::CorruptData(7)));
+        assert_data(&p.read(0, data.len()).await, &data, &format!("read with Data-In {nth} corrupted"));
+        p.proxy.wait_fired(n, FIRED).expect("the fault fired");
+        let stats = p.s.snapshot().await.expect("snapshot").connections[0].stats;
+        assert_eq!((stats.digest_errors, stats.data_snacks), (n as u64, n as u64), "after Data-In {nth}");
     }
-    assert_eq!(p.proxy.accepted(), 1);
+    p.no_connection_lost();
     p.logout().await;
 }

@@ -245,6 +245,10 @@ pub(crate) fn create_script(plan: &Plan) -> String {
                 if let Some(c) = &acl.auth {
                     credentials(&mut line, &format!("{a}/auth"), c);
                 }
+                // An explicit ACL has its own ErrorRecoveryLevel ceiling.
+                if let Some((_, erl)) = tpg.attribs.iter().find(|(k, _)| k == "default_erl") {
+                    line(format!("w {}/attrib/default_erl {}", quote(&a), quote(erl)));
+                }
             }
             if tpg.enabled {
                 line(format!("w {q}/enable 1"));

@@ -456,9 +456,12 @@ impl TpgSpec {
         self.param("MaxConnections", n)
     }
 
-    /// `ErrorRecoveryLevel` (0..=2).
+    /// `ErrorRecoveryLevel` (0..=2): the parameter, and the node ACLs'
+    /// `default_erl` (`attrib/default_erl` of the TPG for demo mode, of each
+    /// ACL otherwise), without which LIO answers 0 whatever the parameter
+    /// says: at login it sets the session's value from the ACL's.
     pub fn error_recovery_level(self, n: u8) -> TpgSpec {
-        self.param("ErrorRecoveryLevel", n)
+        self.param("ErrorRecoveryLevel", n).attrib("default_erl", n)
     }
 
     /// Both digests: `"CRC32C"` (required), `"CRC32C,None"`, `"None"`.

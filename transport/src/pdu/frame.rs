@@ -56,9 +56,13 @@ pub enum FrameError {
         /// CRC32C in the PDU.
         received: u32,
     },
-    /// The data digest did not match (seed event 25).
+    /// The data digest did not match (seed event 25). The PDU has been
+    /// taken off the stream (its header was sound), so at
+    /// ErrorRecoveryLevel 1 the connection can go on and ask for it again.
     #[error("data digest error on {opcode} ITT {itt:#x}: computed {computed:#010x}, received {received:#010x}")]
     DataDigest {
+        /// The PDU's header.
+        bhs: Bhs,
         /// Opcode.
         opcode: Opcode,
         /// Initiator Task Tag.
@@ -129,7 +133,7 @@ pub fn decode(buf: &mut BytesMut, framing: &Framing) -> Result<Option<RawPdu>, F
         let computed = crc32c::crc32c(covered);
         let received = read_digest(frame.get(header_len + padded..).unwrap_or_default());
         if computed != received {
-            return Err(FrameError::DataDigest { opcode: bhs.opcode(), itt: bhs.itt(), computed, received });
+            return Err(FrameError::DataDigest { bhs, opcode: bhs.opcode(), itt: bhs.itt(), computed, received });
         }
     }
     frame.truncate(header_len + data_len);

@@ -32,8 +32,14 @@ impl<T> Session<T> {
     /// Submits a SCSI command. Its completion comes as
     /// [`Event::TaskDone`] with `token`.
     pub fn submit(&mut self, now: Instant, req: ScsiRequest, pick: ConnPick, token: T) -> TaskId {
-        let kind =
-            Kind::Scsi(ScsiTask { req, data: ReadData::default(), next_datasn: 0, next_r2tsn: 0, aborting: false });
+        let kind = Kind::Scsi(ScsiTask {
+            req,
+            data: ReadData::default(),
+            next_datasn: 0,
+            next_r2tsn: 0,
+            aborting: false,
+            snacked: false,
+        });
         self.enqueue(now, Task::new(Owner::User(token), kind, pick))
     }
 

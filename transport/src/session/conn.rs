@@ -50,8 +50,12 @@ pub struct ConnStats {
     pub bytes_sent: u64,
     /// Data-segment bytes received.
     pub data_bytes_received: u64,
-    /// Header or data digest mismatches (each fails the connection).
+    /// Header or data digest mismatches. Each fails the connection, but a
+    /// Data-In's at ErrorRecoveryLevel 1 or 2, which a Data SNACK recovers.
     pub digest_errors: u64,
+    /// Data SNACKs sent to have Data-In sent again after a data digest
+    /// error (ERL 1 and 2).
+    pub data_snacks: u64,
     /// PDUs for a task we do not know (late answers after an abort; seed
     /// event 27), discarded.
     pub unknown_itt: u64,

@@ -48,6 +48,7 @@
 mod async_message;
 mod commands;
 mod conn;
+mod data_recovery;
 mod event;
 mod login_phase;
 mod receive;

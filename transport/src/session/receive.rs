@@ -47,6 +47,12 @@ impl<T> Session<T> {
                     if matches!(e, frame::FrameError::HeaderDigest { .. } | frame::FrameError::DataDigest { .. }) {
                         c.stats.digest_errors += 1;
                     }
+                    if let frame::FrameError::DataDigest { bhs, .. } = &e
+                        && matches!(c.phase, Phase::Up)
+                        && self.recover_data_in(cid, bhs)
+                    {
+                        continue;
+                    }
                     buf.clear();
                     self.protocol_error(cid, now, e.to_string());
                     return;

@@ -180,6 +180,7 @@ impl<T> Session<T> {
                 s.next_datasn = 0;
                 s.next_r2tsn = 0;
                 s.aborting = false;
+                s.snacked = false;
             }
             if let Kind::Text { acc, ttt, .. } = &mut t.kind {
                 acc.clear();

@@ -23,6 +23,14 @@ impl<T> Session<T> {
         }
         let mut task = task;
         let Kind::Scsi(s) = &mut task.kind else { return };
+        if s.snacked {
+            let msg = format!(
+                "SCSI Response for ITT {:#x} while its Data-In from DataSN {} are asked for again",
+                r.itt, s.next_datasn
+            );
+            self.tasks.insert(r.itt, task);
+            return self.protocol_error(cid, now, msg);
+        }
         let result = if r.response != 0 {
             Err(TaskError::TargetFailure(r.response))
         } else {
@@ -37,15 +45,31 @@ impl<T> Session<T> {
     }
 
     pub(super) fn on_data_in(&mut self, cid: u16, now: Instant, d: DataIn) {
-        self.ack(cid, d.status.map(|_| d.statsn), d.exp_cmdsn, d.max_cmdsn);
-        let Some(task) = self.tasks.get_mut(&d.itt) else { return self.unknown_itt(cid, Opcode::DATA_IN, d.itt) };
+        let Some(task) = self.tasks.get_mut(&d.itt) else {
+            self.ack(cid, d.status.map(|_| d.statsn), d.exp_cmdsn, d.max_cmdsn);
+            return self.unknown_itt(cid, Opcode::DATA_IN, d.itt);
+        };
         let (Kind::Scsi(s), true) = (&mut task.kind, task.cid == cid) else {
+            self.ack(cid, d.status.map(|_| d.statsn), d.exp_cmdsn, d.max_cmdsn);
             return self.protocol_error(
                 cid,
                 now,
                 format!("Data-In for ITT {:#x}, which is not a read on this connection", d.itt),
             );
         };
+        if s.snacked {
+            if d.datasn != s.next_datasn {
+                // Sent before our Data SNACK reached the target; it comes
+                // again after the one we asked for (`data_recovery`). Its
+                // status, if any, too.
+                return self.ack(cid, None, d.exp_cmdsn, d.max_cmdsn);
+            }
+            s.snacked = false;
+        }
+        self.ack(cid, d.status.map(|_| d.statsn), d.exp_cmdsn, d.max_cmdsn);
+        self.ack_data_in(cid, &d);
+        let Some(task) = self.tasks.get_mut(&d.itt) else { return };
+        let Kind::Scsi(s) = &mut task.kind else { return };
         let expected = s.req.read_len as usize;
         // DataPDUInOrder=Yes and DataSequenceInOrder=Yes (we require both):
         // data arrives in order, without gaps (RFC 7143 section 13.19-20).

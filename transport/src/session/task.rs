@@ -88,6 +88,9 @@ pub(crate) struct ScsiTask {
     pub(crate) next_r2tsn: u32,
     /// Set once an ABORT TASK for it is in flight.
     pub(crate) aborting: bool,
+    /// A Data SNACK asked for its Data-In again from `next_datasn` on
+    /// (ERL 1; see `data_recovery`).
+    pub(crate) snacked: bool,
 }
 
 /// One task.
@@ -256,6 +259,7 @@ mod tests {
             req: ScsiRequest::new(0, &[0x8a]).write(Bytes::from(vec![7u8; len])),
             data: ReadData::default(),
             next_datasn: 0,
+            snacked: false,
             next_r2tsn: 0,
             aborting: false,
         }
@@ -328,6 +332,7 @@ mod tests {
             req: ScsiRequest::new(0, &[0x88]).read(4096),
             data: ReadData::default(),
             next_datasn: 0,
+            snacked: false,
             next_r2tsn: 0,
             aborting: false,
         };

@@ -1134,3 +1134,141 @@ fn a_connection_that_opens_while_another_leads_the_login_waits_for_it() {
     let evs = h.events();
     assert!(evs.iter().any(|e| matches!(e, Event::Close { cid: 2, flush: false })), "{evs:?}");
 }
+
+/// A session at ErrorRecoveryLevel `erl` with both digests, up on CID 0.
+fn up_with_digests(erl: u8) -> Harness {
+    let mut c = cfg(1);
+    c.offer.header_digest = DigestPref::PreferCrc32c;
+    c.offer.data_digest = DigestPref::PreferCrc32c;
+    c.offer.error_recovery_level = erl;
+    let mut h = Harness::new(c);
+    h.digests = true;
+    h.s.start(h.now);
+    h.login(0);
+    assert!(h.s.is_up());
+    assert_eq!(h.s.params().error_recovery_level, erl);
+    h.events();
+    h
+}
+
+impl Harness {
+    /// Sends `pdu` from the target on `cid` with the first byte of its data
+    /// segment flipped after the digests were computed.
+    fn reply_with_bad_data(&mut self, cid: u16, pdu: Pdu) {
+        let c = &mut self.conns[cid as usize];
+        c.tx.push(&pdu.encode(), &c.framing);
+        let mut bytes = c.tx.take_all();
+        let at = BHS_LEN + if c.framing.header_digest { 4 } else { 0 };
+        bytes[at] ^= 0xff;
+        self.s.handle_bytes(cid, self.now, &mut bytes);
+    }
+
+    fn snacks(&mut self, cid: u16) -> Vec<Snack> {
+        self.sent(cid)
+            .into_iter()
+            .filter_map(|p| match p {
+                Pdu::Snack(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn at_erl_1_a_data_in_with_a_bad_data_digest_is_asked_for_again_with_a_data_snack() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, read10(0, 12), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let part = |n: u8| Bytes::from(vec![n; 2048]);
+    let p = data_in(&mut h, cmd.itt, 0, 0, part(1), None);
+    h.reply(0, p);
+    let p = data_in(&mut h, cmd.itt, 1, 2048, part(2), None);
+    h.reply_with_bad_data(0, p);
+    let snacks = h.snacks(0);
+    assert_eq!(snacks.len(), 1, "{snacks:?}");
+    let s = &snacks[0];
+    assert_eq!((s.kind, s.itt, s.beg_run, s.run_length), (SnackType::DATA_R2T, cmd.itt, 1, 0));
+    // DataSN 2 and the status were on the wire before the SNACK: dropped,
+    // as the target sends them again after DataSN 1.
+    let statsn = h.conns[0].statsn;
+    let p = data_in(&mut h, cmd.itt, 2, 4096, part(3), Some(0));
+    h.reply(0, p);
+    assert!(h.done().is_empty(), "completed with a hole in its data");
+    h.conns[0].statsn = statsn;
+    let p = data_in(&mut h, cmd.itt, 1, 2048, part(2), None);
+    h.reply(0, p);
+    let p = data_in(&mut h, cmd.itt, 2, 4096, part(3), Some(0));
+    h.reply(0, p);
+    let done = h.done();
+    let (1, Ok(Outcome::Scsi(r))) = &done[0] else { panic!("{done:?}") };
+    assert!(r.is_good());
+    assert_eq!(r.data.to_bytes(), [part(1), part(2), part(3)].concat());
+    assert!(h.s.is_up(), "the connection stays");
+    let stats = h.s.connection_stats(0).unwrap();
+    assert_eq!((stats.digest_errors, stats.data_snacks, stats.statsn_gaps), (1, 1, 0));
+}
+
+#[test]
+fn at_erl_1_a_retransmission_that_comes_bad_again_is_asked_for_again() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, read10(0, 4), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let statsn = h.conns[0].statsn;
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![5u8; 2048]), Some(0));
+    h.reply_with_bad_data(0, p.clone());
+    h.reply_with_bad_data(0, p);
+    let snacks = h.snacks(0);
+    assert_eq!(snacks.iter().map(|s| s.beg_run).collect::<Vec<_>>(), vec![0, 0]);
+    h.conns[0].statsn = statsn;
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![5u8; 2048]), Some(0));
+    h.reply(0, p);
+    let done = h.done();
+    let (1, Ok(Outcome::Scsi(r))) = &done[0] else { panic!("{done:?}") };
+    assert_eq!(r.data.to_bytes(), vec![5u8; 2048]);
+}
+
+#[test]
+fn at_erl_0_a_bad_data_digest_fails_the_connection() {
+    let mut h = up_with_digests(0);
+    h.s.submit(h.now, read10(0, 4), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![5u8; 2048]), Some(0));
+    h.reply_with_bad_data(0, p);
+    assert!(h.snacks(0).is_empty());
+    let evs = h.events();
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::State(SessionEvent::ConnectionDown { reason: ConnectionFailure::Protocol(m), .. }) if m.contains("data digest error"))),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn at_erl_1_a_scsi_response_while_data_is_asked_for_again_fails_the_connection() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, read10(0, 8), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![5u8; 2048]), None);
+    h.reply_with_bad_data(0, p);
+    h.scsi_response(0, cmd.itt, 0, Bytes::new());
+    let evs = h.events();
+    assert!(!evs.iter().any(|e| matches!(e, Event::TaskDone { .. })), "completed without its data: {evs:?}");
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::State(SessionEvent::ConnectionDown { reason: ConnectionFailure::Protocol(m), .. }) if m.contains("asked for again"))),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn at_erl_1_a_data_in_asking_for_acknowledgement_gets_a_data_ack() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, read10(0, 8), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let Pdu::DataIn(mut d) = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![5u8; 2048]), None) else { panic!() };
+    d.ack = true;
+    d.ttt = 0x77;
+    h.reply(0, Pdu::DataIn(d));
+    let snacks = h.snacks(0);
+    assert_eq!(snacks.len(), 1, "{snacks:?}");
+    let s = &snacks[0];
+    assert_eq!((s.kind, s.itt, s.ttt, s.beg_run), (SnackType::DATA_ACK, RESERVED_TAG, 0x77, 1));
+}

@@ -1,0 +1,109 @@
+//! Within-command recovery of Data-In at ErrorRecoveryLevel 1 and above
+//! (RFC 7143 sections 7.2.1, 7.8, 11.16).
+//!
+//! A Data-In whose data digest fails has a sound header (its own digest,
+//! or none negotiated), so the stream is still framed: the PDU is dropped
+//! and a Data SNACK asks the target for every Data-In of the task from that
+//! DataSN on (RunLength 0). Until the first of them arrives again, the
+//! task takes no other Data-In: those that were already on the wire are
+//! sent again after it, and with DataPDUInOrder=Yes the data then stays
+//! in order with nothing to merge. A status that rode on a dropped PDU
+//! arrives again on its retransmission (with the same StatSN), so the
+//! task completes only once its data is whole. A SCSI Response that
+//! arrives while data is still asked for again cannot be matched to the
+//! data it ends, and fails the connection (ERL 0's recovery then sends
+//! the command again). A retransmission that comes bad again is asked for
+//! again; one that never comes is the command timeout's, as any lost
+//! answer.
+//!
+//! A header digest error stays fatal for the connection at every level:
+//! the lengths in that header cannot be trusted, so the next PDU cannot
+//! be found (section 7.8; the sync-and-steering markers that would find
+//! it are not part of RFC 7143).
+//!
+//! A Data-In with the A bit set gets a DataACK SNACK: the target may then
+//! free what it kept for retransmission.
+
+use tracing::{debug, warn};
+
+use super::Session;
+use super::scheduling::push_pdu;
+use super::task::Kind;
+use crate::pdu::{Bhs, DataIn, Opcode, Pdu, RESERVED_TAG, Snack, SnackType};
+
+impl<T> Session<T> {
+    /// Whether the session recovers within a command (ERL 1 or 2).
+    pub(super) fn recovers_within_commands(&self) -> bool {
+        self.params.error_recovery_level >= 1
+    }
+
+    /// A Data-In arrived with a bad data digest on `cid`. Returns false when
+    /// it cannot be recovered here (not a Data-In, ERL 0, not a read on this
+    /// connection): the caller then fails the connection.
+    pub(super) fn recover_data_in(&mut self, cid: u16, bhs: &Bhs) -> bool {
+        if !self.recovers_within_commands() || bhs.opcode() != Opcode::DATA_IN {
+            return false;
+        }
+        let (itt, datasn) = (bhs.itt(), bhs.u32(36));
+        // The header is sound: its window update stands; its StatSN (if it
+        // carried status) comes again with the retransmission.
+        self.ack(cid, None, bhs.u32(28), bhs.u32(32));
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            // A late answer for a task already gone (seed event 27).
+            return true;
+        };
+        let (Kind::Scsi(s), true) = (&mut task.kind, task.cid == cid) else { return false };
+        if s.snacked && datasn != s.next_datasn {
+            debug!(cid, itt, datasn, "Data-In with a bad digest while already asked again; dropped");
+            return true;
+        }
+        // Not asked yet, or the one asked for came bad again: ask (again).
+        // A link that corrupts every copy ends at the command timeout.
+        s.snacked = true;
+        let snack = Snack {
+            kind: SnackType::DATA_R2T,
+            lun: bhs.u64(8),
+            itt,
+            ttt: RESERVED_TAG,
+            exp_statsn: 0,
+            beg_run: s.next_datasn,
+            run_length: 0,
+        };
+        warn!(
+            cid,
+            itt,
+            datasn,
+            beg_run = snack.beg_run,
+            "data digest error on Data-In: asking the target again (Data SNACK)"
+        );
+        self.send_snack(cid, snack);
+        if let Some(c) = self.conns.get_mut(usize::from(cid)) {
+            c.stats.data_snacks += 1;
+        }
+        true
+    }
+
+    /// Answers a Data-In's A bit with a DataACK SNACK for everything up to
+    /// it (RFC 7143 section 11.16.1: BegRun is the next DataSN expected).
+    pub(super) fn ack_data_in(&mut self, cid: u16, d: &DataIn) {
+        if !d.ack || !self.recovers_within_commands() {
+            return;
+        }
+        let snack = Snack {
+            kind: SnackType::DATA_ACK,
+            lun: d.lun,
+            itt: RESERVED_TAG,
+            ttt: d.ttt,
+            exp_statsn: 0,
+            beg_run: d.datasn.wrapping_add(1),
+            run_length: 0,
+        };
+        self.send_snack(cid, snack);
+    }
+
+    fn send_snack(&mut self, cid: u16, mut snack: Snack) {
+        let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
+        snack.exp_statsn = c.exp_statsn.0;
+        push_pdu(c, &Pdu::Snack(snack));
+    }
+}
