@@ -265,3 +265,26 @@ pub async fn at_erl_1_a_data_in_with_a_bad_digest_is_asked_for_again_on_the_same
     p.no_connection_lost();
     p.logout().await;
 }
+
+/// At ErrorRecoveryLevel 1, a Data-Out with a flipped data byte is dropped
+/// by the target, which asks for that data again with a recovery R2T: the
+/// write completes GOOD on the same connection and reads back whole.
+pub async fn at_erl_1_a_data_out_with_a_bad_digest_is_sent_again_for_the_target_s_recovery_r2t(lu: &SharedLu) {
+    let mut p = Proxied::at_erl(lu, DigestPref::None, DigestPref::Crc32c, 1).await;
+    let data = pattern(4 << 20, 256 << 10, 19);
+    p.proxy.arm(Fault::nth(1, Direction::ToTarget, Some(opcode::DATA_OUT), Action::CorruptData(9)));
+    p.write(4 << 20, data.clone()).await;
+    p.proxy.wait_fired(1, FIRED).expect("the fault fired");
+    assert_data(&p.read(4 << 20, data.len()).await, &data, "the write");
+    // And a command whose immediate data (the first burst) was bad is
+    // retried: the target never took it.
+    p.proxy.arm(Fault::nth(1, Direction::ToTarget, Some(opcode::SCSI_COMMAND), Action::CorruptData(3)));
+    let again = pattern(5 << 20, 32 << 10, 20);
+    p.write(5 << 20, again.clone()).await;
+    p.proxy.wait_fired(2, FIRED).expect("the fault fired");
+    assert_data(&p.read(5 << 20, again.len()).await, &again, "the retried write");
+    let stats = p.s.snapshot().await.expect("snapshot").connections[0].stats;
+    assert_eq!((stats.data_out_rejects, stats.command_retries), (1, 1));
+    p.no_connection_lost();
+    p.logout().await;
+}

@@ -56,6 +56,12 @@ pub struct ConnStats {
     /// Data SNACKs sent to have Data-In sent again after a data digest
     /// error (ERL 1 and 2).
     pub data_snacks: u64,
+    /// Data-Out the target rejected for a data digest error and asked for
+    /// again (ERL 1 and 2).
+    pub data_out_rejects: u64,
+    /// Commands sent again because the target rejected their immediate
+    /// data's digest (ERL 1 and 2).
+    pub command_retries: u64,
     /// PDUs for a task we do not know (late answers after an abort; seed
     /// event 27), discarded.
     pub unknown_itt: u64,

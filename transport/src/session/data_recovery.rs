@@ -23,12 +23,21 @@
 //!
 //! A Data-In with the A bit set gets a DataACK SNACK: the target may then
 //! free what it kept for retransmission.
+//!
+//! The other way round, a target that finds a data digest error in what we
+//! sent answers with a Reject (reason data digest error, section 7.8) and
+//! drops the PDU. For a Data-Out it then asks for the data again with a
+//! recovery R2T, which the write's buffer serves as any R2T, or ends the
+//! task with CHECK CONDITION: either way the task waits. A command whose
+//! immediate data was bad never reached the target, so it is sent again as
+//! a retry (the same ITT and CmdSN, section 6.2.1), which fills the hole it
+//! left in the target's CmdSN order.
 
 use tracing::{debug, warn};
 
 use super::Session;
 use super::scheduling::push_pdu;
-use super::task::Kind;
+use super::task::{self, Burst, Kind};
 use crate::pdu::{Bhs, DataIn, Opcode, Pdu, RESERVED_TAG, Snack, SnackType};
 
 impl<T> Session<T> {
@@ -99,6 +108,42 @@ impl<T> Session<T> {
             run_length: 0,
         };
         self.send_snack(cid, snack);
+    }
+
+    /// The target rejected `hdr`'s PDU for a data digest error. Returns
+    /// false where ERL 0 applies (the caller then fails the task or the
+    /// connection as before).
+    pub(super) fn recover_rejected_data(&mut self, cid: u16, hdr: &Bhs) -> bool {
+        if !self.recovers_within_commands() {
+            return false;
+        }
+        let itt = hdr.itt();
+        match hdr.opcode() {
+            Opcode::DATA_OUT => {
+                debug!(cid, itt, "Data-Out rejected for its digest: waiting for the target's recovery R2T");
+                if let Some(c) = self.conns.get_mut(usize::from(cid)) {
+                    c.stats.data_out_rejects += 1;
+                }
+                true
+            }
+            Opcode::SCSI_COMMAND => self.retry_command(cid, itt),
+            _ => false,
+        }
+    }
+
+    /// Sends a SCSI command again as it was first sent (RFC 7143 section
+    /// 6.2.1: same ITT, CmdSN and data), on the connection it belongs to.
+    fn retry_command(&mut self, cid: u16, itt: u32) -> bool {
+        let params = self.params.clone();
+        let Some(task) = self.tasks.get(&itt) else { return false };
+        let (Kind::Scsi(s), true) = (&task.kind, task.cid == cid) else { return false };
+        let Some(c) = self.conns.get_mut(usize::from(cid)) else { return false };
+        let exp_statsn = c.exp_statsn.0;
+        let burst = Burst::new(&params, &c.params);
+        warn!(cid, itt, cmdsn = task.cmdsn, "command rejected for its immediate data's digest: retrying it");
+        task::command_pdus(s, itt, task.cmdsn, exp_statsn, burst, |p| push_pdu(c, &p));
+        c.stats.command_retries += 1;
+        true
     }
 
     fn send_snack(&mut self, cid: u16, mut snack: Snack) {

@@ -11,7 +11,7 @@ use super::scheduling::push_pdu;
 use super::task::{Kind, Owner};
 use super::{ConnPick, ConnectionFailure, Outcome, Session, TaskError};
 use crate::pdu::{
-    LogoutReason, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, RESERVED_TAG, Reject,
+    LogoutReason, LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, RESERVED_TAG, Reject, RejectReason,
     TaskMgmtResponse, TextResponse, TmfFunction, TmfResponse,
 };
 use crate::serial::Sn;
@@ -192,6 +192,9 @@ impl<T> Session<T> {
             return self.protocol_error(cid, now, format!("Reject ({}) without the rejected header", r.reason));
         };
         warn!(cid, reason = %r.reason, opcode = %hdr.opcode(), itt = hdr.itt(), "target rejected a PDU");
+        if r.reason == RejectReason::DATA_DIGEST_ERROR && self.recover_rejected_data(cid, &hdr) {
+            return;
+        }
         match hdr.opcode() {
             Opcode::SCSI_COMMAND
             | Opcode::TASK_MGMT_REQUEST

@@ -1272,3 +1272,80 @@ fn at_erl_1_a_data_in_asking_for_acknowledgement_gets_a_data_ack() {
     let s = &snacks[0];
     assert_eq!((s.kind, s.itt, s.ttt, s.beg_run), (SnackType::DATA_ACK, RESERVED_TAG, 0x77, 1));
 }
+
+/// A Reject for `pdu` with `reason`, from the target on CID 0.
+fn reject(h: &mut Harness, pdu: &Pdu, reason: RejectReason) -> Pdu {
+    let statsn = h.next_statsn(0);
+    Pdu::Reject(Reject {
+        reason,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        datasn: 0,
+        data: Bytes::copy_from_slice(&pdu.encode().bhs.0),
+    })
+}
+
+#[test]
+fn at_erl_1_a_command_rejected_for_its_immediate_data_digest_is_retried_with_its_itt_and_cmdsn() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, write10(0, Bytes::from(vec![9u8; 1024])), ConnPick::Any, 1);
+    let first = h.sent(0);
+    let Pdu::ScsiCommand(cmd) = &first[0] else { panic!("{first:?}") };
+    assert_eq!(cmd.data.len(), 1024, "immediate data");
+    let rej = reject(&mut h, &first[0], RejectReason::DATA_DIGEST_ERROR);
+    h.reply(0, rej);
+    let again = h.sent(0);
+    let Pdu::ScsiCommand(retry) = &again[0] else { panic!("{again:?}") };
+    assert_eq!(again.len(), 1);
+    // The same command (ITT, CmdSN, data); only ExpStatSN moved on, past
+    // the Reject's StatSN.
+    assert_eq!(ScsiCommand { exp_statsn: cmd.exp_statsn, ..retry.clone() }, *cmd);
+    assert_eq!(retry.exp_statsn, cmd.exp_statsn.wrapping_add(1));
+    assert!(h.done().is_empty());
+    h.scsi_response(0, cmd.itt, 0, Bytes::new());
+    assert!(matches!(&h.done()[..], [(1, Ok(Outcome::Scsi(r)))] if r.is_good()));
+    assert_eq!(h.s.connection_stats(0).unwrap().command_retries, 1);
+}
+
+#[test]
+fn at_erl_1_a_data_out_rejected_for_its_digest_waits_for_the_recovery_r2t() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, write10(0, Bytes::from(vec![9u8; 1024])), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let out = Pdu::DataOut(DataOut {
+        final_pdu: true,
+        lun: 0,
+        itt: cmd.itt,
+        ttt: 5,
+        exp_statsn: 0,
+        datasn: 0,
+        buffer_offset: 0,
+        data: Bytes::from(vec![9u8; 512]),
+    });
+    let rej = reject(&mut h, &out, RejectReason::DATA_DIGEST_ERROR);
+    h.reply(0, rej);
+    assert!(h.s.is_up() && h.done().is_empty(), "the task waits");
+    assert_eq!(h.s.connection_stats(0).unwrap().data_out_rejects, 1);
+    // At ERL 0 the same Reject fails the connection (the test above it).
+}
+
+#[test]
+fn at_erl_0_a_data_out_rejected_for_its_digest_fails_the_connection() {
+    let mut h = up_with_digests(0);
+    h.s.submit(h.now, write10(0, Bytes::from(vec![9u8; 1024])), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let out = Pdu::DataOut(DataOut {
+        final_pdu: true,
+        lun: 0,
+        itt: cmd.itt,
+        ttt: 5,
+        exp_statsn: 0,
+        datasn: 0,
+        buffer_offset: 0,
+        data: Bytes::from(vec![9u8; 512]),
+    });
+    let rej = reject(&mut h, &out, RejectReason::DATA_DIGEST_ERROR);
+    h.reply(0, rej);
+    assert!(!h.s.is_up());
+}
