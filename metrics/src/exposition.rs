@@ -439,8 +439,29 @@ fn connection_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) 
         enc,
         "connection_digest_errors",
         None,
-        "Header or data digest (CRC32C) mismatches; each fails the connection.",
+        "Header or data digest (CRC32C) mismatches; each fails the connection, except those ErrorRecoveryLevel 1 recovers (counted below).",
         per_conn(|s| s.digest_errors),
+    )?;
+    family(
+        enc,
+        "connection_data_snacks",
+        None,
+        "Data SNACKs that asked the target for Data-In again after a data digest error (ErrorRecoveryLevel 1).",
+        per_conn(|s| s.data_snacks),
+    )?;
+    family(
+        enc,
+        "connection_data_out_rejects",
+        None,
+        "Data-Out the target rejected for a data digest error and asked for again with a recovery R2T (ErrorRecoveryLevel 1).",
+        per_conn(|s| s.data_out_rejects),
+    )?;
+    family(
+        enc,
+        "connection_command_retries",
+        None,
+        "Commands sent again because the target rejected their immediate data's digest (ErrorRecoveryLevel 1).",
+        per_conn(|s| s.command_retries),
     )?;
     family(
         enc,

@@ -124,6 +124,15 @@ pub struct ConnectionCounters {
     pub data_bytes_received: u64,
     /// Header or data digest mismatches.
     pub digest_errors: u64,
+    /// Data SNACKs that asked for Data-In again after a data digest error
+    /// (ErrorRecoveryLevel 1).
+    pub data_snacks: u64,
+    /// Data-Out the target rejected for its digest and asked for again
+    /// (ErrorRecoveryLevel 1).
+    pub data_out_rejects: u64,
+    /// Commands sent again after the target rejected their immediate
+    /// data's digest (ErrorRecoveryLevel 1).
+    pub command_retries: u64,
     /// PDUs for a task the initiator does not know (late answers after an
     /// abort).
     pub unknown_itt: u64,
@@ -193,6 +202,9 @@ impl From<&ConnectionSnapshot> for ConnectionView {
                 bytes_sent: s.bytes_sent,
                 data_bytes_received: s.data_bytes_received,
                 digest_errors: s.digest_errors,
+                data_snacks: s.data_snacks,
+                data_out_rejects: s.data_out_rejects,
+                command_retries: s.command_retries,
                 unknown_itt: s.unknown_itt,
                 statsn_gaps: s.statsn_gaps,
                 logins: s.logins,

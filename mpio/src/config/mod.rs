@@ -452,6 +452,7 @@ impl Cx<'_> {
                 t.max_recv_data_segment_length.unwrap_or(offer.max_recv_data_segment_length);
             offer.first_burst_length = t.first_burst_length.unwrap_or(offer.first_burst_length);
             offer.max_burst_length = t.max_burst_length.unwrap_or(offer.max_burst_length);
+            offer.error_recovery_level = self.error_recovery_level(t.error_recovery_level.as_ref(), &name)?;
             offer.validate().map_err(|e| {
                 self.at(
                     &t.name,
@@ -465,6 +466,30 @@ impl Cx<'_> {
             out.push((name, TargetSpec { iqn, offer, auth }));
         }
         Ok(out)
+    }
+
+    /// The ErrorRecoveryLevel offered: 1 unless set. Level 1 recovers
+    /// within a command (a Data-In asked for again after a data digest
+    /// error, a rejected Data-Out or command sent again) and needs nothing
+    /// from the target it does not offer itself; the target's answer (the
+    /// lower of both) is what the session uses, 0 for most targets. Level 2
+    /// (connection recovery within an MCS session) is not built yet.
+    fn error_recovery_level(&self, v: Option<&Spanned<u8>>, target: &str) -> Result<u8, ConfigError> {
+        match v.map(|v| (v, *v.get_ref())) {
+            None => Ok(1),
+            Some((_, n @ (0 | 1))) => Ok(n),
+            Some((v, 2)) => Err(self.at(
+                v,
+                format!(
+                    "target {target}: error_recovery_level 2 (connection recovery) is not supported yet; \
+                     use 1 (recovery within a command) or 0"
+                ),
+            )),
+            Some((v, n)) => Err(self.at(
+                v,
+                format!("target {target}: error_recovery_level {n} does not exist (RFC 7143 section 13.20: 0, 1 or 2); use 1 or 0"),
+            )),
+        }
     }
 
     fn digest(&self, v: Option<&Spanned<String>>) -> Result<DigestPref, ConfigError> {

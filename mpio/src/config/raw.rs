@@ -60,6 +60,7 @@ pub(super) struct Target {
     pub(super) max_recv_data_segment_length: Option<u32>,
     pub(super) first_burst_length: Option<u32>,
     pub(super) max_burst_length: Option<u32>,
+    pub(super) error_recovery_level: Option<Spanned<u8>>,
     pub(super) chap: Option<Spanned<Chap>>,
 }
 

@@ -225,6 +225,25 @@ fn negotiation_sizes_are_offered_and_checked() {
     assert!(e.message.contains("MaxBurstLength"), "{e}");
 }
 
+#[test]
+fn error_recovery_level_1_is_offered_unless_set_and_2_is_refused_with_the_reason() {
+    let c = check(BASE).unwrap();
+    assert_eq!(c.devices[0].offer.error_recovery_level, 1);
+    let set = |v: &str| {
+        BASE.replace(
+            "iqn = \"iqn.2026-11.org.mpio:t1\"",
+            &format!("iqn = \"iqn.2026-11.org.mpio:t1\"\nerror_recovery_level = {v}"),
+        )
+    };
+    assert_eq!(check(&set("0")).unwrap().devices[0].offer.error_recovery_level, 0);
+    let e = refused(&set("2"));
+    assert!(e.message.contains("connection recovery") && e.message.contains("use 1"), "{e}");
+    let e = refused(&set("7"));
+    assert!(e.message.contains("does not exist"), "{e}");
+    let e = refused(&set("-1"));
+    assert!(e.message.contains("invalid value"), "{e}");
+}
+
 mod never_panics {
     use proptest::prelude::*;
 
@@ -245,6 +264,7 @@ mod never_panics {
         "max_recv_data_segment_length",
         "first_burst_length",
         "max_burst_length",
+        "error_recovery_level",
         "user",
         "secret_file",
         "secret_env",

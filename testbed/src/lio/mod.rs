@@ -156,6 +156,16 @@
 //!   LOGICAL UNIT COMMUNICATION FAILURE (08/00) if the directory is
 //!   missing; the builder makes it *(tested: the reservation scenario in
 //!   `tests/tests/lio`)*.
+//! * **ErrorRecoveryLevel** *(tested: `tests/tests/lio/proxy.rs`)*: the
+//!   TPG parameter alone does nothing; at login LIO sets the session's
+//!   value from the node ACL's `default_erl` (the TPG's `attrib/default_erl`
+//!   in demo mode), so [`TpgSpec::error_recovery_level`] sets both. At ERL
+//!   1 LIO answers a Data SNACK (RunLength 0) by sending the task's Data-In
+//!   again from BegRun, the last with the status and its old StatSN; it
+//!   answers a Data-Out with a bad data digest with a Reject (data digest
+//!   error) and then a recovery R2T for the data, and a command whose
+//!   immediate data is bad with a Reject, waiting for the retry. At ERL 0
+//!   it drops the connection for either.
 //! * **Capacity changes** *(tested: `mpio/tests/guest/resize.rs`)*: an
 //!   iblock LU ([`LunSpec::block_file`]) answers READ CAPACITY with its
 //!   block device's size at that moment, so `truncate` + `losetup -c`
