@@ -161,7 +161,7 @@
 //!   value from the node ACL's `default_erl` (the TPG's `attrib/default_erl`
 //!   in demo mode), so [`TpgSpec::error_recovery_level`] sets both. At ERL
 //!   1 LIO answers a Data SNACK (RunLength 0) by sending the task's Data-In
-//!   again from BegRun, the last with the status and its old StatSN; it
+//!   again from BegRun, the last with the status; it
 //!   answers a Data-Out with a bad data digest with a Reject (data digest
 //!   error) and then a recovery R2T for the data, and a command whose
 //!   immediate data is bad with a Reject, waiting for the retry. At ERL 0

@@ -4,7 +4,7 @@
 //! Nth PDU of a kind corrupts a byte of its header or data segment, drops
 //! it, or cuts the connection in the middle of it. It sees PDU boundaries
 //! (it follows each connection's login to know its digests: see
-//! [`framer`]), so digest errors, lost Data-In and truncated PDUs are
+//! `framer`), so digest errors, lost Data-In and truncated PDUs are
 //! reproducible against real targets (tgtd on the host, LIO in a VM), which
 //! never make them on their own.
 //!
