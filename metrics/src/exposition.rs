@@ -444,9 +444,16 @@ fn connection_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) 
     )?;
     family(
         enc,
+        "connection_header_digest_skips",
+        None,
+        "PDUs skipped after a header digest error, their length proven by the next header (ErrorRecoveryLevel 1).",
+        per_conn(|s| s.header_digest_skips),
+    )?;
+    family(
+        enc,
         "connection_data_snacks",
         None,
-        "Data SNACKs that asked the target for Data-In again after a data digest error (ErrorRecoveryLevel 1).",
+        "Data SNACKs that asked the target for Data-In again after a data digest error or a DataSN gap (ErrorRecoveryLevel 1).",
         per_conn(|s| s.data_snacks),
     )?;
     family(

@@ -124,8 +124,11 @@ pub struct ConnectionCounters {
     pub data_bytes_received: u64,
     /// Header or data digest mismatches.
     pub digest_errors: u64,
+    /// PDUs skipped after a header digest error, their length proven by
+    /// the next header (ErrorRecoveryLevel 1).
+    pub header_digest_skips: u64,
     /// Data SNACKs that asked for Data-In again after a data digest error
-    /// (ErrorRecoveryLevel 1).
+    /// or a gap (ErrorRecoveryLevel 1).
     pub data_snacks: u64,
     /// Data-Out the target rejected for its digest and asked for again
     /// (ErrorRecoveryLevel 1).
@@ -202,6 +205,7 @@ impl From<&ConnectionSnapshot> for ConnectionView {
                 bytes_sent: s.bytes_sent,
                 data_bytes_received: s.data_bytes_received,
                 digest_errors: s.digest_errors,
+                header_digest_skips: s.header_digest_skips,
                 data_snacks: s.data_snacks,
                 data_out_rejects: s.data_out_rejects,
                 command_retries: s.command_retries,

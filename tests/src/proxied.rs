@@ -288,3 +288,27 @@ pub async fn at_erl_1_a_data_out_with_a_bad_digest_is_sent_again_for_the_target_
     p.no_connection_lost();
     p.logout().await;
 }
+
+/// At ErrorRecoveryLevel 1 with both digests: a Data-In whose header is
+/// hit is skipped (the next header proves where it ended), and one that
+/// never arrives is noticed by the DataSN gap after it; both are asked for
+/// again with a Data SNACK, on the same connection, and the read is whole.
+pub async fn at_erl_1_a_data_in_with_a_bad_header_or_lost_is_asked_for_again(lu: &SharedLu) {
+    let mut p = Proxied::at_erl(lu, DigestPref::Crc32c, DigestPref::Crc32c, 1).await;
+    let data = pattern(8 << 20, 256 << 10, 21);
+    p.write(8 << 20, data.clone()).await;
+    // Byte 20 is in the TTT: a header digest error that leaves the
+    // lengths intact.
+    p.proxy.arm(Fault::nth(2, Direction::ToInitiator, Some(opcode::DATA_IN), Action::CorruptHeader(20)));
+    assert_data(&p.read(8 << 20, data.len()).await, &data, "read with a Data-In header corrupted");
+    p.proxy.wait_fired(1, FIRED).expect("the fault fired");
+    let stats = p.s.snapshot().await.expect("snapshot").connections[0].stats;
+    assert_eq!((stats.digest_errors, stats.header_digest_skips, stats.data_snacks), (1, 1, 1));
+    p.proxy.arm(Fault::nth(3, Direction::ToInitiator, Some(opcode::DATA_IN), Action::Drop));
+    assert_data(&p.read(8 << 20, data.len()).await, &data, "read with a Data-In lost");
+    p.proxy.wait_fired(2, FIRED).expect("the fault fired");
+    let stats = p.s.snapshot().await.expect("snapshot").connections[0].stats;
+    assert_eq!((stats.digest_errors, stats.data_snacks), (1, 2));
+    p.no_connection_lost();
+    p.logout().await;
+}

@@ -143,6 +143,38 @@ pub fn decode(buf: &mut BytesMut, framing: &Framing) -> Result<Option<RawPdu>, F
     Ok(Some(RawPdu { bhs, ahs, data: frame }))
 }
 
+/// After a header digest error on the PDU at the front of `buf`: the
+/// length of that PDU if the header right after it proves it (its own
+/// digest matches), `Ok(None)` until that header has arrived, and `Err`
+/// when it does not match (the stream cannot be framed again). The lengths
+/// in a header that failed its digest may be the corrupted bytes; a header
+/// digest that matches at exactly that boundary is what makes skipping
+/// the PDU safe (a false match is a 2^-32 chance). Only with header
+/// digests on.
+#[allow(clippy::result_unit_err)]
+pub fn boundary_after_bad_header(buf: &BytesMut, framing: &Framing) -> Result<Option<usize>, ()> {
+    if !framing.header_digest {
+        return Err(());
+    }
+    let header = |at: usize| -> Option<Bhs> {
+        let mut b = [0u8; BHS_LEN];
+        b.copy_from_slice(buf.get(at..at + BHS_LEN)?);
+        Some(Bhs(b))
+    };
+    let Some(bad) = header(0) else { return Ok(None) };
+    let (ahs_len, data_len) = (bad.total_ahs_len(), bad.data_segment_len());
+    if data_len > framing.max_recv_data_segment_length as usize {
+        return Err(());
+    }
+    let data_digest = if framing.data_digest && data_len > 0 { DIGEST_LEN } else { 0 };
+    let len = BHS_LEN + ahs_len + DIGEST_LEN + data_len.next_multiple_of(4) + data_digest;
+    let Some(next) = header(len) else { return Ok(None) };
+    let next_header = BHS_LEN + next.total_ahs_len();
+    let Some(covered) = buf.get(len..len + next_header) else { return Ok(None) };
+    let Some(digest) = buf.get(len + next_header..len + next_header + DIGEST_LEN) else { return Ok(None) };
+    if crc32c::crc32c(covered) == read_digest(digest) { Ok(Some(len)) } else { Err(()) }
+}
+
 fn read_digest(b: &[u8]) -> u32 {
     match b {
         [a, b, c, d, ..] => u32::from_le_bytes([*a, *b, *c, *d]),
@@ -402,5 +434,33 @@ mod tests {
         assert_eq!(q.len(), total - 110);
         let rest = q.take_all();
         assert_eq!(rest.len(), total - 110);
+    }
+
+    #[test]
+    fn a_bad_header_is_skipped_only_where_the_next_header_proves_its_length() {
+        let framing = Framing { header_digest: true, data_digest: true, max_recv_data_segment_length: 8192 };
+        let mut q = TxQueue::new();
+        q.push(&nop(b"first pdu data"), &framing);
+        let first = q.len();
+        q.push(&nop(b"second"), &framing);
+        let wire = q.take_all();
+        // The ITT of the first header is hit: its lengths still hold.
+        let mut bad = BytesMut::from(&wire[..]);
+        bad[17] ^= 0xff;
+        assert!(matches!(decode(&mut bad.clone(), &framing), Err(FrameError::HeaderDigest { .. })));
+        assert_eq!(boundary_after_bad_header(&bad, &framing), Ok(Some(first)));
+        // Until the next header has arrived, nothing is decided.
+        for cut in [BHS_LEN, first, first + BHS_LEN, first + BHS_LEN + 3] {
+            assert_eq!(boundary_after_bad_header(&BytesMut::from(&bad[..cut]), &framing), Ok(None), "{cut} bytes");
+        }
+        // Its data length is hit: the bytes where the next header would be
+        // do not carry a matching digest.
+        let mut lost = BytesMut::from(&wire[..]);
+        lost.extend_from_slice(&[0u8; 2048]); // whatever follows, enough to decide
+        lost[7] ^= 0x04;
+        assert_eq!(boundary_after_bad_header(&lost, &framing), Err(()));
+        // Without header digests there is nothing to prove it with.
+        let plain = Framing { header_digest: false, ..framing };
+        assert_eq!(boundary_after_bad_header(&bad, &plain), Err(()));
     }
 }

@@ -56,6 +56,10 @@ pub struct ConnStats {
     /// Data SNACKs sent to have Data-In sent again after a data digest
     /// error (ERL 1 and 2).
     pub data_snacks: u64,
+    /// PDUs skipped after a header digest error, their length proven by
+    /// the next header (ERL 1 and 2); what they carried is recovered as a
+    /// lost PDU is.
+    pub header_digest_skips: u64,
     /// Data-Out the target rejected for a data digest error and asked for
     /// again (ERL 1 and 2).
     pub data_out_rejects: u64,

@@ -16,10 +16,20 @@
 //! again; one that never comes is the command timeout's, as any lost
 //! answer.
 //!
-//! A header digest error stays fatal for the connection at every level:
-//! the lengths in that header cannot be trusted, so the next PDU cannot
-//! be found (section 7.8; the sync-and-steering markers that would find
-//! it are not part of RFC 7143).
+//! A Data-In whose DataSN is past the one expected means those between
+//! never arrived; they are asked for the same way.
+//!
+//! A header digest error puts the PDU's own lengths in doubt, so the next
+//! PDU cannot be found from them alone (section 7.8; the sync-and-steering
+//! markers that would find it are not part of RFC 7143). At ERL 1 the
+//! receive loop waits for the header those lengths point at: if its digest
+//! matches, the boundary is proven and the bad PDU is skipped
+//! (`frame::boundary_after_bad_header`); if not, the connection fails, as
+//! at ERL 0. What the skipped PDU carried is then recovered as a lost PDU
+//! is: a Data-In by the DataSN gap the next one shows (above); a status,
+//! an R2T or a NOP-In by the command or NOP timeout, which ends in the
+//! connection's failure and ERL 0's recovery (Status and R2T SNACKs are
+//! not sent).
 //!
 //! A Data-In with the A bit set gets a DataACK SNACK: the target may then
 //! free what it kept for retransmission.
@@ -69,27 +79,21 @@ impl<T> Session<T> {
         // Not asked yet, or the one asked for came bad again: ask (again).
         // A link that corrupts every copy ends at the command timeout.
         s.snacked = true;
-        let snack = Snack {
-            kind: SnackType::DATA_R2T,
-            lun: bhs.u64(8),
-            itt,
-            ttt: RESERVED_TAG,
-            exp_statsn: 0,
-            beg_run: s.next_datasn,
-            run_length: 0,
-        };
-        warn!(
-            cid,
-            itt,
-            datasn,
-            beg_run = snack.beg_run,
-            "data digest error on Data-In: asking the target again (Data SNACK)"
-        );
+        let beg_run = s.next_datasn;
+        warn!(cid, itt, datasn, beg_run, "data digest error on Data-In: asking the target again (Data SNACK)");
+        self.ask_data_again(cid, itt, bhs.u64(8), beg_run);
+        true
+    }
+
+    /// A Data SNACK for every Data-In of `itt` from DataSN `beg_run` on.
+    pub(super) fn ask_data_again(&mut self, cid: u16, itt: u32, lun: u64, beg_run: u32) {
+        debug!(cid, itt, beg_run, "Data SNACK");
+        let snack =
+            Snack { kind: SnackType::DATA_R2T, lun, itt, ttt: RESERVED_TAG, exp_statsn: 0, beg_run, run_length: 0 };
         self.send_snack(cid, snack);
         if let Some(c) = self.conns.get_mut(usize::from(cid)) {
             c.stats.data_snacks += 1;
         }
-        true
     }
 
     /// Answers a Data-In's A bit with a DataACK SNACK for everything up to

@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
-use tracing::{debug, trace};
+use bytes::{Buf, BytesMut};
+use tracing::{debug, trace, warn};
 
 use super::conn::Phase;
 use super::{ConnectionFailure, Session};
@@ -43,6 +43,29 @@ impl<T> Session<T> {
             let raw = match frame::decode(buf, &c.framing) {
                 Ok(Some(raw)) => raw,
                 Ok(None) => return,
+                Err(frame::FrameError::HeaderDigest { .. })
+                    if matches!(c.phase, Phase::Up) && self.params.error_recovery_level >= 1 =>
+                {
+                    // ERL 1 (see `data_recovery`): skip the PDU where the
+                    // next header proves its length.
+                    match frame::boundary_after_bad_header(buf, &c.framing) {
+                        Ok(None) => return,
+                        Ok(Some(len)) => {
+                            buf.advance(len);
+                            c.stats.digest_errors += 1;
+                            c.stats.header_digest_skips += 1;
+                            warn!(cid, len, "header digest error: PDU skipped, its length proven by the next header");
+                            continue;
+                        }
+                        Err(()) => {
+                            c.stats.digest_errors += 1;
+                            buf.clear();
+                            let msg = "header digest error, and no sound header after it: the PDU boundary is lost";
+                            self.protocol_error(cid, now, msg.into());
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
                     if matches!(e, frame::FrameError::HeaderDigest { .. } | frame::FrameError::DataDigest { .. }) {
                         c.stats.digest_errors += 1;

@@ -45,6 +45,7 @@ impl<T> Session<T> {
     }
 
     pub(super) fn on_data_in(&mut self, cid: u16, now: Instant, d: DataIn) {
+        let within = self.recovers_within_commands();
         let Some(task) = self.tasks.get_mut(&d.itt) else {
             self.ack(cid, d.status.map(|_| d.statsn), d.exp_cmdsn, d.max_cmdsn);
             return self.unknown_itt(cid, Opcode::DATA_IN, d.itt);
@@ -57,6 +58,14 @@ impl<T> Session<T> {
                 format!("Data-In for ITT {:#x}, which is not a read on this connection", d.itt),
             );
         };
+        if within && !s.snacked && d.datasn != s.next_datasn && d.datasn.wrapping_sub(s.next_datasn) < 1 << 31 {
+            // A Data-In before this one never arrived (skipped after a
+            // header digest error, or lost): ask for it and what follows.
+            s.snacked = true;
+            let beg_run = s.next_datasn;
+            self.ack(cid, None, d.exp_cmdsn, d.max_cmdsn);
+            return self.ask_data_again(cid, d.itt, d.lun, beg_run);
+        }
         if s.snacked {
             if d.datasn != s.next_datasn {
                 // Sent before our Data SNACK reached the target; it comes

@@ -1349,3 +1349,66 @@ fn at_erl_0_a_data_out_rejected_for_its_digest_fails_the_connection() {
     h.reply(0, rej);
     assert!(!h.s.is_up());
 }
+
+#[test]
+fn at_erl_1_a_data_in_past_a_gap_asks_for_the_missing_ones() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, read10(0, 8), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let part = |n: u8| Bytes::from(vec![n; 2048]);
+    // DataSN 0 never arrives; DataSN 1 (with the status) does.
+    let statsn = h.conns[0].statsn;
+    let p = data_in(&mut h, cmd.itt, 1, 2048, part(2), Some(0));
+    h.reply(0, p);
+    let snacks = h.snacks(0);
+    assert_eq!(snacks.iter().map(|s| (s.itt, s.beg_run, s.run_length)).collect::<Vec<_>>(), vec![(cmd.itt, 0, 0)]);
+    assert!(h.done().is_empty());
+    h.conns[0].statsn = statsn;
+    let p = data_in(&mut h, cmd.itt, 0, 0, part(1), None);
+    h.reply(0, p);
+    let p = data_in(&mut h, cmd.itt, 1, 2048, part(2), Some(0));
+    h.reply(0, p);
+    let done = h.done();
+    let (1, Ok(Outcome::Scsi(r))) = &done[0] else { panic!("{done:?}") };
+    assert_eq!(r.data.to_bytes(), [part(1), part(2)].concat());
+    assert!(h.s.is_up());
+}
+
+#[test]
+fn at_erl_1_a_data_in_with_a_bad_header_is_skipped_and_asked_for_again() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, read10(0, 12), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let part = |n: u8| Bytes::from(vec![n; 2048]);
+    let mut wire = BytesMut::new();
+    for (sn, status) in [(0u32, None), (1, None), (2, Some(0))] {
+        let p = data_in(&mut h, cmd.itt, sn, sn * 2048, part(sn as u8), status);
+        let c = &mut h.conns[0];
+        c.tx.push(&p.encode(), &c.framing);
+        wire.extend_from_slice(&c.tx.take_all());
+    }
+    // DataSN 1's header is hit (its TTT, byte 20 of the second PDU).
+    let one = BHS_LEN + 4 + 2048 + 4;
+    wire[one + 20] ^= 0xff;
+    h.s.handle_bytes(0, h.now, &mut wire);
+    assert!(h.s.is_up(), "the connection stays");
+    let snacks = h.snacks(0);
+    assert_eq!(snacks.iter().map(|s| s.beg_run).collect::<Vec<_>>(), vec![1]);
+    let stats = h.s.connection_stats(0).unwrap();
+    assert_eq!((stats.digest_errors, stats.header_digest_skips, stats.data_snacks), (1, 1, 1));
+    assert!(h.done().is_empty());
+}
+
+#[test]
+fn at_erl_0_a_bad_header_fails_the_connection() {
+    let mut h = up_with_digests(0);
+    h.s.submit(h.now, read10(0, 4), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![5u8; 2048]), Some(0));
+    let c = &mut h.conns[0];
+    c.tx.push(&p.encode(), &c.framing);
+    let mut wire = c.tx.take_all();
+    wire[20] ^= 0xff;
+    h.s.handle_bytes(0, h.now, &mut wire);
+    assert!(!h.s.is_up());
+}
