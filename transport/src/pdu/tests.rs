@@ -301,6 +301,13 @@ proptest! {
     }
 
     #[test]
+    fn a_boundary_after_a_bad_header_is_never_past_the_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400), framing in framing()) {
+        if let Ok(Some(len)) = frame::boundary_after_bad_header(&BytesMut::from(&bytes[..]), &framing) {
+            prop_assert!(len + BHS_LEN + 4 <= bytes.len());
+        }
+    }
+
+    #[test]
     fn arbitrary_headers_never_panic(bhs in any::<[u8; 48]>(), ahs in prop::collection::vec(any::<u8>(), 0..64), data in data()) {
         let ahs_len = ahs.len() / 4 * 4;
         let _ = Pdu::parse(RawPdu { bhs: Bhs(bhs), ahs: Bytes::copy_from_slice(&ahs[..ahs_len]), data });
