@@ -356,7 +356,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 
 /// What a reader hands its writer: bytes, when they may leave, and
 /// whether the connection is reset after them.
-struct Send {
+struct Outgoing {
     bytes: Vec<u8>,
     at: Instant,
     reset_after: bool,
@@ -391,7 +391,7 @@ impl Conn {
     }
 }
 
-fn read_loop(conn: &Conn, direction: Direction, shared: &Shared, tx: &Sender<Send>) {
+fn read_loop(conn: &Conn, direction: Direction, shared: &Shared, tx: &Sender<Outgoing>) {
     let mut framer = Framer::default();
     let mut buf = vec![0u8; 64 << 10];
     let mut src = conn.source(direction);
@@ -413,14 +413,14 @@ fn read_loop(conn: &Conn, direction: Direction, shared: &Shared, tx: &Sender<Sen
                     reset_after = true;
                 }
             }
-            if tx.send(Send { bytes: frame.bytes, at, reset_after }).is_err() {
+            if tx.send(Outgoing { bytes: frame.bytes, at, reset_after }).is_err() {
                 return;
             }
         }
     }
 }
 
-fn write_loop(conn: &Conn, direction: Direction, shared: &Shared, rx: &Receiver<Send>) {
+fn write_loop(conn: &Conn, direction: Direction, shared: &Shared, rx: &Receiver<Outgoing>) {
     let mut sink = conn.sink(direction);
     for send in rx {
         let mut state = shared.lock();

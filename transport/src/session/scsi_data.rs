@@ -1,6 +1,7 @@
 //! The data path of SCSI commands: Data-In (in order, never past the
 //! buffer), R2T (answered with Data-Out from the write buffer) and the SCSI
-//! Response that ends a command.
+//! Response that ends a command (never before every Data-In the target
+//! counts in it has arrived).
 
 use std::time::Instant;
 
@@ -27,6 +28,21 @@ impl<T> Session<T> {
             let msg = format!(
                 "SCSI Response for ITT {:#x} while its Data-In from DataSN {} are asked for again",
                 r.itt, s.next_datasn
+            );
+            self.tasks.insert(r.itt, task);
+            return self.protocol_error(cid, now, msg);
+        }
+        // A read (not bidirectional: there ExpDataSN counts R2Ts too) for
+        // which the target sent more Data-In than arrived lost its last
+        // ones, which no later Data-In could reveal: completing it would
+        // hand the caller a short buffer. The connection fails instead, and
+        // the command is sent again (a Data SNACK is not tried: the target
+        // may free the task once this status is acknowledged).
+        let lost = r.exp_datasn.wrapping_sub(s.next_datasn);
+        if s.req.data_out.is_empty() && s.req.read_len > 0 && lost != 0 && lost < 1 << 31 {
+            let msg = format!(
+                "SCSI Response for ITT {:#x} counts {} Data-In, {} arrived",
+                r.itt, r.exp_datasn, s.next_datasn
             );
             self.tasks.insert(r.itt, task);
             return self.protocol_error(cid, now, msg);

@@ -1412,3 +1412,59 @@ fn at_erl_0_a_bad_header_fails_the_connection() {
     h.s.handle_bytes(0, h.now, &mut wire);
     assert!(!h.s.is_up());
 }
+
+#[test]
+fn a_response_counting_more_data_in_than_arrived_fails_the_connection_rather_than_a_short_read() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 8), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![1u8; 2048]), None);
+    h.reply(0, p);
+    // DataSN 1 is lost; the response says two were sent.
+    let statsn = h.next_statsn(0);
+    let rsp = ScsiResponse {
+        itt: cmd.itt,
+        response: 0,
+        status: 0,
+        residual: Residual::None,
+        bidi_read_residual: Residual::None,
+        snack_tag: 0,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        exp_datasn: 2,
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::ScsiResponse(rsp.clone()));
+    let evs = h.events();
+    assert!(!evs.iter().any(|e| matches!(e, Event::TaskDone { .. })), "completed short: {evs:?}");
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::State(SessionEvent::ConnectionDown { reason: ConnectionFailure::Protocol(m), .. }) if m.contains("counts 2 Data-In, 1 arrived"))),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn a_response_counting_every_data_in_that_arrived_completes_the_read() {
+    let mut h = Harness::up(cfg(1));
+    h.s.submit(h.now, read10(0, 4), ConnPick::Any, 1);
+    let cmd = h.command(0);
+    let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![1u8; 2048]), None);
+    h.reply(0, p);
+    let statsn = h.next_statsn(0);
+    let rsp = ScsiResponse {
+        itt: cmd.itt,
+        response: 0,
+        status: 0,
+        residual: Residual::None,
+        bidi_read_residual: Residual::None,
+        snack_tag: 0,
+        statsn,
+        exp_cmdsn: h.exp_cmdsn,
+        max_cmdsn: h.max_cmdsn(),
+        exp_datasn: 1,
+        data: Bytes::new(),
+    };
+    h.reply(0, Pdu::ScsiResponse(rsp));
+    assert!(matches!(&h.done()[..], [(1, Ok(Outcome::Scsi(r)))] if r.data.len() == 2048));
+}
