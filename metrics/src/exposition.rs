@@ -458,6 +458,13 @@ fn connection_families(enc: &mut DescriptorEncoder<'_>, devices: &[DeviceView]) 
     )?;
     family(
         enc,
+        "connection_status_snacks",
+        None,
+        "Status SNACKs that asked the target for statuses that never arrived (ErrorRecoveryLevel 1).",
+        per_conn(|s| s.status_snacks),
+    )?;
+    family(
+        enc,
         "connection_data_out_rejects",
         None,
         "Data-Out the target rejected for a data digest error and asked for again with a recovery R2T (ErrorRecoveryLevel 1).",

@@ -130,6 +130,9 @@ pub struct ConnectionCounters {
     /// Data SNACKs that asked for Data-In again after a data digest error
     /// or a gap (ErrorRecoveryLevel 1).
     pub data_snacks: u64,
+    /// Status SNACKs for statuses that never arrived (ErrorRecoveryLevel
+    /// 1).
+    pub status_snacks: u64,
     /// Data-Out the target rejected for its digest and asked for again
     /// (ErrorRecoveryLevel 1).
     pub data_out_rejects: u64,
@@ -207,6 +210,7 @@ impl From<&ConnectionSnapshot> for ConnectionView {
                 digest_errors: s.digest_errors,
                 header_digest_skips: s.header_digest_skips,
                 data_snacks: s.data_snacks,
+                status_snacks: s.status_snacks,
                 data_out_rejects: s.data_out_rejects,
                 command_retries: s.command_retries,
                 unknown_itt: s.unknown_itt,

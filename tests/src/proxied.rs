@@ -312,3 +312,23 @@ pub async fn at_erl_1_a_data_in_with_a_bad_header_or_lost_is_asked_for_again(lu:
     p.no_connection_lost();
     p.logout().await;
 }
+
+/// At ErrorRecoveryLevel 1, a write's SCSI Response that never arrives is
+/// noticed by the StatSN gap the next status shows and asked for with a
+/// Status SNACK: both writes complete GOOD on the same connection.
+pub async fn at_erl_1_a_lost_status_is_asked_for_with_a_status_snack(lu: &SharedLu) {
+    let mut p = Proxied::at_erl(lu, DigestPref::None, DigestPref::None, 1).await;
+    let (a, b) = (pattern(12 << 20, 64 << 10, 22), pattern(13 << 20, 64 << 10, 23));
+    p.proxy.arm(Fault::nth(1, Direction::ToInitiator, Some(opcode::SCSI_RESPONSE), Action::Drop));
+    let first = p.spawn_write(12 << 20, a.clone());
+    p.proxy.wait_fired(1, FIRED).expect("the first write's status dropped");
+    // The second write's status reveals the hole.
+    p.write(13 << 20, b.clone()).await;
+    first.await.expect("the first write completes once its status is sent again");
+    assert_data(&p.read(12 << 20, a.len()).await, &a, "the first write");
+    assert_data(&p.read(13 << 20, b.len()).await, &b, "the second write");
+    let stats = p.s.snapshot().await.expect("snapshot").connections[0].stats;
+    assert_eq!(stats.status_snacks, 1);
+    p.no_connection_lost();
+    p.logout().await;
+}

@@ -51,4 +51,5 @@ async fn at_erl_1_data_in_digest_errors_are_recovered_with_a_data_snack_against_
     proxied::at_erl_1_a_data_in_with_a_bad_digest_is_asked_for_again_on_the_same_connection(&lu).await;
     proxied::at_erl_1_a_data_out_with_a_bad_digest_is_sent_again_for_the_target_s_recovery_r2t(&lu).await;
     proxied::at_erl_1_a_data_in_with_a_bad_header_or_lost_is_asked_for_again(&lu).await;
+    proxied::at_erl_1_a_lost_status_is_asked_for_with_a_status_snack(&lu).await;
 }

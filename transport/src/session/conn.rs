@@ -60,6 +60,8 @@ pub struct ConnStats {
     /// the next header (ERL 1 and 2); what they carried is recovered as a
     /// lost PDU is.
     pub header_digest_skips: u64,
+    /// Status SNACKs sent for StatSNs that never arrived (ERL 1 and 2).
+    pub status_snacks: u64,
     /// Data-Out the target rejected for a data digest error and asked for
     /// again (ERL 1 and 2).
     pub data_out_rejects: u64,
@@ -90,6 +92,9 @@ pub(crate) struct Conn {
     pub(crate) params: ConnectionParams,
     pub(crate) framing: Framing,
     pub(crate) exp_statsn: Sn,
+    /// StatSNs received past a hole at `exp_statsn` that a Status SNACK
+    /// asked for (ERL 1; see `data_recovery`).
+    pub(crate) statsn_ahead: std::collections::BTreeSet<u32>,
     pub(crate) tx: TxQueue,
     pub(crate) last_rx: Instant,
     /// Keepalive NOP-Out in flight: (ITT, sent at).
@@ -121,6 +126,7 @@ impl Conn {
             params: ConnectionParams::default(),
             framing: Framing::default(),
             exp_statsn: Sn(0),
+            statsn_ahead: std::collections::BTreeSet::new(),
             tx: TxQueue::new(),
             last_rx: now,
             ping: None,
@@ -165,6 +171,7 @@ impl Conn {
         self.params = ConnectionParams::default();
         self.tx = TxQueue::new();
         self.exp_statsn = Sn(0);
+        self.statsn_ahead.clear();
         self.last_rx = now;
         self.ping = None;
         self.in_flight = 0;
@@ -188,6 +195,7 @@ impl Conn {
         };
         self.params = params;
         self.exp_statsn = Sn(exp_statsn);
+        self.statsn_ahead.clear();
         self.last_rx = now;
         self.enter(Phase::Up);
         if let Some(iv) = nop_interval {

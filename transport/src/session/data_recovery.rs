@@ -27,9 +27,10 @@
 //! (`frame::boundary_after_bad_header`); if not, the connection fails, as
 //! at ERL 0. What the skipped PDU carried is then recovered as a lost PDU
 //! is: a Data-In by the DataSN gap the next one shows (above); a status,
-//! an R2T or a NOP-In by the command or NOP timeout, which ends in the
-//! connection's failure and ERL 0's recovery (Status and R2T SNACKs are
-//! not sent).
+//! a status by the StatSN gap the next status shows (a Status SNACK asks
+//! for it: `ack_status_erl1`); an R2T or a NOP-In by the command or NOP
+//! timeout, which ends in the connection's failure and ERL 0's recovery
+//! (no R2T SNACK is sent).
 //!
 //! A Data-In with the A bit set gets a DataACK SNACK: the target may then
 //! free what it kept for retransmission.
@@ -49,6 +50,7 @@ use super::Session;
 use super::scheduling::push_pdu;
 use super::task::{self, Burst, Kind};
 use crate::pdu::{Bhs, DataIn, Opcode, Pdu, RESERVED_TAG, Snack, SnackType};
+use crate::serial::Sn;
 
 impl<T> Session<T> {
     /// Whether the session recovers within a command (ERL 1 or 2).
@@ -94,6 +96,64 @@ impl<T> Session<T> {
         if let Some(c) = self.conns.get_mut(usize::from(cid)) {
             c.stats.data_snacks += 1;
         }
+    }
+
+    /// StatSN bookkeeping at ERL 1: a status past the one expected means
+    /// those between never arrived (their PDU was skipped after a header
+    /// digest error, or lost). A Status SNACK asks for them, and ExpStatSN
+    /// stays at the first missing one, so the target keeps them until they
+    /// arrive; statuses received meanwhile are remembered and acknowledged
+    /// once the hole before them is filled. A hole that grows past
+    /// `MAX_AHEAD` statuses is given up (ExpStatSN jumps past it, as at
+    /// ERL 0): its commands end by their timeout.
+    pub(super) fn ack_status_erl1(&mut self, cid: u16, sn: Sn) {
+        const MAX_AHEAD: usize = 256;
+        let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
+        if sn == c.exp_statsn {
+            c.exp_statsn = sn.next();
+            while c.statsn_ahead.remove(&c.exp_statsn.0) {
+                c.exp_statsn = c.exp_statsn.next();
+            }
+            return;
+        }
+        if !sn.gt(c.exp_statsn) || c.statsn_ahead.contains(&sn.0) {
+            return; // a status sent again that already arrived
+        }
+        c.stats.statsn_gaps += 1;
+        // The highest status seen so far: a gap opens only past it.
+        let last = c
+            .statsn_ahead
+            .iter()
+            .copied()
+            .map(Sn)
+            .fold(Sn(c.exp_statsn.0.wrapping_sub(1)), |a, b| if b.gt(a) { b } else { a });
+        c.statsn_ahead.insert(sn.0);
+        if !sn.gt(last) {
+            return; // inside the hole already asked for
+        }
+        if c.statsn_ahead.len() > MAX_AHEAD {
+            warn!(cid, "StatSN hole not filled after {MAX_AHEAD} later statuses: given up");
+            c.exp_statsn = sn.next();
+            c.statsn_ahead.clear();
+            return;
+        }
+        let beg_run = last.next();
+        if sn == beg_run {
+            return; // right after the last one: no new hole
+        }
+        let run_length = sn.0.wrapping_sub(beg_run.0);
+        warn!(cid, beg_run = beg_run.0, run_length, "StatSN gap: asking the target again (Status SNACK)");
+        c.stats.status_snacks += 1;
+        let snack = Snack {
+            kind: SnackType::STATUS,
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt: RESERVED_TAG,
+            exp_statsn: 0,
+            beg_run: beg_run.0,
+            run_length,
+        };
+        self.send_snack(cid, snack);
     }
 
     /// Answers a Data-In's A bit with a DataACK SNACK for everything up to

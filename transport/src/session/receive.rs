@@ -125,6 +125,9 @@ impl<T> Session<T> {
     pub(super) fn ack(&mut self, cid: u16, statsn: Option<u32>, exp_cmdsn: u32, max_cmdsn: u32) {
         self.window.update(exp_cmdsn, max_cmdsn);
         let Some(statsn) = statsn else { return };
+        if self.recovers_within_commands() {
+            return self.ack_status_erl1(cid, Sn(statsn));
+        }
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return };
         let sn = Sn(statsn);
         if sn != c.exp_statsn {

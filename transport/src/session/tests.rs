@@ -1468,3 +1468,36 @@ fn a_response_counting_every_data_in_that_arrived_completes_the_read() {
     h.reply(0, Pdu::ScsiResponse(rsp));
     assert!(matches!(&h.done()[..], [(1, Ok(Outcome::Scsi(r)))] if r.data.len() == 2048));
 }
+
+#[test]
+fn at_erl_1_a_status_that_never_arrived_is_asked_for_with_a_status_snack() {
+    let mut h = up_with_digests(1);
+    h.s.submit(h.now, write10(0, Bytes::from(vec![9u8; 512])), ConnPick::Any, 1);
+    let first = h.command(0);
+    h.s.submit(h.now, write10(8, Bytes::from(vec![8u8; 512])), ConnPick::Any, 2);
+    let second = h.command(0);
+    // The first write's response is lost on the way (StatSN s); the
+    // second's (s + 1) arrives.
+    let lost = h.next_statsn(0);
+    h.scsi_response(0, second.itt, 0, Bytes::new());
+    assert!(matches!(&h.done()[..], [(2, Ok(_))]));
+    let snacks = h.snacks(0);
+    assert_eq!(snacks.len(), 1, "{snacks:?}");
+    let s = &snacks[0];
+    assert_eq!((s.kind, s.itt, s.beg_run, s.run_length), (SnackType::STATUS, RESERVED_TAG, lost, 1));
+    assert_eq!(s.exp_statsn, lost, "ExpStatSN stays at the hole");
+    // The target sends it again with its StatSN.
+    let keep = h.conns[0].statsn;
+    h.conns[0].statsn = lost;
+    h.scsi_response(0, first.itt, 0, Bytes::new());
+    h.conns[0].statsn = keep;
+    assert!(matches!(&h.done()[..], [(1, Ok(_))]));
+    // The hole is filled: ExpStatSN is past both.
+    h.s.nop(h.now, Bytes::new(), 3);
+    let pdus = h.sent(0);
+    let Pdu::NopOut(n) = &pdus[0] else { panic!("{pdus:?}") };
+    assert_eq!(n.exp_statsn, lost.wrapping_add(2));
+    let stats = h.s.connection_stats(0).unwrap();
+    assert_eq!((stats.status_snacks, stats.statsn_gaps), (1, 1));
+    assert!(h.s.is_up());
+}
