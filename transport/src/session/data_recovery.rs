@@ -47,8 +47,8 @@
 use tracing::{debug, warn};
 
 use super::Session;
-use super::scheduling::push_pdu;
-use super::task::{self, Burst, Kind};
+use super::scheduling::{push_command, push_pdu};
+use super::task::Kind;
 use crate::pdu::{Bhs, DataIn, Opcode, Pdu, RESERVED_TAG, Snack, SnackType};
 use crate::serial::Sn;
 
@@ -202,10 +202,8 @@ impl<T> Session<T> {
         let Some(task) = self.tasks.get(&itt) else { return false };
         let (Kind::Scsi(s), true) = (&task.kind, task.cid == cid) else { return false };
         let Some(c) = self.conns.get_mut(usize::from(cid)) else { return false };
-        let exp_statsn = c.exp_statsn.0;
-        let burst = Burst::new(&params, &c.params);
         warn!(cid, itt, cmdsn = task.cmdsn, "command rejected for its immediate data's digest: retrying it");
-        task::command_pdus(s, itt, task.cmdsn, exp_statsn, burst, |p| push_pdu(c, &p));
+        push_command(c, &params, s, itt, task.cmdsn);
         c.stats.command_retries += 1;
         true
     }

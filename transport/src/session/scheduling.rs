@@ -9,10 +9,11 @@ use bytes::Bytes;
 use tracing::trace;
 
 use super::conn::Conn;
-use super::task::{self, Burst, Kind, Owner, Task};
+use super::task::{self, Burst, Kind, Owner, ScsiTask, Task};
 use super::timer::ConnTimer;
 use super::{ConnPick, Event, Outcome, Session, SessionState, TaskError};
 use crate::pdu::{LogoutReason, NopOut, Pdu, RESERVED_TAG, TaskMgmtRequest, TextRequest, TmfFunction};
+use crate::text::SessionParams;
 
 impl<T> Session<T> {
     pub(super) fn alloc_itt(&mut self) -> u32 {
@@ -101,10 +102,7 @@ impl<T> Session<T> {
         let exp_statsn = c.exp_statsn.0;
         let itt = task.itt;
         match &task.kind {
-            Kind::Scsi(s) => {
-                let burst = Burst::new(&params, &c.params);
-                task::command_pdus(s, itt, cmdsn, exp_statsn, burst, |p| push_pdu(c, &p));
-            }
+            Kind::Scsi(s) => push_command(c, &params, s, itt, cmdsn),
             Kind::TaskMgmt { function, lun, referenced_itt, ref_cmdsn } => {
                 let req = TaskMgmtRequest {
                     immediate: true,
@@ -188,6 +186,14 @@ impl<T> Session<T> {
             self.events.push_back(Event::TaskDone { token, result });
         }
     }
+}
+
+/// Queues a SCSI command's PDUs (the command, its immediate and
+/// unsolicited data) on `c`: when first sent, and when retried with the
+/// same ITT and CmdSN.
+pub(super) fn push_command(c: &mut Conn, params: &SessionParams, s: &ScsiTask, itt: u32, cmdsn: u32) {
+    let (exp_statsn, burst) = (c.exp_statsn.0, Burst::new(params, &c.params));
+    task::command_pdus(s, itt, cmdsn, exp_statsn, burst, |p| push_pdu(c, &p));
 }
 
 /// Encodes `pdu` into the connection's transmit queue.

@@ -216,6 +216,11 @@ impl Harness {
     }
 
     fn scsi_response(&mut self, cid: u16, itt: u32, status: u8, data: Bytes) {
+        self.scsi_response_counting(cid, itt, status, data, 0);
+    }
+
+    /// A SCSI Response whose ExpDataSN says `exp_datasn` Data-In were sent.
+    fn scsi_response_counting(&mut self, cid: u16, itt: u32, status: u8, data: Bytes, exp_datasn: u32) {
         let statsn = self.next_statsn(cid);
         let rsp = ScsiResponse {
             itt,
@@ -227,7 +232,7 @@ impl Harness {
             statsn,
             exp_cmdsn: self.exp_cmdsn,
             max_cmdsn: self.max_cmdsn(),
-            exp_datasn: 0,
+            exp_datasn,
             data,
         };
         self.reply(cid, Pdu::ScsiResponse(rsp));
@@ -1308,9 +1313,10 @@ fn at_erl_1_a_command_rejected_for_its_immediate_data_digest_is_retried_with_its
     assert_eq!(h.s.connection_stats(0).unwrap().command_retries, 1);
 }
 
-#[test]
-fn at_erl_1_a_data_out_rejected_for_its_digest_waits_for_the_recovery_r2t() {
-    let mut h = up_with_digests(1);
+/// A session at `erl` whose write's Data-Out the target rejects for its
+/// data digest.
+fn data_out_rejected_for_its_digest(erl: u8) -> Harness {
+    let mut h = up_with_digests(erl);
     h.s.submit(h.now, write10(0, Bytes::from(vec![9u8; 1024])), ConnPick::Any, 1);
     let cmd = h.command(0);
     let out = Pdu::DataOut(DataOut {
@@ -1325,28 +1331,19 @@ fn at_erl_1_a_data_out_rejected_for_its_digest_waits_for_the_recovery_r2t() {
     });
     let rej = reject(&mut h, &out, RejectReason::DATA_DIGEST_ERROR);
     h.reply(0, rej);
+    h
+}
+
+#[test]
+fn at_erl_1_a_data_out_rejected_for_its_digest_waits_for_the_recovery_r2t() {
+    let mut h = data_out_rejected_for_its_digest(1);
     assert!(h.s.is_up() && h.done().is_empty(), "the task waits");
     assert_eq!(h.s.connection_stats(0).unwrap().data_out_rejects, 1);
-    // At ERL 0 the same Reject fails the connection (the test above it).
 }
 
 #[test]
 fn at_erl_0_a_data_out_rejected_for_its_digest_fails_the_connection() {
-    let mut h = up_with_digests(0);
-    h.s.submit(h.now, write10(0, Bytes::from(vec![9u8; 1024])), ConnPick::Any, 1);
-    let cmd = h.command(0);
-    let out = Pdu::DataOut(DataOut {
-        final_pdu: true,
-        lun: 0,
-        itt: cmd.itt,
-        ttt: 5,
-        exp_statsn: 0,
-        datasn: 0,
-        buffer_offset: 0,
-        data: Bytes::from(vec![9u8; 512]),
-    });
-    let rej = reject(&mut h, &out, RejectReason::DATA_DIGEST_ERROR);
-    h.reply(0, rej);
+    let h = data_out_rejected_for_its_digest(0);
     assert!(!h.s.is_up());
 }
 
@@ -1421,21 +1418,7 @@ fn a_response_counting_more_data_in_than_arrived_fails_the_connection_rather_tha
     let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![1u8; 2048]), None);
     h.reply(0, p);
     // DataSN 1 is lost; the response says two were sent.
-    let statsn = h.next_statsn(0);
-    let rsp = ScsiResponse {
-        itt: cmd.itt,
-        response: 0,
-        status: 0,
-        residual: Residual::None,
-        bidi_read_residual: Residual::None,
-        snack_tag: 0,
-        statsn,
-        exp_cmdsn: h.exp_cmdsn,
-        max_cmdsn: h.max_cmdsn(),
-        exp_datasn: 2,
-        data: Bytes::new(),
-    };
-    h.reply(0, Pdu::ScsiResponse(rsp.clone()));
+    h.scsi_response_counting(0, cmd.itt, 0, Bytes::new(), 2);
     let evs = h.events();
     assert!(!evs.iter().any(|e| matches!(e, Event::TaskDone { .. })), "completed short: {evs:?}");
     assert!(
@@ -1451,21 +1434,7 @@ fn a_response_counting_every_data_in_that_arrived_completes_the_read() {
     let cmd = h.command(0);
     let p = data_in(&mut h, cmd.itt, 0, 0, Bytes::from(vec![1u8; 2048]), None);
     h.reply(0, p);
-    let statsn = h.next_statsn(0);
-    let rsp = ScsiResponse {
-        itt: cmd.itt,
-        response: 0,
-        status: 0,
-        residual: Residual::None,
-        bidi_read_residual: Residual::None,
-        snack_tag: 0,
-        statsn,
-        exp_cmdsn: h.exp_cmdsn,
-        max_cmdsn: h.max_cmdsn(),
-        exp_datasn: 1,
-        data: Bytes::new(),
-    };
-    h.reply(0, Pdu::ScsiResponse(rsp));
+    h.scsi_response_counting(0, cmd.itt, 0, Bytes::new(), 1);
     assert!(matches!(&h.done()[..], [(1, Ok(Outcome::Scsi(r)))] if r.data.len() == 2048));
 }
 
